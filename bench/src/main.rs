@@ -1,1 +1,422 @@
-fn main() {}
+//! berth-bench: runs the same workloads against berth and against CNCF Distribution
+//! (Debian's `docker-registry`) in one run, and prints both, their ratio, and the
+//! machine's own ceilings (SHA-256 on one core, loopback TCP copy).
+
+mod ceilings;
+mod data;
+mod hammer;
+mod http;
+mod registry;
+mod server;
+mod workloads;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context as _, Result};
+use clap::Parser;
+
+use crate::data::Pool;
+use crate::http::{new_client, parse_base, Target};
+use crate::server::{log_tail, proc_status_kib, start_berth, start_distribution, Server};
+use crate::workloads::{size_label, Better, Ctx, Params, State, Workload};
+
+#[derive(Parser)]
+#[command(
+    name = "berth-bench",
+    about = "Benchmark berth against CNCF Distribution with the same workloads, side by side"
+)]
+struct Args {
+    /// The berth binary to start (`BIN serve --listen ADDR --data-dir DIR`).
+    #[arg(long, required_unless_present = "berth_url")]
+    berth_bin: Option<PathBuf>,
+    /// Measure an already-running berth (or anything speaking the API) at this URL
+    /// instead of starting one.
+    #[arg(long, conflicts_with = "berth_bin")]
+    berth_url: Option<String>,
+    /// PID of the server at --berth-url, for its RSS and CPU figures.
+    #[arg(long, requires = "berth_url")]
+    berth_pid: Option<u32>,
+    /// The Distribution binary to start.
+    #[arg(long, default_value = "/usr/bin/docker-registry")]
+    dist_bin: PathBuf,
+    /// Shrink sizes, counts and durations about 16x (for development).
+    #[arg(long)]
+    quick: bool,
+    /// Run only these workloads (comma-separated): mono, chunked, pull, concurrent,
+    /// manifest-put, manifest-get, blob-head, tags, catalog. Peak RSS is always reported.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Timed runs of each big-blob workload (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Where the registries' temporary data directories go.
+    #[arg(long, default_value_os_t = std::env::temp_dir())]
+    tmp_dir: PathBuf,
+}
+
+/// One registry under test.
+struct Registry {
+    target: Target,
+    server: Option<Server>,
+    state: State,
+    source: String,
+    /// Set once the process has died: every later figure fails with this.
+    dead: Option<String>,
+}
+
+type Cell = Result<f64, String>;
+
+struct Row {
+    label: String,
+    better: Better,
+    cells: [Cell; 2],
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Args::parse()).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(2),
+        Err(e) => {
+            eprintln!("berth-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn selected(only: &[String]) -> Result<Vec<Workload>> {
+    if only.is_empty() {
+        return Ok(Workload::ALL.to_vec());
+    }
+    let mut out = Vec::new();
+    for name in only {
+        if name == "rss" {
+            continue;
+        }
+        match Workload::ALL.iter().find(|w| w.name() == name) {
+            Some(w) => out.push(*w),
+            None => bail!(
+                "unknown workload {name:?}; known: {}, rss",
+                Workload::ALL.map(|w| w.name()).join(", ")
+            ),
+        }
+    }
+    Ok(out)
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")?
+                .split_once(':')
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let mem_gib = proc_meminfo_kib("MemTotal").map_or(0.0, |k| k as f64 / (1 << 20) as f64);
+    format!("{cores} cores ({model}), {mem_gib:.1} GiB RAM")
+}
+
+fn proc_meminfo_kib(field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+async fn start(args: &Args) -> Result<[Registry; 2]> {
+    let berth = match (&args.berth_bin, &args.berth_url) {
+        (Some(bin), _) => {
+            eprintln!("starting berth: {}", bin.display());
+            let s = start_berth(bin, &args.tmp_dir)
+                .await
+                .context("starting berth")?;
+            registry_for("berth", Some(s), &bin.display().to_string(), None).await?
+        }
+        (None, Some(url)) => registry_for("berth", None, url, args.berth_pid).await?,
+        (None, None) => bail!("give --berth-bin or --berth-url"),
+    };
+    eprintln!("starting distribution: {}", args.dist_bin.display());
+    let s = start_distribution(&args.dist_bin, &args.tmp_dir)
+        .await
+        .context("starting distribution")?;
+    let dist = registry_for(
+        "distribution",
+        Some(s),
+        &args.dist_bin.display().to_string(),
+        None,
+    )
+    .await?;
+    Ok([berth, dist])
+}
+
+async fn registry_for(
+    name: &'static str,
+    server: Option<Server>,
+    what: &str,
+    pid: Option<u32>,
+) -> Result<Registry> {
+    let (base, source, pid) = match &server {
+        Some(s) => (
+            s.base.clone(),
+            format!("{what} (started at {}, pid {})", s.base, s.pid),
+            Some(s.pid),
+        ),
+        None => (what.to_string(), format!("already running at {what}"), pid),
+    };
+    let (base, addr) = parse_base(&base).await?;
+    Ok(Registry {
+        target: Target {
+            name,
+            base,
+            addr,
+            pid,
+            client: new_client(),
+        },
+        server,
+        state: State::default(),
+        source,
+        dead: None,
+    })
+}
+
+async fn run(args: Args) -> Result<bool> {
+    let workloads = selected(&args.only)?;
+    anyhow::ensure!(args.runs >= 1, "--runs must be at least 1");
+    let p = Params::new(args.quick, args.runs);
+    let started = Instant::now();
+    let machine = machine();
+    eprintln!("machine: {machine}");
+
+    let ceiling_bytes = p.big;
+    eprintln!(
+        "ceilings: SHA-256 and loopback copy over {}",
+        size_label(ceiling_bytes)
+    );
+    let sha = tokio::task::spawn_blocking(move || ceilings::sha256_one_core(ceiling_bytes)).await?;
+    let loopback = ceilings::loopback_copy(ceiling_bytes).await?;
+    eprintln!("ceilings: SHA-256 one core {sha:.1} MB/s, loopback TCP copy {loopback:.1} MB/s");
+
+    eprintln!("generating the data pool");
+    let ctx = Ctx {
+        pool: Pool::new(64 << 20),
+        p,
+    };
+    let mut regs = start(&args).await?;
+    for r in &regs {
+        eprintln!("{}: {}", r.target.name, r.source);
+    }
+
+    let mut rows: Vec<Row> = Vec::new();
+    for w in &workloads {
+        let specs = w.figures(&ctx.p);
+        let mut cells: [Vec<Cell>; 2] = Default::default();
+        for (i, reg) in regs.iter_mut().enumerate() {
+            eprintln!("== {} on {}", w.name(), reg.target.name);
+            let result = match &reg.dead {
+                Some(why) => Err(why.clone()),
+                None => match tokio::time::timeout(
+                    ctx.p.timeout,
+                    w.run(&ctx, &reg.target, &mut reg.state),
+                )
+                .await
+                {
+                    Ok(Ok(v)) => Ok(v),
+                    Ok(Err(e)) => Err(format!("{e:#}")),
+                    Err(_) => Err(format!("timed out after {} s", ctx.p.timeout.as_secs())),
+                },
+            };
+            if let Some(s) = reg.server.as_mut() {
+                if let Some(status) = s.exited() {
+                    reg.dead = Some(format!(
+                        "server exited ({status}); log tail:\n{}",
+                        log_tail(&s.log)
+                    ));
+                }
+            }
+            cells[i] = match result {
+                Ok(v) => v.into_iter().map(Ok).collect(),
+                Err(e) => {
+                    let e = reg.dead.clone().unwrap_or(e);
+                    eprintln!("[{}] {} FAILED: {e}", reg.target.name, w.name());
+                    specs.iter().map(|_| Err(e.clone())).collect()
+                }
+            };
+        }
+        let [b, d] = cells;
+        for ((spec, b), d) in specs.into_iter().zip(b).zip(d) {
+            rows.push(Row {
+                label: spec.label,
+                better: spec.better,
+                cells: [b, d],
+            });
+        }
+    }
+
+    let rss: Vec<Cell> = regs
+        .iter()
+        .map(|r| match (&r.dead, r.target.pid) {
+            (Some(why), _) => Err(why.clone()),
+            (None, Some(pid)) => proc_status_kib(pid, "VmHWM")
+                .map(|k| k as f64 / 1024.0)
+                .ok_or_else(|| format!("cannot read /proc/{pid}/status")),
+            (None, None) => Ok(f64::NAN),
+        })
+        .collect();
+    rows.push(Row {
+        label: "peak RSS over the run (MiB)".into(),
+        better: Better::Lower,
+        cells: [rss[0].clone(), rss[1].clone()],
+    });
+
+    let notes: Vec<(String, String)> = regs
+        .iter()
+        .flat_map(|r| {
+            r.state
+                .notes
+                .iter()
+                .map(|n| (r.target.name.to_string(), n.clone()))
+        })
+        .collect();
+    let sources = [regs[0].source.clone(), regs[1].source.clone()];
+    for r in &mut regs {
+        if let Some(s) = r.server.take() {
+            s.stop().await;
+        }
+    }
+
+    print_table(&rows, sha, loopback, &machine, &sources, &notes);
+    if let Some(path) = &args.json {
+        let j = to_json(&rows, sha, loopback, &machine, &sources, &notes, args.quick);
+        std::fs::write(path, serde_json::to_vec_pretty(&j)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    eprintln!("done in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(rows.iter().all(|r| r.cells.iter().all(Result::is_ok)))
+}
+
+fn ratio(row: &Row) -> Option<f64> {
+    let (Ok(b), Ok(d)) = (&row.cells[0], &row.cells[1]) else {
+        return None;
+    };
+    let r = match row.better {
+        Better::Higher => b / d,
+        Better::Lower => d / b,
+    };
+    r.is_finite().then_some(r)
+}
+
+fn fmt_value(v: f64) -> String {
+    if v.is_nan() {
+        "n/a".into()
+    } else if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn fmt_cell(c: &Cell) -> String {
+    match c {
+        Ok(v) => fmt_value(*v),
+        Err(_) => "FAILED".into(),
+    }
+}
+
+fn print_table(
+    rows: &[Row],
+    sha: f64,
+    loopback: f64,
+    machine: &str,
+    sources: &[String; 2],
+    notes: &[(String, String)],
+) {
+    let width = rows
+        .iter()
+        .map(|r| r.label.chars().count())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    println!(
+        "{:<width$}  {:>12}  {:>12}  {:>7}",
+        "figure", "berth", "distribution", "ratio"
+    );
+    for r in rows {
+        let ratio = ratio(r).map_or("-".into(), |x| format!("{x:.2}x"));
+        println!(
+            "{:<width$}  {:>12}  {:>12}  {:>7}",
+            r.label,
+            fmt_cell(&r.cells[0]),
+            fmt_cell(&r.cells[1]),
+            ratio
+        );
+    }
+    println!();
+    println!(
+        "ratio: how many times better berth does; berth/distribution for rates (req/s, MB/s),"
+    );
+    println!("distribution/berth for times, latencies, CPU and RSS. >1 means berth is better.");
+    println!("MB = 10^6 bytes. Big-blob figures are the median of the timed runs.");
+    println!();
+    println!("machine: {machine}");
+    println!("ceiling: SHA-256 (sha2), one core: {sha:.1} MB/s");
+    println!("ceiling: loopback TCP copy (tokio, 127.0.0.1): {loopback:.1} MB/s");
+    println!("berth: {}", sources[0]);
+    println!("distribution: {}", sources[1]);
+    for (who, n) in notes {
+        println!("note ({who}): {n}");
+    }
+    for r in rows {
+        for (who, c) in ["berth", "distribution"].iter().zip(&r.cells) {
+            if let Err(e) = c {
+                println!("FAILED ({who}) {}: {e}", r.label);
+            }
+        }
+    }
+}
+
+fn to_json(
+    rows: &[Row],
+    sha: f64,
+    loopback: f64,
+    machine: &str,
+    sources: &[String; 2],
+    notes: &[(String, String)],
+    quick: bool,
+) -> serde_json::Value {
+    let cell = |c: &Cell| match c {
+        Ok(v) if v.is_finite() => serde_json::json!(v),
+        _ => serde_json::Value::Null,
+    };
+    let err = |c: &Cell| c.as_ref().err().cloned();
+    serde_json::json!({
+        "quick": quick,
+        "machine": machine,
+        "ceilings": {
+            "sha256_one_core_mb_s": sha,
+            "loopback_tcp_copy_mb_s": loopback,
+        },
+        "registries": { "berth": sources[0], "distribution": sources[1] },
+        "ratio_means": "how many times better berth does: berth/distribution when higher is better, distribution/berth when lower is better",
+        "figures": rows.iter().map(|r| serde_json::json!({
+            "figure": r.label,
+            "better": r.better,
+            "berth": cell(&r.cells[0]),
+            "distribution": cell(&r.cells[1]),
+            "ratio": ratio(r),
+            "berth_error": err(&r.cells[0]),
+            "distribution_error": err(&r.cells[1]),
+        })).collect::<Vec<_>>(),
+        "notes": notes.iter().map(|(who, n)| serde_json::json!({"registry": who, "note": n})).collect::<Vec<_>>(),
+    })
+}

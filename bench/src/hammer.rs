@@ -1,0 +1,163 @@
+//! Fixed-duration load over N keep-alive HTTP/1.1 connections, with a latency
+//! histogram and the CPU both sides used during the measured window.
+//!
+//! The client and the servers share the machine's cores, so besides req/s (which a
+//! saturated client would cap for both registries alike) we report the server's CPU
+//! time per request, a figure that the client's speed does not distort.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context as _, Result};
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http::{Method, Request};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+
+use crate::http::Target;
+use crate::server::cpu_seconds;
+
+pub struct HammerSpec {
+    pub method: Method,
+    pub path: String,
+    pub accept: Option<&'static str>,
+    /// Expected Content-Length header value (checked on every response).
+    pub content_length: Option<u64>,
+    /// Expected body length (checked on every response; 0 for HEAD).
+    pub body_len: u64,
+}
+
+pub struct HammerResult {
+    pub requests: u64,
+    pub secs: f64,
+    pub hist: Histogram<u64>,
+    /// CPU seconds used by the server, and by this bench process, while measuring.
+    pub server_cpu: Option<f64>,
+    pub client_cpu: Option<f64>,
+}
+
+impl HammerResult {
+    pub fn rps(&self) -> f64 {
+        self.requests as f64 / self.secs
+    }
+    pub fn quantile_ms(&self, q: f64) -> f64 {
+        self.hist.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+pub async fn hammer(
+    t: &Target,
+    spec: HammerSpec,
+    conns: usize,
+    warmup: Duration,
+    dur: Duration,
+) -> Result<HammerResult> {
+    let spec = Arc::new(spec);
+    let host = t.addr.to_string();
+    let mut senders = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        let stream = tokio::net::TcpStream::connect(t.addr)
+            .await
+            .with_context(|| format!("connect {}", t.addr))?;
+        stream.set_nodelay(true)?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        senders.push(sender);
+    }
+    let measure_start = Instant::now() + warmup;
+    let end = measure_start + dur;
+
+    let mut tasks = Vec::with_capacity(conns);
+    for mut sender in senders {
+        let spec = spec.clone();
+        let host = host.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
+            let mut n = 0u64;
+            loop {
+                let t0 = Instant::now();
+                if t0 >= end {
+                    break;
+                }
+                let mut b = Request::builder()
+                    .method(spec.method.clone())
+                    .uri(spec.path.as_str())
+                    .header("host", host.as_str());
+                if let Some(a) = spec.accept {
+                    b = b.header("accept", a);
+                }
+                let req = b.body(Empty::<Bytes>::new())?;
+                sender.ready().await.context("connection closed")?;
+                let resp = sender
+                    .send_request(req)
+                    .await
+                    .with_context(|| format!("{} {}", spec.method, spec.path))?;
+                let status = resp.status();
+                let cl = resp
+                    .headers()
+                    .get("content-length")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                let body = resp.into_body().collect().await?.to_bytes();
+                if status != 200 {
+                    bail!(
+                        "{} {}: expected status 200, got {status}: {}",
+                        spec.method,
+                        spec.path,
+                        String::from_utf8_lossy(&body[..body.len().min(600)])
+                    );
+                }
+                if let Some(want) = spec.content_length {
+                    ensure!(
+                        cl == Some(want),
+                        "{} {}: Content-Length {cl:?}, expected {want}",
+                        spec.method,
+                        spec.path
+                    );
+                }
+                ensure!(
+                    body.len() as u64 == spec.body_len,
+                    "{} {}: body of {} bytes, expected {}",
+                    spec.method,
+                    spec.path,
+                    body.len(),
+                    spec.body_len
+                );
+                if t0 >= measure_start {
+                    let us = t0.elapsed().as_micros().max(1) as u64;
+                    hist.saturating_record(us);
+                    n += 1;
+                }
+            }
+            anyhow::Ok((n, hist))
+        }));
+    }
+
+    let pid = t.pid;
+    tokio::time::sleep_until(measure_start.into()).await;
+    let (s0, c0) = (cpu_seconds(pid), cpu_seconds(None));
+    let t_start = Instant::now();
+    tokio::time::sleep_until(end.into()).await;
+    let (s1, c1) = (cpu_seconds(pid), cpu_seconds(None));
+    let secs = t_start.elapsed().as_secs_f64();
+
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
+    let mut requests = 0;
+    for task in tasks {
+        let (n, h) = task.await??;
+        requests += n;
+        hist.add(&h)?;
+    }
+    ensure!(requests > 0, "no request completed in the measured window");
+    let delta = |a: Option<f64>, b: Option<f64>| Some(b? - a?);
+    Ok(HammerResult {
+        requests,
+        secs,
+        hist,
+        server_cpu: if pid.is_some() { delta(s0, s1) } else { None },
+        client_cpu: delta(c0, c1),
+    })
+}

@@ -1,0 +1,182 @@
+//! Starting the registries under test, and reading their RSS and CPU from /proc.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use http::Method;
+use tempfile::TempDir;
+use tokio::process::{Child, Command};
+
+use crate::data::ReqBody;
+use crate::http::{drain, new_client, parse_base, Target};
+
+/// A registry process we started; killed on drop, its data dir removed.
+pub struct Server {
+    child: Child,
+    pub pid: u32,
+    pub base: String,
+    pub log: PathBuf,
+    _dir: TempDir,
+}
+
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+fn spawn_logged(mut cmd: Command, log: &Path) -> Result<Child> {
+    let f = std::fs::File::create(log)?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(f.try_clone()?))
+        .stderr(Stdio::from(f))
+        .kill_on_drop(true);
+    Ok(cmd.spawn()?)
+}
+
+pub async fn start_berth(bin: &Path, tmp_root: &Path) -> Result<Server> {
+    let dir = tempfile::Builder::new()
+        .prefix("berth-bench-berth-")
+        .tempdir_in(tmp_root)?;
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data)?;
+    let port = free_port()?;
+    let listen = format!("127.0.0.1:{port}");
+    let log = dir.path().join("berth.log");
+    let mut cmd = Command::new(bin);
+    cmd.arg("serve")
+        .arg("--listen")
+        .arg(&listen)
+        .arg("--data-dir")
+        .arg(&data);
+    // Distribution runs at log level "error" with its access log off; do the same.
+    if std::env::var_os("RUST_LOG").is_none() {
+        cmd.env("RUST_LOG", "warn");
+    }
+    let child =
+        spawn_logged(cmd, &log).with_context(|| format!("cannot start {}", bin.display()))?;
+    finish_start(child, format!("http://{listen}"), log, dir).await
+}
+
+pub async fn start_distribution(bin: &Path, tmp_root: &Path) -> Result<Server> {
+    let dir = tempfile::Builder::new()
+        .prefix("berth-bench-distribution-")
+        .tempdir_in(tmp_root)?;
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data)?;
+    let port = free_port()?;
+    let listen = format!("127.0.0.1:{port}");
+    // The blob-descriptor cache is on in the Debian and registry:2 default configs.
+    let config = format!(
+        "version: 0.1\n\
+         log:\n  level: error\n  accesslog:\n    disabled: true\n\
+         storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  \
+         cache:\n    blobdescriptor: inmemory\n\
+         http:\n  addr: {listen}\n",
+        data.display()
+    );
+    let config_path = dir.path().join("config.yml");
+    std::fs::write(&config_path, config)?;
+    let log = dir.path().join("distribution.log");
+    let mut cmd = Command::new(bin);
+    cmd.arg("serve").arg(&config_path);
+    let child =
+        spawn_logged(cmd, &log).with_context(|| format!("cannot start {}", bin.display()))?;
+    finish_start(child, format!("http://{listen}"), log, dir).await
+}
+
+async fn finish_start(
+    mut child: Child,
+    base: String,
+    log: PathBuf,
+    dir: TempDir,
+) -> Result<Server> {
+    let pid = child.id().context("child has no pid")?;
+    let client = new_client();
+    let probe = Target {
+        name: "probe",
+        addr: parse_base(&base).await?.1,
+        base: base.clone(),
+        pid: Some(pid),
+        client,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "server exited with {status} before answering /v2/; log:\n{}",
+                log_tail(&log)
+            );
+        }
+        // 401 would also mean "up"; the bench sends no credentials though.
+        match probe
+            .request(Method::GET, "/v2/", &[], ReqBody::Empty, &[200])
+            .await
+        {
+            Ok(r) => {
+                drain(r).await?;
+                break;
+            }
+            Err(e) if Instant::now() > deadline => {
+                bail!(
+                    "{base}/v2/ did not answer 200 within 30 s ({e:#}); log:\n{}",
+                    log_tail(&log)
+                )
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    Ok(Server {
+        child,
+        pid,
+        base,
+        log,
+        _dir: dir,
+    })
+}
+
+pub fn log_tail(log: &Path) -> String {
+    let s = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+impl Server {
+    /// Whether the process is still alive (it may have crashed under load).
+    pub fn exited(&mut self) -> Option<String> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Some(status.to_string()),
+            _ => None,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+    }
+}
+
+/// A field of `/proc/PID/status` in KiB (e.g. `VmHWM`, the peak RSS).
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// User + system CPU seconds of a process (all threads), `None` for this process.
+pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/stat"),
+        None => "/proc/self/stat".to_string(),
+    };
+    let s = std::fs::read_to_string(path).ok()?;
+    // Fields after "(comm)": state is field 3, utime 14, stime 15.
+    let rest = &s[s.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    // USER_HZ is 100 on every Linux ABI.
+    Some((utime + stime) as f64 / 100.0)
+}

@@ -1,0 +1,114 @@
+//! HTTP adapters: `/v2/` (OCI Distribution) and the health probes.
+//!
+//! Contract: a handler parses its inputs at the boundary (names, digests,
+//! references, ranges), calls one `core::Registry` method and maps the result
+//! to status, headers and body. Every error answer is an OCI error body built
+//! from the one code table; a 500 is logged once, by `log_internal_errors`.
+
+mod error;
+mod route;
+mod v2;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::Router;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+
+pub use error::{ApiError, InternalError};
+
+use crate::core::Registry;
+use crate::oci::ErrorCode;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Arc<Registry>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let request_id = axum::http::HeaderName::from_static("x-request-id");
+    Router::new()
+        .route("/v2", get(base))
+        .route("/v2/", get(base))
+        .route("/v2/{*path}", any(v2_endpoint))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .with_state(state)
+        .layer(middleware::from_fn(log_internal_errors))
+        .layer(SetResponseHeaderLayer::overriding(
+            axum::http::HeaderName::from_static("docker-distribution-api-version"),
+            HeaderValue::from_static("registry/2.0"),
+        ))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &axum::http::Request<Body>| {
+                    let id = req
+                        .extensions()
+                        .get::<RequestId>()
+                        .and_then(|id| id.header_value().to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path())
+                })
+                .on_request(())
+                .on_response(|res: &Response, latency: Duration, _span: &tracing::Span| {
+                    tracing::info!(status = res.status().as_u16(), ms = latency.as_secs_f64() * 1000.0, "served");
+                })
+                .on_failure(()),
+        )
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+async fn base() -> Response {
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{}").into_response()
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.registry.ready().await {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "metadata backend unavailable").into_response()
+    }
+}
+
+async fn not_found() -> Response {
+    ApiError::bare(ErrorCode::NotFound).into_response()
+}
+
+async fn v2_endpoint(State(state): State<AppState>, method: Method, uri: Uri, req: Request) -> Response {
+    let path = uri.path().strip_prefix("/v2/").unwrap_or("");
+    let Some(route) = route::parse(path) else {
+        return not_found().await;
+    };
+    let params = match uri.query().map(serde_urlencoded::from_str::<v2::Params>) {
+        None => v2::Params::default(),
+        Some(Ok(p)) => p,
+        Some(Err(e)) => return ApiError::new(ErrorCode::Unsupported, format!("bad query string: {e}")).with_status(StatusCode::BAD_REQUEST).into_response(),
+    };
+    let (parts, body) = req.into_parts();
+    let request = v2::Request {
+        method,
+        params,
+        headers: parts.headers,
+        body,
+    };
+    v2::dispatch(&state.registry, route, request).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Logs the cause of every 500 once, inside the request's span.
+async fn log_internal_errors(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    if let Some(InternalError(cause)) = response.extensions().get::<InternalError>() {
+        tracing::error!(error = %cause, "internal error");
+    }
+    response
+}

@@ -1,0 +1,386 @@
+//! `/v2/` handlers. Each parses its inputs, calls one service method and maps
+//! the result to status, headers and body.
+
+use std::io;
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderName, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use http_body_util::BodyExt;
+use serde::Deserialize;
+
+use super::error::ApiError;
+use super::route::V2Route;
+use crate::core::{ByteRange, Registry};
+use crate::oci::{media, Digest, ErrorCode, Reference, RepoName};
+use crate::storage::ByteStream;
+
+const DIGEST_HEADER: &str = "docker-content-digest";
+const UPLOAD_UUID: &str = "docker-upload-uuid";
+const SUBJECT_HEADER: &str = "oci-subject";
+const FILTERS_APPLIED: &str = "oci-filters-applied";
+
+pub type ApiResult = Result<Response, ApiError>;
+
+/// Query parameters used by any `/v2/` endpoint.
+#[derive(Debug, Default, Deserialize)]
+pub struct Params {
+    digest: Option<String>,
+    mount: Option<String>,
+    from: Option<String>,
+    n: Option<String>,
+    last: Option<String>,
+    #[serde(rename = "artifactType")]
+    artifact_type: Option<String>,
+}
+
+/// Everything a handler may need from the request.
+pub struct Request {
+    pub method: Method,
+    pub params: Params,
+    pub headers: HeaderMap,
+    pub body: Body,
+}
+
+fn respond(status: StatusCode, headers: Vec<(HeaderName, String)>, body: Body) -> Response {
+    let mut builder = Response::builder().status(status);
+    for (name, value) in headers {
+        builder = builder.header(name, value);
+    }
+    builder.body(body).unwrap_or_else(|e| ApiError::new(ErrorCode::Unknown, e.to_string()).into_response())
+}
+
+fn h(name: &'static str) -> HeaderName {
+    HeaderName::from_static(name)
+}
+
+fn name(raw: &str) -> Result<RepoName, ApiError> {
+    raw.parse().map_err(|e: crate::oci::RepoNameError| ApiError::new(ErrorCode::NameInvalid, e.to_string()))
+}
+
+fn digest(raw: &str) -> Result<Digest, ApiError> {
+    raw.parse().map_err(|e: crate::oci::DigestError| ApiError::new(ErrorCode::DigestInvalid, format!("{raw:?}: {e}")))
+}
+
+fn reference(raw: &str) -> Result<Reference, ApiError> {
+    Reference::parse(raw).map_err(|e| match e {
+        crate::oci::ReferenceError::Digest(d) => ApiError::new(ErrorCode::DigestInvalid, format!("{raw:?}: {d}")),
+        crate::oci::ReferenceError::Tag(t) => ApiError::new(ErrorCode::ManifestInvalid, t.to_string()),
+    })
+}
+
+fn stream(body: Body) -> ByteStream {
+    TryStreamExt::map_err(body.into_data_stream(), io::Error::other).boxed()
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    header_str(headers, header::CONTENT_LENGTH).and_then(|v| v.parse().ok())
+}
+
+/// `Content-Range` of an upload chunk: `first-last`, optionally with a `bytes` unit.
+fn content_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, ApiError> {
+    let Some(raw) = header_str(headers, header::CONTENT_RANGE) else { return Ok(None) };
+    let spec = raw.trim().trim_start_matches("bytes").trim_start_matches(['=', ' ']);
+    let spec = spec.split('/').next().unwrap_or("");
+    let parsed = spec.split_once('-').and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
+    parsed
+        .map(Some)
+        .ok_or_else(|| ApiError::new(ErrorCode::RangeInvalid, format!("malformed Content-Range {raw:?}")))
+}
+
+/// A single `Range: bytes=...` request; anything else is served whole, as
+/// RFC 9110 allows.
+fn byte_range(headers: &HeaderMap) -> Option<ByteRange> {
+    let spec = header_str(headers, header::RANGE)?.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (a, b) = (a.trim(), b.trim());
+    if a.is_empty() {
+        return Some(ByteRange::Suffix(b.parse().ok()?));
+    }
+    let end = if b.is_empty() { None } else { Some(b.parse().ok()?) };
+    Some(ByteRange::From { start: a.parse().ok()?, end })
+}
+
+fn range_value(size: u64) -> String {
+    format!("0-{}", size.saturating_sub(1))
+}
+
+fn page_size(params: &Params) -> Result<Option<u32>, ApiError> {
+    params
+        .n
+        .as_deref()
+        .map(|n| n.parse::<u32>().map_err(|_| ApiError::new(ErrorCode::PaginationNumberInvalid, format!("n={n:?} is not a count"))))
+        .transpose()
+}
+
+fn unsupported(method: &Method) -> ApiError {
+    ApiError::new(ErrorCode::Unsupported, format!("{method} is not supported here"))
+}
+
+pub async fn dispatch(reg: &Registry, route: V2Route<'_>, req: Request) -> ApiResult {
+    use V2Route::*;
+    match (route, req.method.clone()) {
+        (Catalog, Method::GET) => catalog(reg, req).await,
+        (Tags { name: n }, Method::GET) => tags(reg, name(n)?, req).await,
+        (Manifest { name: n, reference: r }, m) => {
+            let (repo, reference) = (name(n)?, reference(r)?);
+            match m {
+                Method::GET => get_manifest(reg, repo, reference, req, true).await,
+                Method::HEAD => get_manifest(reg, repo, reference, req, false).await,
+                Method::PUT => put_manifest(reg, repo, reference, req).await,
+                Method::DELETE => delete_manifest(reg, repo, reference).await,
+                m => Err(unsupported(&m)),
+            }
+        }
+        (Blob { name: n, digest: d }, m) => {
+            let (repo, digest) = (name(n)?, digest(d)?);
+            match m {
+                Method::GET => get_blob(reg, repo, digest, req).await,
+                Method::HEAD => head_blob(reg, repo, digest).await,
+                Method::DELETE => delete_blob(reg, repo, digest).await,
+                m => Err(unsupported(&m)),
+            }
+        }
+        (Upload { name: n, id: None }, Method::POST) => start_upload(reg, name(n)?, req).await,
+        (Upload { name: n, id: Some(id) }, m) => {
+            let repo = name(n)?;
+            match m {
+                Method::GET => upload_status(reg, repo, id).await,
+                Method::PATCH => upload_chunk(reg, repo, id, req).await,
+                Method::PUT => finish_upload(reg, repo, id, req).await,
+                Method::DELETE => cancel_upload(reg, repo, id).await,
+                m => Err(unsupported(&m)),
+            }
+        }
+        (Referrers { name: n, digest: d }, Method::GET) => referrers(reg, name(n)?, digest(d)?, req).await,
+        (_, m) => Err(unsupported(&m)),
+    }
+}
+
+fn link_next(path: &str, n: Option<u32>, page: &crate::core::ListPage) -> Vec<(HeaderName, String)> {
+    match (page.more, page.items.last()) {
+        (true, Some(last)) => {
+            let n = n.map(|n| format!("n={n}&")).unwrap_or_default();
+            vec![(header::LINK, format!("<{path}?{n}last={last}>; rel=\"next\""))]
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn json_response(status: StatusCode, mut headers: Vec<(HeaderName, String)>, content_type: &str, body: Bytes) -> Response {
+    headers.push((header::CONTENT_TYPE, content_type.to_string()));
+    headers.push((header::CONTENT_LENGTH, body.len().to_string()));
+    respond(status, headers, Body::from(body))
+}
+
+async fn catalog(reg: &Registry, req: Request) -> ApiResult {
+    let n = page_size(&req.params)?;
+    let page = reg.catalog(n, req.params.last).await?;
+    let body = serde_json::json!({ "repositories": page.items }).to_string();
+    Ok(json_response(StatusCode::OK, link_next("/v2/_catalog", n, &page), "application/json", body.into()))
+}
+
+async fn tags(reg: &Registry, repo: RepoName, req: Request) -> ApiResult {
+    let n = page_size(&req.params)?;
+    let page = reg.list_tags(&repo, n, req.params.last).await?;
+    let body = serde_json::json!({ "name": repo.as_str(), "tags": page.items }).to_string();
+    let link = link_next(&format!("/v2/{repo}/tags/list"), n, &page);
+    Ok(json_response(StatusCode::OK, link, "application/json", body.into()))
+}
+
+async fn get_manifest(reg: &Registry, repo: RepoName, reference: Reference, req: Request, with_body: bool) -> ApiResult {
+    let accept: Vec<&str> = req
+        .headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(media::essence)
+        .filter(|t| !t.is_empty())
+        .collect();
+    let m = reg.get_manifest(&repo, &reference, &accept).await?;
+    let headers = vec![
+        (header::CONTENT_TYPE, m.media_type),
+        (header::CONTENT_LENGTH, m.content.len().to_string()),
+        (h(DIGEST_HEADER), m.digest.to_string()),
+        (header::ETAG, format!("\"{}\"", m.digest)),
+    ];
+    let body = if with_body { Body::from(m.content) } else { Body::empty() };
+    Ok(respond(StatusCode::OK, headers, body))
+}
+
+async fn put_manifest(reg: &Registry, repo: RepoName, reference: Reference, req: Request) -> ApiResult {
+    let limit = reg.settings().max_manifest_bytes;
+    let too_large = || crate::core::Error::ManifestTooLarge { limit };
+    if content_length(&req.headers).is_some_and(|len| len > limit as u64) {
+        return Err(too_large().into());
+    }
+    let body = http_body_util::Limited::new(req.body, limit)
+        .collect()
+        .await
+        .map_err(|e| match e.downcast::<http_body_util::LengthLimitError>() {
+            Ok(_) => ApiError::from(too_large()),
+            Err(e) => ApiError::new(ErrorCode::ManifestInvalid, format!("reading the manifest failed: {e}")),
+        })?
+        .to_bytes();
+    let put = reg.put_manifest(&repo, &reference, header_str(&req.headers, header::CONTENT_TYPE), body).await?;
+    let mut headers = vec![
+        (header::LOCATION, format!("/v2/{repo}/manifests/{}", put.digest)),
+        (h(DIGEST_HEADER), put.digest.to_string()),
+    ];
+    if let Some(subject) = put.subject {
+        headers.push((h(SUBJECT_HEADER), subject.to_string()));
+    }
+    Ok(respond(StatusCode::CREATED, headers, Body::empty()))
+}
+
+async fn delete_manifest(reg: &Registry, repo: RepoName, reference: Reference) -> ApiResult {
+    reg.delete_manifest(&repo, &reference).await?;
+    Ok(respond(StatusCode::ACCEPTED, vec![], Body::empty()))
+}
+
+fn blob_headers(digest: &Digest, len: u64) -> Vec<(HeaderName, String)> {
+    vec![
+        (header::CONTENT_LENGTH, len.to_string()),
+        (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+        (h(DIGEST_HEADER), digest.to_string()),
+        (header::ACCEPT_RANGES, "bytes".to_string()),
+        (header::ETAG, format!("\"{digest}\"")),
+    ]
+}
+
+async fn head_blob(reg: &Registry, repo: RepoName, digest: Digest) -> ApiResult {
+    let size = reg.stat_blob(&repo, &digest).await?;
+    Ok(respond(StatusCode::OK, blob_headers(&digest, size), Body::empty()))
+}
+
+async fn get_blob(reg: &Registry, repo: RepoName, digest: Digest, req: Request) -> ApiResult {
+    let blob = reg.get_blob(&repo, &digest, byte_range(&req.headers)).await?;
+    let body = Body::from_stream(blob.stream);
+    Ok(match blob.range {
+        None => respond(StatusCode::OK, blob_headers(&digest, blob.size), body),
+        Some((first, last)) => {
+            let mut headers = blob_headers(&digest, last - first + 1);
+            headers.push((header::CONTENT_RANGE, format!("bytes {first}-{last}/{}", blob.size)));
+            respond(StatusCode::PARTIAL_CONTENT, headers, body)
+        }
+    })
+}
+
+async fn delete_blob(reg: &Registry, repo: RepoName, digest: Digest) -> ApiResult {
+    reg.delete_blob(&repo, &digest).await?;
+    Ok(respond(StatusCode::ACCEPTED, vec![], Body::empty()))
+}
+
+fn blob_created(repo: &RepoName, digest: &Digest) -> Response {
+    let headers = vec![
+        (header::LOCATION, format!("/v2/{repo}/blobs/{digest}")),
+        (h(DIGEST_HEADER), digest.to_string()),
+        (header::CONTENT_LENGTH, "0".to_string()),
+    ];
+    respond(StatusCode::CREATED, headers, Body::empty())
+}
+
+fn upload_progress(status: StatusCode, repo: &RepoName, id: &str, size: u64) -> Response {
+    let headers = vec![
+        (header::LOCATION, format!("/v2/{repo}/blobs/uploads/{id}")),
+        (header::RANGE, range_value(size)),
+        (h(UPLOAD_UUID), id.to_string()),
+        (header::CONTENT_LENGTH, "0".to_string()),
+    ];
+    respond(status, headers, Body::empty())
+}
+
+async fn start_upload(reg: &Registry, repo: RepoName, req: Request) -> ApiResult {
+    if let Some(mount) = req.params.mount.as_deref() {
+        let mount = digest(mount)?;
+        // An unparsable `from` cannot name a readable repository: fall back to
+        // an upload as the spec asks, instead of failing the push.
+        let from = req.params.from.as_deref().and_then(|f| f.parse::<RepoName>().ok());
+        if reg.mount_blob(&repo, &mount, from.as_ref()).await?.is_some() {
+            return Ok(blob_created(&repo, &mount));
+        }
+    } else if let Some(d) = req.params.digest.as_deref() {
+        let d = digest(d)?;
+        reg.upload_monolithic(&repo, &d, stream(req.body)).await?;
+        return Ok(blob_created(&repo, &d));
+    }
+    let session = reg.start_upload(&repo).await?;
+    Ok(upload_progress(StatusCode::ACCEPTED, &repo, &session.id, session.size))
+}
+
+async fn upload_status(reg: &Registry, repo: RepoName, id: &str) -> ApiResult {
+    let status = reg.upload_status(&repo, id).await?;
+    Ok(upload_progress(StatusCode::NO_CONTENT, &repo, id, status.size))
+}
+
+async fn upload_chunk(reg: &Registry, repo: RepoName, id: &str, req: Request) -> ApiResult {
+    let range = content_range(&req.headers)?;
+    let len = content_length(&req.headers);
+    let status = reg.upload_chunk(&repo, id, range, len, stream(req.body)).await?;
+    Ok(upload_progress(StatusCode::ACCEPTED, &repo, id, status.size))
+}
+
+async fn finish_upload(reg: &Registry, repo: RepoName, id: &str, req: Request) -> ApiResult {
+    let Some(d) = req.params.digest.as_deref() else {
+        return Err(ApiError::new(ErrorCode::DigestInvalid, "the closing PUT needs a digest query parameter"));
+    };
+    let d = digest(d)?;
+    let range = content_range(&req.headers)?;
+    let len = content_length(&req.headers);
+    reg.finish_upload(&repo, id, &d, range, len, stream(req.body)).await?;
+    Ok(blob_created(&repo, &d))
+}
+
+async fn cancel_upload(reg: &Registry, repo: RepoName, id: &str) -> ApiResult {
+    reg.cancel_upload(&repo, id).await?;
+    Ok(respond(StatusCode::NO_CONTENT, vec![], Body::empty()))
+}
+
+async fn referrers(reg: &Registry, repo: RepoName, subject: Digest, req: Request) -> ApiResult {
+    let filter = req.params.artifact_type.as_deref();
+    let index = reg.referrers(&repo, &subject, filter).await?;
+    let headers = match filter {
+        Some(_) => vec![(h(FILTERS_APPLIED), "artifactType".to_string())],
+        None => vec![],
+    };
+    Ok(json_response(StatusCode::OK, headers, media::OCI_INDEX, index))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(name: header::HeaderName, value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(name, value.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn parses_range_requests() {
+        assert_eq!(byte_range(&headers(header::RANGE, "bytes=0-9")), Some(ByteRange::From { start: 0, end: Some(9) }));
+        assert_eq!(byte_range(&headers(header::RANGE, "bytes=5-")), Some(ByteRange::From { start: 5, end: None }));
+        assert_eq!(byte_range(&headers(header::RANGE, "bytes=-5")), Some(ByteRange::Suffix(5)));
+        assert_eq!(byte_range(&headers(header::RANGE, "bytes=0-1,4-5")), None);
+        assert_eq!(byte_range(&headers(header::RANGE, "items=0-1")), None);
+        assert_eq!(byte_range(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn parses_content_ranges() {
+        assert_eq!(content_range(&headers(header::CONTENT_RANGE, "0-99")).unwrap(), Some((0, 99)));
+        assert_eq!(content_range(&headers(header::CONTENT_RANGE, "bytes 100-199/*")).unwrap(), Some((100, 199)));
+        assert!(content_range(&headers(header::CONTENT_RANGE, "nonsense")).is_err());
+        assert_eq!(content_range(&HeaderMap::new()).unwrap(), None);
+    }
+}

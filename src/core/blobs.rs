@@ -1,0 +1,87 @@
+use super::{Error, Registry, Result};
+use crate::oci::{Digest, RepoName};
+use crate::storage::ByteStream;
+
+/// A byte range as a client asked for it (`bytes=start-end`, `bytes=start-`
+/// or `bytes=-suffix`), resolved against the blob's size by the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteRange {
+    From { start: u64, end: Option<u64> },
+    Suffix(u64),
+}
+
+impl ByteRange {
+    /// Inclusive (first, last) byte positions inside a blob of `size` bytes.
+    pub fn resolve(self, size: u64) -> Option<(u64, u64)> {
+        match self {
+            ByteRange::From { start, end } => {
+                let last = end.unwrap_or(u64::MAX).min(size.checked_sub(1)?);
+                (start <= last).then_some((start, last))
+            }
+            ByteRange::Suffix(n) if n > 0 && size > 0 => Some((size.saturating_sub(n), size - 1)),
+            ByteRange::Suffix(_) => None,
+        }
+    }
+}
+
+pub struct BlobBody {
+    /// Total size of the blob.
+    pub size: u64,
+    /// Inclusive range served, when the request asked for one.
+    pub range: Option<(u64, u64)>,
+    pub stream: ByteStream,
+}
+
+impl Registry {
+    /// Size of a blob this repository may serve.
+    pub async fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
+        self.metadata.linked_blob_size(repo, digest).await?.ok_or(Error::BlobUnknown)
+    }
+
+    pub async fn get_blob(&self, repo: &RepoName, digest: &Digest, range: Option<ByteRange>) -> Result<BlobBody> {
+        let size = self.stat_blob(repo, digest).await?;
+        let range = match range {
+            Some(r) => Some(r.resolve(size).ok_or(Error::RangeNotSatisfiable { size })?),
+            None => None,
+        };
+        let stream = self
+            .storage
+            .get(digest, range.map(|(first, last)| (first, last - first + 1)))
+            .await
+            .map_err(|e| match e {
+                // Linked in metadata but gone from storage: report it as unknown
+                // rather than serving an error page mid-stream.
+                crate::storage::StorageError::NotFound => Error::BlobUnknown,
+                other => other.into(),
+            })?;
+        Ok(BlobBody { size, range, stream })
+    }
+
+    /// Removes the blob from this repository; the bytes stay until garbage
+    /// collection finds no repository using them.
+    pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        if self.metadata.unlink_blob(repo, digest).await? {
+            Ok(())
+        } else {
+            Err(Error::BlobUnknown)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ByteRange;
+
+    #[test]
+    fn ranges_resolve_against_size() {
+        assert_eq!(ByteRange::From { start: 0, end: Some(9) }.resolve(100), Some((0, 9)));
+        assert_eq!(ByteRange::From { start: 90, end: Some(200) }.resolve(100), Some((90, 99)));
+        assert_eq!(ByteRange::From { start: 10, end: None }.resolve(100), Some((10, 99)));
+        assert_eq!(ByteRange::From { start: 100, end: None }.resolve(100), None);
+        assert_eq!(ByteRange::From { start: 5, end: Some(4) }.resolve(100), None);
+        assert_eq!(ByteRange::Suffix(10).resolve(100), Some((90, 99)));
+        assert_eq!(ByteRange::Suffix(1000).resolve(100), Some((0, 99)));
+        assert_eq!(ByteRange::Suffix(0).resolve(100), None);
+        assert_eq!(ByteRange::From { start: 0, end: None }.resolve(0), None);
+    }
+}

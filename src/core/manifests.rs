@@ -1,0 +1,146 @@
+//! Manifests, tags, referrers and the catalog.
+
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+
+use super::{Error, Registry, Result};
+use crate::metadata::{ManifestRecord, NewManifest, Page, Ref};
+use crate::oci::{media, Digest, ParsedManifest, Reference, RepoName};
+
+/// The outcome of a manifest PUT.
+#[derive(Debug, Clone)]
+pub struct PutManifest {
+    pub digest: Digest,
+    pub subject: Option<Digest>,
+}
+
+/// One page of a lexically ordered listing; `more` when entries follow.
+#[derive(Debug, Clone)]
+pub struct ListPage {
+    pub items: Vec<String>,
+    pub more: bool,
+}
+
+fn refs(descriptors: &[crate::oci::Descriptor]) -> Vec<Ref> {
+    descriptors
+        .iter()
+        .map(|d| Ref {
+            digest: d.digest.clone(),
+            size: d.size,
+        })
+        .collect()
+}
+
+impl Registry {
+    pub async fn put_manifest(&self, repo: &RepoName, reference: &Reference, content_type: Option<&str>, body: Bytes) -> Result<PutManifest> {
+        if body.len() > self.settings.max_manifest_bytes {
+            return Err(Error::ManifestTooLarge {
+                limit: self.settings.max_manifest_bytes,
+            });
+        }
+        let parsed = ParsedManifest::parse(&body, content_type).map_err(|e| Error::ManifestInvalid(e.to_string()))?;
+        let digest = match reference {
+            Reference::Digest(expected) => {
+                let actual = Digest::of(expected.algorithm(), &body);
+                if &actual != expected {
+                    return Err(Error::DigestMismatch {
+                        expected: expected.clone(),
+                        actual,
+                    });
+                }
+                actual
+            }
+            Reference::Tag(_) => Digest::sha256_of(&body),
+        };
+        let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
+        let manifest = NewManifest {
+            repo: repo.clone(),
+            digest: digest.clone(),
+            media_type: parsed.media_type,
+            artifact_type: parsed.artifact_type,
+            subject: subject.clone(),
+            annotations: parsed.annotations.map(|a| Value::Object(a).to_string()),
+            blobs: refs(&parsed.blobs),
+            children: refs(&parsed.children),
+            tag: match reference {
+                Reference::Tag(t) => Some(t.clone()),
+                Reference::Digest(_) => None,
+            },
+            content: body,
+        };
+        self.metadata.put_manifest(&manifest).await?;
+        Ok(PutManifest { digest, subject })
+    }
+
+    /// A manifest by tag or digest. `accept` lists the media types the client
+    /// takes (empty: anything).
+    pub async fn get_manifest(&self, repo: &RepoName, reference: &Reference, accept: &[&str]) -> Result<ManifestRecord> {
+        let record = self.metadata.get_manifest(repo, reference).await?.ok_or(Error::ManifestUnknown)?;
+        let acceptable = accept.is_empty()
+            || accept
+                .iter()
+                .any(|a| *a == record.media_type || matches!(*a, "*/*" | "application/*" | "application/json"));
+        if !acceptable {
+            return Err(Error::ManifestNotAcceptable {
+                media_type: record.media_type,
+            });
+        }
+        Ok(record)
+    }
+
+    /// Deleting by digest removes the manifest and its tags; deleting by tag
+    /// removes only that tag.
+    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
+        let existed = match reference {
+            Reference::Digest(d) => self.metadata.delete_manifest(repo, d).await?,
+            Reference::Tag(t) => self.metadata.delete_tag(repo, t).await?,
+        };
+        if existed {
+            Ok(())
+        } else {
+            Err(Error::ManifestUnknown)
+        }
+    }
+
+    /// The referrers of `subject` as an OCI image index document.
+    pub async fn referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Bytes> {
+        let rows = self.metadata.referrers(repo, subject, artifact_type).await?;
+        let manifests: Vec<Value> = rows
+            .into_iter()
+            .map(|r| {
+                let mut d = Map::new();
+                d.insert("mediaType".into(), json!(r.media_type));
+                d.insert("digest".into(), json!(r.digest));
+                d.insert("size".into(), json!(r.size));
+                if let Some(t) = r.artifact_type {
+                    d.insert("artifactType".into(), json!(t));
+                }
+                if let Some(a) = r.annotations.and_then(|a| serde_json::from_str::<Value>(&a).ok()) {
+                    d.insert("annotations".into(), a);
+                }
+                Value::Object(d)
+            })
+            .collect();
+        let index = json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": manifests});
+        Ok(Bytes::from(index.to_string()))
+    }
+
+    pub async fn list_tags(&self, repo: &RepoName, n: Option<u32>, last: Option<String>) -> Result<ListPage> {
+        let limit = n.unwrap_or(u32::MAX - 1);
+        let page = Page { last, limit: limit + 1 };
+        let tags = self.metadata.list_tags(repo, &page).await?.ok_or(Error::NameUnknown)?;
+        Ok(paged(tags, limit))
+    }
+
+    pub async fn catalog(&self, n: Option<u32>, last: Option<String>) -> Result<ListPage> {
+        let limit = n.unwrap_or(1000);
+        let repos = self.metadata.list_repositories(&Page { last, limit: limit + 1 }).await?;
+        Ok(paged(repos, limit))
+    }
+}
+
+fn paged(mut items: Vec<String>, limit: u32) -> ListPage {
+    let more = items.len() > limit as usize;
+    items.truncate(limit as usize);
+    ListPage { items, more }
+}

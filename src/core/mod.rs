@@ -1,0 +1,119 @@
+//! Registry services: the rules of the OCI Distribution API on top of the
+//! storage and metadata contracts. No HTTP and no SQL here: the API layer
+//! parses requests into these calls and maps `Error` to OCI error bodies.
+
+mod blobs;
+mod manifests;
+mod uploads;
+
+use std::sync::Arc;
+
+use crate::metadata::{Metadata, MetadataError};
+use crate::oci::Digest;
+use crate::storage::{Storage, StorageError};
+
+pub use blobs::{BlobBody, ByteRange};
+pub use manifests::{ListPage, PutManifest};
+pub use uploads::UploadStatus;
+
+/// Service-level settings (a slice of the server configuration).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub max_manifest_bytes: usize,
+    /// Mount an existing blob on `POST ?mount=` even without (or with a wrong) `from`.
+    pub auto_mount: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            max_manifest_bytes: 4 * 1024 * 1024,
+            auto_mount: true,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("blob unknown to this repository")]
+    BlobUnknown,
+    #[error("upload session unknown (finished, cancelled or never started)")]
+    UploadUnknown,
+    #[error("upload is at offset {current}; chunks must be sent in order")]
+    UploadOutOfOrder { current: u64 },
+    #[error("{0}")]
+    UploadInvalid(String),
+    #[error("content-length {declared} does not match the range's {expected} bytes")]
+    SizeInvalid { declared: u64, expected: u64 },
+    #[error("uploaded content has digest {actual}, not {expected}")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error("requested range not satisfiable for a blob of {size} bytes")]
+    RangeNotSatisfiable { size: u64 },
+    #[error("manifest unknown")]
+    ManifestUnknown,
+    #[error("stored manifest is {media_type}, which the request's Accept header does not allow")]
+    ManifestNotAcceptable { media_type: String },
+    #[error("{0}")]
+    ManifestInvalid(String),
+    #[error("manifest references {0}, which is not in this repository")]
+    ManifestBlobUnknown(Digest),
+    #[error("manifest is larger than the {limit}-byte limit")]
+    ManifestTooLarge { limit: usize },
+    #[error("repository name not known to registry")]
+    NameUnknown,
+    #[error(transparent)]
+    Storage(StorageError),
+    #[error(transparent)]
+    Metadata(MetadataError),
+}
+
+impl From<StorageError> for Error {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::UploadNotFound => Error::UploadUnknown,
+            StorageError::OffsetMismatch { current, .. } => Error::UploadOutOfOrder { current },
+            StorageError::DigestMismatch { expected, actual } => Error::DigestMismatch { expected, actual },
+            other => Error::Storage(other),
+        }
+    }
+}
+
+impl From<MetadataError> for Error {
+    fn from(e: MetadataError) -> Self {
+        match e {
+            MetadataError::MissingReference(d) => Error::ManifestBlobUnknown(d),
+            e @ MetadataError::SizeMismatch { .. } => Error::ManifestInvalid(e.to_string()),
+            other => Error::Metadata(other),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The registry: one instance per process, shared by every request.
+pub struct Registry {
+    storage: Arc<dyn Storage>,
+    metadata: Arc<dyn Metadata>,
+    settings: Settings,
+    uploads: uploads::LocalState,
+}
+
+impl Registry {
+    pub fn new(storage: Arc<dyn Storage>, metadata: Arc<dyn Metadata>, settings: Settings) -> Registry {
+        Registry {
+            storage,
+            metadata,
+            settings,
+            uploads: uploads::LocalState::default(),
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Whether the backends answer (readiness).
+    pub async fn ready(&self) -> bool {
+        self.metadata.ping().await.is_ok()
+    }
+}

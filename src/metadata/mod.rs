@@ -1,0 +1,143 @@
+//! Registry metadata: repositories, blob links, manifests, tags and upload
+//! sessions.
+//!
+//! Contract: one trait per aggregate, reads apart from writes; every write
+//! that must be atomic (a manifest with its references and tag, a manifest
+//! delete with its tags) is one transaction inside one method. All state that
+//! a second replica must see lives here, never in process memory.
+//! Every backend must pass the shared suite in `metadata::suite`.
+
+mod sqlite;
+#[cfg(test)]
+mod suite;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::oci::{Digest, Reference, RepoName, Tag};
+
+pub use sqlite::SqliteMetadata;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    #[error("manifest references {0}, which is not in this repository")]
+    MissingReference(Digest),
+    #[error("manifest declares size {declared} for {digest}, but it has {actual} bytes")]
+    SizeMismatch { digest: Digest, declared: u64, actual: u64 },
+    #[error("metadata database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("metadata migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("metadata database holds an invalid value: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = MetadataError> = std::result::Result<T, E>;
+
+/// A stored manifest, as served.
+#[derive(Debug, Clone)]
+pub struct ManifestRecord {
+    pub digest: Digest,
+    pub media_type: String,
+    pub content: Bytes,
+}
+
+/// A descriptor (digest + declared size) that a manifest references.
+#[derive(Debug, Clone)]
+pub struct Ref {
+    pub digest: Digest,
+    pub size: u64,
+}
+
+/// A manifest to store, with what it references.
+#[derive(Debug, Clone)]
+pub struct NewManifest {
+    pub repo: RepoName,
+    pub digest: Digest,
+    pub media_type: String,
+    pub content: Bytes,
+    pub artifact_type: Option<String>,
+    pub subject: Option<Digest>,
+    /// The manifest's annotations as a JSON object text.
+    pub annotations: Option<String>,
+    pub blobs: Vec<Ref>,
+    pub children: Vec<Ref>,
+    pub tag: Option<Tag>,
+}
+
+/// A manifest whose `subject` is a given digest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Referrer {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    pub artifact_type: Option<String>,
+    pub annotations: Option<String>,
+}
+
+/// A page request: entries strictly after `last`, at most `limit` of them.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub last: Option<String>,
+    pub limit: u32,
+}
+
+#[async_trait]
+pub trait RepoIndex: Send + Sync {
+    /// Repositories holding at least one manifest, lexically ordered.
+    async fn list_repositories(&self, page: &Page) -> Result<Vec<String>>;
+    async fn repository_exists(&self, repo: &RepoName) -> Result<bool>;
+}
+
+#[async_trait]
+pub trait BlobIndex: Send + Sync {
+    /// Size of `digest` if this repository links it.
+    async fn linked_blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>>;
+    /// Repositories linking `digest` (candidates for a cross-repository mount).
+    async fn repositories_with_blob(&self, digest: &Digest) -> Result<Vec<RepoName>>;
+}
+
+#[async_trait]
+pub trait BlobLinks: Send + Sync {
+    /// Records a committed blob and links it into `repo` (creating the repository).
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()>;
+    /// Removes the link; returns whether there was one.
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
+}
+
+#[async_trait]
+pub trait ManifestIndex: Send + Sync {
+    async fn get_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Option<ManifestRecord>>;
+    /// Manifests in `repo` whose subject is `subject`, optionally of one artifact type.
+    async fn referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Referrer>>;
+    /// Tags of `repo`, lexically ordered; `None` when the repository is unknown.
+    async fn list_tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Vec<String>>>;
+}
+
+#[async_trait]
+pub trait ManifestWrites: Send + Sync {
+    /// Stores the manifest, its references and its tag in one transaction,
+    /// after checking every referenced blob and child is in the repository.
+    async fn put_manifest(&self, manifest: &NewManifest) -> Result<()>;
+    /// Deletes a manifest and every tag pointing at it; whether it existed.
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
+    /// Deletes one tag, leaving the manifest; whether it existed.
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool>;
+}
+
+#[async_trait]
+pub trait UploadIndex: Send + Sync {
+    async fn create_upload(&self, id: &str, repo: &RepoName) -> Result<()>;
+    /// The repository an upload session belongs to.
+    async fn upload_repository(&self, id: &str) -> Result<Option<RepoName>>;
+    async fn delete_upload(&self, id: &str) -> Result<()>;
+}
+
+#[async_trait]
+pub trait Health: Send + Sync {
+    async fn ping(&self) -> Result<()>;
+}
+
+/// Everything the registry needs from a metadata backend.
+pub trait Metadata: RepoIndex + BlobIndex + BlobLinks + ManifestIndex + ManifestWrites + UploadIndex + Health {}
+impl<T: RepoIndex + BlobIndex + BlobLinks + ManifestIndex + ManifestWrites + UploadIndex + Health> Metadata for T {}

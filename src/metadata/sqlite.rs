@@ -1,0 +1,367 @@
+//! SQLite backend (the embedded default). Writes go through a pool of one
+//! connection, so they serialise in-process instead of failing with
+//! SQLITE_BUSY; reads use their own pool and run concurrently (WAL mode).
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::*;
+
+pub struct SqliteMetadata {
+    read: SqlitePool,
+    write: SqlitePool,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn parse<T: FromStr>(s: String) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse().map_err(|e: T::Err| MetadataError::Corrupt(format!("{s:?}: {e}")))
+}
+
+const REPO_ID: &str = "SELECT id FROM repositories WHERE name = ?";
+
+impl SqliteMetadata {
+    pub async fn open(path: &Path) -> Result<SqliteMetadata> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a manifest PUT answered 201 survives power loss too.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let write = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+        sqlx::migrate!("./migrations/sqlite").run(&write).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(SqliteMetadata { read, write })
+    }
+
+    async fn repo_id_or_create(tx: &mut Transaction<'_, Sqlite>, repo: &RepoName) -> Result<i64> {
+        if let Some(id) = sqlx::query_scalar::<_, i64>(REPO_ID).bind(repo.as_str()).fetch_optional(&mut **tx).await? {
+            return Ok(id);
+        }
+        let id = sqlx::query_scalar::<_, i64>("INSERT INTO repositories (name, created_at) VALUES (?, ?) RETURNING id")
+            .bind(repo.as_str())
+            .bind(now_ms())
+            .fetch_one(&mut **tx)
+            .await?;
+        Ok(id)
+    }
+
+    async fn check_refs(tx: &mut Transaction<'_, Sqlite>, repo_id: i64, refs: &[Ref], query: &str) -> Result<()> {
+        for r in refs {
+            let size: Option<i64> = sqlx::query_scalar(query)
+                .bind(repo_id)
+                .bind(r.digest.to_string())
+                .fetch_optional(&mut **tx)
+                .await?;
+            match size {
+                None => return Err(MetadataError::MissingReference(r.digest.clone())),
+                Some(actual) if actual as u64 != r.size => {
+                    return Err(MetadataError::SizeMismatch {
+                        digest: r.digest.clone(),
+                        declared: r.size,
+                        actual: actual as u64,
+                    })
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl RepoIndex for SqliteMetadata {
+    async fn list_repositories(&self, page: &Page) -> Result<Vec<String>> {
+        let rows = sqlx::query_scalar(
+            "SELECT name FROM repositories r WHERE name > ? \
+             AND EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id) ORDER BY name LIMIT ?",
+        )
+        .bind(page.last.as_deref().unwrap_or(""))
+        .bind(page.limit)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows)
+    }
+
+    async fn repository_exists(&self, repo: &RepoName) -> Result<bool> {
+        let id: Option<i64> = sqlx::query_scalar(REPO_ID).bind(repo.as_str()).fetch_optional(&self.read).await?;
+        Ok(id.is_some())
+    }
+}
+
+#[async_trait]
+impl BlobIndex for SqliteMetadata {
+    async fn linked_blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
+        let size: Option<i64> = sqlx::query_scalar(
+            "SELECT b.size FROM repositories r JOIN repo_blobs l ON l.repo_id = r.id \
+             JOIN blobs b ON b.digest = l.digest WHERE r.name = ? AND l.digest = ?",
+        )
+        .bind(repo.as_str())
+        .bind(digest.to_string())
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(size.map(|s| s as u64))
+    }
+
+    async fn repositories_with_blob(&self, digest: &Digest) -> Result<Vec<RepoName>> {
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT r.name FROM repo_blobs l JOIN repositories r ON r.id = l.repo_id WHERE l.digest = ? ORDER BY r.name",
+        )
+        .bind(digest.to_string())
+        .fetch_all(&self.read)
+        .await?;
+        names.into_iter().map(parse).collect()
+    }
+}
+
+#[async_trait]
+impl BlobLinks for SqliteMetadata {
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        let repo_id = Self::repo_id_or_create(&mut tx, repo).await?;
+        let now = now_ms();
+        sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
+            .bind(digest.to_string())
+            .bind(size as i64)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO repo_blobs (repo_id, digest, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
+            .bind(repo_id)
+            .bind(digest.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM repo_blobs WHERE repo_id = (SELECT id FROM repositories WHERE name = ?) AND digest = ?")
+            .bind(repo.as_str())
+            .bind(digest.to_string())
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+#[async_trait]
+impl ManifestIndex for SqliteMetadata {
+    async fn get_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Option<ManifestRecord>> {
+        let row = match reference {
+            Reference::Tag(tag) => {
+                sqlx::query(
+                    "SELECT m.digest, m.media_type, m.content FROM repositories r \
+                     JOIN tags t ON t.repo_id = r.id \
+                     JOIN manifests m ON m.repo_id = r.id AND m.digest = t.digest \
+                     WHERE r.name = ? AND t.name = ?",
+                )
+                .bind(repo.as_str())
+                .bind(tag.as_str())
+                .fetch_optional(&self.read)
+                .await?
+            }
+            Reference::Digest(digest) => {
+                sqlx::query(
+                    "SELECT m.digest, m.media_type, m.content FROM repositories r \
+                     JOIN manifests m ON m.repo_id = r.id WHERE r.name = ? AND m.digest = ?",
+                )
+                .bind(repo.as_str())
+                .bind(digest.to_string())
+                .fetch_optional(&self.read)
+                .await?
+            }
+        };
+        row.map(|row| {
+            Ok(ManifestRecord {
+                digest: parse(row.get("digest"))?,
+                media_type: row.get("media_type"),
+                content: Bytes::from(row.get::<Vec<u8>, _>("content")),
+            })
+        })
+        .transpose()
+    }
+
+    async fn referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Referrer>> {
+        let rows = sqlx::query(
+            "SELECT m.digest, m.media_type, m.size, m.artifact_type, m.annotations FROM repositories r \
+             JOIN manifests m ON m.repo_id = r.id \
+             WHERE r.name = ? AND m.subject = ? AND (? IS NULL OR m.artifact_type = ?) ORDER BY m.digest",
+        )
+        .bind(repo.as_str())
+        .bind(subject.to_string())
+        .bind(artifact_type)
+        .bind(artifact_type)
+        .fetch_all(&self.read)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(Referrer {
+                    digest: parse(row.get("digest"))?,
+                    media_type: row.get("media_type"),
+                    size: row.get::<i64, _>("size") as u64,
+                    artifact_type: row.get("artifact_type"),
+                    annotations: row.get("annotations"),
+                })
+            })
+            .collect()
+    }
+
+    async fn list_tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Vec<String>>> {
+        let Some(repo_id) = sqlx::query_scalar::<_, i64>(REPO_ID).bind(repo.as_str()).fetch_optional(&self.read).await? else {
+            return Ok(None);
+        };
+        let tags = sqlx::query_scalar("SELECT name FROM tags WHERE repo_id = ? AND name > ? ORDER BY name LIMIT ?")
+            .bind(repo_id)
+            .bind(page.last.as_deref().unwrap_or(""))
+            .bind(page.limit)
+            .fetch_all(&self.read)
+            .await?;
+        Ok(Some(tags))
+    }
+}
+
+#[async_trait]
+impl ManifestWrites for SqliteMetadata {
+    async fn put_manifest(&self, m: &NewManifest) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        let repo_id = Self::repo_id_or_create(&mut tx, &m.repo).await?;
+        Self::check_refs(
+            &mut tx,
+            repo_id,
+            &m.blobs,
+            "SELECT b.size FROM repo_blobs l JOIN blobs b ON b.digest = l.digest WHERE l.repo_id = ? AND l.digest = ?",
+        )
+        .await?;
+        Self::check_refs(&mut tx, repo_id, &m.children, "SELECT size FROM manifests WHERE repo_id = ? AND digest = ?").await?;
+        let now = now_ms();
+        let digest = m.digest.to_string();
+        sqlx::query(
+            "INSERT INTO manifests (repo_id, digest, media_type, artifact_type, subject, annotations, size, content, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(repo_id)
+        .bind(&digest)
+        .bind(&m.media_type)
+        .bind(&m.artifact_type)
+        .bind(m.subject.as_ref().map(Digest::to_string))
+        .bind(&m.annotations)
+        .bind(m.content.len() as i64)
+        .bind(m.content.as_ref())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        for (kind, refs) in [(0, &m.blobs), (1, &m.children)] {
+            for r in refs {
+                sqlx::query(
+                    "INSERT INTO manifest_refs (repo_id, manifest_digest, child_digest, kind) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                )
+                .bind(repo_id)
+                .bind(&digest)
+                .bind(r.digest.to_string())
+                .bind(kind)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        if let Some(tag) = &m.tag {
+            sqlx::query(
+                "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+            )
+            .bind(repo_id)
+            .bind(tag.as_str())
+            .bind(&digest)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        let mut tx = self.write.begin().await?;
+        let Some(repo_id) = sqlx::query_scalar::<_, i64>(REPO_ID).bind(repo.as_str()).fetch_optional(&mut *tx).await? else {
+            return Ok(false);
+        };
+        let digest = digest.to_string();
+        let done = sqlx::query("DELETE FROM manifests WHERE repo_id = ? AND digest = ?")
+            .bind(repo_id)
+            .bind(&digest)
+            .execute(&mut *tx)
+            .await?;
+        for table in [
+            "DELETE FROM tags WHERE repo_id = ? AND digest = ?",
+            "DELETE FROM manifest_refs WHERE repo_id = ? AND manifest_digest = ?",
+        ] {
+            sqlx::query(table).bind(repo_id).bind(&digest).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM tags WHERE repo_id = (SELECT id FROM repositories WHERE name = ?) AND name = ?")
+            .bind(repo.as_str())
+            .bind(tag.as_str())
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+#[async_trait]
+impl UploadIndex for SqliteMetadata {
+    async fn create_upload(&self, id: &str, repo: &RepoName) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        let repo_id = Self::repo_id_or_create(&mut tx, repo).await?;
+        sqlx::query("INSERT INTO uploads (id, repo_id, created_at) VALUES (?, ?, ?)")
+            .bind(id)
+            .bind(repo_id)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn upload_repository(&self, id: &str) -> Result<Option<RepoName>> {
+        let name: Option<String> =
+            sqlx::query_scalar("SELECT r.name FROM uploads u JOIN repositories r ON r.id = u.repo_id WHERE u.id = ?")
+                .bind(id)
+                .fetch_optional(&self.read)
+                .await?;
+        name.map(parse).transpose()
+    }
+
+    async fn delete_upload(&self, id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM uploads WHERE id = ?").bind(id).execute(&self.write).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Health for SqliteMetadata {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.read).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,230 @@
+//! Filesystem backend: `<root>/blobs/<alg>/<2 hex>/<hex>` and
+//! `<root>/uploads/<uuid>`. Both trees are on one filesystem so a commit is a
+//! rename.
+
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+
+use super::{BlobAdmin, BlobRead, ByteStream, Result, StorageError, UploadStore};
+use crate::oci::{Algorithm, Digest, Hasher};
+
+const READ_CHUNK: usize = 256 * 1024;
+/// Chunks in flight between the request task (hashing) and the writer thread.
+const WRITE_QUEUE: usize = 32;
+
+#[derive(Debug, Clone)]
+pub struct FsStore {
+    root: PathBuf,
+}
+
+impl FsStore {
+    pub async fn open(root: impl Into<PathBuf>) -> io::Result<FsStore> {
+        let root = root.into();
+        tokio::fs::create_dir_all(root.join("blobs")).await?;
+        tokio::fs::create_dir_all(root.join("uploads")).await?;
+        Ok(FsStore { root })
+    }
+
+    fn blob_path(&self, d: &Digest) -> PathBuf {
+        // Digest is a validated newtype: algorithm name + fixed-length hex, so
+        // it can never escape the blobs directory.
+        self.root
+            .join("blobs")
+            .join(d.algorithm().as_str())
+            .join(&d.hex()[..2])
+            .join(d.hex())
+    }
+
+    fn upload_path(&self, id: &str) -> Result<PathBuf> {
+        // Session ids are UUIDs minted by the core; refuse anything else so no
+        // caller mistake can turn into a path outside the staging area.
+        uuid::Uuid::parse_str(id).map_err(|_| StorageError::UploadNotFound)?;
+        Ok(self.root.join("uploads").join(id))
+    }
+}
+
+fn not_found_as(e: io::Error, err: StorageError) -> StorageError {
+    if e.kind() == io::ErrorKind::NotFound {
+        err
+    } else {
+        StorageError::Io(e)
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[async_trait]
+impl BlobRead for FsStore {
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>> {
+        match tokio::fs::metadata(self.blob_path(digest)).await {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn get(&self, digest: &Digest, range: Option<(u64, u64)>) -> Result<ByteStream> {
+        let mut file = tokio::fs::File::open(self.blob_path(digest))
+            .await
+            .map_err(|e| not_found_as(e, StorageError::NotFound))?;
+        let len = match range {
+            Some((offset, len)) => {
+                file.seek(io::SeekFrom::Start(offset)).await?;
+                len
+            }
+            None => file.metadata().await?.len(),
+        };
+        Ok(ReaderStream::with_capacity(file.take(len), READ_CHUNK).boxed())
+    }
+}
+
+#[async_trait]
+impl BlobAdmin for FsStore {
+    async fn delete(&self, digest: &Digest) -> Result<()> {
+        match tokio::fs::remove_file(self.blob_path(digest)).await {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<Digest>> {
+        let root = self.root.join("blobs");
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            for alg in std::fs::read_dir(&root)? {
+                let alg = alg?;
+                for prefix in std::fs::read_dir(alg.path())? {
+                    for blob in std::fs::read_dir(prefix?.path())? {
+                        let name = format!("{}:{}", alg.file_name().to_string_lossy(), blob?.file_name().to_string_lossy());
+                        if let Ok(d) = name.parse() {
+                            out.push(d);
+                        }
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+}
+
+#[async_trait]
+impl UploadStore for FsStore {
+    async fn create(&self, id: &str) -> Result<()> {
+        let path = self.upload_path(id)?;
+        tokio::fs::OpenOptions::new().write(true).create_new(true).open(path).await?;
+        Ok(())
+    }
+
+    async fn size(&self, id: &str) -> Result<Option<u64>> {
+        match tokio::fs::metadata(self.upload_path(id)?).await {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn append(&self, id: &str, offset: u64, mut body: ByteStream, mut hasher: Option<Hasher>) -> Result<(u64, Option<Hasher>)> {
+        let path = self.upload_path(id)?;
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(|e| not_found_as(e, StorageError::UploadNotFound))?;
+        let current = file.metadata()?.len();
+        if current != offset {
+            return Err(StorageError::OffsetMismatch { current, requested: offset });
+        }
+        // Hashing (here) and writing (a blocking thread) overlap, so a push
+        // runs at the speed of the slower of the two rather than their sum.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(WRITE_QUEUE);
+        let writer = tokio::task::spawn_blocking(move || -> io::Result<u64> {
+            let mut file = file;
+            let mut written = 0u64;
+            while let Some(chunk) = rx.blocking_recv() {
+                file.write_all(&chunk)?;
+                written += chunk.len() as u64;
+            }
+            Ok(written)
+        });
+        let mut body_error = None;
+        while let Some(item) = body.next().await {
+            match item {
+                Ok(chunk) => {
+                    if let Some(h) = hasher.as_mut() {
+                        h.update(&chunk);
+                    }
+                    if tx.send(chunk).await.is_err() {
+                        break; // the writer failed; its error is reported below
+                    }
+                }
+                Err(e) => {
+                    body_error = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let written = writer.await.map_err(io::Error::other)??;
+        if let Some(e) = body_error {
+            return Err(StorageError::Body(e));
+        }
+        Ok((offset + written, hasher))
+    }
+
+    async fn digest(&self, id: &str, algorithm: Algorithm) -> Result<Digest> {
+        let path = self.upload_path(id)?;
+        tokio::task::spawn_blocking(move || -> Result<Digest> {
+            let mut file = std::fs::File::open(path).map_err(|e| not_found_as(e, StorageError::UploadNotFound))?;
+            let mut hasher = algorithm.hasher();
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = file.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+            }
+            Ok(hasher.finish())
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+
+    async fn commit(&self, id: &str, digest: &Digest) -> Result<u64> {
+        let from = self.upload_path(id)?;
+        let to = self.blob_path(digest);
+        tokio::task::spawn_blocking(move || -> Result<u64> {
+            let file = std::fs::File::open(&from).map_err(|e| not_found_as(e, StorageError::UploadNotFound))?;
+            let size = file.metadata()?.len();
+            if std::fs::metadata(&to).is_ok() {
+                // Content addressing: the same bytes are already durable.
+                std::fs::remove_file(&from)?;
+                return Ok(size);
+            }
+            file.sync_all()?;
+            let dir = to.parent().expect("blob path has a parent");
+            std::fs::create_dir_all(dir)?;
+            std::fs::rename(&from, &to)?;
+            sync_dir(dir)?;
+            Ok(size)
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+
+    async fn abort(&self, id: &str) -> Result<()> {
+        match tokio::fs::remove_file(self.upload_path(id)?).await {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+}

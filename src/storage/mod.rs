@@ -1,0 +1,84 @@
+//! Content-addressed blob storage.
+//!
+//! Contract: a blob is addressed by its digest only. `BlobRead` serves bytes
+//! (whole or ranged) as a stream; `UploadStore` stages bytes of an upload
+//! session and `commit`s them, which makes the bytes durable (fsync) *before*
+//! the blob becomes visible under its digest (atomic rename). A crash at any
+//! point leaves either no blob or a complete one, plus staging garbage.
+//! Memory use never depends on blob size. Which repository may serve which
+//! blob is not decided here: that is the metadata layer's links.
+//!
+//! Every backend must pass the shared suite in `storage::suite`.
+
+mod fs;
+#[cfg(test)]
+mod suite;
+
+use std::io;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::Stream;
+
+use crate::oci::{Algorithm, Digest, Hasher};
+
+pub use fs::FsStore;
+
+pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("blob not found")]
+    NotFound,
+    #[error("upload session not found")]
+    UploadNotFound,
+    #[error("upload is at offset {current}, not {requested}")]
+    OffsetMismatch { current: u64, requested: u64 },
+    #[error("staged content has digest {actual}, not {expected}")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error("request body: {0}")]
+    Body(io::Error),
+    #[error("storage I/O: {0}")]
+    Io(#[from] io::Error),
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// Reads committed blobs.
+#[async_trait]
+pub trait BlobRead: Send + Sync {
+    /// Size of a committed blob, or `None`.
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>>;
+    /// The blob's bytes; `range` is (offset, length) and must lie inside it.
+    async fn get(&self, digest: &Digest, range: Option<(u64, u64)>) -> Result<ByteStream>;
+}
+
+/// Removes and enumerates committed blobs (garbage collection).
+#[async_trait]
+pub trait BlobAdmin: Send + Sync {
+    async fn delete(&self, digest: &Digest) -> Result<()>;
+    async fn list(&self) -> Result<Vec<Digest>>;
+}
+
+/// Staging area of upload sessions.
+#[async_trait]
+pub trait UploadStore: Send + Sync {
+    async fn create(&self, id: &str) -> Result<()>;
+    /// Bytes staged so far, or `None` when the session has no staging data.
+    async fn size(&self, id: &str) -> Result<Option<u64>>;
+    /// Appends `body` at `offset` (which must be the current size), feeding
+    /// every byte to `hasher` as it goes. Returns the new size and the hasher.
+    /// On error, the bytes written so far stay staged.
+    async fn append(&self, id: &str, offset: u64, body: ByteStream, hasher: Option<Hasher>) -> Result<(u64, Option<Hasher>)>;
+    /// Digest of the staged bytes, read back from the staging area.
+    async fn digest(&self, id: &str, algorithm: Algorithm) -> Result<Digest>;
+    /// Makes the staged bytes durable and visible as blob `digest`.
+    /// The caller has verified the digest; the session's staging is consumed.
+    async fn commit(&self, id: &str, digest: &Digest) -> Result<u64>;
+    async fn abort(&self, id: &str) -> Result<()>;
+}
+
+/// Everything a registry needs from a storage backend.
+pub trait Storage: BlobRead + BlobAdmin + UploadStore {}
+impl<T: BlobRead + BlobAdmin + UploadStore> Storage for T {}
