@@ -118,11 +118,16 @@ pub struct LogOverrides {
 impl Config {
     /// Loads the effective configuration from every layer.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, Box<figment::Error>> {
-        let file = file.map(Path::to_path_buf).or_else(|| std::env::var_os("BERTH_CONFIG").map(PathBuf::from));
+        let file = file
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("BERTH_CONFIG").map(PathBuf::from));
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(file) = file {
             if !file.exists() {
-                return Err(Box::new(figment::Error::from(format!("config file {} does not exist", file.display()))));
+                return Err(Box::new(figment::Error::from(format!(
+                    "config file {} does not exist",
+                    file.display()
+                ))));
             }
             figment = figment.merge(Toml::file(file));
         }

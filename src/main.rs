@@ -58,14 +58,22 @@ fn load(common: &Common) -> anyhow::Result<Config> {
         data_dir: common.data_dir.clone(),
         log: common.log_json.then_some(LogOverrides { json: true }),
     };
-    Config::load(common.config.as_deref(), &overrides).map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
+    Config::load(common.config.as_deref(), &overrides)
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
 }
 
 fn init_logging(config: &Config) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if config.log.json {
-        builder.json().flatten_event(true).with_current_span(true).init();
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init();
     } else {
         builder.init();
     }
@@ -74,7 +82,10 @@ fn init_logging(config: &Config) {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Config { action: ConfigAction::Print, common } => {
+        Command::Config {
+            action: ConfigAction::Print,
+            common,
+        } => {
             print!("{}", load(&common)?.to_toml());
             Ok(())
         }

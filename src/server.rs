@@ -15,10 +15,20 @@ use crate::storage::FsStore;
 /// Opens the embedded default backends under the data directory.
 pub async fn open_registry(config: &Config) -> anyhow::Result<Registry> {
     let dir = &config.data_dir;
-    tokio::fs::create_dir_all(dir).await.with_context(|| format!("creating data directory {}", dir.display()))?;
-    let storage = FsStore::open(dir).await.with_context(|| format!("opening blob storage in {}", dir.display()))?;
-    let metadata = SqliteMetadata::open(&dir.join("metadata.db")).await.context("opening metadata database")?;
-    Ok(Registry::new(Arc::new(storage), Arc::new(metadata), config.core_settings()))
+    tokio::fs::create_dir_all(dir)
+        .await
+        .with_context(|| format!("creating data directory {}", dir.display()))?;
+    let storage = FsStore::open(dir)
+        .await
+        .with_context(|| format!("opening blob storage in {}", dir.display()))?;
+    let metadata = SqliteMetadata::open(&dir.join("metadata.db"))
+        .await
+        .context("opening metadata database")?;
+    Ok(Registry::new(
+        Arc::new(storage),
+        Arc::new(metadata),
+        config.core_settings(),
+    ))
 }
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
@@ -43,7 +53,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         result = &mut server => return result.context("server failed"),
         () = shutdown_signal() => {}
     }
-    tracing::info!(grace_seconds = grace.as_secs(), "shutting down: finishing in-flight requests");
+    tracing::info!(
+        grace_seconds = grace.as_secs(),
+        "shutting down: finishing in-flight requests"
+    );
     let _ = stop_tx.send(true);
     match tokio::time::timeout(grace, server).await {
         Ok(result) => result.context("server failed")?,
@@ -54,7 +67,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}

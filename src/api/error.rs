@@ -73,12 +73,14 @@ impl From<CoreError> for ApiError {
         match e {
             CoreError::BlobUnknown => ApiError::new(C::BlobUnknown, msg),
             CoreError::UploadUnknown => ApiError::new(C::BlobUploadUnknown, msg),
-            CoreError::UploadOutOfOrder { current } => {
-                ApiError::new(C::RangeInvalid, msg).with_header(axum::http::header::RANGE, range_header(current))
-            }
+            CoreError::UploadOutOfOrder { current } => ApiError::new(C::RangeInvalid, msg)
+                .with_header(axum::http::header::RANGE, range_header(current)),
             CoreError::UploadInvalid(_) => ApiError::new(C::BlobUploadInvalid, msg),
             CoreError::SizeInvalid { .. } => ApiError::new(C::SizeInvalid, msg),
-            CoreError::DigestMismatch { ref expected, ref actual } => {
+            CoreError::DigestMismatch {
+                ref expected,
+                ref actual,
+            } => {
                 let detail = json!({"expected": expected, "actual": actual});
                 ApiError::new(C::DigestInvalid, msg).with_detail(detail)
             }
@@ -97,7 +99,10 @@ impl From<CoreError> for ApiError {
             CoreError::NameUnknown => ApiError::new(C::NameUnknown, msg),
             CoreError::Storage(crate::storage::StorageError::Body(e)) => {
                 // The client went away or sent a broken body; nothing to log as ours.
-                ApiError::new(C::BlobUploadInvalid, format!("reading the request body failed: {e}"))
+                ApiError::new(
+                    C::BlobUploadInvalid,
+                    format!("reading the request body failed: {e}"),
+                )
             }
             CoreError::Storage(_) | CoreError::Metadata(_) => ApiError::internal(msg),
         }
@@ -106,15 +111,20 @@ impl From<CoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self
-            .status
-            .unwrap_or_else(|| StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
+        let status = self.status.unwrap_or_else(|| {
+            StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        });
         let mut entry = json!({"code": self.code.code(), "message": self.message});
         if let Some(detail) = self.detail {
             entry["detail"] = detail;
         }
         let body = json!({ "errors": [entry] }).to_string();
-        let mut response = (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response();
+        let mut response = (
+            status,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response();
         for (name, value) in self.headers {
             if let Ok(v) = HeaderValue::from_str(&value) {
                 response.headers_mut().insert(name, v);

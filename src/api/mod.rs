@@ -19,7 +19,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
@@ -69,14 +71,23 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn base() -> Response {
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{}").into_response()
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        "{}",
+    )
+        .into_response()
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
     if state.registry.ready().await {
         (StatusCode::OK, "ready").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "metadata backend unavailable").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metadata backend unavailable",
+        )
+            .into_response()
     }
 }
 
@@ -84,7 +95,12 @@ async fn not_found() -> Response {
     ApiError::bare(ErrorCode::NotFound).into_response()
 }
 
-async fn v2_endpoint(State(state): State<AppState>, method: Method, uri: Uri, req: Request) -> Response {
+async fn v2_endpoint(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    req: Request,
+) -> Response {
     let path = uri.path().strip_prefix("/v2/").unwrap_or("");
     let Some(route) = route::parse(path) else {
         return not_found().await;
@@ -92,7 +108,11 @@ async fn v2_endpoint(State(state): State<AppState>, method: Method, uri: Uri, re
     let params = match uri.query().map(serde_urlencoded::from_str::<v2::Params>) {
         None => v2::Params::default(),
         Some(Ok(p)) => p,
-        Some(Err(e)) => return ApiError::new(ErrorCode::Unsupported, format!("bad query string: {e}")).with_status(StatusCode::BAD_REQUEST).into_response(),
+        Some(Err(e)) => {
+            return ApiError::new(ErrorCode::Unsupported, format!("bad query string: {e}"))
+                .with_status(StatusCode::BAD_REQUEST)
+                .into_response()
+        }
     };
     let (parts, body) = req.into_parts();
     let request = v2::Request {
@@ -101,7 +121,9 @@ async fn v2_endpoint(State(state): State<AppState>, method: Method, uri: Uri, re
         headers: parts.headers,
         body,
     };
-    v2::dispatch(&state.registry, route, request).await.unwrap_or_else(IntoResponse::into_response)
+    v2::dispatch(&state.registry, route, request)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// Logs the cause of every 500 once, inside the request's span.

@@ -4,12 +4,26 @@
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum V2Route<'a> {
     Catalog,
-    Tags { name: &'a str },
-    Manifest { name: &'a str, reference: &'a str },
-    Blob { name: &'a str, digest: &'a str },
+    Tags {
+        name: &'a str,
+    },
+    Manifest {
+        name: &'a str,
+        reference: &'a str,
+    },
+    Blob {
+        name: &'a str,
+        digest: &'a str,
+    },
     /// `id` is `None` for `/blobs/uploads/` (opening a session).
-    Upload { name: &'a str, id: Option<&'a str> },
-    Referrers { name: &'a str, digest: &'a str },
+    Upload {
+        name: &'a str,
+        id: Option<&'a str>,
+    },
+    Referrers {
+        name: &'a str,
+        digest: &'a str,
+    },
 }
 
 /// `path` is what follows `/v2/`.
@@ -28,7 +42,10 @@ pub fn parse(path: &str) -> Option<V2Route<'_>> {
     }
     let (name, kind) = rest.rsplit_once('/')?;
     match kind {
-        "manifests" => Some(V2Route::Manifest { name, reference: last }),
+        "manifests" => Some(V2Route::Manifest {
+            name,
+            reference: last,
+        }),
         "blobs" => Some(V2Route::Blob { name, digest: last }),
         "referrers" => Some(V2Route::Referrers { name, digest: last }),
         "uploads" => {
@@ -48,20 +65,79 @@ mod tests {
     fn recognises_every_endpoint() {
         assert_eq!(parse("_catalog"), Some(Catalog));
         assert_eq!(parse("a/b/tags/list"), Some(Tags { name: "a/b" }));
-        assert_eq!(parse("a/manifests/latest"), Some(Manifest { name: "a", reference: "latest" }));
-        assert_eq!(parse("a/b/c/d/e/f/g/h/manifests/v1"), Some(Manifest { name: "a/b/c/d/e/f/g/h", reference: "v1" }));
-        assert_eq!(parse("a/blobs/sha256:x"), Some(Blob { name: "a", digest: "sha256:x" }));
-        assert_eq!(parse("a/blobs/uploads/"), Some(Upload { name: "a", id: None }));
-        assert_eq!(parse("a/blobs/uploads"), Some(Upload { name: "a", id: None }));
-        assert_eq!(parse("a/blobs/uploads/123"), Some(Upload { name: "a", id: Some("123") }));
-        assert_eq!(parse("a/referrers/sha256:x"), Some(Referrers { name: "a", digest: "sha256:x" }));
+        assert_eq!(
+            parse("a/manifests/latest"),
+            Some(Manifest {
+                name: "a",
+                reference: "latest"
+            })
+        );
+        assert_eq!(
+            parse("a/b/c/d/e/f/g/h/manifests/v1"),
+            Some(Manifest {
+                name: "a/b/c/d/e/f/g/h",
+                reference: "v1"
+            })
+        );
+        assert_eq!(
+            parse("a/blobs/sha256:x"),
+            Some(Blob {
+                name: "a",
+                digest: "sha256:x"
+            })
+        );
+        assert_eq!(
+            parse("a/blobs/uploads/"),
+            Some(Upload {
+                name: "a",
+                id: None
+            })
+        );
+        assert_eq!(
+            parse("a/blobs/uploads"),
+            Some(Upload {
+                name: "a",
+                id: None
+            })
+        );
+        assert_eq!(
+            parse("a/blobs/uploads/123"),
+            Some(Upload {
+                name: "a",
+                id: Some("123")
+            })
+        );
+        assert_eq!(
+            parse("a/referrers/sha256:x"),
+            Some(Referrers {
+                name: "a",
+                digest: "sha256:x"
+            })
+        );
     }
 
     #[test]
     fn names_may_contain_endpoint_words() {
-        assert_eq!(parse("blobs/manifests/v1"), Some(Manifest { name: "blobs", reference: "v1" }));
-        assert_eq!(parse("x/manifests/y/tags/list"), Some(Tags { name: "x/manifests/y" }));
-        assert_eq!(parse("tags/blobs/uploads/"), Some(Upload { name: "tags", id: None }));
+        assert_eq!(
+            parse("blobs/manifests/v1"),
+            Some(Manifest {
+                name: "blobs",
+                reference: "v1"
+            })
+        );
+        assert_eq!(
+            parse("x/manifests/y/tags/list"),
+            Some(Tags {
+                name: "x/manifests/y"
+            })
+        );
+        assert_eq!(
+            parse("tags/blobs/uploads/"),
+            Some(Upload {
+                name: "tags",
+                id: None
+            })
+        );
     }
 
     #[test]

@@ -49,7 +49,9 @@ fn respond(status: StatusCode, headers: Vec<(HeaderName, String)>, body: Body) -
     for (name, value) in headers {
         builder = builder.header(name, value);
     }
-    builder.body(body).unwrap_or_else(|e| ApiError::new(ErrorCode::Unknown, e.to_string()).into_response())
+    builder
+        .body(body)
+        .unwrap_or_else(|e| ApiError::new(ErrorCode::Unknown, e.to_string()).into_response())
 }
 
 fn h(name: &'static str) -> HeaderName {
@@ -57,17 +59,25 @@ fn h(name: &'static str) -> HeaderName {
 }
 
 fn name(raw: &str) -> Result<RepoName, ApiError> {
-    raw.parse().map_err(|e: crate::oci::RepoNameError| ApiError::new(ErrorCode::NameInvalid, e.to_string()))
+    raw.parse().map_err(|e: crate::oci::RepoNameError| {
+        ApiError::new(ErrorCode::NameInvalid, e.to_string())
+    })
 }
 
 fn digest(raw: &str) -> Result<Digest, ApiError> {
-    raw.parse().map_err(|e: crate::oci::DigestError| ApiError::new(ErrorCode::DigestInvalid, format!("{raw:?}: {e}")))
+    raw.parse().map_err(|e: crate::oci::DigestError| {
+        ApiError::new(ErrorCode::DigestInvalid, format!("{raw:?}: {e}"))
+    })
 }
 
 fn reference(raw: &str) -> Result<Reference, ApiError> {
     Reference::parse(raw).map_err(|e| match e {
-        crate::oci::ReferenceError::Digest(d) => ApiError::new(ErrorCode::DigestInvalid, format!("{raw:?}: {d}")),
-        crate::oci::ReferenceError::Tag(t) => ApiError::new(ErrorCode::ManifestInvalid, t.to_string()),
+        crate::oci::ReferenceError::Digest(d) => {
+            ApiError::new(ErrorCode::DigestInvalid, format!("{raw:?}: {d}"))
+        }
+        crate::oci::ReferenceError::Tag(t) => {
+            ApiError::new(ErrorCode::ManifestInvalid, t.to_string())
+        }
     })
 }
 
@@ -85,19 +95,31 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 
 /// `Content-Range` of an upload chunk: `first-last`, optionally with a `bytes` unit.
 fn content_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, ApiError> {
-    let Some(raw) = header_str(headers, header::CONTENT_RANGE) else { return Ok(None) };
-    let spec = raw.trim().trim_start_matches("bytes").trim_start_matches(['=', ' ']);
+    let Some(raw) = header_str(headers, header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
+    let spec = raw
+        .trim()
+        .trim_start_matches("bytes")
+        .trim_start_matches(['=', ' ']);
     let spec = spec.split('/').next().unwrap_or("");
-    let parsed = spec.split_once('-').and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
-    parsed
-        .map(Some)
-        .ok_or_else(|| ApiError::new(ErrorCode::RangeInvalid, format!("malformed Content-Range {raw:?}")))
+    let parsed = spec
+        .split_once('-')
+        .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
+    parsed.map(Some).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::RangeInvalid,
+            format!("malformed Content-Range {raw:?}"),
+        )
+    })
 }
 
 /// A single `Range: bytes=...` request; anything else is served whole, as
 /// RFC 9110 allows.
 fn byte_range(headers: &HeaderMap) -> Option<ByteRange> {
-    let spec = header_str(headers, header::RANGE)?.trim().strip_prefix("bytes=")?;
+    let spec = header_str(headers, header::RANGE)?
+        .trim()
+        .strip_prefix("bytes=")?;
     if spec.contains(',') {
         return None;
     }
@@ -106,8 +128,15 @@ fn byte_range(headers: &HeaderMap) -> Option<ByteRange> {
     if a.is_empty() {
         return Some(ByteRange::Suffix(b.parse().ok()?));
     }
-    let end = if b.is_empty() { None } else { Some(b.parse().ok()?) };
-    Some(ByteRange::From { start: a.parse().ok()?, end })
+    let end = if b.is_empty() {
+        None
+    } else {
+        Some(b.parse().ok()?)
+    };
+    Some(ByteRange::From {
+        start: a.parse().ok()?,
+        end,
+    })
 }
 
 fn range_value(size: u64) -> String {
@@ -118,12 +147,22 @@ fn page_size(params: &Params) -> Result<Option<u32>, ApiError> {
     params
         .n
         .as_deref()
-        .map(|n| n.parse::<u32>().map_err(|_| ApiError::new(ErrorCode::PaginationNumberInvalid, format!("n={n:?} is not a count"))))
+        .map(|n| {
+            n.parse::<u32>().map_err(|_| {
+                ApiError::new(
+                    ErrorCode::PaginationNumberInvalid,
+                    format!("n={n:?} is not a count"),
+                )
+            })
+        })
         .transpose()
 }
 
 fn unsupported(method: &Method) -> ApiError {
-    ApiError::new(ErrorCode::Unsupported, format!("{method} is not supported here"))
+    ApiError::new(
+        ErrorCode::Unsupported,
+        format!("{method} is not supported here"),
+    )
 }
 
 pub async fn dispatch(reg: &Registry, route: V2Route<'_>, req: Request) -> ApiResult {
@@ -131,7 +170,13 @@ pub async fn dispatch(reg: &Registry, route: V2Route<'_>, req: Request) -> ApiRe
     match (route, req.method.clone()) {
         (Catalog, Method::GET) => catalog(reg, req).await,
         (Tags { name: n }, Method::GET) => tags(reg, name(n)?, req).await,
-        (Manifest { name: n, reference: r }, m) => {
+        (
+            Manifest {
+                name: n,
+                reference: r,
+            },
+            m,
+        ) => {
             let (repo, reference) = (name(n)?, reference(r)?);
             match m {
                 Method::GET => get_manifest(reg, repo, reference, req, true).await,
@@ -151,7 +196,13 @@ pub async fn dispatch(reg: &Registry, route: V2Route<'_>, req: Request) -> ApiRe
             }
         }
         (Upload { name: n, id: None }, Method::POST) => start_upload(reg, name(n)?, req).await,
-        (Upload { name: n, id: Some(id) }, m) => {
+        (
+            Upload {
+                name: n,
+                id: Some(id),
+            },
+            m,
+        ) => {
             let repo = name(n)?;
             match m {
                 Method::GET => upload_status(reg, repo, id).await,
@@ -161,22 +212,36 @@ pub async fn dispatch(reg: &Registry, route: V2Route<'_>, req: Request) -> ApiRe
                 m => Err(unsupported(&m)),
             }
         }
-        (Referrers { name: n, digest: d }, Method::GET) => referrers(reg, name(n)?, digest(d)?, req).await,
+        (Referrers { name: n, digest: d }, Method::GET) => {
+            referrers(reg, name(n)?, digest(d)?, req).await
+        }
         (_, m) => Err(unsupported(&m)),
     }
 }
 
-fn link_next(path: &str, n: Option<u32>, page: &crate::core::ListPage) -> Vec<(HeaderName, String)> {
+fn link_next(
+    path: &str,
+    n: Option<u32>,
+    page: &crate::core::ListPage,
+) -> Vec<(HeaderName, String)> {
     match (page.more, page.items.last()) {
         (true, Some(last)) => {
             let n = n.map(|n| format!("n={n}&")).unwrap_or_default();
-            vec![(header::LINK, format!("<{path}?{n}last={last}>; rel=\"next\""))]
+            vec![(
+                header::LINK,
+                format!("<{path}?{n}last={last}>; rel=\"next\""),
+            )]
         }
         _ => Vec::new(),
     }
 }
 
-fn json_response(status: StatusCode, mut headers: Vec<(HeaderName, String)>, content_type: &str, body: Bytes) -> Response {
+fn json_response(
+    status: StatusCode,
+    mut headers: Vec<(HeaderName, String)>,
+    content_type: &str,
+    body: Bytes,
+) -> Response {
     headers.push((header::CONTENT_TYPE, content_type.to_string()));
     headers.push((header::CONTENT_LENGTH, body.len().to_string()));
     respond(status, headers, Body::from(body))
@@ -186,7 +251,12 @@ async fn catalog(reg: &Registry, req: Request) -> ApiResult {
     let n = page_size(&req.params)?;
     let page = reg.catalog(n, req.params.last).await?;
     let body = serde_json::json!({ "repositories": page.items }).to_string();
-    Ok(json_response(StatusCode::OK, link_next("/v2/_catalog", n, &page), "application/json", body.into()))
+    Ok(json_response(
+        StatusCode::OK,
+        link_next("/v2/_catalog", n, &page),
+        "application/json",
+        body.into(),
+    ))
 }
 
 async fn tags(reg: &Registry, repo: RepoName, req: Request) -> ApiResult {
@@ -194,10 +264,21 @@ async fn tags(reg: &Registry, repo: RepoName, req: Request) -> ApiResult {
     let page = reg.list_tags(&repo, n, req.params.last).await?;
     let body = serde_json::json!({ "name": repo.as_str(), "tags": page.items }).to_string();
     let link = link_next(&format!("/v2/{repo}/tags/list"), n, &page);
-    Ok(json_response(StatusCode::OK, link, "application/json", body.into()))
+    Ok(json_response(
+        StatusCode::OK,
+        link,
+        "application/json",
+        body.into(),
+    ))
 }
 
-async fn get_manifest(reg: &Registry, repo: RepoName, reference: Reference, req: Request, with_body: bool) -> ApiResult {
+async fn get_manifest(
+    reg: &Registry,
+    repo: RepoName,
+    reference: Reference,
+    req: Request,
+    with_body: bool,
+) -> ApiResult {
     let accept: Vec<&str> = req
         .headers
         .get_all(header::ACCEPT)
@@ -214,11 +295,20 @@ async fn get_manifest(reg: &Registry, repo: RepoName, reference: Reference, req:
         (h(DIGEST_HEADER), m.digest.to_string()),
         (header::ETAG, format!("\"{}\"", m.digest)),
     ];
-    let body = if with_body { Body::from(m.content) } else { Body::empty() };
+    let body = if with_body {
+        Body::from(m.content)
+    } else {
+        Body::empty()
+    };
     Ok(respond(StatusCode::OK, headers, body))
 }
 
-async fn put_manifest(reg: &Registry, repo: RepoName, reference: Reference, req: Request) -> ApiResult {
+async fn put_manifest(
+    reg: &Registry,
+    repo: RepoName,
+    reference: Reference,
+    req: Request,
+) -> ApiResult {
     let limit = reg.settings().max_manifest_bytes;
     let too_large = || crate::core::Error::ManifestTooLarge { limit };
     if content_length(&req.headers).is_some_and(|len| len > limit as u64) {
@@ -229,12 +319,25 @@ async fn put_manifest(reg: &Registry, repo: RepoName, reference: Reference, req:
         .await
         .map_err(|e| match e.downcast::<http_body_util::LengthLimitError>() {
             Ok(_) => ApiError::from(too_large()),
-            Err(e) => ApiError::new(ErrorCode::ManifestInvalid, format!("reading the manifest failed: {e}")),
+            Err(e) => ApiError::new(
+                ErrorCode::ManifestInvalid,
+                format!("reading the manifest failed: {e}"),
+            ),
         })?
         .to_bytes();
-    let put = reg.put_manifest(&repo, &reference, header_str(&req.headers, header::CONTENT_TYPE), body).await?;
+    let put = reg
+        .put_manifest(
+            &repo,
+            &reference,
+            header_str(&req.headers, header::CONTENT_TYPE),
+            body,
+        )
+        .await?;
     let mut headers = vec![
-        (header::LOCATION, format!("/v2/{repo}/manifests/{}", put.digest)),
+        (
+            header::LOCATION,
+            format!("/v2/{repo}/manifests/{}", put.digest),
+        ),
         (h(DIGEST_HEADER), put.digest.to_string()),
     ];
     if let Some(subject) = put.subject {
@@ -260,17 +363,26 @@ fn blob_headers(digest: &Digest, len: u64) -> Vec<(HeaderName, String)> {
 
 async fn head_blob(reg: &Registry, repo: RepoName, digest: Digest) -> ApiResult {
     let size = reg.stat_blob(&repo, &digest).await?;
-    Ok(respond(StatusCode::OK, blob_headers(&digest, size), Body::empty()))
+    Ok(respond(
+        StatusCode::OK,
+        blob_headers(&digest, size),
+        Body::empty(),
+    ))
 }
 
 async fn get_blob(reg: &Registry, repo: RepoName, digest: Digest, req: Request) -> ApiResult {
-    let blob = reg.get_blob(&repo, &digest, byte_range(&req.headers)).await?;
+    let blob = reg
+        .get_blob(&repo, &digest, byte_range(&req.headers))
+        .await?;
     let body = Body::from_stream(blob.stream);
     Ok(match blob.range {
         None => respond(StatusCode::OK, blob_headers(&digest, blob.size), body),
         Some((first, last)) => {
             let mut headers = blob_headers(&digest, last - first + 1);
-            headers.push((header::CONTENT_RANGE, format!("bytes {first}-{last}/{}", blob.size)));
+            headers.push((
+                header::CONTENT_RANGE,
+                format!("bytes {first}-{last}/{}", blob.size),
+            ));
             respond(StatusCode::PARTIAL_CONTENT, headers, body)
         }
     })
@@ -305,8 +417,16 @@ async fn start_upload(reg: &Registry, repo: RepoName, req: Request) -> ApiResult
         let mount = digest(mount)?;
         // An unparsable `from` cannot name a readable repository: fall back to
         // an upload as the spec asks, instead of failing the push.
-        let from = req.params.from.as_deref().and_then(|f| f.parse::<RepoName>().ok());
-        if reg.mount_blob(&repo, &mount, from.as_ref()).await?.is_some() {
+        let from = req
+            .params
+            .from
+            .as_deref()
+            .and_then(|f| f.parse::<RepoName>().ok());
+        if reg
+            .mount_blob(&repo, &mount, from.as_ref())
+            .await?
+            .is_some()
+        {
             return Ok(blob_created(&repo, &mount));
         }
     } else if let Some(d) = req.params.digest.as_deref() {
@@ -315,29 +435,50 @@ async fn start_upload(reg: &Registry, repo: RepoName, req: Request) -> ApiResult
         return Ok(blob_created(&repo, &d));
     }
     let session = reg.start_upload(&repo).await?;
-    Ok(upload_progress(StatusCode::ACCEPTED, &repo, &session.id, session.size))
+    Ok(upload_progress(
+        StatusCode::ACCEPTED,
+        &repo,
+        &session.id,
+        session.size,
+    ))
 }
 
 async fn upload_status(reg: &Registry, repo: RepoName, id: &str) -> ApiResult {
     let status = reg.upload_status(&repo, id).await?;
-    Ok(upload_progress(StatusCode::NO_CONTENT, &repo, id, status.size))
+    Ok(upload_progress(
+        StatusCode::NO_CONTENT,
+        &repo,
+        id,
+        status.size,
+    ))
 }
 
 async fn upload_chunk(reg: &Registry, repo: RepoName, id: &str, req: Request) -> ApiResult {
     let range = content_range(&req.headers)?;
     let len = content_length(&req.headers);
-    let status = reg.upload_chunk(&repo, id, range, len, stream(req.body)).await?;
-    Ok(upload_progress(StatusCode::ACCEPTED, &repo, id, status.size))
+    let status = reg
+        .upload_chunk(&repo, id, range, len, stream(req.body))
+        .await?;
+    Ok(upload_progress(
+        StatusCode::ACCEPTED,
+        &repo,
+        id,
+        status.size,
+    ))
 }
 
 async fn finish_upload(reg: &Registry, repo: RepoName, id: &str, req: Request) -> ApiResult {
     let Some(d) = req.params.digest.as_deref() else {
-        return Err(ApiError::new(ErrorCode::DigestInvalid, "the closing PUT needs a digest query parameter"));
+        return Err(ApiError::new(
+            ErrorCode::DigestInvalid,
+            "the closing PUT needs a digest query parameter",
+        ));
     };
     let d = digest(d)?;
     let range = content_range(&req.headers)?;
     let len = content_length(&req.headers);
-    reg.finish_upload(&repo, id, &d, range, len, stream(req.body)).await?;
+    reg.finish_upload(&repo, id, &d, range, len, stream(req.body))
+        .await?;
     Ok(blob_created(&repo, &d))
 }
 
@@ -353,7 +494,12 @@ async fn referrers(reg: &Registry, repo: RepoName, subject: Digest, req: Request
         Some(_) => vec![(h(FILTERS_APPLIED), "artifactType".to_string())],
         None => vec![],
     };
-    Ok(json_response(StatusCode::OK, headers, media::OCI_INDEX, index))
+    Ok(json_response(
+        StatusCode::OK,
+        headers,
+        media::OCI_INDEX,
+        index,
+    ))
 }
 
 #[cfg(test)]
@@ -368,9 +514,24 @@ mod tests {
 
     #[test]
     fn parses_range_requests() {
-        assert_eq!(byte_range(&headers(header::RANGE, "bytes=0-9")), Some(ByteRange::From { start: 0, end: Some(9) }));
-        assert_eq!(byte_range(&headers(header::RANGE, "bytes=5-")), Some(ByteRange::From { start: 5, end: None }));
-        assert_eq!(byte_range(&headers(header::RANGE, "bytes=-5")), Some(ByteRange::Suffix(5)));
+        assert_eq!(
+            byte_range(&headers(header::RANGE, "bytes=0-9")),
+            Some(ByteRange::From {
+                start: 0,
+                end: Some(9)
+            })
+        );
+        assert_eq!(
+            byte_range(&headers(header::RANGE, "bytes=5-")),
+            Some(ByteRange::From {
+                start: 5,
+                end: None
+            })
+        );
+        assert_eq!(
+            byte_range(&headers(header::RANGE, "bytes=-5")),
+            Some(ByteRange::Suffix(5))
+        );
         assert_eq!(byte_range(&headers(header::RANGE, "bytes=0-1,4-5")), None);
         assert_eq!(byte_range(&headers(header::RANGE, "items=0-1")), None);
         assert_eq!(byte_range(&HeaderMap::new()), None);
@@ -378,8 +539,14 @@ mod tests {
 
     #[test]
     fn parses_content_ranges() {
-        assert_eq!(content_range(&headers(header::CONTENT_RANGE, "0-99")).unwrap(), Some((0, 99)));
-        assert_eq!(content_range(&headers(header::CONTENT_RANGE, "bytes 100-199/*")).unwrap(), Some((100, 199)));
+        assert_eq!(
+            content_range(&headers(header::CONTENT_RANGE, "0-99")).unwrap(),
+            Some((0, 99))
+        );
+        assert_eq!(
+            content_range(&headers(header::CONTENT_RANGE, "bytes 100-199/*")).unwrap(),
+            Some((100, 199))
+        );
         assert!(content_range(&headers(header::CONTENT_RANGE, "nonsense")).is_err());
         assert_eq!(content_range(&HeaderMap::new()).unwrap(), None);
     }

@@ -35,10 +35,18 @@ pub struct BlobBody {
 impl Registry {
     /// Size of a blob this repository may serve.
     pub async fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
-        self.metadata.linked_blob_size(repo, digest).await?.ok_or(Error::BlobUnknown)
+        self.metadata
+            .linked_blob_size(repo, digest)
+            .await?
+            .ok_or(Error::BlobUnknown)
     }
 
-    pub async fn get_blob(&self, repo: &RepoName, digest: &Digest, range: Option<ByteRange>) -> Result<BlobBody> {
+    pub async fn get_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        range: Option<ByteRange>,
+    ) -> Result<BlobBody> {
         let size = self.stat_blob(repo, digest).await?;
         let range = match range {
             Some(r) => Some(r.resolve(size).ok_or(Error::RangeNotSatisfiable { size })?),
@@ -54,7 +62,11 @@ impl Registry {
                 crate::storage::StorageError::NotFound => Error::BlobUnknown,
                 other => other.into(),
             })?;
-        Ok(BlobBody { size, range, stream })
+        Ok(BlobBody {
+            size,
+            range,
+            stream,
+        })
     }
 
     /// Removes the blob from this repository; the bytes stay until garbage
@@ -74,14 +86,56 @@ mod tests {
 
     #[test]
     fn ranges_resolve_against_size() {
-        assert_eq!(ByteRange::From { start: 0, end: Some(9) }.resolve(100), Some((0, 9)));
-        assert_eq!(ByteRange::From { start: 90, end: Some(200) }.resolve(100), Some((90, 99)));
-        assert_eq!(ByteRange::From { start: 10, end: None }.resolve(100), Some((10, 99)));
-        assert_eq!(ByteRange::From { start: 100, end: None }.resolve(100), None);
-        assert_eq!(ByteRange::From { start: 5, end: Some(4) }.resolve(100), None);
+        assert_eq!(
+            ByteRange::From {
+                start: 0,
+                end: Some(9)
+            }
+            .resolve(100),
+            Some((0, 9))
+        );
+        assert_eq!(
+            ByteRange::From {
+                start: 90,
+                end: Some(200)
+            }
+            .resolve(100),
+            Some((90, 99))
+        );
+        assert_eq!(
+            ByteRange::From {
+                start: 10,
+                end: None
+            }
+            .resolve(100),
+            Some((10, 99))
+        );
+        assert_eq!(
+            ByteRange::From {
+                start: 100,
+                end: None
+            }
+            .resolve(100),
+            None
+        );
+        assert_eq!(
+            ByteRange::From {
+                start: 5,
+                end: Some(4)
+            }
+            .resolve(100),
+            None
+        );
         assert_eq!(ByteRange::Suffix(10).resolve(100), Some((90, 99)));
         assert_eq!(ByteRange::Suffix(1000).resolve(100), Some((0, 99)));
         assert_eq!(ByteRange::Suffix(0).resolve(100), None);
-        assert_eq!(ByteRange::From { start: 0, end: None }.resolve(0), None);
+        assert_eq!(
+            ByteRange::From {
+                start: 0,
+                end: None
+            }
+            .resolve(0),
+            None
+        );
     }
 }

@@ -32,13 +32,20 @@ fn refs(descriptors: &[crate::oci::Descriptor]) -> Vec<Ref> {
 }
 
 impl Registry {
-    pub async fn put_manifest(&self, repo: &RepoName, reference: &Reference, content_type: Option<&str>, body: Bytes) -> Result<PutManifest> {
+    pub async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<PutManifest> {
         if body.len() > self.settings.max_manifest_bytes {
             return Err(Error::ManifestTooLarge {
                 limit: self.settings.max_manifest_bytes,
             });
         }
-        let parsed = ParsedManifest::parse(&body, content_type).map_err(|e| Error::ManifestInvalid(e.to_string()))?;
+        let parsed = ParsedManifest::parse(&body, content_type)
+            .map_err(|e| Error::ManifestInvalid(e.to_string()))?;
         let digest = match reference {
             Reference::Digest(expected) => {
                 let actual = Digest::of(expected.algorithm(), &body);
@@ -74,12 +81,22 @@ impl Registry {
 
     /// A manifest by tag or digest. `accept` lists the media types the client
     /// takes (empty: anything).
-    pub async fn get_manifest(&self, repo: &RepoName, reference: &Reference, accept: &[&str]) -> Result<ManifestRecord> {
-        let record = self.metadata.get_manifest(repo, reference).await?.ok_or(Error::ManifestUnknown)?;
+    pub async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        accept: &[&str],
+    ) -> Result<ManifestRecord> {
+        let record = self
+            .metadata
+            .get_manifest(repo, reference)
+            .await?
+            .ok_or(Error::ManifestUnknown)?;
         let acceptable = accept.is_empty()
-            || accept
-                .iter()
-                .any(|a| *a == record.media_type || matches!(*a, "*/*" | "application/*" | "application/json"));
+            || accept.iter().any(|a| {
+                *a == record.media_type
+                    || matches!(*a, "*/*" | "application/*" | "application/json")
+            });
         if !acceptable {
             return Err(Error::ManifestNotAcceptable {
                 media_type: record.media_type,
@@ -103,8 +120,16 @@ impl Registry {
     }
 
     /// The referrers of `subject` as an OCI image index document.
-    pub async fn referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Bytes> {
-        let rows = self.metadata.referrers(repo, subject, artifact_type).await?;
+    pub async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Bytes> {
+        let rows = self
+            .metadata
+            .referrers(repo, subject, artifact_type)
+            .await?;
         let manifests: Vec<Value> = rows
             .into_iter()
             .map(|r| {
@@ -115,26 +140,48 @@ impl Registry {
                 if let Some(t) = r.artifact_type {
                     d.insert("artifactType".into(), json!(t));
                 }
-                if let Some(a) = r.annotations.and_then(|a| serde_json::from_str::<Value>(&a).ok()) {
+                if let Some(a) = r
+                    .annotations
+                    .and_then(|a| serde_json::from_str::<Value>(&a).ok())
+                {
                     d.insert("annotations".into(), a);
                 }
                 Value::Object(d)
             })
             .collect();
-        let index = json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": manifests});
+        let index =
+            json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": manifests});
         Ok(Bytes::from(index.to_string()))
     }
 
-    pub async fn list_tags(&self, repo: &RepoName, n: Option<u32>, last: Option<String>) -> Result<ListPage> {
+    pub async fn list_tags(
+        &self,
+        repo: &RepoName,
+        n: Option<u32>,
+        last: Option<String>,
+    ) -> Result<ListPage> {
         let limit = n.unwrap_or(u32::MAX - 1);
-        let page = Page { last, limit: limit + 1 };
-        let tags = self.metadata.list_tags(repo, &page).await?.ok_or(Error::NameUnknown)?;
+        let page = Page {
+            last,
+            limit: limit + 1,
+        };
+        let tags = self
+            .metadata
+            .list_tags(repo, &page)
+            .await?
+            .ok_or(Error::NameUnknown)?;
         Ok(paged(tags, limit))
     }
 
     pub async fn catalog(&self, n: Option<u32>, last: Option<String>) -> Result<ListPage> {
         let limit = n.unwrap_or(1000);
-        let repos = self.metadata.list_repositories(&Page { last, limit: limit + 1 }).await?;
+        let repos = self
+            .metadata
+            .list_repositories(&Page {
+                last,
+                limit: limit + 1,
+            })
+            .await?;
         Ok(paged(repos, limit))
     }
 }

@@ -72,7 +72,9 @@ impl From<StorageError> for Error {
         match e {
             StorageError::UploadNotFound => Error::UploadUnknown,
             StorageError::OffsetMismatch { current, .. } => Error::UploadOutOfOrder { current },
-            StorageError::DigestMismatch { expected, actual } => Error::DigestMismatch { expected, actual },
+            StorageError::DigestMismatch { expected, actual } => {
+                Error::DigestMismatch { expected, actual }
+            }
             other => Error::Storage(other),
         }
     }
@@ -99,7 +101,11 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(storage: Arc<dyn Storage>, metadata: Arc<dyn Metadata>, settings: Settings) -> Registry {
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        metadata: Arc<dyn Metadata>,
+        settings: Settings,
+    ) -> Registry {
         Registry {
             storage,
             metadata,

@@ -60,7 +60,12 @@ impl Registry {
     /// Links an existing blob into `repo` without uploading it. Tries `from`
     /// first, then (when auto-mount is on) any repository holding the blob.
     /// Returns the blob's size, or `None` when a regular upload is needed.
-    pub async fn mount_blob(&self, repo: &RepoName, digest: &Digest, from: Option<&RepoName>) -> Result<Option<u64>> {
+    pub async fn mount_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        from: Option<&RepoName>,
+    ) -> Result<Option<u64>> {
         if let Some(size) = self.metadata.linked_blob_size(repo, digest).await? {
             return Ok(Some(size));
         }
@@ -83,10 +88,24 @@ impl Registry {
     }
 
     /// `POST ?digest=` with the whole blob as body.
-    pub async fn upload_monolithic(&self, repo: &RepoName, digest: &Digest, body: ByteStream) -> Result<u64> {
+    pub async fn upload_monolithic(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        body: ByteStream,
+    ) -> Result<u64> {
         let id = uuid::Uuid::new_v4().to_string();
         self.storage.create(&id).await?;
-        let result = self.stream_and_commit(repo, &id, 0, Some(digest.algorithm().hasher()), body, digest).await;
+        let result = self
+            .stream_and_commit(
+                repo,
+                &id,
+                0,
+                Some(digest.algorithm().hasher()),
+                body,
+                digest,
+            )
+            .await;
         if result.is_err() {
             let _ = self.storage.abort(&id).await;
         }
@@ -94,7 +113,9 @@ impl Registry {
     }
 
     async fn session(&self, repo: &RepoName, id: &str) -> Result<u64> {
-        if uuid::Uuid::parse_str(id).is_err() || self.metadata.upload_repository(id).await?.as_ref() != Some(repo) {
+        if uuid::Uuid::parse_str(id).is_err()
+            || self.metadata.upload_repository(id).await?.as_ref() != Some(repo)
+        {
             return Err(Error::UploadUnknown);
         }
         match self.storage.size(id).await? {
@@ -110,7 +131,10 @@ impl Registry {
 
     pub async fn upload_status(&self, repo: &RepoName, id: &str) -> Result<UploadStatus> {
         let size = self.session(repo, id).await?;
-        Ok(UploadStatus { id: id.to_string(), size })
+        Ok(UploadStatus {
+            id: id.to_string(),
+            size,
+        })
     }
 
     fn running_hash(&self, id: &str, offset: u64) -> Option<Hasher> {
@@ -124,30 +148,54 @@ impl Registry {
 
     /// Appends a chunk. `range` is the request's Content-Range (first, last)
     /// and `declared_len` its Content-Length, when given.
-    pub async fn upload_chunk(&self, repo: &RepoName, id: &str, range: Option<(u64, u64)>, declared_len: Option<u64>, body: ByteStream) -> Result<UploadStatus> {
+    pub async fn upload_chunk(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        range: Option<(u64, u64)>,
+        declared_len: Option<u64>,
+        body: ByteStream,
+    ) -> Result<UploadStatus> {
         let current = self.session(repo, id).await?;
         let _busy = self.claim(id, || current)?;
         let offset = check_range(current, range, declared_len)?;
         let size = self.append(id, offset, body).await?;
-        Ok(UploadStatus { id: id.to_string(), size })
+        Ok(UploadStatus {
+            id: id.to_string(),
+            size,
+        })
     }
 
     async fn append(&self, id: &str, offset: u64, body: ByteStream) -> Result<u64> {
         let hasher = self.running_hash(id, offset);
         let (size, hasher) = self.storage.append(id, offset, body, hasher).await?;
         if let Some(h) = hasher {
-            self.uploads.hashes.lock().expect("hash cache").insert(id.to_string(), (size, h));
+            self.uploads
+                .hashes
+                .lock()
+                .expect("hash cache")
+                .insert(id.to_string(), (size, h));
         }
         Ok(size)
     }
 
     /// The closing `PUT ?digest=`, with an optional last chunk.
-    pub async fn finish_upload(&self, repo: &RepoName, id: &str, digest: &Digest, range: Option<(u64, u64)>, declared_len: Option<u64>, body: ByteStream) -> Result<u64> {
+    pub async fn finish_upload(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        digest: &Digest,
+        range: Option<(u64, u64)>,
+        declared_len: Option<u64>,
+        body: ByteStream,
+    ) -> Result<u64> {
         let current = self.session(repo, id).await?;
         let _busy = self.claim(id, || current)?;
         let offset = check_range(current, range, declared_len)?;
         let hasher = self.running_hash(id, offset);
-        let result = self.stream_and_commit(repo, id, offset, hasher, body, digest).await;
+        let result = self
+            .stream_and_commit(repo, id, offset, hasher, body, digest)
+            .await;
         match &result {
             Ok(_) | Err(Error::DigestMismatch { .. }) => {
                 // Done either way: a digest mismatch stores nothing.
@@ -159,7 +207,15 @@ impl Registry {
         result
     }
 
-    async fn stream_and_commit(&self, repo: &RepoName, id: &str, offset: u64, hasher: Option<Hasher>, body: ByteStream, digest: &Digest) -> Result<u64> {
+    async fn stream_and_commit(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        offset: u64,
+        hasher: Option<Hasher>,
+        body: ByteStream,
+        digest: &Digest,
+    ) -> Result<u64> {
         let (size, hasher) = self.storage.append(id, offset, body, hasher).await?;
         let actual = match hasher {
             Some(h) if h.algorithm() == digest.algorithm() => h.finish(),
@@ -189,9 +245,13 @@ impl Registry {
 /// Validates a chunk's Content-Range against the session's current size and
 /// returns the offset to write at.
 fn check_range(current: u64, range: Option<(u64, u64)>, declared_len: Option<u64>) -> Result<u64> {
-    let Some((first, last)) = range else { return Ok(current) };
+    let Some((first, last)) = range else {
+        return Ok(current);
+    };
     if last < first {
-        return Err(Error::UploadInvalid(format!("Content-Range {first}-{last} is inverted")));
+        return Err(Error::UploadInvalid(format!(
+            "Content-Range {first}-{last} is inverted"
+        )));
     }
     if first != current {
         return Err(Error::UploadOutOfOrder { current });
@@ -211,9 +271,21 @@ mod tests {
     fn ranges_must_continue_the_upload() {
         assert_eq!(check_range(0, None, None).unwrap(), 0);
         assert_eq!(check_range(10, Some((10, 19)), Some(10)).unwrap(), 10);
-        assert!(matches!(check_range(10, Some((0, 9)), None), Err(Error::UploadOutOfOrder { current: 10 })));
-        assert!(matches!(check_range(10, Some((20, 29)), None), Err(Error::UploadOutOfOrder { current: 10 })));
-        assert!(matches!(check_range(0, Some((0, 9)), Some(5)), Err(Error::SizeInvalid { .. })));
-        assert!(matches!(check_range(0, Some((5, 1)), None), Err(Error::UploadInvalid(_))));
+        assert!(matches!(
+            check_range(10, Some((0, 9)), None),
+            Err(Error::UploadOutOfOrder { current: 10 })
+        ));
+        assert!(matches!(
+            check_range(10, Some((20, 29)), None),
+            Err(Error::UploadOutOfOrder { current: 10 })
+        ));
+        assert!(matches!(
+            check_range(0, Some((0, 9)), Some(5)),
+            Err(Error::SizeInvalid { .. })
+        ));
+        assert!(matches!(
+            check_range(0, Some((5, 1)), None),
+            Err(Error::UploadInvalid(_))
+        ));
     }
 }

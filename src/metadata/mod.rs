@@ -23,7 +23,11 @@ pub enum MetadataError {
     #[error("manifest references {0}, which is not in this repository")]
     MissingReference(Digest),
     #[error("manifest declares size {declared} for {digest}, but it has {actual} bytes")]
-    SizeMismatch { digest: Digest, declared: u64, actual: u64 },
+    SizeMismatch {
+        digest: Digest,
+        declared: u64,
+        actual: u64,
+    },
     #[error("metadata database: {0}")]
     Db(#[from] sqlx::Error),
     #[error("metadata migration: {0}")]
@@ -107,9 +111,18 @@ pub trait BlobLinks: Send + Sync {
 
 #[async_trait]
 pub trait ManifestIndex: Send + Sync {
-    async fn get_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Option<ManifestRecord>>;
+    async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Option<ManifestRecord>>;
     /// Manifests in `repo` whose subject is `subject`, optionally of one artifact type.
-    async fn referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Referrer>>;
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>>;
     /// Tags of `repo`, lexically ordered; `None` when the repository is unknown.
     async fn list_tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Vec<String>>>;
 }
@@ -139,5 +152,12 @@ pub trait Health: Send + Sync {
 }
 
 /// Everything the registry needs from a metadata backend.
-pub trait Metadata: RepoIndex + BlobIndex + BlobLinks + ManifestIndex + ManifestWrites + UploadIndex + Health {}
-impl<T: RepoIndex + BlobIndex + BlobLinks + ManifestIndex + ManifestWrites + UploadIndex + Health> Metadata for T {}
+pub trait Metadata:
+    RepoIndex + BlobIndex + BlobLinks + ManifestIndex + ManifestWrites + UploadIndex + Health
+{
+}
+impl<
+        T: RepoIndex + BlobIndex + BlobLinks + ManifestIndex + ManifestWrites + UploadIndex + Health,
+    > Metadata for T
+{
+}

@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::*;
@@ -19,14 +21,18 @@ pub struct SqliteMetadata {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn parse<T: FromStr>(s: String) -> Result<T>
 where
     T::Err: std::fmt::Display,
 {
-    s.parse().map_err(|e: T::Err| MetadataError::Corrupt(format!("{s:?}: {e}")))
+    s.parse()
+        .map_err(|e: T::Err| MetadataError::Corrupt(format!("{s:?}: {e}")))
 }
 
 const REPO_ID: &str = "SELECT id FROM repositories WHERE name = ?";
@@ -41,7 +47,10 @@ impl SqliteMetadata {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let write = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
         sqlx::migrate!("./migrations/sqlite").run(&write).await?;
         let read = SqlitePoolOptions::new()
             .max_connections(8)
@@ -51,18 +60,29 @@ impl SqliteMetadata {
     }
 
     async fn repo_id_or_create(tx: &mut Transaction<'_, Sqlite>, repo: &RepoName) -> Result<i64> {
-        if let Some(id) = sqlx::query_scalar::<_, i64>(REPO_ID).bind(repo.as_str()).fetch_optional(&mut **tx).await? {
+        if let Some(id) = sqlx::query_scalar::<_, i64>(REPO_ID)
+            .bind(repo.as_str())
+            .fetch_optional(&mut **tx)
+            .await?
+        {
             return Ok(id);
         }
-        let id = sqlx::query_scalar::<_, i64>("INSERT INTO repositories (name, created_at) VALUES (?, ?) RETURNING id")
-            .bind(repo.as_str())
-            .bind(now_ms())
-            .fetch_one(&mut **tx)
-            .await?;
+        let id = sqlx::query_scalar::<_, i64>(
+            "INSERT INTO repositories (name, created_at) VALUES (?, ?) RETURNING id",
+        )
+        .bind(repo.as_str())
+        .bind(now_ms())
+        .fetch_one(&mut **tx)
+        .await?;
         Ok(id)
     }
 
-    async fn check_refs(tx: &mut Transaction<'_, Sqlite>, repo_id: i64, refs: &[Ref], query: &str) -> Result<()> {
+    async fn check_refs(
+        tx: &mut Transaction<'_, Sqlite>,
+        repo_id: i64,
+        refs: &[Ref],
+        query: &str,
+    ) -> Result<()> {
         for r in refs {
             let size: Option<i64> = sqlx::query_scalar(query)
                 .bind(repo_id)
@@ -100,7 +120,10 @@ impl RepoIndex for SqliteMetadata {
     }
 
     async fn repository_exists(&self, repo: &RepoName) -> Result<bool> {
-        let id: Option<i64> = sqlx::query_scalar(REPO_ID).bind(repo.as_str()).fetch_optional(&self.read).await?;
+        let id: Option<i64> = sqlx::query_scalar(REPO_ID)
+            .bind(repo.as_str())
+            .fetch_optional(&self.read)
+            .await?;
         Ok(id.is_some())
     }
 }
@@ -136,12 +159,14 @@ impl BlobLinks for SqliteMetadata {
         let mut tx = self.write.begin().await?;
         let repo_id = Self::repo_id_or_create(&mut tx, repo).await?;
         let now = now_ms();
-        sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
-            .bind(digest.to_string())
-            .bind(size as i64)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(digest.to_string())
+        .bind(size as i64)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query("INSERT INTO repo_blobs (repo_id, digest, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
             .bind(repo_id)
             .bind(digest.to_string())
@@ -164,7 +189,11 @@ impl BlobLinks for SqliteMetadata {
 
 #[async_trait]
 impl ManifestIndex for SqliteMetadata {
-    async fn get_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Option<ManifestRecord>> {
+    async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Option<ManifestRecord>> {
         let row = match reference {
             Reference::Tag(tag) => {
                 sqlx::query(
@@ -199,7 +228,12 @@ impl ManifestIndex for SqliteMetadata {
         .transpose()
     }
 
-    async fn referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Referrer>> {
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>> {
         let rows = sqlx::query(
             "SELECT m.digest, m.media_type, m.size, m.artifact_type, m.annotations FROM repositories r \
              JOIN manifests m ON m.repo_id = r.id \
@@ -225,15 +259,21 @@ impl ManifestIndex for SqliteMetadata {
     }
 
     async fn list_tags(&self, repo: &RepoName, page: &Page) -> Result<Option<Vec<String>>> {
-        let Some(repo_id) = sqlx::query_scalar::<_, i64>(REPO_ID).bind(repo.as_str()).fetch_optional(&self.read).await? else {
+        let Some(repo_id) = sqlx::query_scalar::<_, i64>(REPO_ID)
+            .bind(repo.as_str())
+            .fetch_optional(&self.read)
+            .await?
+        else {
             return Ok(None);
         };
-        let tags = sqlx::query_scalar("SELECT name FROM tags WHERE repo_id = ? AND name > ? ORDER BY name LIMIT ?")
-            .bind(repo_id)
-            .bind(page.last.as_deref().unwrap_or(""))
-            .bind(page.limit)
-            .fetch_all(&self.read)
-            .await?;
+        let tags = sqlx::query_scalar(
+            "SELECT name FROM tags WHERE repo_id = ? AND name > ? ORDER BY name LIMIT ?",
+        )
+        .bind(repo_id)
+        .bind(page.last.as_deref().unwrap_or(""))
+        .bind(page.limit)
+        .fetch_all(&self.read)
+        .await?;
         Ok(Some(tags))
     }
 }
@@ -250,7 +290,13 @@ impl ManifestWrites for SqliteMetadata {
             "SELECT b.size FROM repo_blobs l JOIN blobs b ON b.digest = l.digest WHERE l.repo_id = ? AND l.digest = ?",
         )
         .await?;
-        Self::check_refs(&mut tx, repo_id, &m.children, "SELECT size FROM manifests WHERE repo_id = ? AND digest = ?").await?;
+        Self::check_refs(
+            &mut tx,
+            repo_id,
+            &m.children,
+            "SELECT size FROM manifests WHERE repo_id = ? AND digest = ?",
+        )
+        .await?;
         let now = now_ms();
         let digest = m.digest.to_string();
         sqlx::query(
@@ -299,7 +345,11 @@ impl ManifestWrites for SqliteMetadata {
 
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
         let mut tx = self.write.begin().await?;
-        let Some(repo_id) = sqlx::query_scalar::<_, i64>(REPO_ID).bind(repo.as_str()).fetch_optional(&mut *tx).await? else {
+        let Some(repo_id) = sqlx::query_scalar::<_, i64>(REPO_ID)
+            .bind(repo.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
             return Ok(false);
         };
         let digest = digest.to_string();
@@ -312,7 +362,11 @@ impl ManifestWrites for SqliteMetadata {
             "DELETE FROM tags WHERE repo_id = ? AND digest = ?",
             "DELETE FROM manifest_refs WHERE repo_id = ? AND manifest_digest = ?",
         ] {
-            sqlx::query(table).bind(repo_id).bind(&digest).execute(&mut *tx).await?;
+            sqlx::query(table)
+                .bind(repo_id)
+                .bind(&digest)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(done.rows_affected() > 0)
@@ -344,16 +398,20 @@ impl UploadIndex for SqliteMetadata {
     }
 
     async fn upload_repository(&self, id: &str) -> Result<Option<RepoName>> {
-        let name: Option<String> =
-            sqlx::query_scalar("SELECT r.name FROM uploads u JOIN repositories r ON r.id = u.repo_id WHERE u.id = ?")
-                .bind(id)
-                .fetch_optional(&self.read)
-                .await?;
+        let name: Option<String> = sqlx::query_scalar(
+            "SELECT r.name FROM uploads u JOIN repositories r ON r.id = u.repo_id WHERE u.id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await?;
         name.map(parse).transpose()
     }
 
     async fn delete_upload(&self, id: &str) -> Result<()> {
-        sqlx::query("DELETE FROM uploads WHERE id = ?").bind(id).execute(&self.write).await?;
+        sqlx::query("DELETE FROM uploads WHERE id = ?")
+            .bind(id)
+            .execute(&self.write)
+            .await?;
         Ok(())
     }
 }

@@ -98,7 +98,9 @@ impl FromStr for Digest {
             }
         };
         let ok = hex.len() == algorithm.hex_len()
-            && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !ok {
             return Err(DigestError::BadHex(algorithm.hex_len()));
         }
@@ -128,6 +130,12 @@ impl<'de> serde::Deserialize<'de> for Digest {
 pub enum Hasher {
     Sha256(Sha256),
     Sha512(Box<Sha512>),
+}
+
+impl fmt::Debug for Hasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Hasher({})", self.algorithm().as_str())
+    }
 }
 
 impl Hasher {

@@ -9,8 +9,10 @@ pub mod media {
     pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
     pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
     pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
-    pub const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
-    pub const DOCKER_FOREIGN_LAYER: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+    pub const DOCKER_SCHEMA1_SIGNED: &str =
+        "application/vnd.docker.distribution.manifest.v1+prettyjws";
+    pub const DOCKER_FOREIGN_LAYER: &str =
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
     pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
 
     /// Every manifest media type berth stores and serves.
@@ -94,10 +96,13 @@ struct Raw {
 
 impl ParsedManifest {
     pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<ParsedManifest, ManifestError> {
-        let header = content_type
-            .map(media::essence)
-            .filter(|t| !t.is_empty() && *t != "application/json" && *t != "application/octet-stream");
-        if matches!(header, Some(media::DOCKER_SCHEMA1 | media::DOCKER_SCHEMA1_SIGNED)) {
+        let header = content_type.map(media::essence).filter(|t| {
+            !t.is_empty() && *t != "application/json" && *t != "application/octet-stream"
+        });
+        if matches!(
+            header,
+            Some(media::DOCKER_SCHEMA1 | media::DOCKER_SCHEMA1_SIGNED)
+        ) {
             return Err(ManifestError::Schema1);
         }
         let raw: Raw = serde_json::from_slice(body).map_err(|e| {
@@ -132,18 +137,23 @@ impl ParsedManifest {
             (None, Some(h)) => h.to_string(),
             (None, None) => inferred.to_string(),
         };
-        if matches!(media_type.as_str(), media::DOCKER_SCHEMA1 | media::DOCKER_SCHEMA1_SIGNED) {
+        if matches!(
+            media_type.as_str(),
+            media::DOCKER_SCHEMA1 | media::DOCKER_SCHEMA1_SIGNED
+        ) {
             return Err(ManifestError::Schema1);
         }
         if !media::ALL.contains(&media_type.as_str()) {
             return Err(ManifestError::UnsupportedMediaType(media_type));
         }
         if media::is_index(&media_type) {
-            let children = raw
-                .manifests
-                .ok_or_else(|| ManifestError::Invalid("an index needs a \"manifests\" array".into()))?;
+            let children = raw.manifests.ok_or_else(|| {
+                ManifestError::Invalid("an index needs a \"manifests\" array".into())
+            })?;
             if raw.config.is_some() || raw.layers.is_some() {
-                return Err(ManifestError::Invalid("an index cannot have config or layers".into()));
+                return Err(ManifestError::Invalid(
+                    "an index cannot have config or layers".into(),
+                ));
             }
             Ok(ParsedManifest {
                 media_type,
@@ -154,16 +164,20 @@ impl ParsedManifest {
                 annotations: raw.annotations,
             })
         } else {
-            let config = raw
-                .config
-                .ok_or_else(|| ManifestError::Invalid("an image manifest needs a \"config\" descriptor".into()))?;
-            let layers = raw
-                .layers
-                .ok_or_else(|| ManifestError::Invalid("an image manifest needs a \"layers\" array".into()))?;
+            let config = raw.config.ok_or_else(|| {
+                ManifestError::Invalid("an image manifest needs a \"config\" descriptor".into())
+            })?;
+            let layers = raw.layers.ok_or_else(|| {
+                ManifestError::Invalid("an image manifest needs a \"layers\" array".into())
+            })?;
             if raw.manifests.is_some() {
-                return Err(ManifestError::Invalid("an image manifest cannot list manifests".into()));
+                return Err(ManifestError::Invalid(
+                    "an image manifest cannot list manifests".into(),
+                ));
             }
-            let artifact_type = raw.artifact_type.or_else(|| Some(config.media_type.clone()));
+            let artifact_type = raw
+                .artifact_type
+                .or_else(|| Some(config.media_type.clone()));
             let mut blobs = vec![config];
             // Foreign (non-distributable) layers live elsewhere and are never pushed here.
             blobs.extend(layers.into_iter().filter(|l| !is_foreign(l)));
@@ -181,7 +195,8 @@ impl ParsedManifest {
 
 fn is_foreign(layer: &Descriptor) -> bool {
     layer.urls.as_ref().is_some_and(|u| !u.is_empty())
-        && (layer.media_type == media::DOCKER_FOREIGN_LAYER || layer.media_type.contains("nondistributable"))
+        && (layer.media_type == media::DOCKER_FOREIGN_LAYER
+            || layer.media_type.contains("nondistributable"))
 }
 
 fn looks_like_schema1(body: &[u8]) -> bool {
@@ -209,12 +224,19 @@ mod tests {
         );
         let m = ParsedManifest::parse(body.as_bytes(), Some(media::OCI_MANIFEST)).unwrap();
         assert_eq!(m.blobs.len(), 2);
-        assert_eq!(m.artifact_type.as_deref(), Some("application/vnd.oci.image.config.v1+json"));
+        assert_eq!(
+            m.artifact_type.as_deref(),
+            Some("application/vnd.oci.image.config.v1+json")
+        );
     }
 
     #[test]
     fn manifest_without_media_type_uses_header_or_shape() {
-        let body = format!(r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{}","digest":"{}","size":5}}]}}"#, media::OCI_MANIFEST, d(3));
+        let body = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{}","digest":"{}","size":5}}]}}"#,
+            media::OCI_MANIFEST,
+            d(3)
+        );
         let m = ParsedManifest::parse(body.as_bytes(), None).unwrap();
         assert_eq!(m.media_type, media::OCI_INDEX);
         assert_eq!(m.children.len(), 1);
@@ -225,7 +247,10 @@ mod tests {
     #[test]
     fn schema1_is_refused_clearly() {
         let body = br#"{"schemaVersion":1,"name":"x","tag":"y","fsLayers":[],"history":[]}"#;
-        assert_eq!(ParsedManifest::parse(body, None), Err(ManifestError::Schema1));
+        assert_eq!(
+            ParsedManifest::parse(body, None),
+            Err(ManifestError::Schema1)
+        );
         assert_eq!(
             ParsedManifest::parse(b"{}", Some(media::DOCKER_SCHEMA1_SIGNED)),
             Err(ManifestError::Schema1)
@@ -234,13 +259,31 @@ mod tests {
 
     #[test]
     fn bad_manifests_are_invalid() {
-        assert!(matches!(ParsedManifest::parse(b"not json", None), Err(ManifestError::Json(_))));
-        assert_eq!(ParsedManifest::parse(br#"{"schemaVersion":3}"#, None), Err(ManifestError::SchemaVersion));
-        let no_layers = format!(r#"{{"schemaVersion":2,"config":{{"mediaType":"x","digest":"{}","size":1}}}}"#, d(1));
-        assert!(matches!(ParsedManifest::parse(no_layers.as_bytes(), None), Err(ManifestError::Invalid(_))));
+        assert!(matches!(
+            ParsedManifest::parse(b"not json", None),
+            Err(ManifestError::Json(_))
+        ));
+        assert_eq!(
+            ParsedManifest::parse(br#"{"schemaVersion":3}"#, None),
+            Err(ManifestError::SchemaVersion)
+        );
+        let no_layers = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"x","digest":"{}","size":1}}}}"#,
+            d(1)
+        );
+        assert!(matches!(
+            ParsedManifest::parse(no_layers.as_bytes(), None),
+            Err(ManifestError::Invalid(_))
+        ));
         let bad_digest = r#"{"schemaVersion":2,"config":{"mediaType":"x","digest":"sha256:zz","size":1},"layers":[]}"#;
-        assert!(matches!(ParsedManifest::parse(bad_digest.as_bytes(), None), Err(ManifestError::Json(_))));
-        let mismatch = format!(r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[]}}"#, media::OCI_INDEX);
+        assert!(matches!(
+            ParsedManifest::parse(bad_digest.as_bytes(), None),
+            Err(ManifestError::Json(_))
+        ));
+        let mismatch = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[]}}"#,
+            media::OCI_INDEX
+        );
         assert!(matches!(
             ParsedManifest::parse(mismatch.as_bytes(), Some(media::OCI_MANIFEST)),
             Err(ManifestError::MediaTypeMismatch { .. })

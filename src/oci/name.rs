@@ -115,8 +115,7 @@ impl FromStr for Tag {
         let ok = !b.is_empty()
             && b.len() <= MAX_TAG_LEN
             && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-            && b
-                .iter()
+            && b.iter()
                 .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
         if ok {
             Ok(Tag(s.to_string()))

@@ -103,7 +103,11 @@ impl BlobAdmin for FsStore {
                 let alg = alg?;
                 for prefix in std::fs::read_dir(alg.path())? {
                     for blob in std::fs::read_dir(prefix?.path())? {
-                        let name = format!("{}:{}", alg.file_name().to_string_lossy(), blob?.file_name().to_string_lossy());
+                        let name = format!(
+                            "{}:{}",
+                            alg.file_name().to_string_lossy(),
+                            blob?.file_name().to_string_lossy()
+                        );
                         if let Ok(d) = name.parse() {
                             out.push(d);
                         }
@@ -121,7 +125,11 @@ impl BlobAdmin for FsStore {
 impl UploadStore for FsStore {
     async fn create(&self, id: &str) -> Result<()> {
         let path = self.upload_path(id)?;
-        tokio::fs::OpenOptions::new().write(true).create_new(true).open(path).await?;
+        tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .await?;
         Ok(())
     }
 
@@ -133,7 +141,13 @@ impl UploadStore for FsStore {
         }
     }
 
-    async fn append(&self, id: &str, offset: u64, mut body: ByteStream, mut hasher: Option<Hasher>) -> Result<(u64, Option<Hasher>)> {
+    async fn append(
+        &self,
+        id: &str,
+        offset: u64,
+        mut body: ByteStream,
+        mut hasher: Option<Hasher>,
+    ) -> Result<(u64, Option<Hasher>)> {
         let path = self.upload_path(id)?;
         let file = std::fs::OpenOptions::new()
             .append(true)
@@ -141,7 +155,10 @@ impl UploadStore for FsStore {
             .map_err(|e| not_found_as(e, StorageError::UploadNotFound))?;
         let current = file.metadata()?.len();
         if current != offset {
-            return Err(StorageError::OffsetMismatch { current, requested: offset });
+            return Err(StorageError::OffsetMismatch {
+                current,
+                requested: offset,
+            });
         }
         // Hashing (here) and writing (a blocking thread) overlap, so a push
         // runs at the speed of the slower of the two rather than their sum.
@@ -183,7 +200,8 @@ impl UploadStore for FsStore {
     async fn digest(&self, id: &str, algorithm: Algorithm) -> Result<Digest> {
         let path = self.upload_path(id)?;
         tokio::task::spawn_blocking(move || -> Result<Digest> {
-            let mut file = std::fs::File::open(path).map_err(|e| not_found_as(e, StorageError::UploadNotFound))?;
+            let mut file = std::fs::File::open(path)
+                .map_err(|e| not_found_as(e, StorageError::UploadNotFound))?;
             let mut hasher = algorithm.hasher();
             let mut buf = vec![0u8; 1 << 20];
             loop {
@@ -203,7 +221,8 @@ impl UploadStore for FsStore {
         let from = self.upload_path(id)?;
         let to = self.blob_path(digest);
         tokio::task::spawn_blocking(move || -> Result<u64> {
-            let file = std::fs::File::open(&from).map_err(|e| not_found_as(e, StorageError::UploadNotFound))?;
+            let file = std::fs::File::open(&from)
+                .map_err(|e| not_found_as(e, StorageError::UploadNotFound))?;
             let size = file.metadata()?.len();
             if std::fs::metadata(&to).is_ok() {
                 // Content addressing: the same bytes are already durable.

@@ -70,7 +70,13 @@ pub trait UploadStore: Send + Sync {
     /// Appends `body` at `offset` (which must be the current size), feeding
     /// every byte to `hasher` as it goes. Returns the new size and the hasher.
     /// On error, the bytes written so far stay staged.
-    async fn append(&self, id: &str, offset: u64, body: ByteStream, hasher: Option<Hasher>) -> Result<(u64, Option<Hasher>)>;
+    async fn append(
+        &self,
+        id: &str,
+        offset: u64,
+        body: ByteStream,
+        hasher: Option<Hasher>,
+    ) -> Result<(u64, Option<Hasher>)>;
     /// Digest of the staged bytes, read back from the staging area.
     async fn digest(&self, id: &str, algorithm: Algorithm) -> Result<Digest>;
     /// Makes the staged bytes durable and visible as blob `digest`.

@@ -7,7 +7,8 @@ use super::{ByteStream, Storage, StorageError};
 use crate::oci::{Algorithm, Digest};
 
 fn body(parts: &[&'static [u8]]) -> ByteStream {
-    stream::iter(parts.iter().map(|p| Ok(Bytes::from_static(p)))).boxed()
+    let parts: Vec<_> = parts.iter().map(|p| Ok(Bytes::from_static(p))).collect();
+    stream::iter(parts).boxed()
 }
 
 async fn read_all(s: ByteStream) -> Vec<u8> {
@@ -36,18 +37,40 @@ async fn upload_commit_and_read(store: &dyn Storage) {
     let id = new_id();
     store.create(&id).await.unwrap();
     assert_eq!(store.size(&id).await.unwrap(), Some(0));
-    let (size, h) = store.append(&id, 0, body(&[b"hello ", b"wor"]), Some(Algorithm::Sha256.hasher())).await.unwrap();
+    let (size, h) = store
+        .append(
+            &id,
+            0,
+            body(&[b"hello ", b"wor"]),
+            Some(Algorithm::Sha256.hasher()),
+        )
+        .await
+        .unwrap();
     assert_eq!(size, 9);
     let (size, h) = store.append(&id, 9, body(&[b"ld"]), h).await.unwrap();
     assert_eq!(size, 11);
     let digest = h.unwrap().finish();
     assert_eq!(digest, Digest::sha256_of(b"hello world"));
-    assert_eq!(store.stat(&digest).await.unwrap(), None, "not visible before commit");
+    assert_eq!(
+        store.stat(&digest).await.unwrap(),
+        None,
+        "not visible before commit"
+    );
     assert_eq!(store.commit(&id, &digest).await.unwrap(), 11);
     assert_eq!(store.stat(&digest).await.unwrap(), Some(11));
-    assert_eq!(read_all(store.get(&digest, None).await.unwrap()).await, b"hello world");
-    assert_eq!(read_all(store.get(&digest, Some((6, 3))).await.unwrap()).await, b"wor");
-    assert_eq!(store.size(&id).await.unwrap(), None, "commit consumes the session");
+    assert_eq!(
+        read_all(store.get(&digest, None).await.unwrap()).await,
+        b"hello world"
+    );
+    assert_eq!(
+        read_all(store.get(&digest, Some((6, 3))).await.unwrap()).await,
+        b"wor"
+    );
+    assert_eq!(
+        store.size(&id).await.unwrap(),
+        None,
+        "commit consumes the session"
+    );
 }
 
 async fn offsets_are_enforced(store: &dyn Storage) {
@@ -55,7 +78,10 @@ async fn offsets_are_enforced(store: &dyn Storage) {
     store.create(&id).await.unwrap();
     store.append(&id, 0, body(&[b"abc"]), None).await.unwrap();
     match store.append(&id, 1, body(&[b"x"]), None).await {
-        Err(StorageError::OffsetMismatch { current: 3, requested: 1 }) => {}
+        Err(StorageError::OffsetMismatch {
+            current: 3,
+            requested: 1,
+        }) => {}
         other => panic!("expected offset mismatch, got {other:?}"),
     }
     assert_eq!(store.size(&id).await.unwrap(), Some(3));
@@ -65,8 +91,14 @@ async fn offsets_are_enforced(store: &dyn Storage) {
 async fn rehash_matches_running_hash(store: &dyn Storage) {
     let id = new_id();
     store.create(&id).await.unwrap();
-    store.append(&id, 0, body(&[b"some ", b"bytes"]), None).await.unwrap();
-    assert_eq!(store.digest(&id, Algorithm::Sha256).await.unwrap(), Digest::sha256_of(b"some bytes"));
+    store
+        .append(&id, 0, body(&[b"some ", b"bytes"]), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.digest(&id, Algorithm::Sha256).await.unwrap(),
+        Digest::sha256_of(b"some bytes")
+    );
     assert_eq!(
         store.digest(&id, Algorithm::Sha512).await.unwrap(),
         Digest::of(Algorithm::Sha512, b"some bytes")
@@ -83,7 +115,10 @@ async fn commit_of_existing_blob_dedupes(store: &dyn Storage) {
         assert_eq!(store.commit(&id, &digest).await.unwrap(), 3);
         assert_eq!(store.size(&id).await.unwrap(), None);
     }
-    assert_eq!(read_all(store.get(&digest, None).await.unwrap()).await, b"dup");
+    assert_eq!(
+        read_all(store.get(&digest, None).await.unwrap()).await,
+        b"dup"
+    );
 }
 
 async fn abort_and_unknown_sessions(store: &dyn Storage) {
@@ -91,17 +126,29 @@ async fn abort_and_unknown_sessions(store: &dyn Storage) {
     store.create(&id).await.unwrap();
     store.abort(&id).await.unwrap();
     assert_eq!(store.size(&id).await.unwrap(), None);
-    assert!(matches!(store.append(&id, 0, body(&[b"x"]), None).await, Err(StorageError::UploadNotFound)));
-    assert!(matches!(store.size("../../etc/passwd").await, Err(StorageError::UploadNotFound)));
+    assert!(matches!(
+        store.append(&id, 0, body(&[b"x"]), None).await,
+        Err(StorageError::UploadNotFound)
+    ));
+    assert!(matches!(
+        store.size("../../etc/passwd").await,
+        Err(StorageError::UploadNotFound)
+    ));
     let missing = Digest::sha256_of(b"never stored");
-    assert!(matches!(store.get(&missing, None).await, Err(StorageError::NotFound)));
+    assert!(matches!(
+        store.get(&missing, None).await,
+        Err(StorageError::NotFound)
+    ));
 }
 
 async fn delete_and_list(store: &dyn Storage) {
     let digest = Digest::sha256_of(b"to delete");
     let id = new_id();
     store.create(&id).await.unwrap();
-    store.append(&id, 0, body(&[b"to delete"]), None).await.unwrap();
+    store
+        .append(&id, 0, body(&[b"to delete"]), None)
+        .await
+        .unwrap();
     store.commit(&id, &digest).await.unwrap();
     assert!(store.list().await.unwrap().contains(&digest));
     store.delete(&digest).await.unwrap();

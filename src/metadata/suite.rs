@@ -1,0 +1,299 @@
+//! The test suite every metadata backend must pass.
+
+use bytes::Bytes;
+
+use super::*;
+
+fn repo(s: &str) -> RepoName {
+    s.parse().unwrap()
+}
+
+fn digest(n: u8) -> Digest {
+    Digest::sha256_of(&[n])
+}
+
+fn manifest(
+    r: &str,
+    d: Digest,
+    tag: Option<&str>,
+    blobs: Vec<Ref>,
+    subject: Option<Digest>,
+) -> NewManifest {
+    NewManifest {
+        repo: repo(r),
+        digest: d,
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        content: Bytes::from_static(b"{}"),
+        artifact_type: Some("application/x-test".into()),
+        subject,
+        annotations: Some(r#"{"k":"v"}"#.into()),
+        blobs,
+        children: Vec::new(),
+        tag: tag.map(|t| t.parse().unwrap()),
+    }
+}
+
+fn all() -> Page {
+    Page {
+        last: None,
+        limit: 1000,
+    }
+}
+
+pub async fn run(m: &dyn Metadata) {
+    blob_links(m).await;
+    manifests_and_tags(m).await;
+    references_are_checked(m).await;
+    referrers(m).await;
+    catalog_pages(m).await;
+    uploads(m).await;
+    m.ping().await.unwrap();
+}
+
+async fn blob_links(m: &dyn Metadata) {
+    let (a, b) = (repo("links/a"), repo("links/b"));
+    m.link_blob(&a, &digest(1), 10).await.unwrap();
+    m.link_blob(&a, &digest(1), 10).await.unwrap();
+    assert_eq!(m.linked_blob_size(&a, &digest(1)).await.unwrap(), Some(10));
+    assert_eq!(m.linked_blob_size(&b, &digest(1)).await.unwrap(), None);
+    assert_eq!(
+        m.repositories_with_blob(&digest(1)).await.unwrap(),
+        vec![a.clone()]
+    );
+    assert!(m.unlink_blob(&a, &digest(1)).await.unwrap());
+    assert!(!m.unlink_blob(&a, &digest(1)).await.unwrap());
+    assert_eq!(m.linked_blob_size(&a, &digest(1)).await.unwrap(), None);
+}
+
+async fn manifests_and_tags(m: &dyn Metadata) {
+    let r = repo("tags/app");
+    m.link_blob(&r, &digest(2), 5).await.unwrap();
+    let blobs = vec![Ref {
+        digest: digest(2),
+        size: 5,
+    }];
+    for tag in ["b", "a", "C", "1"] {
+        m.put_manifest(&manifest(
+            "tags/app",
+            digest(3),
+            Some(tag),
+            blobs.clone(),
+            None,
+        ))
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        m.list_tags(&r, &all()).await.unwrap().unwrap(),
+        ["1", "C", "a", "b"]
+    );
+    let page = Page {
+        last: Some("C".into()),
+        limit: 1,
+    };
+    assert_eq!(m.list_tags(&r, &page).await.unwrap().unwrap(), ["a"]);
+    assert_eq!(m.list_tags(&repo("tags/none"), &all()).await.unwrap(), None);
+    let by_tag = m
+        .get_manifest(&r, &Reference::Tag("a".parse().unwrap()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_tag.digest, digest(3));
+    assert!(m
+        .get_manifest(&r, &Reference::Digest(digest(3)))
+        .await
+        .unwrap()
+        .is_some());
+    // Moving a tag.
+    m.put_manifest(&manifest(
+        "tags/app",
+        digest(4),
+        Some("a"),
+        blobs.clone(),
+        None,
+    ))
+    .await
+    .unwrap();
+    let moved = m
+        .get_manifest(&r, &Reference::Tag("a".parse().unwrap()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(moved.digest, digest(4));
+    // Deleting a tag keeps the manifest; deleting a manifest drops its tags.
+    assert!(m.delete_tag(&r, &"b".parse().unwrap()).await.unwrap());
+    assert!(!m.delete_tag(&r, &"b".parse().unwrap()).await.unwrap());
+    assert!(m
+        .get_manifest(&r, &Reference::Digest(digest(3)))
+        .await
+        .unwrap()
+        .is_some());
+    assert!(m.delete_manifest(&r, &digest(3)).await.unwrap());
+    assert!(!m.delete_manifest(&r, &digest(3)).await.unwrap());
+    assert_eq!(m.list_tags(&r, &all()).await.unwrap().unwrap(), ["a"]);
+}
+
+async fn references_are_checked(m: &dyn Metadata) {
+    let r = repo("refs/app");
+    let missing = manifest(
+        "refs/app",
+        digest(5),
+        None,
+        vec![Ref {
+            digest: digest(6),
+            size: 1,
+        }],
+        None,
+    );
+    assert!(
+        matches!(m.put_manifest(&missing).await, Err(MetadataError::MissingReference(d)) if d == digest(6))
+    );
+    m.link_blob(&r, &digest(6), 1).await.unwrap();
+    let wrong_size = manifest(
+        "refs/app",
+        digest(5),
+        None,
+        vec![Ref {
+            digest: digest(6),
+            size: 2,
+        }],
+        None,
+    );
+    assert!(matches!(
+        m.put_manifest(&wrong_size).await,
+        Err(MetadataError::SizeMismatch { .. })
+    ));
+    assert!(m
+        .get_manifest(&r, &Reference::Digest(digest(5)))
+        .await
+        .unwrap()
+        .is_none());
+    let mut index = manifest("refs/app", digest(7), None, vec![], None);
+    index.children = vec![Ref {
+        digest: digest(5),
+        size: 2,
+    }];
+    assert!(matches!(
+        m.put_manifest(&index).await,
+        Err(MetadataError::MissingReference(_))
+    ));
+    m.put_manifest(&manifest(
+        "refs/app",
+        digest(5),
+        None,
+        vec![Ref {
+            digest: digest(6),
+            size: 1,
+        }],
+        None,
+    ))
+    .await
+    .unwrap();
+    m.put_manifest(&index).await.unwrap();
+}
+
+async fn referrers(m: &dyn Metadata) {
+    let r = repo("referrers/app");
+    let subject = digest(100);
+    m.put_manifest(&manifest(
+        "referrers/app",
+        digest(8),
+        None,
+        vec![],
+        Some(subject.clone()),
+    ))
+    .await
+    .unwrap();
+    let mut other = manifest(
+        "referrers/app",
+        digest(9),
+        None,
+        vec![],
+        Some(subject.clone()),
+    );
+    other.artifact_type = Some("application/x-other".into());
+    m.put_manifest(&other).await.unwrap();
+    let all_refs = m.referrers(&r, &subject, None).await.unwrap();
+    assert_eq!(all_refs.len(), 2);
+    assert_eq!(
+        all_refs
+            .iter()
+            .find(|x| x.digest == digest(8))
+            .unwrap()
+            .annotations
+            .as_deref(),
+        Some(r#"{"k":"v"}"#)
+    );
+    let filtered = m
+        .referrers(&r, &subject, Some("application/x-other"))
+        .await
+        .unwrap();
+    assert_eq!(filtered.len(), 1);
+    assert_eq!(filtered[0].digest, digest(9));
+    assert!(m
+        .referrers(&r, &digest(101), None)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn catalog_pages(m: &dyn Metadata) {
+    m.link_blob(&repo("catalog/blob-only"), &digest(10), 1)
+        .await
+        .unwrap();
+    for name in ["catalog/z", "catalog/a", "catalog/m"] {
+        m.put_manifest(&manifest(name, digest(11), Some("t"), vec![], None))
+            .await
+            .unwrap();
+    }
+    let names = m.list_repositories(&all()).await.unwrap();
+    let ours: Vec<_> = names.iter().filter(|n| n.starts_with("catalog/")).collect();
+    assert_eq!(ours, ["catalog/a", "catalog/m", "catalog/z"]);
+    let page = Page {
+        last: Some("catalog/a".into()),
+        limit: 1,
+    };
+    assert_eq!(m.list_repositories(&page).await.unwrap(), ["catalog/m"]);
+    assert!(m
+        .delete_manifest(&repo("catalog/m"), &digest(11))
+        .await
+        .unwrap());
+    assert!(!m
+        .list_repositories(&all())
+        .await
+        .unwrap()
+        .contains(&"catalog/m".to_string()));
+}
+
+async fn uploads(m: &dyn Metadata) {
+    let id = uuid::Uuid::new_v4().to_string();
+    m.create_upload(&id, &repo("uploads/app")).await.unwrap();
+    assert_eq!(
+        m.upload_repository(&id).await.unwrap(),
+        Some(repo("uploads/app"))
+    );
+    assert!(m.repository_exists(&repo("uploads/app")).await.unwrap());
+    m.delete_upload(&id).await.unwrap();
+    assert_eq!(m.upload_repository(&id).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn sqlite_passes_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = SqliteMetadata::open(&dir.path().join("metadata.db"))
+        .await
+        .unwrap();
+    run(&m).await;
+    // Reopening keeps what was stored.
+    drop(m);
+    let m = SqliteMetadata::open(&dir.path().join("metadata.db"))
+        .await
+        .unwrap();
+    assert_eq!(
+        m.list_tags(&repo("tags/app"), &all())
+            .await
+            .unwrap()
+            .unwrap(),
+        ["a"]
+    );
+}
