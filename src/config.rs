@@ -21,6 +21,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub uploads: UploadsConfig,
     pub shutdown: ShutdownConfig,
+    pub cache: CacheConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,6 +52,23 @@ pub struct UploadsConfig {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// How long a manifest or blob lookup is served from memory, in seconds
+    /// (0 turns the cache off). Within one process every write invalidates
+    /// it at once; the age bound matters only for replicas sharing metadata.
+    pub max_age_seconds: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            max_age_seconds: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ShutdownConfig {
     /// On SIGTERM/SIGINT, how long in-flight requests may still run before
     /// the process exits anyway, in seconds.
@@ -66,6 +84,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             uploads: UploadsConfig::default(),
             shutdown: ShutdownConfig::default(),
+            cache: CacheConfig::default(),
         }
     }
 }
@@ -148,6 +167,7 @@ impl Config {
         crate::core::Settings {
             max_manifest_bytes: self.limits.max_manifest_bytes,
             auto_mount: self.uploads.auto_mount,
+            cache_max_age: std::time::Duration::from_secs(self.cache.max_age_seconds),
         }
     }
 }

@@ -1,3 +1,4 @@
+use super::cache::ReadCache;
 use super::{Error, Registry, Result};
 use crate::oci::{Digest, RepoName};
 use crate::storage::ByteStream;
@@ -35,10 +36,18 @@ pub struct BlobBody {
 impl Registry {
     /// Size of a blob this repository may serve.
     pub async fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
-        self.metadata
+        let key = ReadCache::key(repo.as_str(), digest);
+        if let Some(size) = self.cache.blob_size(&key) {
+            return Ok(size);
+        }
+        let ticket = self.cache.ticket();
+        let size = self
+            .metadata
             .linked_blob_size(repo, digest)
             .await?
-            .ok_or(Error::BlobUnknown)
+            .ok_or(Error::BlobUnknown)?;
+        self.cache.put_blob_size(key, ticket, size);
+        Ok(size)
     }
 
     pub async fn get_blob(
@@ -72,7 +81,9 @@ impl Registry {
     /// Removes the blob from this repository; the bytes stay until garbage
     /// collection finds no repository using them.
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
-        if self.metadata.unlink_blob(repo, digest).await? {
+        let existed = self.metadata.unlink_blob(repo, digest).await?;
+        self.cache.invalidate();
+        if existed {
             Ok(())
         } else {
             Err(Error::BlobUnknown)

@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
+use super::cache::ReadCache;
 use super::{Error, Registry, Result};
 use crate::metadata::{ManifestRecord, NewManifest, Page, Ref};
 use crate::oci::{media, Digest, ParsedManifest, Reference, RepoName};
@@ -75,7 +76,9 @@ impl Registry {
             },
             content: body,
         };
-        self.metadata.put_manifest(&manifest).await?;
+        let stored = self.metadata.put_manifest(&manifest).await;
+        self.cache.invalidate();
+        stored?;
         Ok(PutManifest { digest, subject })
     }
 
@@ -87,11 +90,20 @@ impl Registry {
         reference: &Reference,
         accept: &[&str],
     ) -> Result<ManifestRecord> {
-        let record = self
-            .metadata
-            .get_manifest(repo, reference)
-            .await?
-            .ok_or(Error::ManifestUnknown)?;
+        let key = ReadCache::key(repo.as_str(), reference);
+        let record = match self.cache.manifest(&key) {
+            Some(record) => record,
+            None => {
+                let ticket = self.cache.ticket();
+                let record = self
+                    .metadata
+                    .get_manifest(repo, reference)
+                    .await?
+                    .ok_or(Error::ManifestUnknown)?;
+                self.cache.put_manifest(key, ticket, record.clone());
+                record
+            }
+        };
         let acceptable = accept.is_empty()
             || accept.iter().any(|a| {
                 *a == record.media_type
@@ -109,9 +121,11 @@ impl Registry {
     /// removes only that tag.
     pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
         let existed = match reference {
-            Reference::Digest(d) => self.metadata.delete_manifest(repo, d).await?,
-            Reference::Tag(t) => self.metadata.delete_tag(repo, t).await?,
+            Reference::Digest(d) => self.metadata.delete_manifest(repo, d).await,
+            Reference::Tag(t) => self.metadata.delete_tag(repo, t).await,
         };
+        self.cache.invalidate();
+        let existed = existed?;
         if existed {
             Ok(())
         } else {

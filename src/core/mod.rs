@@ -3,10 +3,12 @@
 //! parses requests into these calls and maps `Error` to OCI error bodies.
 
 mod blobs;
+mod cache;
 mod manifests;
 mod uploads;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::metadata::{Metadata, MetadataError};
 use crate::oci::Digest;
@@ -22,6 +24,8 @@ pub struct Settings {
     pub max_manifest_bytes: usize,
     /// Mount an existing blob on `POST ?mount=` even without (or with a wrong) `from`.
     pub auto_mount: bool,
+    /// How long a cached manifest or blob lookup may be served (zero: no cache).
+    pub cache_max_age: Duration,
 }
 
 impl Default for Settings {
@@ -29,6 +33,7 @@ impl Default for Settings {
         Settings {
             max_manifest_bytes: 4 * 1024 * 1024,
             auto_mount: true,
+            cache_max_age: Duration::from_secs(60),
         }
     }
 }
@@ -98,6 +103,7 @@ pub struct Registry {
     metadata: Arc<dyn Metadata>,
     settings: Settings,
     uploads: uploads::LocalState,
+    cache: cache::ReadCache,
 }
 
 impl Registry {
@@ -107,6 +113,7 @@ impl Registry {
         settings: Settings,
     ) -> Registry {
         Registry {
+            cache: cache::ReadCache::new(settings.cache_max_age),
             storage,
             metadata,
             settings,
