@@ -91,7 +91,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Serve { common } => {
             let config = load(&common)?;
-            init_logging(&config);
+            let _log_guard = init_logging(&config);
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(berth::server::serve(config))
         }
