@@ -19,8 +19,10 @@ use clap::Parser;
 
 use crate::data::Pool;
 use crate::http::{new_client, parse_base, Target};
-use crate::server::{log_tail, proc_status_kib, start_berth, start_distribution, Server};
-use crate::workloads::{size_label, Better, Ctx, Params, State, Workload};
+use crate::server::{
+    log_tail, proc_status_kib, start_berth, start_distribution, ForeignLoad, Server,
+};
+use crate::workloads::{median, size_label, Better, Ctx, Params, State, Workload};
 
 #[derive(Parser)]
 #[command(
@@ -54,6 +56,10 @@ struct Args {
     /// Timed runs of each big-blob workload (the median is reported).
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Repeat every workload this many times per registry, alternating which
+    /// registry goes first; each figure is the median over rounds.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Where the registries' temporary data directories go.
     #[arg(long, default_value_os_t = std::env::temp_dir())]
     tmp_dir: PathBuf,
@@ -190,6 +196,7 @@ async fn registry_for(
 async fn run(args: Args) -> Result<bool> {
     let workloads = selected(&args.only)?;
     anyhow::ensure!(args.runs >= 1, "--runs must be at least 1");
+    anyhow::ensure!(args.rounds >= 1, "--rounds must be at least 1");
     let p = Params::new(args.quick, args.runs);
     let started = Instant::now();
     let machine = machine();
@@ -214,48 +221,43 @@ async fn run(args: Args) -> Result<bool> {
         eprintln!("{}: {}", r.target.name, r.source);
     }
 
+    let pids: Vec<u32> = regs.iter().filter_map(|r| r.target.pid).collect();
+    let mut busy: Vec<(String, (String, String))> = Vec::new();
     let mut rows: Vec<Row> = Vec::new();
     for w in &workloads {
         let specs = w.figures(&ctx.p);
-        let mut cells: [Vec<Cell>; 2] = Default::default();
-        for (i, reg) in regs.iter_mut().enumerate() {
-            eprintln!("== {} on {}", w.name(), reg.target.name);
-            let result = match &reg.dead {
-                Some(why) => Err(why.clone()),
-                None => match tokio::time::timeout(
-                    ctx.p.timeout,
-                    w.run(&ctx, &reg.target, &mut reg.state),
-                )
-                .await
-                {
-                    Ok(Ok(v)) => Ok(v),
-                    Ok(Err(e)) => Err(format!("{e:#}")),
-                    Err(_) => Err(format!("timed out after {} s", ctx.p.timeout.as_secs())),
-                },
-            };
-            if let Some(s) = reg.server.as_mut() {
-                if let Some(status) = s.exited() {
-                    reg.dead = Some(format!(
-                        "server exited ({status}); log tail:\n{}",
-                        log_tail(&s.log)
-                    ));
+        let mut values: [Vec<Vec<f64>>; 2] = Default::default();
+        let mut failed: [Option<String>; 2] = Default::default();
+        for round in 0..args.rounds {
+            // Alternate who goes first, so a slow drift in the machine's load
+            // does not always favour the same registry.
+            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            for i in order {
+                if failed[i].is_some() {
+                    continue;
+                }
+                let reg = &mut regs[i];
+                reg.state.round = round;
+                match run_one(*w, &ctx, reg, &pids, &mut busy).await {
+                    Ok(v) => values[i].push(v),
+                    Err(e) => {
+                        eprintln!("[{}] {} FAILED: {e}", reg.target.name, w.name());
+                        failed[i] = Some(e);
+                    }
                 }
             }
-            cells[i] = match result {
-                Ok(v) => v.into_iter().map(Ok).collect(),
-                Err(e) => {
-                    let e = reg.dead.clone().unwrap_or(e);
-                    eprintln!("[{}] {} FAILED: {e}", reg.target.name, w.name());
-                    specs.iter().map(|_| Err(e.clone())).collect()
+        }
+        for (k, spec) in specs.into_iter().enumerate() {
+            let cell = |i: usize| -> Cell {
+                match &failed[i] {
+                    Some(e) => Err(e.clone()),
+                    None => Ok(median(values[i].iter().map(|v| v[k]).collect())),
                 }
             };
-        }
-        let [b, d] = cells;
-        for ((spec, b), d) in specs.into_iter().zip(b).zip(d) {
             rows.push(Row {
                 label: spec.label,
                 better: spec.better,
-                cells: [b, d],
+                cells: [cell(0), cell(1)],
             });
         }
     }
@@ -276,7 +278,7 @@ async fn run(args: Args) -> Result<bool> {
         cells: [rss[0].clone(), rss[1].clone()],
     });
 
-    let notes: Vec<(String, String)> = regs
+    let mut raw: Vec<(String, (String, String))> = regs
         .iter()
         .flat_map(|r| {
             r.state
@@ -285,6 +287,8 @@ async fn run(args: Args) -> Result<bool> {
                 .map(|n| (r.target.name.to_string(), n.clone()))
         })
         .collect();
+    raw.extend(busy);
+    let notes = group_notes(raw);
     let sources = [regs[0].source.clone(), regs[1].source.clone()];
     for r in &mut regs {
         if let Some(s) = r.server.take() {
@@ -301,6 +305,81 @@ async fn run(args: Args) -> Result<bool> {
     }
     eprintln!("done in {:.0} s", started.elapsed().as_secs_f64());
     Ok(rows.iter().all(|r| r.cells.iter().all(Result::is_ok)))
+}
+
+/// Runs one workload once against one registry, bounded in time, and notes when
+/// other processes on the machine were busy meanwhile.
+async fn run_one(
+    w: Workload,
+    ctx: &Ctx,
+    reg: &mut Registry,
+    pids: &[u32],
+    busy: &mut Vec<(String, (String, String))>,
+) -> Result<Vec<f64>, String> {
+    if let Some(why) = &reg.dead {
+        return Err(why.clone());
+    }
+    eprintln!(
+        "== {} on {} (round {})",
+        w.name(),
+        reg.target.name,
+        reg.state.round + 1
+    );
+    let load = ForeignLoad::start(pids.to_vec());
+    let result = tokio::time::timeout(ctx.p.timeout, w.run(ctx, &reg.target, &mut reg.state)).await;
+    if let Some(cores) = load.cores() {
+        if cores >= 0.15 {
+            eprintln!(
+                "[{}] warning: other processes kept {cores:.2} cores busy during {}",
+                reg.target.name,
+                w.name()
+            );
+        }
+        let topic = format!(
+            "{}: other processes' CPU load meanwhile, in cores",
+            w.name()
+        );
+        busy.push((reg.target.name.to_string(), (topic, format!("{cores:.2}"))));
+    }
+    if let Some(s) = reg.server.as_mut() {
+        if let Some(status) = s.exited() {
+            reg.dead = Some(format!(
+                "server exited ({status}); log tail:\n{}",
+                log_tail(&s.log)
+            ));
+        }
+    }
+    let result = match result {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("{e:#}")),
+        Err(_) => Err(format!("timed out after {} s", ctx.p.timeout.as_secs())),
+    };
+    result.map_err(|e| reg.dead.clone().unwrap_or(e))
+}
+
+/// One remark, with its values for berth and for distribution (one per round).
+struct Note {
+    topic: String,
+    values: [Vec<String>; 2],
+}
+
+fn group_notes(raw: Vec<(String, (String, String))>) -> Vec<Note> {
+    let mut out: Vec<Note> = Vec::new();
+    for (who, (topic, value)) in raw {
+        let i = usize::from(who != "berth");
+        let pos = match out.iter().position(|n| n.topic == topic) {
+            Some(p) => p,
+            None => {
+                out.push(Note {
+                    topic,
+                    values: Default::default(),
+                });
+                out.len() - 1
+            }
+        };
+        out[pos].values[i].push(value);
+    }
+    out
 }
 
 fn ratio(row: &Row) -> Option<f64> {
@@ -339,7 +418,7 @@ fn print_table(
     loopback: f64,
     machine: &str,
     sources: &[String; 2],
-    notes: &[(String, String)],
+    notes: &[Note],
 ) {
     let width = rows
         .iter()
@@ -373,8 +452,20 @@ fn print_table(
     println!("ceiling: loopback TCP copy (tokio, 127.0.0.1): {loopback:.1} MB/s");
     println!("berth: {}", sources[0]);
     println!("distribution: {}", sources[1]);
-    for (who, n) in notes {
-        println!("note ({who}): {n}");
+    for n in notes {
+        let side = |v: &[String]| {
+            if v.is_empty() {
+                "-".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
+        println!(
+            "note: {}: berth {}; distribution {}",
+            n.topic,
+            side(&n.values[0]),
+            side(&n.values[1])
+        );
     }
     for r in rows {
         for (who, c) in ["berth", "distribution"].iter().zip(&r.cells) {
@@ -391,7 +482,7 @@ fn to_json(
     loopback: f64,
     machine: &str,
     sources: &[String; 2],
-    notes: &[(String, String)],
+    notes: &[Note],
     quick: bool,
 ) -> serde_json::Value {
     let cell = |c: &Cell| match c {
@@ -417,6 +508,10 @@ fn to_json(
             "berth_error": err(&r.cells[0]),
             "distribution_error": err(&r.cells[1]),
         })).collect::<Vec<_>>(),
-        "notes": notes.iter().map(|(who, n)| serde_json::json!({"registry": who, "note": n})).collect::<Vec<_>>(),
+        "notes": notes.iter().map(|n| serde_json::json!({
+            "topic": n.topic,
+            "berth": n.values[0],
+            "distribution": n.values[1],
+        })).collect::<Vec<_>>(),
     })
 }

@@ -180,3 +180,52 @@ pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
     // USER_HZ is 100 on every Linux ABI.
     Some((utime + stime) as f64 / 100.0)
 }
+
+/// CPU seconds spent busy by the whole machine (all cores, steal included).
+pub fn system_busy_seconds() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = s.lines().next()?.strip_prefix("cpu ")?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    let busy = f.first()? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)? + f.get(7)?;
+    Some(busy as f64 / 100.0)
+}
+
+/// Measures how much CPU processes other than ours used over a stretch of time.
+pub struct ForeignLoad {
+    pids: Vec<u32>,
+    start: Instant,
+    system: Option<f64>,
+    ours: Option<f64>,
+}
+
+impl ForeignLoad {
+    fn ours(pids: &[u32]) -> Option<f64> {
+        let mut sum = cpu_seconds(None)?;
+        for p in pids {
+            sum += cpu_seconds(Some(*p)).unwrap_or(0.0);
+        }
+        Some(sum)
+    }
+
+    pub fn start(pids: Vec<u32>) -> ForeignLoad {
+        let ours = Self::ours(&pids);
+        ForeignLoad {
+            start: Instant::now(),
+            system: system_busy_seconds(),
+            ours,
+            pids,
+        }
+    }
+
+    /// Average number of cores that other processes kept busy since `start`.
+    pub fn cores(&self) -> Option<f64> {
+        let secs = self.start.elapsed().as_secs_f64();
+        let system = system_busy_seconds()? - self.system?;
+        let ours = Self::ours(&self.pids)? - self.ours?;
+        Some(((system - ours) / secs).max(0.0))
+    }
+}

@@ -107,9 +107,14 @@ pub struct Ctx {
 /// What one registry holds so far, so workloads can run alone (`--only`).
 #[derive(Default)]
 pub struct State {
+    /// Which repetition of the workload this is (`--rounds`); keeps blobs and tags distinct.
+    pub round: usize,
     big: Option<BlobSpec>,
     image: Option<Image>,
-    pub notes: Vec<String>,
+    tags_ready: bool,
+    catalog_ready: bool,
+    /// (topic, value) pairs; values of one topic are shown together, one per round.
+    pub notes: Vec<(String, String)>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -126,9 +131,9 @@ pub enum Workload {
 }
 
 pub fn size_label(bytes: u64) -> String {
-    if bytes >= 1 << 30 && bytes % (1 << 30) == 0 {
+    if bytes >= 1 << 30 && bytes.is_multiple_of(1 << 30) {
         format!("{} GiB", bytes >> 30)
-    } else if bytes >= 1 << 20 && bytes % (1 << 20) == 0 {
+    } else if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {
         format!("{} MiB", bytes >> 20)
     } else {
         format!("{} KiB", bytes >> 10)
@@ -139,10 +144,12 @@ fn mb_s(bytes: u64, secs: f64) -> f64 {
     bytes as f64 / 1e6 / secs
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
-    if n % 2 == 1 {
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
         v[n / 2]
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
@@ -236,7 +243,7 @@ impl Workload {
             Workload::Mono => big_push(ctx, t, st, false).await,
             Workload::Chunked => big_push(ctx, t, st, true).await,
             Workload::Pull => pull(ctx, t, st).await,
-            Workload::Concurrent => concurrent(ctx, t).await,
+            Workload::Concurrent => concurrent(ctx, t, st).await,
             Workload::ManifestPut => manifest_puts(ctx, t, st).await,
             Workload::ManifestGet => manifest_get(ctx, t, st).await,
             Workload::BlobHead => blob_head(ctx, t, st).await,
@@ -268,7 +275,7 @@ async fn big_push(ctx: &Ctx, t: &Target, st: &mut State, chunked: bool) -> Resul
     let p = &ctx.p;
     let mut rates = Vec::new();
     for run in 0..p.runs {
-        let seed = if chunked { 2000 } else { 1000 } + run as u64;
+        let seed = if chunked { 2000 } else { 1000 } + (st.round * 100 + run) as u64;
         let spec = BlobSpec { seed, len: p.big };
         let digest = digest_of(&ctx.pool, spec).await?;
         sync_disks().await;
@@ -329,11 +336,11 @@ async fn pull(ctx: &Ctx, t: &Target, st: &mut State) -> Result<Vec<f64>> {
     Ok(vec![median(rates)])
 }
 
-async fn concurrent(ctx: &Ctx, t: &Target) -> Result<Vec<f64>> {
+async fn concurrent(ctx: &Ctx, t: &Target, st: &State) -> Result<Vec<f64>> {
     let p = &ctx.p;
     let specs: Vec<BlobSpec> = (0..p.conc_count)
         .map(|i| BlobSpec {
-            seed: 3000 + i as u64,
+            seed: 100_000 + (st.round * 1000 + i) as u64,
             len: p.conc_len,
         })
         .collect();
@@ -411,25 +418,26 @@ async fn ensure_image(t: &Target, st: &mut State) -> Result<Image> {
 async fn manifest_puts(ctx: &Ctx, t: &Target, st: &mut State) -> Result<Vec<f64>> {
     let p = &ctx.p;
     let img = ensure_image(t, st).await?;
+    let round = st.round;
     let seq: Vec<Bytes> = (0..p.manifest_puts)
-        .map(|i| manifest(&img, &format!("seq-{i}")))
+        .map(|i| manifest(&img, &format!("seq-{round}-{i}")))
         .collect();
     let start = Instant::now();
     for (i, body) in seq.into_iter().enumerate() {
-        put_manifest(t, REPO_MANIFESTS, &format!("t{i}"), body).await?;
+        put_manifest(t, REPO_MANIFESTS, &format!("r{round}-t{i}"), body).await?;
     }
     let seq_rate = p.manifest_puts as f64 / start.elapsed().as_secs_f64();
 
     let conc: Arc<Vec<Bytes>> = Arc::new(
         (0..p.manifest_puts)
-            .map(|i| manifest(&img, &format!("conc-{i}")))
+            .map(|i| manifest(&img, &format!("conc-{round}-{i}")))
             .collect(),
     );
     let t2 = t.clone();
     let start = Instant::now();
     run_concurrent(p.manifest_puts, p.manifest_conc, move |i| {
         let (t, body) = (t2.clone(), conc[i].clone());
-        async move { put_manifest(&t, REPO_MANIFESTS, &format!("c{i}"), body).await }
+        async move { put_manifest(&t, REPO_MANIFESTS, &format!("r{round}-c{i}"), body).await }
     })
     .await?;
     let conc_rate = p.manifest_puts as f64 / start.elapsed().as_secs_f64();
@@ -461,10 +469,9 @@ async fn run_hammer(
         pct(r.server_cpu),
         pct(r.client_cpu)
     );
-    st.notes.push(format!(
-        "{what}: server used {} of a core, this client {} (2 cores shared)",
-        pct(r.server_cpu),
-        pct(r.client_cpu)
+    st.notes.push((
+        format!("{what}: CPU of the server / of this client, in % of one core"),
+        format!("{} / {}", pct(r.server_cpu), pct(r.client_cpu)),
     ));
     Ok(vec![
         r.rps(),
@@ -542,24 +549,10 @@ fn check_names(what: &str, got: &[String], want: &HashSet<String>, exact: bool) 
 async fn tags(ctx: &Ctx, t: &Target, st: &mut State) -> Result<Vec<f64>> {
     let p = &ctx.p;
     let n = p.tags;
-    let setup = Instant::now();
-    let img = push_image_blobs(t, REPO_TAGS).await?;
-    let bodies: Arc<Vec<Bytes>> = Arc::new(
-        (0..n)
-            .map(|i| manifest(&img, &format!("tag-{i}")))
-            .collect(),
-    );
-    let t2 = t.clone();
-    run_concurrent(n, 16, move |i| {
-        let (t, body) = (t2.clone(), bodies[i].clone());
-        async move { put_manifest(&t, REPO_TAGS, &format!("tag{i:05}"), body).await }
-    })
-    .await?;
-    eprintln!(
-        "[{}] tags: {n} tags created in {:.1} s (untimed)",
-        t.name,
-        setup.elapsed().as_secs_f64()
-    );
+    if !st.tags_ready {
+        create_tags(t, n).await?;
+        st.tags_ready = true;
+    }
     let want: HashSet<String> = (0..n).map(|i| format!("tag{i:05}")).collect();
 
     let full_url = format!("/v2/{REPO_TAGS}/tags/list");
@@ -574,10 +567,10 @@ async fn tags(ctx: &Ctx, t: &Target, st: &mut State) -> Result<Vec<f64>> {
         &want,
         true,
     )?;
-    if pages == 1 {
-        st.notes.push(format!(
-            "tags list ?n=100: one page of {} tags (n ignored)",
-            got.len()
+    if pages == 1 && st.round == 0 {
+        st.notes.push((
+            "tags list ?n=100".into(),
+            format!("one page of {} tags: n ignored", got.len()),
         ));
     }
 
@@ -601,22 +594,10 @@ async fn tags(ctx: &Ctx, t: &Target, st: &mut State) -> Result<Vec<f64>> {
 async fn catalog(ctx: &Ctx, t: &Target, st: &mut State) -> Result<Vec<f64>> {
     let p = &ctx.p;
     let n = p.repos;
-    let setup = Instant::now();
-    let t2 = t.clone();
-    run_concurrent(n, 16, move |i| {
-        let t = t2.clone();
-        async move {
-            let repo = format!("bench/cat/r{i:05}");
-            let img = push_image_blobs(&t, &repo).await?;
-            put_manifest(&t, &repo, "latest", manifest(&img, "cat")).await
-        }
-    })
-    .await?;
-    eprintln!(
-        "[{}] catalog: {n} repositories created in {:.1} s (untimed)",
-        t.name,
-        setup.elapsed().as_secs_f64()
-    );
+    if !st.catalog_ready {
+        create_repos(t, n).await?;
+        st.catalog_ready = true;
+    }
     let want: HashSet<String> = (0..n).map(|i| format!("bench/cat/r{i:05}")).collect();
 
     // Other workloads add a few repositories; the walk sees them all.
@@ -629,10 +610,10 @@ async fn catalog(ctx: &Ctx, t: &Target, st: &mut State) -> Result<Vec<f64>> {
         &want,
         false,
     )?;
-    if pages == 1 {
-        st.notes.push(format!(
-            "catalog ?n=100: one page of {} repositories (n ignored)",
-            all.len()
+    if pages == 1 && st.round == 0 {
+        st.notes.push((
+            "catalog ?n=100".into(),
+            format!("one page of {} repositories: n ignored", all.len()),
         ));
     }
     let full_url = format!("/v2/_catalog?n={n}");
@@ -660,4 +641,46 @@ async fn catalog(ctx: &Ctx, t: &Target, st: &mut State) -> Result<Vec<f64>> {
         t.name
     );
     Ok(vec![full, paged])
+}
+
+async fn create_tags(t: &Target, n: usize) -> Result<()> {
+    let setup = Instant::now();
+    let img = push_image_blobs(t, REPO_TAGS).await?;
+    let bodies: Arc<Vec<Bytes>> = Arc::new(
+        (0..n)
+            .map(|i| manifest(&img, &format!("tag-{i}")))
+            .collect(),
+    );
+    let t2 = t.clone();
+    run_concurrent(n, 16, move |i| {
+        let (t, body) = (t2.clone(), bodies[i].clone());
+        async move { put_manifest(&t, REPO_TAGS, &format!("tag{i:05}"), body).await }
+    })
+    .await?;
+    eprintln!(
+        "[{}] tags: {n} tags created in {:.1} s (untimed)",
+        t.name,
+        setup.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+async fn create_repos(t: &Target, n: usize) -> Result<()> {
+    let setup = Instant::now();
+    let t2 = t.clone();
+    run_concurrent(n, 16, move |i| {
+        let t = t2.clone();
+        async move {
+            let repo = format!("bench/cat/r{i:05}");
+            let img = push_image_blobs(&t, &repo).await?;
+            put_manifest(&t, &repo, "latest", manifest(&img, "cat")).await
+        }
+    })
+    .await?;
+    eprintln!(
+        "[{}] catalog: {n} repositories created in {:.1} s (untimed)",
+        t.name,
+        setup.elapsed().as_secs_f64()
+    );
+    Ok(())
 }

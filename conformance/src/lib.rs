@@ -90,6 +90,12 @@ pub fn sha512_digest(data: &[u8]) -> String {
     format!("sha512:{}", hex::encode(Sha512::digest(data)))
 }
 
+/// True when `digest` is the sha256 or sha512 digest of `data`: a registry may answer
+/// with its canonical digest, which "MAY differ from the provided digest".
+pub fn is_digest_of(digest: &str, data: &[u8]) -> bool {
+    digest == sha256_digest(data) || digest == sha512_digest(data)
+}
+
 /// `len` random bytes.
 pub fn random_bytes(len: usize) -> Vec<u8> {
     let mut out = vec![0u8; len];
@@ -266,9 +272,8 @@ impl Resp {
 
     /// The body as JSON, or a panic naming the request.
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("{}: body is not JSON ({e})\n{}", self.request, self.dump())
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{}: body is not JSON ({e})\n{}", self.request, self.dump()))
     }
 
     /// Status line, headers and (the start of) the body, for failure messages.
@@ -342,7 +347,11 @@ impl Resp {
             .iter()
             .map(|e| {
                 let code = e.get("code").and_then(Value::as_str).unwrap_or_else(|| {
-                    panic!("{}: error without a string code\n{}", self.request, self.dump())
+                    panic!(
+                        "{}: error without a string code\n{}",
+                        self.request,
+                        self.dump()
+                    )
                 });
                 assert!(
                     !code.is_empty() && code.chars().all(|c| c.is_ascii_uppercase() || c == '_'),
@@ -420,7 +429,9 @@ pub struct Registry {
 pub fn registry() -> &'static Registry {
     static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
         let (base, started) = match std::env::var("CONFORMANCE_URL") {
-            Ok(url) if !url.trim().is_empty() => (url.trim().trim_end_matches('/').to_string(), false),
+            Ok(url) if !url.trim().is_empty() => {
+                (url.trim().trim_end_matches('/').to_string(), false)
+            }
             _ => (start_berth(), true),
         };
         Registry::new(base, started)
@@ -474,10 +485,22 @@ impl Req {
                 )
             })
             .collect();
-        let body = response
-            .bytes()
-            .unwrap_or_else(|e| panic!("{description}: reading body failed: {e}"))
-            .to_vec();
+        let body = match response.bytes() {
+            Ok(body) => body.to_vec(),
+            Err(e) => {
+                let partial = Resp {
+                    request: description.clone(),
+                    status,
+                    headers,
+                    body: Vec::new(),
+                };
+                panic!(
+                    "{description}: reading the body failed ({e}); the response framing \
+                     (Content-Length / chunking) does not match what was sent\n{}",
+                    partial.dump()
+                );
+            }
+        };
         Resp {
             request: description,
             status,
@@ -605,7 +628,13 @@ impl Registry {
 
     /// Pushes a manifest and expects 201; returns its sha256 digest.
     #[track_caller]
-    pub fn push_manifest(&self, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> String {
+    pub fn push_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> String {
         self.put_manifest(repo, reference, media_type, body)
             .expect(201);
         sha256_digest(body)
@@ -736,17 +765,22 @@ fn decode_chunked(mut data: &[u8]) -> Vec<u8> {
 static CHILD_PID: AtomicI32 = AtomicI32::new(0);
 static DATA_DIR: OnceLock<PathBuf> = OnceLock::new();
 
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .expect("workspace root")
+                .join("target")
+        })
+}
+
 fn berth_binary() -> PathBuf {
     if let Some(bin) = std::env::var_os("BERTH_BIN") {
         return PathBuf::from(bin);
     }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace.join("target"));
+    let target = target_dir();
     for profile in ["release", "debug"] {
         let candidate = target.join(profile).join("berth");
         if candidate.is_file() {
@@ -797,7 +831,11 @@ fn start_berth() -> String {
     let tag = format!("{}-{:08x}", std::process::id(), fastrand::u32(..));
     let data_dir = std::env::temp_dir().join(format!("berth-conformance-{tag}"));
     std::fs::create_dir_all(&data_dir).expect("create data dir");
-    let log_path = std::env::temp_dir().join(format!("berth-conformance-{tag}.log"));
+    // The server log outlives the run (the data directory does not): it is where a
+    // failing test's 500 is explained. It lives in the cargo target dir, not /tmp.
+    let log_dir = target_dir().join("conformance-logs");
+    std::fs::create_dir_all(&log_dir).expect("create log dir");
+    let log_path = log_dir.join(format!("berth-{tag}.log"));
     let log = std::fs::File::create(&log_path).expect("create log file");
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");

@@ -58,14 +58,21 @@ fn next_link(resp: &Resp) -> Option<String> {
 /// end-8a: 200 with `{"name": <name>, "tags": [...]}`, every tag, in lexical order.
 #[test]
 fn tags_list_returns_all_tags_in_order() {
-    berth_required!("sorted, paginated tags list (Distribution 2.8 ignores n/last and does not sort)");
+    berth_required!(
+        "sorted, paginated tags list (Distribution 2.8 ignores n/last and does not sort)"
+    );
     let reg = registry();
     let repo = unique_repo("tags-all");
     push_tags(reg, &repo);
     let resp = reg.get(&format!("/v2/{repo}/tags/list"));
     resp.expect(200);
     assert_eq!(resp.json()["name"], repo.as_str(), "{}", resp.request);
-    assert_eq!(tags_of(&resp), strings(&TAGS), "{}: tags in lexical order", resp.request);
+    assert_eq!(
+        tags_of(&resp),
+        strings(&TAGS),
+        "{}: tags in lexical order",
+        resp.request
+    );
 }
 
 /// end-8a: every tag is listed exactly once (in whatever order), under the repository's name.
@@ -86,7 +93,9 @@ fn tags_list_contains_every_tag() {
 /// `Link: <...>; rel="next"` header to the rest.
 #[test]
 fn tags_list_first_page_with_n() {
-    berth_required!("sorted, paginated tags list (Distribution 2.8 ignores n/last and does not sort)");
+    berth_required!(
+        "sorted, paginated tags list (Distribution 2.8 ignores n/last and does not sort)"
+    );
     let reg = registry();
     let repo = unique_repo("tags-n");
     push_tags(reg, &repo);
@@ -105,7 +114,9 @@ fn tags_list_first_page_with_n() {
 /// order, and the last page has no `Link`.
 #[test]
 fn tags_list_link_pagination_walks_all_tags() {
-    berth_required!("sorted, paginated tags list (Distribution 2.8 ignores n/last and does not sort)");
+    berth_required!(
+        "sorted, paginated tags list (Distribution 2.8 ignores n/last and does not sort)"
+    );
     let reg = registry();
     let repo = unique_repo("tags-link");
     push_tags(reg, &repo);
@@ -118,7 +129,11 @@ fn tags_list_link_pagination_walks_all_tags() {
         let resp = reg.get(&url);
         resp.expect(200);
         let page = tags_of(&resp);
-        assert!(page.len() <= 2, "{}: page larger than n=2: {page:?}", resp.request);
+        assert!(
+            page.len() <= 2,
+            "{}: page larger than n=2: {page:?}",
+            resp.request
+        );
         seen.extend(page);
         next = next_link(&resp);
     }
@@ -128,24 +143,42 @@ fn tags_list_link_pagination_walks_all_tags() {
 /// end-8b `n` + `last`: up to `n` tags strictly after `last`.
 #[test]
 fn tags_list_n_and_last() {
-    berth_required!("sorted, paginated tags list (Distribution 2.8 ignores n/last and does not sort)");
+    berth_required!(
+        "sorted, paginated tags list (Distribution 2.8 ignores n/last and does not sort)"
+    );
     let reg = registry();
     let repo = unique_repo("tags-last");
     push_tags(reg, &repo);
     let resp = reg.get(&format!("/v2/{repo}/tags/list?n=2&last=beta"));
     resp.expect(200);
-    assert_eq!(tags_of(&resp), strings(&["gamma", "v1"]), "{}", resp.request);
+    assert_eq!(
+        tags_of(&resp),
+        strings(&["gamma", "v1"]),
+        "{}",
+        resp.request
+    );
 
     let resp = reg.get(&format!("/v2/{repo}/tags/list?n=10&last=v1.0"));
     resp.expect(200);
-    assert_eq!(tags_of(&resp), strings(&["v1.10", "v1.2"]), "{}", resp.request);
-    assert!(resp.header("Link").is_none(), "{}: Link on the last page", resp.request);
+    assert_eq!(
+        tags_of(&resp),
+        strings(&["v1.10", "v1.2"]),
+        "{}",
+        resp.request
+    );
+    assert!(
+        resp.header("Link").is_none(),
+        "{}: Link on the last page",
+        resp.request
+    );
 }
 
 /// `last` without `n`: every tag after `last`.
 #[test]
 fn tags_list_last_without_n() {
-    berth_required!("sorted, paginated tags list (Distribution 2.8 ignores n/last and does not sort)");
+    berth_required!(
+        "sorted, paginated tags list (Distribution 2.8 ignores n/last and does not sort)"
+    );
     let reg = registry();
     let repo = unique_repo("tags-last-only");
     push_tags(reg, &repo);
@@ -157,13 +190,20 @@ fn tags_list_last_without_n() {
 /// `last` need not be an existing tag: the list resumes after where it would sort.
 #[test]
 fn tags_list_last_between_tags() {
-    berth_required!("sorted, paginated tags list (Distribution 2.8 ignores n/last and does not sort)");
+    berth_required!(
+        "sorted, paginated tags list (Distribution 2.8 ignores n/last and does not sort)"
+    );
     let reg = registry();
     let repo = unique_repo("tags-last-between");
     push_tags(reg, &repo);
     let resp = reg.get(&format!("/v2/{repo}/tags/list?n=2&last=c"));
     resp.expect(200);
-    assert_eq!(tags_of(&resp), strings(&["gamma", "v1"]), "{}", resp.request);
+    assert_eq!(
+        tags_of(&resp),
+        strings(&["gamma", "v1"]),
+        "{}",
+        resp.request
+    );
 }
 
 /// `n` larger than the number of tags returns them all, without a `Link` header.
@@ -177,20 +217,31 @@ fn tags_list_n_larger_than_count() {
     let mut tags = tags_of(&resp);
     tags.sort();
     assert_eq!(tags, strings(&TAGS), "{}", resp.request);
-    assert!(resp.header("Link").is_none(), "{}: Link with nothing left", resp.request);
+    assert!(
+        resp.header("Link").is_none(),
+        "{}: Link with nothing left",
+        resp.request
+    );
 }
 
 /// `n=0` MUST return an empty list and MUST NOT include a `Link` header.
 #[test]
 fn tags_list_n_zero_is_empty_without_link() {
-    berth_required!("sorted, paginated tags list (Distribution 2.8 ignores n/last and does not sort)");
+    berth_required!(
+        "sorted, paginated tags list (Distribution 2.8 ignores n/last and does not sort)"
+    );
     let reg = registry();
     let repo = unique_repo("tags-n-zero");
     push_tags(reg, &repo);
     let resp = reg.get(&format!("/v2/{repo}/tags/list?n=0"));
     resp.expect(200);
     assert_eq!(tags_of(&resp), Vec::<String>::new(), "{}", resp.request);
-    assert!(resp.header("Link").is_none(), "{}: Link with n=0\n{}", resp.request, resp.dump());
+    assert!(
+        resp.header("Link").is_none(),
+        "{}: Link with n=0\n{}",
+        resp.request,
+        resp.dump()
+    );
 }
 
 /// Tags list of a repository that does not exist is 404 NAME_UNKNOWN.
@@ -255,14 +306,19 @@ fn push_referrer(
 /// The referrers index for `subject`, checked to be a 200 OCI image index.
 fn referrers(reg: &Registry, repo: &str, subject: &str, query: &str) -> (Resp, Vec<Value>) {
     let resp = reg.get(&format!("/v2/{repo}/referrers/{subject}{query}"));
-    resp.expect(200)
-        .expect_header("Content-Type", OCI_INDEX);
+    resp.expect(200).expect_header("Content-Type", OCI_INDEX);
     let body = resp.json();
     assert_eq!(body["schemaVersion"], 2, "{}: schemaVersion", resp.request);
     assert_eq!(body["mediaType"], OCI_INDEX, "{}: mediaType", resp.request);
     let manifests = body["manifests"]
         .as_array()
-        .unwrap_or_else(|| panic!("{}: `manifests` is not an array\n{}", resp.request, resp.dump()))
+        .unwrap_or_else(|| {
+            panic!(
+                "{}: `manifests` is not an array\n{}",
+                resp.request,
+                resp.dump()
+            )
+        })
         .clone();
     (resp, manifests)
 }
@@ -289,21 +345,30 @@ fn referrers_list_descriptors() {
         Some(SBOM),
         json!({ "org.example.sbom.format": "json", "org.opencontainers.image.created": "2024-05-01T00:00:00Z" }),
     );
-    let (signature, signature_digest) =
-        push_referrer(reg, &repo, &subject, Some(SIGNATURE), json!({ "org.example.signer": "ci" }));
+    let (signature, signature_digest) = push_referrer(
+        reg,
+        &repo,
+        &subject,
+        Some(SIGNATURE),
+        json!({ "org.example.signer": "ci" }),
+    );
     // An unrelated manifest in the same repository is not a referrer.
     reg.push_image(&repo, Some("other"));
 
     let (resp, descriptors) = referrers(reg, &repo, &image.digest, "");
     assert_eq!(descriptors.len(), 2, "{}: {descriptors:?}", resp.request);
-    let d = find(&descriptors, &sbom_digest).unwrap_or_else(|| panic!("{}: SBOM missing", resp.request));
+    let d = find(&descriptors, &sbom_digest)
+        .unwrap_or_else(|| panic!("{}: SBOM missing", resp.request));
     assert_eq!(d["mediaType"], OCI_MANIFEST, "{}", resp.request);
     assert_eq!(d["size"], sbom.len() as u64, "{}", resp.request);
     assert_eq!(d["artifactType"], SBOM, "{}", resp.request);
-    assert_eq!(d["annotations"]["org.example.sbom.format"], "json", "{}", resp.request);
     assert_eq!(
-        d["annotations"]["org.opencontainers.image.created"],
-        "2024-05-01T00:00:00Z",
+        d["annotations"]["org.example.sbom.format"], "json",
+        "{}",
+        resp.request
+    );
+    assert_eq!(
+        d["annotations"]["org.opencontainers.image.created"], "2024-05-01T00:00:00Z",
         "{}",
         resp.request
     );
@@ -311,7 +376,11 @@ fn referrers_list_descriptors() {
         .unwrap_or_else(|| panic!("{}: signature missing", resp.request));
     assert_eq!(d["size"], signature.len() as u64, "{}", resp.request);
     assert_eq!(d["artifactType"], SIGNATURE, "{}", resp.request);
-    assert_eq!(d["annotations"]["org.example.signer"], "ci", "{}", resp.request);
+    assert_eq!(
+        d["annotations"]["org.example.signer"], "ci",
+        "{}",
+        resp.request
+    );
 }
 
 /// The PUT of a manifest with `subject` is answered with `OCI-Subject: <subject digest>`.
@@ -348,7 +417,8 @@ fn referrers_artifact_type_defaults_to_config_media_type() {
     let digest = reg.push_manifest(&repo, &sha256_digest(&manifest), OCI_MANIFEST, &manifest);
 
     let (resp, descriptors) = referrers(reg, &repo, &image.digest, "");
-    let d = find(&descriptors, &digest).unwrap_or_else(|| panic!("{}: referrer missing", resp.request));
+    let d =
+        find(&descriptors, &digest).unwrap_or_else(|| panic!("{}: referrer missing", resp.request));
     assert_eq!(d["artifactType"], config_type, "{}", resp.request);
 }
 
@@ -365,25 +435,47 @@ fn referrers_filter_by_artifact_type() {
     push_referrer(reg, &repo, &subject, Some(SIGNATURE), json!({}));
     push_referrer(reg, &repo, &subject, Some(SIGNATURE), json!({}));
 
-    let (resp, descriptors) = referrers(reg, &repo, &image.digest, &format!("?artifactType={SBOM}"));
+    let (resp, descriptors) =
+        referrers(reg, &repo, &image.digest, &format!("?artifactType={SBOM}"));
     resp.expect_header("OCI-Filters-Applied", "artifactType");
     assert_eq!(descriptors.len(), 1, "{}: {descriptors:?}", resp.request);
-    assert_eq!(descriptors[0]["digest"], sbom_digest.as_str(), "{}", resp.request);
+    assert_eq!(
+        descriptors[0]["digest"],
+        sbom_digest.as_str(),
+        "{}",
+        resp.request
+    );
 
-    let (resp, descriptors) =
-        referrers(reg, &repo, &image.digest, &format!("?artifactType={SIGNATURE}"));
+    let (resp, descriptors) = referrers(
+        reg,
+        &repo,
+        &image.digest,
+        &format!("?artifactType={SIGNATURE}"),
+    );
     assert_eq!(descriptors.len(), 2, "{}: {descriptors:?}", resp.request);
-    assert!(descriptors.iter().all(|d| d["artifactType"] == SIGNATURE), "{}", resp.request);
+    assert!(
+        descriptors.iter().all(|d| d["artifactType"] == SIGNATURE),
+        "{}",
+        resp.request
+    );
 
-    let (resp, descriptors) =
-        referrers(reg, &repo, &image.digest, "?artifactType=application/vnd.example.none");
+    let (resp, descriptors) = referrers(
+        reg,
+        &repo,
+        &image.digest,
+        "?artifactType=application/vnd.example.none",
+    );
     resp.expect_header("OCI-Filters-Applied", "artifactType");
     assert!(descriptors.is_empty(), "{}: {descriptors:?}", resp.request);
 
     // Without a filter, the header is absent and everything is listed.
     let (resp, descriptors) = referrers(reg, &repo, &image.digest, "");
     assert_eq!(descriptors.len(), 3, "{}", resp.request);
-    assert!(resp.header("OCI-Filters-Applied").is_none(), "{}: filter header without a filter", resp.request);
+    assert!(
+        resp.header("OCI-Filters-Applied").is_none(),
+        "{}: filter header without a filter",
+        resp.request
+    );
 }
 
 /// A subject with no referrers: 200 with an empty index (MUST NOT be 404).
@@ -414,12 +506,20 @@ fn referrers_pushed_before_subject() {
 
     let (_, early) = push_referrer(reg, &repo, &subject, Some(SBOM), json!({ "k": "v" }));
     let (resp, descriptors) = referrers(reg, &repo, &subject.digest, "");
-    assert!(find(&descriptors, &early).is_some(), "{}: early referrer missing before subject push", resp.request);
+    assert!(
+        find(&descriptors, &early).is_some(),
+        "{}: early referrer missing before subject push",
+        resp.request
+    );
 
     reg.push_manifest(&repo, "late", OCI_MANIFEST, &manifest);
     let (resp, descriptors) = referrers(reg, &repo, &subject.digest, "");
-    let d = find(&descriptors, &early)
-        .unwrap_or_else(|| panic!("{}: early referrer missing after subject push", resp.request));
+    let d = find(&descriptors, &early).unwrap_or_else(|| {
+        panic!(
+            "{}: early referrer missing after subject push",
+            resp.request
+        )
+    });
     assert_eq!(d["annotations"]["k"], "v", "{}", resp.request);
 }
 
@@ -487,14 +587,31 @@ fn index_as_referrer() {
     let untyped_digest = reg.push_manifest(&repo, &sha256_digest(&untyped), OCI_INDEX, &untyped);
 
     let (resp, descriptors) = referrers(reg, &repo, &image.digest, "");
-    let d = find(&descriptors, &typed_digest).unwrap_or_else(|| panic!("{}: typed index missing", resp.request));
+    let d = find(&descriptors, &typed_digest)
+        .unwrap_or_else(|| panic!("{}: typed index missing", resp.request));
     assert_eq!(d["mediaType"], OCI_INDEX, "{}", resp.request);
-    assert_eq!(d["artifactType"], "application/vnd.example.bundle.v1", "{}", resp.request);
-    assert_eq!(d["annotations"]["org.example.bundle"], "yes", "{}", resp.request);
+    assert_eq!(
+        d["artifactType"], "application/vnd.example.bundle.v1",
+        "{}",
+        resp.request
+    );
+    assert_eq!(
+        d["annotations"]["org.example.bundle"], "yes",
+        "{}",
+        resp.request
+    );
     let d = find(&descriptors, &untyped_digest)
         .unwrap_or_else(|| panic!("{}: untyped index missing", resp.request));
-    assert!(d.get("artifactType").is_none(), "{}: artifactType on an untyped index: {d}", resp.request);
-    assert_eq!(d["annotations"]["org.example.untyped"], "1", "{}", resp.request);
+    assert!(
+        d.get("artifactType").is_none(),
+        "{}: artifactType on an untyped index: {d}",
+        resp.request
+    );
+    assert_eq!(
+        d["annotations"]["org.example.untyped"], "1",
+        "{}",
+        resp.request
+    );
 }
 
 /// A referrer can itself have referrers (a signature on an SBOM).
@@ -510,10 +627,20 @@ fn referrers_chain() {
 
     let (resp, descriptors) = referrers(reg, &repo, &image.digest, "");
     assert_eq!(descriptors.len(), 1, "{}: {descriptors:?}", resp.request);
-    assert_eq!(descriptors[0]["digest"], sbom_digest.as_str(), "{}", resp.request);
+    assert_eq!(
+        descriptors[0]["digest"],
+        sbom_digest.as_str(),
+        "{}",
+        resp.request
+    );
     let (resp, descriptors) = referrers(reg, &repo, &sbom_digest, "");
     assert_eq!(descriptors.len(), 1, "{}: {descriptors:?}", resp.request);
-    assert_eq!(descriptors[0]["digest"], sig_digest.as_str(), "{}", resp.request);
+    assert_eq!(
+        descriptors[0]["digest"],
+        sig_digest.as_str(),
+        "{}",
+        resp.request
+    );
 }
 
 /// Many referrers are all listed, following `Link: <...>; rel="next"` pages when the
@@ -525,7 +652,16 @@ fn referrers_many_are_all_listed() {
     let repo = unique_repo("referrers-many");
     let image = reg.push_image(&repo, Some("app"));
     let mut expected: Vec<String> = (0..40)
-        .map(|i| push_referrer(reg, &repo, &image.descriptor(), Some(SBOM), json!({ "i": i.to_string() })).1)
+        .map(|i| {
+            push_referrer(
+                reg,
+                &repo,
+                &image.descriptor(),
+                Some(SBOM),
+                json!({ "i": i.to_string() }),
+            )
+            .1
+        })
         .collect();
     expected.sort();
 
@@ -536,13 +672,61 @@ fn referrers_many_are_all_listed() {
         pages += 1;
         assert!(pages <= 41, "referrers pagination does not end");
         let resp = reg.get(&url);
-        resp.expect(200)
-            .expect_header("Content-Type", OCI_INDEX);
-        for d in resp.json()["manifests"].as_array().cloned().unwrap_or_default() {
+        resp.expect(200).expect_header("Content-Type", OCI_INDEX);
+        for d in resp.json()["manifests"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
             seen.push(d["digest"].as_str().unwrap_or_default().to_string());
         }
         next = next_link(&resp);
     }
     seen.sort();
     assert_eq!(seen, expected, "referrers collected over {pages} pages");
+}
+
+/// Docker Registry API V2 catalog (not part of the OCI spec, which dropped it, but used
+/// by docker tooling): `/v2/_catalog?n=` pages, linked with `Link: <...>; rel="next"`,
+/// list every repository in lexical order, including one just pushed.
+#[test]
+fn catalog_lists_pushed_repositories() {
+    let reg = registry();
+    let first = unique_repo("catalog");
+    let second = format!("{first}/nested");
+    reg.push_image(&first, Some("t"));
+    reg.push_image(&second, Some("t"));
+
+    let mut all: Vec<String> = Vec::new();
+    let mut next = Some("/v2/_catalog?n=50".to_string());
+    let mut pages = 0;
+    while let Some(url) = next {
+        pages += 1;
+        assert!(pages <= 10_000, "catalog pagination does not end");
+        let resp = reg.get(&url);
+        resp.expect(200);
+        let page: Vec<String> = resp.json()["repositories"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{}: no `repositories` array\n{}", resp.request, resp.dump()))
+            .iter()
+            .map(|r| r.as_str().unwrap_or_default().to_string())
+            .collect();
+        assert!(page.len() <= 50, "{}: page larger than n=50", resp.request);
+        all.extend(page);
+        next = next_link(&resp);
+    }
+    let mut sorted = all.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(
+        all, sorted,
+        "catalog not in lexical order, or with duplicates"
+    );
+    for repo in [&first, &second] {
+        assert!(
+            all.contains(repo),
+            "{repo} missing from the catalog ({} repositories)",
+            all.len()
+        );
+    }
 }

@@ -88,8 +88,7 @@ fn delete_tag_keeps_manifest() {
     let image = reg.push_image(&repo, Some("old"));
     reg.push_manifest(&repo, "current", OCI_MANIFEST, &image.manifest);
 
-    reg.delete(&format!("/v2/{repo}/manifests/old"))
-        .expect(202);
+    reg.delete(&format!("/v2/{repo}/manifests/old")).expect(202);
 
     reg.get_manifest(&repo, "old")
         .expect_error(404, "MANIFEST_UNKNOWN");
@@ -224,9 +223,14 @@ fn malformed_digests_in_delete_urls_are_client_errors() {
         ] {
             let resp = reg.raw("DELETE", &path);
             let ok = resp.status == 404
-                || (resp.status == 400 && resp.first_error_code_in(&["DIGEST_INVALID", "TAG_INVALID", "UNSUPPORTED"]));
+                || (resp.status == 400
+                    && resp.first_error_code_in(&["DIGEST_INVALID", "TAG_INVALID", "UNSUPPORTED"]));
             if !ok {
-                failures.push(format!("{}\n  expected 400 DIGEST_INVALID or 404\n{}", resp.request, resp.dump()));
+                failures.push(format!(
+                    "{}\n  expected 400 DIGEST_INVALID or 404\n{}",
+                    resp.request,
+                    resp.dump()
+                ));
             }
         }
     }
@@ -283,8 +287,7 @@ fn referrers_after_subject_deletion() {
     reg.delete(&format!("/v2/{repo}/manifests/{}", image.digest))
         .expect(202);
     let resp = reg.get(&format!("/v2/{repo}/referrers/{}", image.digest));
-    resp.expect(200)
-        .expect_header("Content-Type", OCI_INDEX);
+    resp.expect(200).expect_header("Content-Type", OCI_INDEX);
     let body = resp.json();
     let manifests = body["manifests"]
         .as_array()

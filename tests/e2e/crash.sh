@@ -8,7 +8,9 @@
 #   - an interrupted upload session either resumes (GET -> 204 + Range, finish it, the
 #     blob verifies) or is cleanly gone (404 BLOB_UPLOAD_UNKNOWN);
 #   - the registry takes new pushes after the restart.
+# shellcheck disable=SC2317  # (functions run indirectly, through check/step)
 set -euo pipefail
+# shellcheck source=tests/e2e/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 e2e_init
@@ -124,7 +126,8 @@ resume_or_unknown() {
 		;;
 	404)
 		expect_match "error code of a lost session" "^($codes)\$" "$(jq -r '.errors[0].code' "$E2E_TMP/st")"
-		echo "session gone: 404 $(jq -r '.errors[0].code' "$E2E_TMP/st")"
+		echo "session gone: 404 $(jq -r '.errors[0].code' "$E2E_TMP/st");" \
+			"blob in $repo: $(http_req HEAD "/v2/$repo/blobs/$digest" "$E2E_TMP/hb" || true)"
 		;;
 	*)
 		echo "GET $loc -> $code (want 204 + Range, or 404 BLOB_UPLOAD_UNKNOWN): $(head -c 300 "$E2E_TMP/st")"

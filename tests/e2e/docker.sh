@@ -3,7 +3,9 @@
 # locally, pull it back, run it; a second tag; pull by digest; buildx multi-platform
 # push when buildx exists. Docker treats 127.0.0.0/8 registries as insecure (plain
 # HTTP) by itself, so no daemon configuration is needed.
+# shellcheck disable=SC2317  # (functions run indirectly, through check/step)
 set -euo pipefail
+# shellcheck source=tests/e2e/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 e2e_init

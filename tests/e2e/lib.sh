@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # (variables here are for the scripts that source it)
 # Shared helpers for the end-to-end scripts in tests/e2e/. Source it, don't run it:
 #
 #   . "$(dirname "$0")/lib.sh"
@@ -200,7 +200,9 @@ registry_start() {
 	case $E2E_TARGET in
 	berth)
 		[[ -x $BERTH_BIN ]] || die "berth binary not found at $BERTH_BIN (cargo build --release --bin berth, or set BERTH_BIN)"
-		"$BERTH_BIN" serve --listen "$REG" --data-dir "$REG_DATA" >>"$REG_LOG" 2>&1 &
+		# BERTH_BIN is the harness's variable, not berth configuration: keep it out of
+		# berth's BERTH_* environment.
+		env -u BERTH_BIN "$BERTH_BIN" serve --listen "$REG" --data-dir "$REG_DATA" >>"$REG_LOG" 2>&1 &
 		REG_PID=$!
 		;;
 	distribution)
@@ -371,8 +373,8 @@ tags_of() {
 
 # push_blob REPO FILE [CHUNK_BYTES] [RATE] [PROGRESS_FILE]: POST a session, PATCH the
 # file in CHUNK_BYTES pieces (one piece if 0) with Content-Range, then PUT ?digest=.
-# RATE (curl --limit-rate, e.g. 512K) slows it down; after each accepted chunk the
-# session URL and the bytes accepted so far are appended to PROGRESS_FILE.
+# RATE (curl --limit-rate, e.g. 512K) slows it down. The session URL and the bytes
+# accepted so far are appended to PROGRESS_FILE after the POST and each chunk.
 push_blob() {
 	local repo=$1 file=$2 chunk=${3:-0} rate=${4:-} progress=${5:-/dev/null}
 	local w digest size off=0 n code loc part
@@ -388,6 +390,7 @@ push_blob() {
 		return 1
 	}
 	loc=$(abs_url "$(hdr Location "$w/r.hdr")")
+	echo "$loc 0" >>"$progress"
 	((size == 0)) || split -b "$chunk" -d -a 4 "$file" "$w/part."
 	for part in "$w"/part.*; do
 		[[ -e $part ]] || continue

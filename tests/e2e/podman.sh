@@ -8,7 +8,9 @@
 # overlay/fuse mounts. Containers run with runc and lowered ulimits: podman's default
 # RLIMIT_NOFILE/NPROC exceed the hard limits of CI machines ("error setting rlimit
 # type 7: operation not permitted").
+# shellcheck disable=SC2317  # (functions run indirectly, through check/step)
 set -euo pipefail
+# shellcheck source=tests/e2e/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 e2e_init

@@ -3,7 +3,9 @@
 # (OCI and Docker v2s2), inspect, list-tags, delete, copy --all of a 2-platform index,
 # and copy from the Docker daemon. The layout is written by hand (lib.sh) so every
 # digest is known before the push and can be compared byte for byte afterwards.
+# shellcheck disable=SC2317  # (functions run indirectly, through check/step)
 set -euo pipefail
+# shellcheck source=tests/e2e/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 e2e_init
