@@ -8,6 +8,10 @@ use super::{Error, Registry, Result};
 use crate::metadata::{ManifestRecord, NewManifest, Page, Ref};
 use crate::oci::{media, Digest, ParsedManifest, Reference, RepoName};
 
+/// Largest page a client may ask for with `n`; more entries follow via `Link`.
+const MAX_PAGE: u32 = 10_000;
+const DEFAULT_CATALOG_PAGE: u32 = 1000;
+
 /// The outcome of a manifest PUT.
 #[derive(Debug, Clone)]
 pub struct PutManifest {
@@ -188,7 +192,7 @@ impl Registry {
     }
 
     pub async fn catalog(&self, n: Option<u32>, last: Option<String>) -> Result<ListPage> {
-        let limit = n.unwrap_or(1000);
+        let limit = n.unwrap_or(DEFAULT_CATALOG_PAGE).min(MAX_PAGE);
         let repos = self
             .metadata
             .list_repositories(&Page {
