@@ -62,12 +62,17 @@ fn load(common: &Common) -> anyhow::Result<Config> {
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
 }
 
-fn init_logging(config: &Config) {
+/// Logs go to stderr through a background writer thread, so a request never
+/// waits on the terminal or a pipe. Keep the guard alive to flush on exit.
+fn init_logging(config: &Config) -> tracing_appender::non_blocking::WorkerGuard {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     if config.log.json {
         builder
             .json()
@@ -77,6 +82,7 @@ fn init_logging(config: &Config) {
     } else {
         builder.init();
     }
+    guard
 }
 
 fn main() -> anyhow::Result<()> {

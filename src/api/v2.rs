@@ -85,7 +85,7 @@ fn stream(body: Body) -> ByteStream {
     TryStreamExt::map_err(body.into_data_stream(), io::Error::other).boxed()
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 

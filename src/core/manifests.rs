@@ -178,7 +178,9 @@ impl Registry {
         n: Option<u32>,
         last: Option<String>,
     ) -> Result<ListPage> {
-        let limit = n.unwrap_or(u32::MAX - 1);
+        // Without `n` the whole list comes back, as clients expect; with it,
+        // pages are bounded so one request cannot ask for unbounded work.
+        let limit = n.map_or(u32::MAX - 1, |n| n.min(MAX_PAGE));
         let page = Page {
             last,
             limit: limit + 1,
