@@ -134,6 +134,11 @@ pub struct LogOverrides {
     pub json: bool,
 }
 
+/// Top-level keys of `Config`, the names `BERTH_*` variables may start with.
+const SECTIONS: [&str; 7] = [
+    "listen", "data_dir", "log", "limits", "uploads", "shutdown", "cache",
+];
+
 impl Config {
     /// Loads the effective configuration from every layer.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, Box<figment::Error>> {
@@ -151,7 +156,14 @@ impl Config {
             figment = figment.merge(Toml::file(file));
         }
         figment
-            .merge(Env::prefixed("BERTH_").split("__").ignore(&["config"]))
+            .merge(
+                // Only variables naming a configuration section: other
+                // BERTH_* variables (scripts' own, BERTH_CONFIG) are not ours.
+                Env::prefixed("BERTH_").split("__").filter(|key| {
+                    let section = key.as_str().split('.').next().unwrap_or("");
+                    SECTIONS.iter().any(|s| section.eq_ignore_ascii_case(s))
+                }),
+            )
             .merge(Serialized::defaults(overrides))
             .extract()
             .map_err(Box::new)
@@ -182,6 +194,7 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.create_file("berth.toml", "listen = \"127.0.0.1:1\"\ndata_dir = \"/from-file\"\n[limits]\nmax_manifest_bytes = 10\n")?;
             jail.set_env("BERTH_DATA_DIR", "/from-env");
+            jail.set_env("BERTH_BIN", "/not/a/setting");
             jail.set_env("BERTH_LIMITS__MAX_MANIFEST_BYTES", "20");
             let overrides = Overrides {
                 listen: Some("127.0.0.1:2".into()),

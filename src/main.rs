@@ -72,7 +72,8 @@ fn init_logging(config: &Config) -> tracing_appender::non_blocking::WorkerGuard 
         .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer);
+        .with_writer(writer)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if config.log.json {
         builder
             .json()

@@ -8,12 +8,11 @@ use axum::http::{header, HeaderMap, HeaderName, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
-use http_body_util::BodyExt;
 use serde::Deserialize;
 
 use super::error::ApiError;
 use super::route::V2Route;
-use crate::core::{ByteRange, Registry};
+use crate::core::{ByteRange, ChunkHeaders, Registry};
 use crate::oci::{media, Digest, ErrorCode, Reference, RepoName};
 use crate::storage::ByteStream;
 
@@ -136,6 +135,13 @@ fn byte_range(headers: &HeaderMap) -> Option<ByteRange> {
     Some(ByteRange::From {
         start: a.parse().ok()?,
         end,
+    })
+}
+
+fn chunk_headers(headers: &HeaderMap) -> Result<ChunkHeaders, ApiError> {
+    Ok(ChunkHeaders {
+        range: content_range(headers)?,
+        content_length: content_length(headers),
     })
 }
 
@@ -303,28 +309,47 @@ async fn get_manifest(
     Ok(respond(StatusCode::OK, headers, body))
 }
 
+/// Reads a manifest body of at most `limit` bytes. A larger one is refused
+/// with 413 after draining what the client sends (up to a bound), so that the
+/// client reads the answer instead of a reset connection.
+async fn manifest_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+    const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+    let too_large = ApiError::from(crate::core::Error::ManifestTooLarge { limit });
+    let declared = content_length(headers);
+    if declared.is_some_and(|len| len > DRAIN_LIMIT as u64) {
+        return Err(too_large);
+    }
+    let mut stream = body.into_data_stream();
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::new(
+                ErrorCode::ManifestInvalid,
+                format!("reading the manifest failed: {e}"),
+            )
+        })?;
+        seen += chunk.len();
+        if seen > DRAIN_LIMIT {
+            break;
+        }
+        if seen <= limit {
+            buf.extend_from_slice(&chunk);
+        }
+    }
+    if seen > limit {
+        return Err(too_large);
+    }
+    Ok(buf.freeze())
+}
+
 async fn put_manifest(
     reg: &Registry,
     repo: RepoName,
     reference: Reference,
     req: Request,
 ) -> ApiResult {
-    let limit = reg.settings().max_manifest_bytes;
-    let too_large = || crate::core::Error::ManifestTooLarge { limit };
-    if content_length(&req.headers).is_some_and(|len| len > limit as u64) {
-        return Err(too_large().into());
-    }
-    let body = http_body_util::Limited::new(req.body, limit)
-        .collect()
-        .await
-        .map_err(|e| match e.downcast::<http_body_util::LengthLimitError>() {
-            Ok(_) => ApiError::from(too_large()),
-            Err(e) => ApiError::new(
-                ErrorCode::ManifestInvalid,
-                format!("reading the manifest failed: {e}"),
-            ),
-        })?
-        .to_bytes();
+    let body = manifest_body(req.body, &req.headers, reg.settings().max_manifest_bytes).await?;
     let put = reg
         .put_manifest(
             &repo,
@@ -431,7 +456,9 @@ async fn start_upload(reg: &Registry, repo: RepoName, req: Request) -> ApiResult
         }
     } else if let Some(d) = req.params.digest.as_deref() {
         let d = digest(d)?;
-        reg.upload_monolithic(&repo, &d, stream(req.body)).await?;
+        let len = content_length(&req.headers);
+        reg.upload_monolithic(&repo, &d, len, stream(req.body))
+            .await?;
         return Ok(blob_created(&repo, &d));
     }
     let session = reg.start_upload(&repo).await?;
@@ -454,11 +481,8 @@ async fn upload_status(reg: &Registry, repo: RepoName, id: &str) -> ApiResult {
 }
 
 async fn upload_chunk(reg: &Registry, repo: RepoName, id: &str, req: Request) -> ApiResult {
-    let range = content_range(&req.headers)?;
-    let len = content_length(&req.headers);
-    let status = reg
-        .upload_chunk(&repo, id, range, len, stream(req.body))
-        .await?;
+    let chunk = chunk_headers(&req.headers)?;
+    let status = reg.upload_chunk(&repo, id, chunk, stream(req.body)).await?;
     Ok(upload_progress(
         StatusCode::ACCEPTED,
         &repo,
@@ -475,9 +499,8 @@ async fn finish_upload(reg: &Registry, repo: RepoName, id: &str, req: Request) -
         ));
     };
     let d = digest(d)?;
-    let range = content_range(&req.headers)?;
-    let len = content_length(&req.headers);
-    reg.finish_upload(&repo, id, &d, range, len, stream(req.body))
+    let chunk = chunk_headers(&req.headers)?;
+    reg.finish_upload(&repo, id, &d, chunk, stream(req.body))
         .await?;
     Ok(blob_created(&repo, &d))
 }

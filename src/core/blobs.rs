@@ -61,16 +61,23 @@ impl Registry {
             Some(r) => Some(r.resolve(size).ok_or(Error::RangeNotSatisfiable { size })?),
             None => None,
         };
-        let stream = self
+        let stream = match self
             .storage
             .get(digest, range.map(|(first, last)| (first, last - first + 1)))
             .await
-            .map_err(|e| match e {
-                // Linked in metadata but gone from storage: report it as unknown
-                // rather than serving an error page mid-stream.
-                crate::storage::StorageError::NotFound => Error::BlobUnknown,
-                other => other.into(),
-            })?;
+        {
+            Ok(stream) => stream,
+            Err(crate::storage::StorageError::NotFound) => {
+                // Linked in metadata but gone from storage (removed by hand or
+                // lost): unlink it so HEAD stops claiming it and clients push
+                // it again, instead of skipping an unservable layer forever.
+                tracing::warn!(%repo, %digest, "blob bytes missing from storage; unlinking it");
+                self.metadata.unlink_blob(repo, digest).await?;
+                self.cache.invalidate();
+                return Err(Error::BlobUnknown);
+            }
+            Err(e) => return Err(e.into()),
+        };
         Ok(BlobBody {
             size,
             range,

@@ -16,7 +16,7 @@ use crate::storage::{Storage, StorageError};
 
 pub use blobs::{BlobBody, ByteRange};
 pub use manifests::{ListPage, PutManifest};
-pub use uploads::UploadStatus;
+pub use uploads::{ChunkHeaders, UploadStatus};
 
 /// Service-level settings (a slice of the server configuration).
 #[derive(Debug, Clone)]
@@ -76,10 +76,6 @@ impl From<StorageError> for Error {
     fn from(e: StorageError) -> Self {
         match e {
             StorageError::UploadNotFound => Error::UploadUnknown,
-            StorageError::OffsetMismatch { current, .. } => Error::UploadOutOfOrder { current },
-            StorageError::DigestMismatch { expected, actual } => {
-                Error::DigestMismatch { expected, actual }
-            }
             other => Error::Storage(other),
         }
     }

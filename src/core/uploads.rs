@@ -1,33 +1,23 @@
 //! Blob uploads: monolithic, POST+PUT, chunked and streamed PATCH, resume,
 //! cancel and cross-repository mounts. Sessions live in metadata (shared) and
-//! storage (bytes); the running hash kept here is only a shortcut: without
-//! it (after a restart, or on another replica) the staged bytes are re-hashed.
+//! storage (bytes, locked per request by the storage backend); the running
+//! hash kept here is only a shortcut: without it (after a restart, or on
+//! another replica) the staged bytes are re-hashed.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::io;
+use std::sync::Mutex;
+
+use futures_util::{stream, StreamExt};
 
 use super::{Error, Registry, Result};
 use crate::oci::{Algorithm, Digest, Hasher, RepoName};
-use crate::storage::ByteStream;
+use crate::storage::{ByteStream, StagedUpload, StorageError};
 
 #[derive(Default)]
 pub(super) struct LocalState {
     /// Running hash of each session's staged bytes, with the offset it covers.
     hashes: Mutex<HashMap<String, (u64, Hasher)>>,
-    /// Sessions with a request in flight: a second concurrent chunk on the
-    /// same session is refused instead of interleaving bytes.
-    busy: Arc<Mutex<HashSet<String>>>,
-}
-
-struct BusyGuard {
-    set: Arc<Mutex<HashSet<String>>>,
-    id: String,
-}
-
-impl Drop for BusyGuard {
-    fn drop(&mut self) {
-        self.set.lock().expect("busy set").remove(&self.id);
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,18 +27,15 @@ pub struct UploadStatus {
     pub size: u64,
 }
 
-impl Registry {
-    fn claim(&self, id: &str, current: impl FnOnce() -> u64) -> Result<BusyGuard> {
-        let mut busy = self.uploads.busy.lock().expect("busy set");
-        if !busy.insert(id.to_string()) {
-            return Err(Error::UploadOutOfOrder { current: current() });
-        }
-        Ok(BusyGuard {
-            set: self.uploads.busy.clone(),
-            id: id.to_string(),
-        })
-    }
+/// A chunk's framing as the client declared it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChunkHeaders {
+    /// `Content-Range` as inclusive (first, last).
+    pub range: Option<(u64, u64)>,
+    pub content_length: Option<u64>,
+}
 
+impl Registry {
     /// Opens an upload session.
     pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadStatus> {
         let id = uuid::Uuid::new_v4().to_string();
@@ -92,49 +79,70 @@ impl Registry {
         &self,
         repo: &RepoName,
         digest: &Digest,
+        content_length: Option<u64>,
         body: ByteStream,
     ) -> Result<u64> {
         let id = uuid::Uuid::new_v4().to_string();
         self.storage.create(&id).await?;
-        let result = self
-            .stream_and_commit(
-                repo,
-                &id,
-                0,
-                Some(digest.algorithm().hasher()),
-                body,
-                digest,
-            )
-            .await;
-        if result.is_err() {
-            let _ = self.storage.abort(&id).await;
-        }
-        result
-    }
-
-    async fn session(&self, repo: &RepoName, id: &str) -> Result<u64> {
-        if uuid::Uuid::parse_str(id).is_err()
-            || self.metadata.upload_repository(id).await?.as_ref() != Some(repo)
-        {
-            return Err(Error::UploadUnknown);
-        }
-        match self.storage.size(id).await? {
-            Some(size) => Ok(size),
-            None => {
-                // Staging is gone (the blob was committed just before a crash):
-                // the session is over.
-                self.metadata.delete_upload(id).await?;
-                Err(Error::UploadUnknown)
+        let mut staged = self.storage.open_upload(&id).await?;
+        let body = match content_length {
+            Some(len) => exact_length(body, len),
+            None => body,
+        };
+        let hasher = Some(digest.algorithm().hasher());
+        match append(&mut *staged, body, hasher).await {
+            Ok(hasher) => self.verify_and_commit(repo, staged, hasher, digest).await,
+            Err(e) => {
+                let _ = staged.abort().await;
+                Err(e)
             }
         }
     }
 
+    /// Checks that the session exists and belongs to `repo`.
+    async fn session(&self, repo: &RepoName, id: &str) -> Result<()> {
+        let owner = match uuid::Uuid::parse_str(id) {
+            Ok(_) => self.metadata.upload_repository(id).await?,
+            Err(_) => None,
+        };
+        if owner.as_ref() == Some(repo) {
+            Ok(())
+        } else {
+            Err(Error::UploadUnknown)
+        }
+    }
+
+    /// Exclusive access to a session's bytes for the length of one request.
+    async fn open_session(&self, repo: &RepoName, id: &str) -> Result<Box<dyn StagedUpload>> {
+        self.session(repo, id).await?;
+        match self.storage.open_upload(id).await {
+            Ok(staged) => Ok(staged),
+            Err(StorageError::Busy) => {
+                let current = self.storage.size(id).await?.unwrap_or(0);
+                Err(Error::UploadOutOfOrder { current })
+            }
+            Err(StorageError::UploadNotFound) => {
+                // Staging is gone (committed or cancelled elsewhere, or the
+                // blob was committed just before a crash): the session is over.
+                self.metadata.delete_upload(id).await?;
+                Err(Error::UploadUnknown)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     pub async fn upload_status(&self, repo: &RepoName, id: &str) -> Result<UploadStatus> {
-        let size = self.session(repo, id).await?;
-        Ok(UploadStatus {
-            id: id.to_string(),
-            size,
-        })
+        self.session(repo, id).await?;
+        match self.storage.size(id).await? {
+            Some(size) => Ok(UploadStatus {
+                id: id.to_string(),
+                size,
+            }),
+            None => {
+                self.metadata.delete_upload(id).await?;
+                Err(Error::UploadUnknown)
+            }
+        }
     }
 
     fn running_hash(&self, id: &str, offset: u64) -> Option<Hasher> {
@@ -146,37 +154,26 @@ impl Registry {
         }
     }
 
-    /// Appends a chunk. `range` is the request's Content-Range (first, last)
-    /// and `declared_len` its Content-Length, when given.
+    /// Appends a chunk (`PATCH`).
     pub async fn upload_chunk(
         &self,
         repo: &RepoName,
         id: &str,
-        range: Option<(u64, u64)>,
-        declared_len: Option<u64>,
+        chunk: ChunkHeaders,
         body: ByteStream,
     ) -> Result<UploadStatus> {
-        let current = self.session(repo, id).await?;
-        let _busy = self.claim(id, || current)?;
-        let offset = check_range(current, range, declared_len)?;
-        let size = self.append(id, offset, body).await?;
+        let mut staged = self.open_session(repo, id).await?;
+        let body = framed(staged.size(), chunk, body)?;
+        let hasher = self.running_hash(id, staged.size());
+        let hasher = append(&mut *staged, body, hasher).await?;
+        if let Some(h) = hasher {
+            let mut hashes = self.uploads.hashes.lock().expect("hash cache");
+            hashes.insert(id.to_string(), (staged.size(), h));
+        }
         Ok(UploadStatus {
             id: id.to_string(),
-            size,
+            size: staged.size(),
         })
-    }
-
-    async fn append(&self, id: &str, offset: u64, body: ByteStream) -> Result<u64> {
-        let hasher = self.running_hash(id, offset);
-        let (size, hasher) = self.storage.append(id, offset, body, hasher).await?;
-        if let Some(h) = hasher {
-            self.uploads
-                .hashes
-                .lock()
-                .expect("hash cache")
-                .insert(id.to_string(), (size, h));
-        }
-        Ok(size)
     }
 
     /// The closing `PUT ?digest=`, with an optional last chunk.
@@ -185,107 +182,180 @@ impl Registry {
         repo: &RepoName,
         id: &str,
         digest: &Digest,
-        range: Option<(u64, u64)>,
-        declared_len: Option<u64>,
+        chunk: ChunkHeaders,
         body: ByteStream,
     ) -> Result<u64> {
-        let current = self.session(repo, id).await?;
-        let _busy = self.claim(id, || current)?;
-        let offset = check_range(current, range, declared_len)?;
-        let hasher = self.running_hash(id, offset);
-        let result = self
-            .stream_and_commit(repo, id, offset, hasher, body, digest)
-            .await;
-        match &result {
-            Ok(_) | Err(Error::DigestMismatch { .. }) => {
-                // Done either way: a digest mismatch stores nothing.
-                let _ = self.storage.abort(id).await;
-                self.metadata.delete_upload(id).await?;
-            }
-            Err(_) => {}
+        let mut staged = self.open_session(repo, id).await?;
+        let body = framed(staged.size(), chunk, body)?;
+        let hasher = self.running_hash(id, staged.size());
+        let hasher = append(&mut *staged, body, hasher).await?;
+        let result = self.verify_and_commit(repo, staged, hasher, digest).await;
+        if matches!(result, Ok(_) | Err(Error::DigestMismatch { .. })) {
+            // Done either way: a digest mismatch stores nothing.
+            self.metadata.delete_upload(id).await?;
         }
         result
     }
 
-    async fn stream_and_commit(
+    /// Commits the staged bytes as `digest` if they hash to it; otherwise
+    /// discards them.
+    async fn verify_and_commit(
         &self,
         repo: &RepoName,
-        id: &str,
-        offset: u64,
+        mut staged: Box<dyn StagedUpload>,
         hasher: Option<Hasher>,
-        body: ByteStream,
         digest: &Digest,
     ) -> Result<u64> {
-        let (size, hasher) = self.storage.append(id, offset, body, hasher).await?;
         let actual = match hasher {
             Some(h) if h.algorithm() == digest.algorithm() => h.finish(),
-            _ => self.storage.digest(id, digest.algorithm()).await?,
+            _ => staged.digest(digest.algorithm()).await?,
         };
         if &actual != digest {
+            staged.abort().await?;
             return Err(Error::DigestMismatch {
                 expected: digest.clone(),
                 actual,
             });
         }
-        self.storage.commit(id, digest).await?;
+        let size = staged.commit(digest).await?;
         self.metadata.link_blob(repo, digest, size).await?;
         Ok(size)
     }
 
     pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<()> {
-        self.session(repo, id).await?;
-        let _busy = self.claim(id, || 0)?;
+        let staged = self.open_session(repo, id).await?;
         self.uploads.hashes.lock().expect("hash cache").remove(id);
-        self.storage.abort(id).await?;
+        staged.abort().await?;
         self.metadata.delete_upload(id).await?;
         Ok(())
     }
 }
 
+/// Appends, turning a framing violation of the body into `SizeInvalid`.
+async fn append(
+    staged: &mut dyn StagedUpload,
+    body: ByteStream,
+    hasher: Option<Hasher>,
+) -> Result<Option<Hasher>> {
+    staged.append(body, hasher).await.map_err(|e| match e {
+        StorageError::Body(e) if e.kind() == io::ErrorKind::InvalidData => {
+            Error::UploadInvalid(e.to_string())
+        }
+        other => other.into(),
+    })
+}
+
 /// Validates a chunk's Content-Range against the session's current size and
-/// returns the offset to write at.
-fn check_range(current: u64, range: Option<(u64, u64)>, declared_len: Option<u64>) -> Result<u64> {
-    let Some((first, last)) = range else {
-        return Ok(current);
+/// holds the body to the length the headers declare.
+fn framed(current: u64, chunk: ChunkHeaders, body: ByteStream) -> Result<ByteStream> {
+    let expected = match chunk.range {
+        None => chunk.content_length,
+        Some((first, last)) => {
+            if last < first {
+                return Err(Error::UploadInvalid(format!(
+                    "Content-Range {first}-{last} is inverted"
+                )));
+            }
+            if first != current {
+                return Err(Error::UploadOutOfOrder { current });
+            }
+            let expected = last - first + 1;
+            match chunk.content_length {
+                Some(declared) if declared != expected => {
+                    return Err(Error::SizeInvalid { declared, expected })
+                }
+                _ => Some(expected),
+            }
+        }
     };
-    if last < first {
-        return Err(Error::UploadInvalid(format!(
-            "Content-Range {first}-{last} is inverted"
-        )));
-    }
-    if first != current {
-        return Err(Error::UploadOutOfOrder { current });
-    }
-    let expected = last - first + 1;
-    match declared_len {
-        Some(declared) if declared != expected => Err(Error::SizeInvalid { declared, expected }),
-        _ => Ok(current),
-    }
+    Ok(match expected {
+        Some(len) => exact_length(body, len),
+        None => body,
+    })
+}
+
+/// Passes `body` through, failing with `InvalidData` as soon as it is longer
+/// than `len`, or at its end when it is shorter.
+fn exact_length(body: ByteStream, len: u64) -> ByteStream {
+    let state = (body, 0u64, false);
+    stream::unfold(state, move |(mut body, seen, done)| async move {
+        if done {
+            return None;
+        }
+        let mismatch = |seen: u64| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("body length {seen} does not match the declared {len} bytes"),
+            )
+        };
+        match body.next().await {
+            Some(Ok(chunk)) => {
+                let seen = seen + chunk.len() as u64;
+                if seen > len {
+                    Some((Err(mismatch(seen)), (body, seen, true)))
+                } else {
+                    Some((Ok(chunk), (body, seen, false)))
+                }
+            }
+            Some(Err(e)) => Some((Err(e), (body, seen, true))),
+            None if seen != len => Some((Err(mismatch(seen)), (body, seen, true))),
+            None => None,
+        }
+    })
+    .boxed()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+    use futures_util::TryStreamExt;
+
+    fn body(parts: Vec<&'static [u8]>) -> ByteStream {
+        stream::iter(parts.into_iter().map(|p| Ok(Bytes::from_static(p)))).boxed()
+    }
+
+    fn headers(range: Option<(u64, u64)>, content_length: Option<u64>) -> ChunkHeaders {
+        ChunkHeaders {
+            range,
+            content_length,
+        }
+    }
 
     #[test]
     fn ranges_must_continue_the_upload() {
-        assert_eq!(check_range(0, None, None).unwrap(), 0);
-        assert_eq!(check_range(10, Some((10, 19)), Some(10)).unwrap(), 10);
+        assert!(framed(0, headers(None, None), body(vec![])).is_ok());
+        assert!(framed(10, headers(Some((10, 19)), Some(10)), body(vec![])).is_ok());
         assert!(matches!(
-            check_range(10, Some((0, 9)), None),
+            framed(10, headers(Some((0, 9)), None), body(vec![])),
             Err(Error::UploadOutOfOrder { current: 10 })
         ));
         assert!(matches!(
-            check_range(10, Some((20, 29)), None),
+            framed(10, headers(Some((20, 29)), None), body(vec![])),
             Err(Error::UploadOutOfOrder { current: 10 })
         ));
         assert!(matches!(
-            check_range(0, Some((0, 9)), Some(5)),
+            framed(0, headers(Some((0, 9)), Some(5)), body(vec![])),
             Err(Error::SizeInvalid { .. })
         ));
         assert!(matches!(
-            check_range(0, Some((5, 1)), None),
+            framed(0, headers(Some((5, 1)), None), body(vec![])),
             Err(Error::UploadInvalid(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn bodies_are_held_to_their_declared_length() {
+        let ok: Vec<Bytes> = exact_length(body(vec![b"ab", b"c"]), 3)
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(ok.concat(), b"abc");
+        let long: io::Result<Vec<Bytes>> = exact_length(body(vec![b"ab", b"cd"]), 3)
+            .try_collect()
+            .await;
+        assert_eq!(long.unwrap_err().kind(), io::ErrorKind::InvalidData);
+        let short: io::Result<Vec<Bytes>> = exact_length(body(vec![b"ab"]), 3).try_collect().await;
+        assert_eq!(short.unwrap_err().kind(), io::ErrorKind::InvalidData);
     }
 }

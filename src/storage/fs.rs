@@ -3,7 +3,9 @@
 //! rename.
 
 use std::io::{self, Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -11,7 +13,7 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
-use super::{BlobAdmin, BlobRead, ByteStream, Result, StorageError, UploadStore};
+use super::{BlobAdmin, BlobRead, ByteStream, Result, StagedUpload, StorageError, UploadStore};
 use crate::oci::{Algorithm, Digest, Hasher};
 
 const READ_CHUNK: usize = 256 * 1024;
@@ -21,6 +23,9 @@ const WRITE_QUEUE: usize = 32;
 #[derive(Debug, Clone)]
 pub struct FsStore {
     root: PathBuf,
+    /// Held for the store's lifetime: one berth process per data directory,
+    /// since the embedded mode's in-process caches assume no other writer.
+    _owner: Arc<std::fs::File>,
 }
 
 impl FsStore {
@@ -28,7 +33,24 @@ impl FsStore {
         let root = root.into();
         tokio::fs::create_dir_all(root.join("blobs")).await?;
         tokio::fs::create_dir_all(root.join("uploads")).await?;
-        Ok(FsStore { root })
+        let owner = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(root.join("berth.lock"))?;
+        if let Err(e) = owner.try_lock() {
+            return Err(match e {
+                std::fs::TryLockError::WouldBlock => io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!("{} is in use by another berth process", root.display()),
+                ),
+                std::fs::TryLockError::Error(e) => e,
+            });
+        }
+        Ok(FsStore {
+            root,
+            _owner: Arc::new(owner),
+        })
     }
 
     fn blob_path(&self, d: &Digest) -> PathBuf {
@@ -141,37 +163,86 @@ impl UploadStore for FsStore {
         }
     }
 
+    async fn open_upload(&self, id: &str) -> Result<Box<dyn StagedUpload>> {
+        let path = self.upload_path(id)?;
+        let store = self.clone();
+        let digest_path = move |d: &Digest| store.blob_path(d);
+        tokio::task::spawn_blocking(move || -> Result<Box<dyn StagedUpload>> {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| not_found_as(e, StorageError::UploadNotFound))?;
+            // An advisory lock on the staging file: other requests, processes
+            // and hosts sharing this directory see the session as busy.
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => return Err(StorageError::Busy),
+                Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+            }
+            // The previous holder may have committed (renamed) or aborted
+            // (removed) the file while we waited to open it: only the file
+            // still at the session's path is the session.
+            let ours = file.metadata()?;
+            match std::fs::metadata(&path) {
+                Ok(now) if now.ino() == ours.ino() && now.dev() == ours.dev() => {}
+                _ => return Err(StorageError::UploadNotFound),
+            }
+            Ok(Box::new(FsUpload {
+                size: ours.len(),
+                file: Some(file),
+                path,
+                blob_path: Box::new(digest_path),
+            }))
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+}
+
+/// A locked staging file. The lock goes with the file descriptor.
+struct FsUpload {
+    file: Option<std::fs::File>,
+    size: u64,
+    path: PathBuf,
+    blob_path: Box<dyn Fn(&Digest) -> PathBuf + Send>,
+}
+
+impl FsUpload {
+    fn take_file(&mut self) -> Result<std::fs::File> {
+        self.file.take().ok_or_else(|| {
+            StorageError::Io(io::Error::other("staging file lost by a failed write"))
+        })
+    }
+}
+
+#[async_trait]
+impl StagedUpload for FsUpload {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
     async fn append(
-        &self,
-        id: &str,
-        offset: u64,
+        &mut self,
         mut body: ByteStream,
         mut hasher: Option<Hasher>,
-    ) -> Result<(u64, Option<Hasher>)> {
-        let path = self.upload_path(id)?;
-        let file = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .map_err(|e| not_found_as(e, StorageError::UploadNotFound))?;
-        let current = file.metadata()?.len();
-        if current != offset {
-            return Err(StorageError::OffsetMismatch {
-                current,
-                requested: offset,
-            });
-        }
+    ) -> Result<Option<Hasher>> {
+        let file = self.take_file()?;
         // Hashing (here) and writing (a blocking thread) overlap, so a push
         // runs at the speed of the slower of the two rather than their sum.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(WRITE_QUEUE);
-        let writer = tokio::task::spawn_blocking(move || -> io::Result<u64> {
-            let mut file = file;
-            let mut written = 0u64;
-            while let Some(chunk) = rx.blocking_recv() {
-                file.write_all(&chunk)?;
-                written += chunk.len() as u64;
-            }
-            Ok(written)
-        });
+        let writer =
+            tokio::task::spawn_blocking(move || -> (std::fs::File, u64, io::Result<()>) {
+                let mut file = file;
+                let mut written = 0u64;
+                while let Some(chunk) = rx.blocking_recv() {
+                    if let Err(e) = file.write_all(&chunk) {
+                        return (file, written, Err(e));
+                    }
+                    written += chunk.len() as u64;
+                }
+                (file, written, Ok(()))
+            });
         let mut body_error = None;
         while let Some(item) = body.next().await {
             match item {
@@ -190,18 +261,20 @@ impl UploadStore for FsStore {
             }
         }
         drop(tx);
-        let written = writer.await.map_err(io::Error::other)??;
-        if let Some(e) = body_error {
-            return Err(StorageError::Body(e));
+        let (file, written, result) = writer.await.map_err(io::Error::other)?;
+        self.file = Some(file);
+        self.size += written;
+        result?;
+        match body_error {
+            Some(e) => Err(StorageError::Body(e)),
+            None => Ok(hasher),
         }
-        Ok((offset + written, hasher))
     }
 
-    async fn digest(&self, id: &str, algorithm: Algorithm) -> Result<Digest> {
-        let path = self.upload_path(id)?;
+    async fn digest(&mut self, algorithm: Algorithm) -> Result<Digest> {
+        let path = self.path.clone();
         tokio::task::spawn_blocking(move || -> Result<Digest> {
-            let mut file = std::fs::File::open(path)
-                .map_err(|e| not_found_as(e, StorageError::UploadNotFound))?;
+            let mut file = std::fs::File::open(path)?;
             let mut hasher = algorithm.hasher();
             let mut buf = vec![0u8; 1 << 20];
             loop {
@@ -217,13 +290,12 @@ impl UploadStore for FsStore {
         .map_err(io::Error::other)?
     }
 
-    async fn commit(&self, id: &str, digest: &Digest) -> Result<u64> {
-        let from = self.upload_path(id)?;
-        let to = self.blob_path(digest);
+    async fn commit(mut self: Box<Self>, digest: &Digest) -> Result<u64> {
+        let file = self.take_file()?;
+        let to = (self.blob_path)(digest);
+        let from = self.path.clone();
+        let size = self.size;
         tokio::task::spawn_blocking(move || -> Result<u64> {
-            let file = std::fs::File::open(&from)
-                .map_err(|e| not_found_as(e, StorageError::UploadNotFound))?;
-            let size = file.metadata()?.len();
             if std::fs::metadata(&to).is_ok() {
                 // Content addressing: the same bytes are already durable.
                 std::fs::remove_file(&from)?;
@@ -234,14 +306,16 @@ impl UploadStore for FsStore {
             std::fs::create_dir_all(dir)?;
             std::fs::rename(&from, &to)?;
             sync_dir(dir)?;
+            // The lock is released only now, when `file` closes.
+            drop(file);
             Ok(size)
         })
         .await
         .map_err(io::Error::other)?
     }
 
-    async fn abort(&self, id: &str) -> Result<()> {
-        match tokio::fs::remove_file(self.upload_path(id)?).await {
+    async fn abort(self: Box<Self>) -> Result<()> {
+        match tokio::fs::remove_file(&self.path).await {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
         }

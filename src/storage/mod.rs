@@ -33,10 +33,8 @@ pub enum StorageError {
     NotFound,
     #[error("upload session not found")]
     UploadNotFound,
-    #[error("upload is at offset {current}, not {requested}")]
-    OffsetMismatch { current: u64, requested: u64 },
-    #[error("staged content has digest {actual}, not {expected}")]
-    DigestMismatch { expected: Digest, actual: Digest },
+    #[error("upload session is in use by another request")]
+    Busy,
     #[error("request body: {0}")]
     Body(io::Error),
     #[error("storage I/O: {0}")]
@@ -67,22 +65,27 @@ pub trait UploadStore: Send + Sync {
     async fn create(&self, id: &str) -> Result<()>;
     /// Bytes staged so far, or `None` when the session has no staging data.
     async fn size(&self, id: &str) -> Result<Option<u64>>;
-    /// Appends `body` at `offset` (which must be the current size), feeding
-    /// every byte to `hasher` as it goes. Returns the new size and the hasher.
-    /// On error, the bytes written so far stay staged.
-    async fn append(
-        &self,
-        id: &str,
-        offset: u64,
-        body: ByteStream,
-        hasher: Option<Hasher>,
-    ) -> Result<(u64, Option<Hasher>)>;
+    /// Exclusive access to a session's staged bytes, held until the handle
+    /// is dropped, committed or aborted. Exclusive across tasks, processes
+    /// and replicas sharing the store: a second opener gets `Busy`.
+    async fn open_upload(&self, id: &str) -> Result<Box<dyn StagedUpload>>;
+}
+
+/// An upload session's staged bytes, held exclusively.
+#[async_trait]
+pub trait StagedUpload: Send {
+    /// Bytes staged so far.
+    fn size(&self) -> u64;
+    /// Appends `body`, feeding every byte to `hasher` as it goes, and hands
+    /// the hasher back. On error, the bytes written so far stay staged.
+    async fn append(&mut self, body: ByteStream, hasher: Option<Hasher>) -> Result<Option<Hasher>>;
     /// Digest of the staged bytes, read back from the staging area.
-    async fn digest(&self, id: &str, algorithm: Algorithm) -> Result<Digest>;
-    /// Makes the staged bytes durable and visible as blob `digest`.
-    /// The caller has verified the digest; the session's staging is consumed.
-    async fn commit(&self, id: &str, digest: &Digest) -> Result<u64>;
-    async fn abort(&self, id: &str) -> Result<()>;
+    async fn digest(&mut self, algorithm: Algorithm) -> Result<Digest>;
+    /// Makes the staged bytes durable, then visible as blob `digest`.
+    /// The caller has verified the digest; the staging is consumed.
+    async fn commit(self: Box<Self>, digest: &Digest) -> Result<u64>;
+    /// Discards the staged bytes.
+    async fn abort(self: Box<Self>) -> Result<()>;
 }
 
 /// Everything a registry needs from a storage backend.

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use futures_util::{stream, StreamExt, TryStreamExt};
 
-use super::{ByteStream, Storage, StorageError};
+use super::{ByteStream, StagedUpload, Storage, StorageError};
 use crate::oci::{Algorithm, Digest};
 
 fn body(parts: &[&'static [u8]]) -> ByteStream {
@@ -26,29 +26,37 @@ fn new_id() -> String {
 
 pub async fn run(store: &dyn Storage) {
     upload_commit_and_read(store).await;
-    offsets_are_enforced(store).await;
+    sessions_are_exclusive(store).await;
     rehash_matches_running_hash(store).await;
     commit_of_existing_blob_dedupes(store).await;
     abort_and_unknown_sessions(store).await;
     delete_and_list(store).await;
 }
 
+async fn stage(store: &dyn Storage, data: &'static [u8]) -> Box<dyn StagedUpload> {
+    let id = new_id();
+    store.create(&id).await.unwrap();
+    let mut staged = store.open_upload(&id).await.unwrap();
+    staged.append(body(&[data]), None).await.unwrap();
+    staged
+}
+
 async fn upload_commit_and_read(store: &dyn Storage) {
     let id = new_id();
     store.create(&id).await.unwrap();
     assert_eq!(store.size(&id).await.unwrap(), Some(0));
-    let (size, h) = store
-        .append(
-            &id,
-            0,
-            body(&[b"hello ", b"wor"]),
-            Some(Algorithm::Sha256.hasher()),
-        )
+    let mut staged = store.open_upload(&id).await.unwrap();
+    let h = staged
+        .append(body(&[b"hello ", b"wor"]), Some(Algorithm::Sha256.hasher()))
         .await
         .unwrap();
-    assert_eq!(size, 9);
-    let (size, h) = store.append(&id, 9, body(&[b"ld"]), h).await.unwrap();
-    assert_eq!(size, 11);
+    assert_eq!(staged.size(), 9);
+    drop(staged);
+    // A later request (or a restarted process) continues where it stopped.
+    let mut staged = store.open_upload(&id).await.unwrap();
+    assert_eq!(staged.size(), 9);
+    let h = staged.append(body(&[b"ld"]), h).await.unwrap();
+    assert_eq!(staged.size(), 11);
     let digest = h.unwrap().finish();
     assert_eq!(digest, Digest::sha256_of(b"hello world"));
     assert_eq!(
@@ -56,7 +64,7 @@ async fn upload_commit_and_read(store: &dyn Storage) {
         None,
         "not visible before commit"
     );
-    assert_eq!(store.commit(&id, &digest).await.unwrap(), 11);
+    assert_eq!(staged.commit(&digest).await.unwrap(), 11);
     assert_eq!(store.stat(&digest).await.unwrap(), Some(11));
     assert_eq!(
         read_all(store.get(&digest, None).await.unwrap()).await,
@@ -71,49 +79,43 @@ async fn upload_commit_and_read(store: &dyn Storage) {
         None,
         "commit consumes the session"
     );
+    assert!(matches!(
+        store.open_upload(&id).await,
+        Err(StorageError::UploadNotFound)
+    ));
 }
 
-async fn offsets_are_enforced(store: &dyn Storage) {
+async fn sessions_are_exclusive(store: &dyn Storage) {
     let id = new_id();
     store.create(&id).await.unwrap();
-    store.append(&id, 0, body(&[b"abc"]), None).await.unwrap();
-    match store.append(&id, 1, body(&[b"x"]), None).await {
-        Err(StorageError::OffsetMismatch {
-            current: 3,
-            requested: 1,
-        }) => {}
-        other => panic!("expected offset mismatch, got {other:?}"),
-    }
-    assert_eq!(store.size(&id).await.unwrap(), Some(3));
-    store.abort(&id).await.unwrap();
+    let first = store.open_upload(&id).await.unwrap();
+    assert!(matches!(
+        store.open_upload(&id).await,
+        Err(StorageError::Busy)
+    ));
+    drop(first);
+    let second = store.open_upload(&id).await.unwrap();
+    second.abort().await.unwrap();
 }
 
 async fn rehash_matches_running_hash(store: &dyn Storage) {
-    let id = new_id();
-    store.create(&id).await.unwrap();
-    store
-        .append(&id, 0, body(&[b"some ", b"bytes"]), None)
-        .await
-        .unwrap();
+    let mut staged = stage(store, b"some bytes").await;
     assert_eq!(
-        store.digest(&id, Algorithm::Sha256).await.unwrap(),
+        staged.digest(Algorithm::Sha256).await.unwrap(),
         Digest::sha256_of(b"some bytes")
     );
     assert_eq!(
-        store.digest(&id, Algorithm::Sha512).await.unwrap(),
+        staged.digest(Algorithm::Sha512).await.unwrap(),
         Digest::of(Algorithm::Sha512, b"some bytes")
     );
-    store.abort(&id).await.unwrap();
+    staged.abort().await.unwrap();
 }
 
 async fn commit_of_existing_blob_dedupes(store: &dyn Storage) {
     let digest = Digest::sha256_of(b"dup");
     for _ in 0..2 {
-        let id = new_id();
-        store.create(&id).await.unwrap();
-        store.append(&id, 0, body(&[b"dup"]), None).await.unwrap();
-        assert_eq!(store.commit(&id, &digest).await.unwrap(), 3);
-        assert_eq!(store.size(&id).await.unwrap(), None);
+        let staged = stage(store, b"dup").await;
+        assert_eq!(staged.commit(&digest).await.unwrap(), 3);
     }
     assert_eq!(
         read_all(store.get(&digest, None).await.unwrap()).await,
@@ -124,14 +126,18 @@ async fn commit_of_existing_blob_dedupes(store: &dyn Storage) {
 async fn abort_and_unknown_sessions(store: &dyn Storage) {
     let id = new_id();
     store.create(&id).await.unwrap();
-    store.abort(&id).await.unwrap();
+    store.open_upload(&id).await.unwrap().abort().await.unwrap();
     assert_eq!(store.size(&id).await.unwrap(), None);
     assert!(matches!(
-        store.append(&id, 0, body(&[b"x"]), None).await,
+        store.open_upload(&id).await,
         Err(StorageError::UploadNotFound)
     ));
     assert!(matches!(
         store.size("../../etc/passwd").await,
+        Err(StorageError::UploadNotFound)
+    ));
+    assert!(matches!(
+        store.open_upload("../x").await,
         Err(StorageError::UploadNotFound)
     ));
     let missing = Digest::sha256_of(b"never stored");
@@ -143,13 +149,11 @@ async fn abort_and_unknown_sessions(store: &dyn Storage) {
 
 async fn delete_and_list(store: &dyn Storage) {
     let digest = Digest::sha256_of(b"to delete");
-    let id = new_id();
-    store.create(&id).await.unwrap();
-    store
-        .append(&id, 0, body(&[b"to delete"]), None)
+    stage(store, b"to delete")
+        .await
+        .commit(&digest)
         .await
         .unwrap();
-    store.commit(&id, &digest).await.unwrap();
     assert!(store.list().await.unwrap().contains(&digest));
     store.delete(&digest).await.unwrap();
     assert_eq!(store.stat(&digest).await.unwrap(), None);
@@ -162,4 +166,11 @@ async fn fs_store_passes_suite() {
     let dir = tempfile::tempdir().unwrap();
     let store = super::FsStore::open(dir.path()).await.unwrap();
     run(&store).await;
+    let second = super::FsStore::open(dir.path()).await;
+    assert!(
+        second.is_err(),
+        "a second process on one data directory is refused"
+    );
+    drop(store);
+    super::FsStore::open(dir.path()).await.unwrap();
 }
