@@ -21,6 +21,8 @@
 # public registry: test images are made from /bin/busybox (busybox-static) or a
 # debootstrap'd rootfs.
 
+# debootstrap, runc and friends live in sbin, which a non-login PATH may lack.
+PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
 E2E_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 E2E_TARGET=${E2E_TARGET:-berth}
 BERTH_BIN=${BERTH_BIN:-$E2E_ROOT/target/release/berth}
@@ -71,7 +73,8 @@ e2e_init() {
 	log "target=$E2E_TARGET tmp=$E2E_TMP"
 }
 
-# Register a command to run at exit (last registered runs first).
+# Register a command to run at exit (last registered runs first). Call it from the
+# script itself, not from inside a check: checks run in subshells.
 on_exit() { E2E_CLEANUPS+=("$*"); }
 
 e2e_on_exit() {
@@ -454,7 +457,7 @@ docker_build_busybox() {
 		COPY root/ /
 		CMD ["/bin/busybox", "echo", "$msg"]
 	EOF
-	tmo docker build -q "$@" -t "$tag" "$ctx" 2>/dev/null | tail -n 1
+	tmo docker build -q "$@" -t "$tag" "$ctx" | tail -n 1
 }
 
 # OCI image layout written by hand (jq + sha256sum), so the exact bytes and digests
