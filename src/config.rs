@@ -22,6 +22,8 @@ pub struct Config {
     pub uploads: UploadsConfig,
     pub shutdown: ShutdownConfig,
     pub cache: CacheConfig,
+    pub auth: AuthConfig,
+    pub tls: TlsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,6 +87,115 @@ impl Default for Config {
             uploads: UploadsConfig::default(),
             shutdown: ShutdownConfig::default(),
             cache: CacheConfig::default(),
+            auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
+        }
+    }
+}
+
+/// Whether requests must authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Accounts, tokens and roles: anonymous users may only pull from public
+    /// projects.
+    Token,
+    /// No authentication at all: anyone may push, pull and delete. Only for
+    /// a throwaway local registry.
+    None,
+}
+
+/// Who may create a project by pushing into one that does not exist yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProjectCreation {
+    /// Only system administrators.
+    Admins,
+    /// Any signed-in user, who becomes the project's admin.
+    Users,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `token` (default) or `none`.
+    pub mode: AuthMode,
+    /// Password of the `admin` account created on first start (also
+    /// `BERTH_ADMIN_PASSWORD`). When neither this nor the file is set, a
+    /// password is generated and printed once to the log.
+    pub admin_password: Option<String>,
+    /// File holding the admin password (first line).
+    pub admin_password_file: Option<PathBuf>,
+    /// An htpasswd file with more accounts (bcrypt, apr1 or SHA entries);
+    /// reloaded when it changes.
+    pub htpasswd_file: Option<PathBuf>,
+    /// The `service` of token challenges and the audience of tokens.
+    pub service: String,
+    /// The issuer named in tokens.
+    pub issuer: String,
+    /// The token endpoint URL announced in challenges. Unset: derived from
+    /// the request's scheme and Host, plus `/token`.
+    pub realm: Option<String>,
+    /// Lifetime of issued access tokens, in seconds.
+    pub token_ttl_seconds: u64,
+    /// Lifetime of refresh tokens (OAuth2 `POST /token`), in seconds.
+    pub refresh_ttl_seconds: u64,
+    /// How long a verified password is remembered, in seconds, so that
+    /// Basic auth does not run bcrypt/argon2 on every request.
+    pub credential_cache_seconds: u64,
+    /// Who may create a project by pushing into it: `admins` or `users`.
+    pub project_creation: ProjectCreation,
+    /// Failed logins allowed per account and per source address within
+    /// `login_window_seconds` before further attempts get 429.
+    pub login_max_failures: u32,
+    /// The window of `login_max_failures`, in seconds.
+    pub login_window_seconds: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            mode: AuthMode::Token,
+            admin_password: None,
+            admin_password_file: None,
+            htpasswd_file: None,
+            service: "berth".into(),
+            issuer: "berth".into(),
+            realm: None,
+            token_ttl_seconds: 300,
+            refresh_ttl_seconds: 7 * 24 * 3600,
+            credential_cache_seconds: 60,
+            project_creation: ProjectCreation::Admins,
+            login_max_failures: 10,
+            login_window_seconds: 300,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain; with `key_file`, the listener speaks HTTPS.
+    /// Both files are reloaded when they change.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of the certificate.
+    pub key_file: Option<PathBuf>,
+    /// PEM CA bundle: when set, clients must present a certificate it signed (mTLS).
+    pub client_ca_file: Option<PathBuf>,
+    /// Generate a self-signed certificate under the data directory (for trials).
+    pub self_signed: bool,
+    /// `max-age` of the Strict-Transport-Security header on HTTPS answers.
+    pub hsts_max_age_seconds: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert_file: None,
+            key_file: None,
+            client_ca_file: None,
+            self_signed: false,
+            hsts_max_age_seconds: 31_536_000,
         }
     }
 }
@@ -135,8 +246,17 @@ pub struct LogOverrides {
 }
 
 /// Top-level keys of `Config`, the names `BERTH_*` variables may start with.
-const SECTIONS: [&str; 7] = [
-    "listen", "data_dir", "log", "limits", "uploads", "shutdown", "cache",
+const SECTIONS: [&str; 10] = [
+    "listen",
+    "data_dir",
+    "log",
+    "limits",
+    "uploads",
+    "shutdown",
+    "cache",
+    "auth",
+    "tls",
+    "admin_password",
 ];
 
 impl Config {
@@ -159,20 +279,33 @@ impl Config {
             .merge(
                 // Only variables naming a configuration section: other
                 // BERTH_* variables (scripts' own, BERTH_CONFIG) are not ours.
-                Env::prefixed("BERTH_").split("__").filter(|key| {
-                    let section = key.as_str().split('.').next().unwrap_or("");
-                    SECTIONS.iter().any(|s| section.eq_ignore_ascii_case(s))
-                }),
+                Env::prefixed("BERTH_")
+                    .split("__")
+                    // The documented short form of the admin password.
+                    .map(|key| {
+                        if key.as_str().eq_ignore_ascii_case("admin_password") {
+                            "auth.admin_password".into()
+                        } else {
+                            key.into()
+                        }
+                    })
+                    .filter(|key| {
+                        let section = key.as_str().split('.').next().unwrap_or("");
+                        SECTIONS.iter().any(|s| section.eq_ignore_ascii_case(s))
+                    }),
             )
             .merge(Serialized::defaults(overrides))
             .extract()
             .map_err(Box::new)
     }
 
-    /// The effective configuration as TOML (no secrets exist yet; when they
-    /// do, they are redacted here).
+    /// The effective configuration as TOML, with secrets redacted.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+        let mut shown = self.clone();
+        if shown.auth.admin_password.is_some() {
+            shown.auth.admin_password = Some("<redacted>".into());
+        }
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
 
     pub fn core_settings(&self) -> crate::core::Settings {
@@ -205,6 +338,12 @@ mod tests {
             assert_eq!(c.data_dir, PathBuf::from("/from-env"));
             assert_eq!(c.limits.max_manifest_bytes, 20);
             assert!(c.uploads.auto_mount);
+            jail.set_env("BERTH_ADMIN_PASSWORD", "s3cret");
+            jail.set_env("BERTH_AUTH__MODE", "none");
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(c.auth.admin_password.as_deref(), Some("s3cret"));
+            assert_eq!(c.auth.mode, AuthMode::None);
+            assert!(!c.to_toml().contains("s3cret"), "secrets are redacted");
             Ok(())
         });
     }
