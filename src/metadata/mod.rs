@@ -1,21 +1,29 @@
 //! Registry metadata: repositories, blob links, manifests, tags and upload
 //! sessions.
+//! Access control (users, projects, members, robots, access tokens, the
+//! audit log) lives in `access`.
 //!
 //! Contract: one trait per aggregate, reads apart from writes; every write
 //! that must be atomic (a manifest with its references and tag, a manifest
 //! delete with its tags) is one transaction inside one method. All state that
 //! a second replica must see lives here, never in process memory.
-//! Every backend must pass the shared suite in `metadata::suite`.
+//! Every backend must pass the shared suites in `metadata::suite` and
+//! `metadata::suite_access`.
 
+mod access;
 mod sqlite;
+mod sqlite_access;
 #[cfg(test)]
 mod suite;
+#[cfg(test)]
+mod suite_access;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::oci::{Digest, Reference, RepoName, Tag};
 
+pub use access::*;
 pub use sqlite::SqliteMetadata;
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +42,12 @@ pub enum MetadataError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("metadata database holds an invalid value: {0}")]
     Corrupt(String),
+    /// A unique name is already taken, e.g. `user "alice"`.
+    #[error("{0} already exists")]
+    Duplicate(String),
+    /// A write refers to something that does not exist, e.g. `project "lib"`.
+    #[error("{0} not found")]
+    NotFound(String),
 }
 
 pub type Result<T, E = MetadataError> = std::result::Result<T, E>;
@@ -153,11 +167,25 @@ pub trait Health: Send + Sync {
 
 /// Everything the registry needs from a metadata backend.
 pub trait Metadata:
-    RepoIndex + BlobIndex + BlobLinks + ManifestIndex + ManifestWrites + UploadIndex + Health
+    RepoIndex
+    + BlobIndex
+    + BlobLinks
+    + ManifestIndex
+    + ManifestWrites
+    + UploadIndex
+    + Health
+    + AccessMetadata
 {
 }
 impl<
-        T: RepoIndex + BlobIndex + BlobLinks + ManifestIndex + ManifestWrites + UploadIndex + Health,
+        T: RepoIndex
+            + BlobIndex
+            + BlobLinks
+            + ManifestIndex
+            + ManifestWrites
+            + UploadIndex
+            + Health
+            + AccessMetadata,
     > Metadata for T
 {
 }

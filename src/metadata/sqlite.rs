@@ -16,8 +16,8 @@ use sqlx::{Row, Sqlite, Transaction};
 use super::*;
 
 pub struct SqliteMetadata {
-    read: SqlitePool,
-    write: SqlitePool,
+    pub(super) read: SqlitePool,
+    pub(super) write: SqlitePool,
 }
 
 fn now_ms() -> i64 {

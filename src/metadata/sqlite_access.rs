@@ -1,0 +1,584 @@
+//! Access-control metadata on SQLite: writes through the single-connection
+//! write pool, reads through the read pool, as in `sqlite.rs`.
+
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+
+use super::*;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn parse<T: FromStr>(s: &str) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse()
+        .map_err(|e: T::Err| MetadataError::Corrupt(format!("{s:?}: {e}")))
+}
+
+/// A unique-constraint failure becomes `Duplicate(what)`; anything else stays
+/// a database error.
+fn duplicate(what: impl FnOnce() -> String) -> impl FnOnce(sqlx::Error) -> MetadataError {
+    move |e| match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => MetadataError::Duplicate(what()),
+        _ => MetadataError::Db(e),
+    }
+}
+
+/// Actions as stored: sorted, without repeats, comma-separated.
+fn normalise_actions(actions: &[Action]) -> Vec<Action> {
+    let mut actions = actions.to_vec();
+    actions.sort();
+    actions.dedup();
+    actions
+}
+
+fn actions_text(actions: &[Action]) -> String {
+    actions
+        .iter()
+        .map(|a| a.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn actions_from_text(text: &str) -> Result<Vec<Action>> {
+    text.split(',')
+        .filter(|a| !a.is_empty())
+        .map(parse)
+        .collect()
+}
+
+const USER_ID: &str = "SELECT id FROM users WHERE name = ?";
+const PROJECT_ID: &str = "SELECT id FROM projects WHERE name = ?";
+
+async fn id_of(
+    tx: &mut Transaction<'_, Sqlite>,
+    query: &'static str,
+    name: &str,
+    what: &str,
+) -> Result<i64> {
+    sqlx::query_scalar::<_, i64>(query)
+        .bind(name)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| MetadataError::NotFound(format!("{what} {name:?}")))
+}
+
+const USER_COLUMNS: &str = "SELECT id, name, password_hash, admin, disabled, created_at FROM users";
+
+fn user_from_row(row: &SqliteRow) -> User {
+    User {
+        id: row.get("id"),
+        name: row.get("name"),
+        password_hash: row.get("password_hash"),
+        admin: row.get("admin"),
+        disabled: row.get("disabled"),
+        created_at: row.get("created_at"),
+    }
+}
+
+const PROJECT_COLUMNS: &str = "SELECT id, name, public, created_at FROM projects";
+
+fn project_from_row(row: &SqliteRow) -> Project {
+    Project {
+        id: row.get("id"),
+        name: row.get("name"),
+        public: row.get("public"),
+        created_at: row.get("created_at"),
+    }
+}
+
+const ROBOT_COLUMNS: &str = "SELECT r.id, r.name, r.secret_hash, p.name AS project, r.actions, \
+     r.expires_at, r.created_by, r.created_at, r.disabled \
+     FROM robots r JOIN projects p ON p.id = r.project_id";
+
+fn robot_from_row(row: &SqliteRow) -> Result<Robot> {
+    Ok(Robot {
+        id: row.get("id"),
+        name: row.get("name"),
+        secret_hash: row.get("secret_hash"),
+        project: row.get("project"),
+        actions: actions_from_text(row.get("actions"))?,
+        expires_at: row.get("expires_at"),
+        created_by: row.get("created_by"),
+        created_at: row.get("created_at"),
+        disabled: row.get("disabled"),
+    })
+}
+
+const TOKEN_COLUMNS: &str = "SELECT t.id, u.name AS user, t.name, t.secret_hash, t.expires_at, \
+     t.created_at, t.last_used_at FROM access_tokens t JOIN users u ON u.id = t.user_id";
+
+fn token_from_row(row: &SqliteRow) -> AccessToken {
+    AccessToken {
+        id: row.get("id"),
+        user: row.get("user"),
+        name: row.get("name"),
+        secret_hash: row.get("secret_hash"),
+        expires_at: row.get("expires_at"),
+        created_at: row.get("created_at"),
+        last_used_at: row.get("last_used_at"),
+    }
+}
+
+#[async_trait]
+impl UserStore for SqliteMetadata {
+    async fn create_user(&self, name: &str, password_hash: &str, admin: bool) -> Result<User> {
+        let created_at = now_ms();
+        let id = sqlx::query_scalar::<_, i64>(
+            "INSERT INTO users (name, password_hash, admin, disabled, created_at) \
+             VALUES (?, ?, ?, 0, ?) RETURNING id",
+        )
+        .bind(name)
+        .bind(password_hash)
+        .bind(admin)
+        .bind(created_at)
+        .fetch_one(&self.write)
+        .await
+        .map_err(duplicate(|| format!("user {name:?}")))?;
+        Ok(User {
+            id,
+            name: name.to_string(),
+            password_hash: password_hash.to_string(),
+            admin,
+            disabled: false,
+            created_at,
+        })
+    }
+
+    async fn get_user(&self, name: &str) -> Result<Option<User>> {
+        let row = sqlx::query(&format!("{USER_COLUMNS} WHERE name = ?"))
+            .bind(name)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.as_ref().map(user_from_row))
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>> {
+        let rows = sqlx::query(&format!("{USER_COLUMNS} ORDER BY name"))
+            .fetch_all(&self.read)
+            .await?;
+        Ok(rows.iter().map(user_from_row).collect())
+    }
+
+    async fn set_password(&self, name: &str, password_hash: &str) -> Result<bool> {
+        let done = sqlx::query("UPDATE users SET password_hash = ? WHERE name = ?")
+            .bind(password_hash)
+            .bind(name)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn set_admin(&self, name: &str, admin: bool) -> Result<bool> {
+        let done = sqlx::query("UPDATE users SET admin = ? WHERE name = ?")
+            .bind(admin)
+            .bind(name)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn set_disabled(&self, name: &str, disabled: bool) -> Result<bool> {
+        let done = sqlx::query("UPDATE users SET disabled = ? WHERE name = ?")
+            .bind(disabled)
+            .bind(name)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_user(&self, name: &str) -> Result<bool> {
+        // Memberships and access tokens go with it (ON DELETE CASCADE).
+        let done = sqlx::query("DELETE FROM users WHERE name = ?")
+            .bind(name)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn count_users(&self) -> Result<u64> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.read)
+            .await?;
+        Ok(count as u64)
+    }
+}
+
+#[async_trait]
+impl ProjectStore for SqliteMetadata {
+    async fn create_project(
+        &self,
+        name: &str,
+        public: bool,
+        owner: Option<&str>,
+    ) -> Result<Project> {
+        let mut tx = self.write.begin().await?;
+        let owner_id = match owner {
+            Some(owner) => Some(id_of(&mut tx, USER_ID, owner, "user").await?),
+            None => None,
+        };
+        let created_at = now_ms();
+        let id = sqlx::query_scalar::<_, i64>(
+            "INSERT INTO projects (name, public, created_at) VALUES (?, ?, ?) RETURNING id",
+        )
+        .bind(name)
+        .bind(public)
+        .bind(created_at)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(duplicate(|| format!("project {name:?}")))?;
+        if let Some(owner_id) = owner_id {
+            sqlx::query("INSERT INTO members (project_id, user_id, role) VALUES (?, ?, ?)")
+                .bind(id)
+                .bind(owner_id)
+                .bind(Role::Admin.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(Project {
+            id,
+            name: name.to_string(),
+            public,
+            created_at,
+        })
+    }
+
+    async fn get_project(&self, name: &str) -> Result<Option<Project>> {
+        let row = sqlx::query(&format!("{PROJECT_COLUMNS} WHERE name = ?"))
+            .bind(name)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.as_ref().map(project_from_row))
+    }
+
+    async fn list_projects(&self) -> Result<Vec<Project>> {
+        let rows = sqlx::query(&format!("{PROJECT_COLUMNS} ORDER BY name"))
+            .fetch_all(&self.read)
+            .await?;
+        Ok(rows.iter().map(project_from_row).collect())
+    }
+
+    async fn set_public(&self, name: &str, public: bool) -> Result<bool> {
+        let done = sqlx::query("UPDATE projects SET public = ? WHERE name = ?")
+            .bind(public)
+            .bind(name)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_project(&self, name: &str) -> Result<bool> {
+        // Members and robots go with it (ON DELETE CASCADE).
+        let done = sqlx::query("DELETE FROM projects WHERE name = ?")
+            .bind(name)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+#[async_trait]
+impl MemberStore for SqliteMetadata {
+    async fn set_member(&self, project: &str, user: &str, role: Role) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        let project_id = id_of(&mut tx, PROJECT_ID, project, "project").await?;
+        let user_id = id_of(&mut tx, USER_ID, user, "user").await?;
+        sqlx::query(
+            "INSERT INTO members (project_id, user_id, role) VALUES (?, ?, ?) \
+             ON CONFLICT (project_id, user_id) DO UPDATE SET role = excluded.role",
+        )
+        .bind(project_id)
+        .bind(user_id)
+        .bind(role.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn remove_member(&self, project: &str, user: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "DELETE FROM members WHERE project_id = (SELECT id FROM projects WHERE name = ?) \
+             AND user_id = (SELECT id FROM users WHERE name = ?)",
+        )
+        .bind(project)
+        .bind(user)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn members(&self, project: &str) -> Result<Vec<Member>> {
+        let rows = sqlx::query(
+            "SELECT u.name, m.role FROM members m JOIN projects p ON p.id = m.project_id \
+             JOIN users u ON u.id = m.user_id WHERE p.name = ? ORDER BY u.name",
+        )
+        .bind(project)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Member {
+                    user: row.get("name"),
+                    role: parse(row.get("role"))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn role_of(&self, project: &str, user: &str) -> Result<Option<Role>> {
+        let role: Option<String> = sqlx::query_scalar(
+            "SELECT m.role FROM members m JOIN projects p ON p.id = m.project_id \
+             JOIN users u ON u.id = m.user_id WHERE p.name = ? AND u.name = ?",
+        )
+        .bind(project)
+        .bind(user)
+        .fetch_optional(&self.read)
+        .await?;
+        role.as_deref().map(parse).transpose()
+    }
+
+    async fn memberships(&self, user: &str) -> Result<Vec<(String, Role)>> {
+        let rows = sqlx::query(
+            "SELECT p.name, m.role FROM members m JOIN projects p ON p.id = m.project_id \
+             JOIN users u ON u.id = m.user_id WHERE u.name = ? ORDER BY p.name",
+        )
+        .bind(user)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.get("name"), parse(row.get("role"))?)))
+            .collect()
+    }
+}
+
+#[async_trait]
+impl RobotStore for SqliteMetadata {
+    async fn create_robot(&self, robot: &NewRobot) -> Result<Robot> {
+        let actions = normalise_actions(&robot.actions);
+        let mut tx = self.write.begin().await?;
+        let project_id = id_of(&mut tx, PROJECT_ID, &robot.project, "project").await?;
+        let created_at = now_ms();
+        let id = sqlx::query_scalar::<_, i64>(
+            "INSERT INTO robots (name, secret_hash, project_id, actions, expires_at, created_by, created_at, disabled) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, 0) RETURNING id",
+        )
+        .bind(&robot.name)
+        .bind(&robot.secret_hash)
+        .bind(project_id)
+        .bind(actions_text(&actions))
+        .bind(robot.expires_at)
+        .bind(&robot.created_by)
+        .bind(created_at)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(duplicate(|| format!("robot {:?}", robot.name)))?;
+        tx.commit().await?;
+        Ok(Robot {
+            id,
+            name: robot.name.clone(),
+            secret_hash: robot.secret_hash.clone(),
+            project: robot.project.clone(),
+            actions,
+            expires_at: robot.expires_at,
+            created_by: robot.created_by.clone(),
+            created_at,
+            disabled: false,
+        })
+    }
+
+    async fn get_robot(&self, name: &str) -> Result<Option<Robot>> {
+        let row = sqlx::query(&format!("{ROBOT_COLUMNS} WHERE r.name = ?"))
+            .bind(name)
+            .fetch_optional(&self.read)
+            .await?;
+        row.as_ref().map(robot_from_row).transpose()
+    }
+
+    async fn list_robots(&self, project: Option<&str>) -> Result<Vec<Robot>> {
+        let rows = sqlx::query(&format!(
+            "{ROBOT_COLUMNS} WHERE (? IS NULL OR p.name = ?) ORDER BY r.name"
+        ))
+        .bind(project)
+        .bind(project)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(robot_from_row).collect()
+    }
+
+    async fn delete_robot(&self, name: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM robots WHERE name = ?")
+            .bind(name)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn set_robot_disabled(&self, name: &str, disabled: bool) -> Result<bool> {
+        let done = sqlx::query("UPDATE robots SET disabled = ? WHERE name = ?")
+            .bind(disabled)
+            .bind(name)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+#[async_trait]
+impl AccessTokenStore for SqliteMetadata {
+    async fn create_access_token(
+        &self,
+        user: &str,
+        name: &str,
+        secret_hash: &str,
+        expires_at: Option<i64>,
+    ) -> Result<AccessToken> {
+        let mut tx = self.write.begin().await?;
+        let user_id = id_of(&mut tx, USER_ID, user, "user").await?;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let created_at = now_ms();
+        sqlx::query(
+            "INSERT INTO access_tokens (id, user_id, name, secret_hash, expires_at, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(user_id)
+        .bind(name)
+        .bind(secret_hash)
+        .bind(expires_at)
+        .bind(created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(duplicate(|| {
+            format!("access token {name:?} of user {user:?}")
+        }))?;
+        tx.commit().await?;
+        Ok(AccessToken {
+            id,
+            user: user.to_string(),
+            name: name.to_string(),
+            secret_hash: secret_hash.to_string(),
+            expires_at,
+            created_at,
+            last_used_at: None,
+        })
+    }
+
+    async fn get_access_token(&self, id: &str) -> Result<Option<AccessToken>> {
+        let row = sqlx::query(&format!("{TOKEN_COLUMNS} WHERE t.id = ?"))
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.as_ref().map(token_from_row))
+    }
+
+    async fn access_tokens_of(&self, user: &str) -> Result<Vec<AccessToken>> {
+        let rows = sqlx::query(&format!("{TOKEN_COLUMNS} WHERE u.name = ? ORDER BY t.name"))
+            .bind(user)
+            .fetch_all(&self.read)
+            .await?;
+        Ok(rows.iter().map(token_from_row).collect())
+    }
+
+    async fn delete_access_token(&self, user: &str, id: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "DELETE FROM access_tokens WHERE id = ? \
+             AND user_id = (SELECT id FROM users WHERE name = ?)",
+        )
+        .bind(id)
+        .bind(user)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn touch_access_token(&self, id: &str, at: i64) -> Result<()> {
+        sqlx::query("UPDATE access_tokens SET last_used_at = ? WHERE id = ?")
+            .bind(at)
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl AuditLog for SqliteMetadata {
+    async fn record(&self, events: &[NewAuditEvent]) -> Result<()> {
+        // One transaction per batch: a busy registry's pulls cost one fsync
+        // per batch, not one per event.
+        let mut tx = self.write.begin().await?;
+        for e in events {
+            sqlx::query(
+                "INSERT INTO audit (at, actor, source, action, repository, digest, detail, success) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(e.at)
+            .bind(&e.actor)
+            .bind(&e.source)
+            .bind(&e.action)
+            .bind(&e.repository)
+            .bind(&e.digest)
+            .bind(&e.detail)
+            .bind(e.success)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn query(&self, f: &AuditFilter) -> Result<Vec<AuditEvent>> {
+        // Only the given conditions go into the SQL, so SQLite can pick the
+        // matching index instead of scanning past `? IS NULL OR …` terms.
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT id, at, actor, source, action, repository, digest, detail, success \
+             FROM audit WHERE 1 = 1",
+        );
+        if let Some(actor) = &f.actor {
+            q.push(" AND actor = ").push_bind(actor);
+        }
+        if let Some(action) = &f.action {
+            q.push(" AND action = ").push_bind(action);
+        }
+        if let Some(repository) = &f.repository {
+            q.push(" AND repository = ").push_bind(repository);
+        }
+        if let Some(since) = f.since {
+            q.push(" AND at >= ").push_bind(since);
+        }
+        if let Some(until) = f.until {
+            q.push(" AND at < ").push_bind(until);
+        }
+        if let Some(before_id) = f.before_id {
+            q.push(" AND id < ").push_bind(before_id);
+        }
+        q.push(" ORDER BY id DESC LIMIT ").push_bind(f.limit);
+        let rows = q.build().fetch_all(&self.read).await?;
+        Ok(rows
+            .iter()
+            .map(|row| AuditEvent {
+                id: row.get("id"),
+                at: row.get("at"),
+                actor: row.get("actor"),
+                source: row.get("source"),
+                action: row.get("action"),
+                repository: row.get("repository"),
+                digest: row.get("digest"),
+                detail: row.get("detail"),
+                success: row.get("success"),
+            })
+            .collect())
+    }
+}
