@@ -238,6 +238,20 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<LogOverrides>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsOverrides>,
+}
+
+/// `[tls]` settings given on the command line.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TlsOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    /// Only `true` is an override: without the flag the lower layers decide.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub self_signed: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -354,6 +368,25 @@ mod tests {
             jail.create_file("bad.toml", "lisen = \"x\"\n")?;
             assert!(Config::load(Some(Path::new("bad.toml")), &Overrides::default()).is_err());
             assert!(Config::load(Some(Path::new("missing.toml")), &Overrides::default()).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn tls_flags_override_only_what_they_name() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("berth.toml", "[tls]\nhsts_max_age_seconds = 7\n")?;
+            let overrides = Overrides {
+                tls: Some(TlsOverrides {
+                    self_signed: true,
+                    ..TlsOverrides::default()
+                }),
+                ..Overrides::default()
+            };
+            let c = Config::load(Some(Path::new("berth.toml")), &overrides).unwrap();
+            assert!(c.tls.self_signed);
+            assert_eq!(c.tls.hsts_max_age_seconds, 7);
+            assert_eq!(c.tls.cert_file, None);
             Ok(())
         });
     }

@@ -3,9 +3,11 @@
 //! `metadata` / `storage` → `oci`. Arrows only point down.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod core;
 pub mod metadata;
 pub mod oci;
 pub mod server;
 pub mod storage;
+pub mod tls;

@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use berth::config::{Config, LogOverrides, Overrides};
+use berth::config::{Config, LogOverrides, Overrides, TlsOverrides};
 
 /// berth: a container image registry.
 #[derive(Parser)]
@@ -28,6 +28,16 @@ struct Common {
     /// Log JSON lines instead of text.
     #[arg(long, global = true)]
     log_json: bool,
+    /// Serve HTTPS with a self-signed certificate, generated once under
+    /// <data-dir>/tls/ (the log says how to make docker/podman trust it).
+    #[arg(long, global = true, conflicts_with_all = ["tls_cert", "tls_key"])]
+    tls_self_signed: bool,
+    /// Serve HTTPS with this PEM certificate chain (reloaded when it changes).
+    #[arg(long, global = true, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, global = true, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -57,6 +67,11 @@ fn load(common: &Common) -> anyhow::Result<Config> {
         listen: common.listen.clone(),
         data_dir: common.data_dir.clone(),
         log: common.log_json.then_some(LogOverrides { json: true }),
+        tls: (common.tls_self_signed || common.tls_cert.is_some()).then(|| TlsOverrides {
+            cert_file: common.tls_cert.clone(),
+            key_file: common.tls_key.clone(),
+            self_signed: common.tls_self_signed,
+        }),
     };
     Config::load(common.config.as_deref(), &overrides)
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))

@@ -1,16 +1,24 @@
-//! Wiring: opens the embedded backends, builds the router, serves until
-//! SIGTERM/SIGINT, then drains in-flight requests.
+//! Wiring: opens the embedded backends, builds the router, serves (plain
+//! HTTP, or HTTPS when `[tls]` says so) until SIGTERM/SIGINT, then drains
+//! in-flight requests.
 
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::http::{header, HeaderValue};
+use axum::Router;
+use tokio::net::TcpListener;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::core::Registry;
 use crate::metadata::SqliteMetadata;
 use crate::storage::FsStore;
+use crate::tls::{self, Tls};
 
 /// Opens the embedded default backends under the data directory.
 pub async fn open_registry(config: &Config) -> anyhow::Result<Registry> {
@@ -31,27 +39,63 @@ pub async fn open_registry(config: &Config) -> anyhow::Result<Registry> {
     ))
 }
 
-pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let registry = open_registry(&config).await?;
-    let app = api::router(AppState {
+/// Builds the whole HTTP application for `config` over the embedded backends.
+pub async fn build_app(config: &Config) -> anyhow::Result<Router> {
+    let registry = open_registry(config).await?;
+    Ok(api::router(AppState {
         registry: Arc::new(registry),
-    });
-    let listener = tokio::net::TcpListener::bind(&config.listen)
+    }))
+}
+
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let app = build_app(&config).await?;
+    let listener = TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, data_dir = %config.data_dir.display(), "berth is serving");
+    serve_on(listener, app, &config, shutdown_signal()).await
+}
+
+/// Serves `app` on `listener` (HTTPS when `[tls]` configures it) until
+/// `shutdown` resolves, then stops accepting and gives in-flight requests
+/// `shutdown.grace_seconds` to finish.
+pub async fn serve_on(
+    listener: TcpListener,
+    app: Router,
+    config: &Config,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let tls = Tls::from_config(config).context("setting up TLS")?;
+    let addr = listener.local_addr()?;
+    tracing::info!(
+        listen = %addr,
+        scheme = if tls.is_some() { "https" } else { "http" },
+        data_dir = %config.data_dir.display(),
+        "berth is serving"
+    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, app).with_graceful_shutdown({
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|stop| *stop).await;
+    let stopped = async move {
+        let mut rx = stop_rx;
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let mut server: Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match tls {
+        None => Box::pin(
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .into_future(),
+        ),
+        Some(tls) => {
+            tls.log_trust_hints(addr.port());
+            let app = app.layer(hsts_layer(config.tls.hsts_max_age_seconds));
+            Box::pin(async move {
+                tls::serve(listener, app, tls, stopped).await;
+                Ok(())
+            })
         }
-    });
+    };
     let grace = Duration::from_secs(config.shutdown.grace_seconds);
-    let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));
     tokio::select! {
         result = &mut server => return result.context("server failed"),
-        () = shutdown_signal() => {}
+        () = shutdown => {}
     }
     tracing::info!(
         grace_seconds = grace.as_secs(),
@@ -64,6 +108,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `Strict-Transport-Security` on every answer of an HTTPS listener.
+fn hsts_layer(max_age_seconds: u64) -> SetResponseHeaderLayer<HeaderValue> {
+    SetResponseHeaderLayer::overriding(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_str(&format!("max-age={max_age_seconds}"))
+            .expect("a number is a valid header value"),
+    )
 }
 
 async fn shutdown_signal() {

@@ -1,0 +1,563 @@
+//! HTTPS for the listener: rustls with the `ring` provider, a certificate
+//! that is reloaded from disk while the server runs, optional client
+//! certificates (mTLS), and a generated self-signed certificate for trials.
+//!
+//! Contract: [`Tls::from_config`] turns the `[tls]` section into a ready
+//! listener configuration (or `None`: plain HTTP), failing at startup on any
+//! unreadable file. [`serve`] runs the accept loop: each connection does its
+//! handshake and is served by hyper; when the shutdown future resolves it
+//! stops accepting and returns once every open connection has finished its
+//! in-flight request. Bounding that wait is the caller's job.
+//!
+//! Reloading polls the files' metadata every [`RELOAD_INTERVAL`] rather than
+//! using inotify: it also sees Kubernetes secret updates (a symlink swap)
+//! and files on network mounts. A change that cannot be loaded (half-written
+//! files, a key that does not match) is logged and the previous certificate
+//! stays in use; the next change is tried again.
+
+use std::future::Future;
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Context};
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{RootCertStore, ServerConfig};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+use crate::config::Config;
+
+/// How often the certificate and key files are checked for changes.
+pub const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+
+/// A client that has not finished its handshake by then is dropped, so idle
+/// sockets cannot pile up (or hold a graceful shutdown) forever.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// File names under `<data_dir>/tls/` for `tls.self_signed`. The `.crt`
+/// suffix makes the directory usable as-is with podman/skopeo `--cert-dir`
+/// (which trusts `*.crt`); the key must not end in `.key`, which that
+/// directory format reserves for client certificates.
+pub const SELF_SIGNED_CERT: &str = "berth.crt";
+pub const SELF_SIGNED_KEY: &str = "berth-key.pem";
+
+/// Lifetime of a generated self-signed certificate.
+const SELF_SIGNED_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// A ready TLS listener configuration.
+pub struct Tls {
+    server_config: Arc<ServerConfig>,
+    cert: Arc<ReloadingCert>,
+    self_signed: Option<SelfSigned>,
+}
+
+/// Where a generated certificate lives, and whether this start created it.
+#[derive(Debug, Clone)]
+pub struct SelfSigned {
+    pub cert_file: PathBuf,
+    pub created: bool,
+}
+
+impl Tls {
+    /// Builds the listener's TLS configuration from `[tls]`, or `None` when
+    /// neither certificate files nor `self_signed` are set.
+    pub fn from_config(config: &Config) -> anyhow::Result<Option<Tls>> {
+        let tls = &config.tls;
+        let (files, self_signed) = match (&tls.cert_file, &tls.key_file, tls.self_signed) {
+            (None, None, false) => {
+                if tls.client_ca_file.is_some() {
+                    bail!("tls.client_ca_file needs TLS: set tls.cert_file and tls.key_file, or tls.self_signed");
+                }
+                return Ok(None);
+            }
+            (Some(cert), Some(key), false) => (
+                CertFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                },
+                None,
+            ),
+            (None, None, true) => {
+                let extra_ip = config
+                    .listen
+                    .parse::<SocketAddr>()
+                    .ok()
+                    .map(|a| a.ip())
+                    .filter(|ip| !ip.is_unspecified());
+                let (files, created) = ensure_self_signed(&config.data_dir.join("tls"), extra_ip)?;
+                let cert_file = files.cert.clone();
+                (files, Some(SelfSigned { cert_file, created }))
+            }
+            (_, _, true) => {
+                bail!("tls.self_signed conflicts with tls.cert_file/tls.key_file: set one or the other")
+            }
+            (Some(_), None, _) => bail!("tls.cert_file is set but tls.key_file is not"),
+            (None, Some(_), _) => bail!("tls.key_file is set but tls.cert_file is not"),
+        };
+
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cert = Arc::new(ReloadingCert::load(files, provider.clone())?);
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .context("configuring TLS protocol versions")?;
+        let builder = match &tls.client_ca_file {
+            None => builder.with_no_client_auth(),
+            Some(ca_file) => {
+                let roots = load_roots(ca_file)?;
+                let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider)
+                    .build()
+                    .with_context(|| format!("client CA bundle {}", ca_file.display()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut server_config = builder.with_cert_resolver(cert.clone());
+        server_config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Some(Tls {
+            server_config: Arc::new(server_config),
+            cert,
+            self_signed,
+        }))
+    }
+
+    /// The certificate file being served.
+    pub fn cert_file(&self) -> &Path {
+        &self.cert.files.cert
+    }
+
+    pub fn self_signed(&self) -> Option<&SelfSigned> {
+        self.self_signed.as_ref()
+    }
+
+    /// For a generated certificate, logs where it is and how to make docker,
+    /// podman and skopeo trust it for `<hostname>:<port>`.
+    pub fn log_trust_hints(&self, port: u16) {
+        let Some(generated) = &self.self_signed else {
+            return;
+        };
+        let cert = std::fs::canonicalize(&generated.cert_file)
+            .unwrap_or_else(|_| generated.cert_file.clone());
+        let cert = cert.display();
+        let dir = cert_dir_of(&generated.cert_file);
+        let host = format!(
+            "{}:{port}",
+            hostname().unwrap_or_else(|| "localhost".into())
+        );
+        tracing::info!(
+            cert = %cert,
+            created = generated.created,
+            "serving a self-signed TLS certificate for localhost, 127.0.0.1, ::1 and this host's name"
+        );
+        tracing::info!(
+            "trust it in docker: sudo mkdir -p /etc/docker/certs.d/{host} && sudo cp {cert} /etc/docker/certs.d/{host}/ca.crt"
+        );
+        tracing::info!(
+            "trust it in podman/skopeo/buildah: sudo mkdir -p /etc/containers/certs.d/{host} && sudo cp {cert} /etc/containers/certs.d/{host}/ca.crt, or pass --cert-dir {dir} (skopeo copy: --src-cert-dir/--dest-cert-dir)"
+        );
+        tracing::info!("check it: curl --cacert {cert} https://{host}/v2/");
+    }
+}
+
+/// Serves `app` over TLS on `listener` until `shutdown` resolves; then
+/// stops accepting and returns when every open connection has finished its
+/// in-flight request. Each request carries `ConnectInfo<SocketAddr>`.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tls: Tls,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let acceptor = TlsAcceptor::from(tls.server_config.clone());
+    let _reloader = AbortOnDrop(tokio::spawn(watch_cert_files(tls.cert.clone())));
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead
+                    // of spinning (what `axum::serve` does too).
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let watcher = graceful.watcher();
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let _ = tcp.set_nodelay(true);
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%remote, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let app = app.map_request(move |mut req: axum::http::Request<Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(remote));
+                req
+            });
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let connection = builder.serve_connection_with_upgrades(
+                TokioIo::new(stream),
+                TowerToHyperService::new(app),
+            );
+            if let Err(e) = watcher.watch(connection).await {
+                tracing::debug!(%remote, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn watch_cert_files(cert: Arc<ReloadingCert>) {
+    let mut tick = tokio::time::interval(RELOAD_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let cert = cert.clone();
+        if tokio::task::spawn_blocking(move || cert.reload_if_changed())
+            .await
+            .is_err()
+        {
+            tracing::error!("the TLS certificate reload check panicked");
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct CertFiles {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// What identifies one version of a file: an editor's in-place write
+/// changes the mtime, a rename-into-place (and Kubernetes' symlink swap)
+/// changes the inode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    inode: u64,
+}
+
+fn stamp(path: &Path) -> Option<FileStamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some(FileStamp {
+        modified: meta.modified().ok(),
+        len: meta.len(),
+        inode: meta.ino(),
+    })
+}
+
+/// The served certificate, swapped in place when its files change.
+#[derive(Debug)]
+struct ReloadingCert {
+    files: CertFiles,
+    provider: Arc<CryptoProvider>,
+    current: RwLock<Arc<CertifiedKey>>,
+    /// Stamps of the files as last looked at (loaded or not), so a broken
+    /// version is reported once rather than at every poll.
+    seen: Mutex<(Option<FileStamp>, Option<FileStamp>)>,
+}
+
+impl ReloadingCert {
+    fn load(files: CertFiles, provider: Arc<CryptoProvider>) -> anyhow::Result<ReloadingCert> {
+        // Stamp before reading: a write landing in between shows up as a
+        // change at the next poll instead of being missed.
+        let seen = (stamp(&files.cert), stamp(&files.key));
+        let key = load_certified_key(&files, &provider)?;
+        Ok(ReloadingCert {
+            files,
+            provider,
+            current: RwLock::new(Arc::new(key)),
+            seen: Mutex::new(seen),
+        })
+    }
+
+    /// Loads the files again if they changed since last seen. Returns
+    /// whether a new certificate is now being served.
+    fn reload_if_changed(&self) -> bool {
+        let now = (stamp(&self.files.cert), stamp(&self.files.key));
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+            if *seen == now {
+                return false;
+            }
+            *seen = now;
+        }
+        match load_certified_key(&self.files, &self.provider) {
+            Ok(key) => {
+                *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(key);
+                tracing::info!(cert = %self.files.cert.display(), "TLS certificate reloaded");
+                true
+            }
+            Err(e) => {
+                tracing::error!(
+                    cert = %self.files.cert.display(),
+                    key = %self.files.key.display(),
+                    error = format!("{e:#}"),
+                    "TLS certificate files changed but cannot be loaded; still serving the previous certificate"
+                );
+                false
+            }
+        }
+    }
+}
+
+impl ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        )
+    }
+}
+
+fn load_certified_key(
+    files: &CertFiles,
+    provider: &CryptoProvider,
+) -> anyhow::Result<CertifiedKey> {
+    let cert_name = files.cert.display();
+    let chain = CertificateDer::pem_file_iter(&files.cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("reading certificate chain {cert_name}"))?;
+    if chain.is_empty() {
+        bail!("{cert_name} holds no PEM certificate");
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .with_context(|| format!("reading private key {}", files.key.display()))?;
+    CertifiedKey::from_der(chain, key, provider).with_context(|| {
+        format!(
+            "{cert_name} and {} do not form a usable certificate and key",
+            files.key.display()
+        )
+    })
+}
+
+fn load_roots(ca_file: &Path) -> anyhow::Result<Arc<RootCertStore>> {
+    let certs = CertificateDer::pem_file_iter(ca_file)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("reading client CA bundle {}", ca_file.display()))?;
+    let mut roots = RootCertStore::empty();
+    for cert in certs {
+        roots
+            .add(cert)
+            .with_context(|| format!("client CA bundle {}", ca_file.display()))?;
+    }
+    if roots.is_empty() {
+        bail!(
+            "client CA bundle {} holds no certificate",
+            ca_file.display()
+        );
+    }
+    Ok(Arc::new(roots))
+}
+
+/// Returns the self-signed certificate files under `dir`, generating them
+/// if either is missing. Returns whether they were generated now.
+fn ensure_self_signed(dir: &Path, extra_ip: Option<IpAddr>) -> anyhow::Result<(CertFiles, bool)> {
+    let files = CertFiles {
+        cert: dir.join(SELF_SIGNED_CERT),
+        key: dir.join(SELF_SIGNED_KEY),
+    };
+    if files.cert.is_file() && files.key.is_file() {
+        return Ok((files, false));
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (cert_pem, key_pem) = generate_self_signed(extra_ip)?;
+    // Key first, certificate last: the certificate's presence is what marks
+    // the pair as complete for the next start.
+    write_atomically(&files.key, key_pem.as_bytes(), 0o600)?;
+    write_atomically(&files.cert, cert_pem.as_bytes(), 0o644)?;
+    Ok((files, true))
+}
+
+fn generate_self_signed(extra_ip: Option<IpAddr>) -> anyhow::Result<(String, String)> {
+    use rcgen::{
+        CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair,
+        KeyUsagePurpose, SanType,
+    };
+    let mut sans = vec![
+        SanType::DnsName("localhost".try_into()?),
+        SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        SanType::IpAddress(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+    ];
+    let host = hostname();
+    if let Some(host) = host.as_deref().filter(|h| *h != "localhost") {
+        match host.to_string().try_into() {
+            Ok(name) => sans.push(SanType::DnsName(name)),
+            Err(e) => {
+                tracing::warn!(host, error = %e, "hostname left out of the self-signed certificate")
+            }
+        }
+    }
+    if let Some(ip) = extra_ip.filter(|ip| !ip.is_loopback()) {
+        sans.push(SanType::IpAddress(ip));
+    }
+    let mut params = CertificateParams::default();
+    params.subject_alt_names = sans;
+    let mut subject = DistinguishedName::new();
+    subject.push(
+        DnType::CommonName,
+        format!(
+            "berth self-signed ({})",
+            host.as_deref().unwrap_or("localhost")
+        ),
+    );
+    params.distinguished_name = subject;
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + SELF_SIGNED_VALIDITY;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let key = KeyPair::generate().context("generating a key pair")?;
+    let cert = params
+        .self_signed(&key)
+        .context("signing the self-signed certificate")?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+fn write_atomically(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    file.write_all(data)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))
+}
+
+/// The directory to pass to `--cert-dir`, absolute when it can be.
+fn cert_dir_of(cert_file: &Path) -> String {
+    let dir = cert_file.parent().unwrap_or(Path::new("."));
+    std::fs::canonicalize(dir)
+        .unwrap_or_else(|_| dir.to_path_buf())
+        .display()
+        .to_string()
+}
+
+/// This machine's host name (Linux), if it has one.
+pub fn hostname() -> Option<String> {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_ascii_lowercase())
+        .find(|s| !s.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(name: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn served(cert: &ReloadingCert) -> Vec<u8> {
+        cert.current.read().unwrap().cert[0].to_vec()
+    }
+
+    fn der_of(pem: &str) -> Vec<u8> {
+        CertificateDer::from_pem_slice(pem.as_bytes())
+            .unwrap()
+            .to_vec()
+    }
+
+    #[test]
+    fn broken_or_mismatched_files_keep_the_previous_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = CertFiles {
+            cert: dir.path().join("c.pem"),
+            key: dir.path().join("k.pem"),
+        };
+        let (cert1, key1) = pair("one.test");
+        std::fs::write(&files.cert, &cert1).unwrap();
+        std::fs::write(&files.key, &key1).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cert = ReloadingCert::load(files.clone(), provider).unwrap();
+        assert!(!cert.reload_if_changed(), "nothing changed yet");
+
+        std::fs::write(&files.cert, "not a certificate").unwrap();
+        assert!(!cert.reload_if_changed());
+        assert_eq!(served(&cert), der_of(&cert1));
+
+        // New certificate, old key: a mismatch, so still the first one.
+        let (cert2, key2) = pair("two.test");
+        std::fs::write(&files.cert, &cert2).unwrap();
+        assert!(!cert.reload_if_changed());
+        assert_eq!(served(&cert), der_of(&cert1));
+
+        std::fs::write(&files.key, &key2).unwrap();
+        assert!(cert.reload_if_changed());
+        assert_eq!(served(&cert), der_of(&cert2));
+    }
+
+    #[test]
+    fn configuration_mistakes_are_reported_at_startup() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        assert!(Tls::from_config(&config).unwrap().is_none());
+        config.tls.client_ca_file = Some(dir.path().join("ca.pem"));
+        assert!(Tls::from_config(&config).is_err(), "mTLS without TLS");
+        config.tls.client_ca_file = None;
+        config.tls.cert_file = Some(dir.path().join("c.pem"));
+        assert!(Tls::from_config(&config).is_err(), "cert without key");
+        config.tls.key_file = Some(dir.path().join("k.pem"));
+        let missing = Tls::from_config(&config).err().unwrap();
+        assert!(format!("{missing:#}").contains("c.pem"), "{missing:#}");
+        config.tls.self_signed = true;
+        assert!(Tls::from_config(&config).is_err(), "both sources");
+    }
+}
