@@ -3,6 +3,7 @@
 //! in-flight requests.
 
 use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,14 +15,16 @@ use tokio::net::TcpListener;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::api::{self, AppState};
+use crate::auth::AuthService;
 use crate::config::Config;
 use crate::core::Registry;
 use crate::metadata::SqliteMetadata;
 use crate::storage::FsStore;
 use crate::tls::{self, Tls};
 
-/// Opens the embedded default backends under the data directory.
-pub async fn open_registry(config: &Config) -> anyhow::Result<Registry> {
+/// Opens the embedded default backends under the data directory: the
+/// registry and the authentication service over one metadata database.
+pub async fn open_state(config: &Config) -> anyhow::Result<AppState> {
     let dir = &config.data_dir;
     tokio::fs::create_dir_all(dir)
         .await
@@ -29,30 +32,43 @@ pub async fn open_registry(config: &Config) -> anyhow::Result<Registry> {
     let storage = FsStore::open(dir)
         .await
         .with_context(|| format!("opening blob storage in {}", dir.display()))?;
-    let metadata = SqliteMetadata::open(&dir.join("metadata.db"))
+    let metadata = Arc::new(
+        SqliteMetadata::open(&dir.join("metadata.db"))
+            .await
+            .context("opening metadata database")?,
+    );
+    let registry = Registry::new(Arc::new(storage), metadata.clone(), config.core_settings());
+    let auth = AuthService::open(metadata, &config.auth, dir)
         .await
-        .context("opening metadata database")?;
-    Ok(Registry::new(
-        Arc::new(storage),
-        Arc::new(metadata),
-        config.core_settings(),
-    ))
+        .context("setting up authentication")?;
+    let tls_on = config.tls.self_signed || config.tls.cert_file.is_some();
+    Ok(AppState {
+        registry: Arc::new(registry),
+        auth: Arc::new(auth),
+        scheme: if tls_on { "https" } else { "http" },
+    })
 }
 
 /// Builds the whole HTTP application for `config` over the embedded backends.
 pub async fn build_app(config: &Config) -> anyhow::Result<Router> {
-    let registry = open_registry(config).await?;
-    Ok(api::router(AppState {
-        registry: Arc::new(registry),
-    }))
+    Ok(api::router(open_state(config).await?))
 }
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let app = build_app(&config).await?;
+    let state = open_state(&config).await?;
     let listener = TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
-    serve_on(listener, app, &config, shutdown_signal()).await
+    let served = serve_on(
+        listener,
+        api::router(state.clone()),
+        &config,
+        shutdown_signal(),
+    )
+    .await;
+    // What was audited during the last requests reaches the database.
+    state.auth.audit().flush().await;
+    served
 }
 
 /// Serves `app` on `listener` (HTTPS when `[tls]` configures it) until
@@ -79,9 +95,12 @@ pub async fn serve_on(
     };
     let mut server: Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match tls {
         None => Box::pin(
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stopped)
-                .into_future(),
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(stopped)
+            .into_future(),
         ),
         Some(tls) => {
             tls.log_trust_hints(addr.port());

@@ -407,12 +407,9 @@ struct Image {
 }
 
 async fn open_router(config: &Config) -> Router {
-    let registry = berth::server::open_registry(config)
+    berth::server::build_app(config)
         .await
-        .expect("open registry");
-    berth::api::router(berth::api::AppState {
-        registry: Arc::new(registry),
-    })
+        .expect("open registry")
 }
 
 /// A registry over a fresh temporary directory (data in `<root>/data`).
@@ -433,6 +430,8 @@ impl Reg {
             data_dir: root.path().join("data"),
             ..Default::default()
         };
+        // These tests are about the registry API itself; access control has its own.
+        config.auth.mode = berth::config::AuthMode::None;
         tweak(&mut config);
         let client = Client(open_router(&config).await);
         Reg {
@@ -3165,12 +3164,12 @@ async fn a_second_registry_on_one_data_dir_is_refused() {
         data_dir: tmp.path().join("data"),
         ..Config::default()
     };
-    let first = berth::server::open_registry(&config).await.expect("first");
-    let second = berth::server::open_registry(&config).await;
+    let first = berth::server::open_state(&config).await.expect("first");
+    let second = berth::server::open_state(&config).await;
     let message = format!("{:#}", second.err().expect("second open must fail"));
     assert!(message.contains("in use"), "unclear refusal: {message}");
     drop(first);
-    berth::server::open_registry(&config)
+    berth::server::open_state(&config)
         .await
         .expect("reopening after the first closed");
 }

@@ -5,6 +5,7 @@
 //! saturated client would cap for both registries alike) we report the server's CPU
 //! time per request, a figure that the client's speed does not distort.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,13 +54,59 @@ pub async fn hammer(
     warmup: Duration,
     dur: Duration,
 ) -> Result<HammerResult> {
+    let measure_start = Instant::now() + warmup;
+    let end = measure_start + dur;
+    // The load runs on one thread of its own: a single-threaded runtime costs less
+    // CPU per request than work stealing, and leaves the other core to the server.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let addr = t.addr;
+    std::thread::Builder::new()
+        .name("hammer".into())
+        .spawn(move || {
+            let r = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(load(addr, spec, conns, measure_start, end)));
+            let _ = tx.send(r);
+        })?;
+
+    let pid = t.pid;
+    tokio::time::sleep_until(measure_start.into()).await;
+    let (s0, c0) = (cpu_seconds(pid), cpu_seconds(None));
+    let t_start = Instant::now();
+    tokio::time::sleep_until(end.into()).await;
+    let (s1, c1) = (cpu_seconds(pid), cpu_seconds(None));
+    let secs = t_start.elapsed().as_secs_f64();
+
+    let (requests, hist) = rx.await.context("load thread died")??;
+    ensure!(requests > 0, "no request completed in the measured window");
+    let delta = |a: Option<f64>, b: Option<f64>| Some(b? - a?);
+    Ok(HammerResult {
+        requests,
+        secs,
+        hist,
+        server_cpu: if pid.is_some() { delta(s0, s1) } else { None },
+        client_cpu: delta(c0, c1),
+    })
+}
+
+/// Keeps `conns` connections busy until `end`; counts and times the requests
+/// started after `measure_start`.
+async fn load(
+    addr: SocketAddr,
+    spec: HammerSpec,
+    conns: usize,
+    measure_start: Instant,
+    end: Instant,
+) -> Result<(u64, Histogram<u64>)> {
     let spec = Arc::new(spec);
-    let host = t.addr.to_string();
+    let host = addr.to_string();
     let mut senders = Vec::with_capacity(conns);
     for _ in 0..conns {
-        let stream = tokio::net::TcpStream::connect(t.addr)
+        let stream = tokio::net::TcpStream::connect(addr)
             .await
-            .with_context(|| format!("connect {}", t.addr))?;
+            .with_context(|| format!("connect {addr}"))?;
         stream.set_nodelay(true)?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
@@ -67,8 +114,6 @@ pub async fn hammer(
         });
         senders.push(sender);
     }
-    let measure_start = Instant::now() + warmup;
-    let end = measure_start + dur;
 
     let mut tasks = Vec::with_capacity(conns);
     for mut sender in senders {
@@ -136,14 +181,6 @@ pub async fn hammer(
         }));
     }
 
-    let pid = t.pid;
-    tokio::time::sleep_until(measure_start.into()).await;
-    let (s0, c0) = (cpu_seconds(pid), cpu_seconds(None));
-    let t_start = Instant::now();
-    tokio::time::sleep_until(end.into()).await;
-    let (s1, c1) = (cpu_seconds(pid), cpu_seconds(None));
-    let secs = t_start.elapsed().as_secs_f64();
-
     let mut hist = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
     let mut requests = 0;
     for task in tasks {
@@ -151,13 +188,5 @@ pub async fn hammer(
         requests += n;
         hist.add(&h)?;
     }
-    ensure!(requests > 0, "no request completed in the measured window");
-    let delta = |a: Option<f64>, b: Option<f64>| Some(b? - a?);
-    Ok(HammerResult {
-        requests,
-        secs,
-        hist,
-        server_cpu: if pid.is_some() { delta(s0, s1) } else { None },
-        client_cpu: delta(c0, c1),
-    })
+    Ok((requests, hist))
 }

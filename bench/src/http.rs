@@ -122,7 +122,8 @@ async fn body_excerpt(resp: Response<Incoming>) -> String {
     match read_body(resp).await {
         Ok(b) => {
             let n = b.len().min(600);
-            String::from_utf8_lossy(&b[..n]).trim().to_string()
+            let text = String::from_utf8_lossy(&b[..n]);
+            text.split_whitespace().collect::<Vec<_>>().join(" ")
         }
         Err(e) => format!("(body unreadable: {e})"),
     }

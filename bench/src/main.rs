@@ -85,7 +85,13 @@ struct Row {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run(Args::parse()).await {
+    let args = Args::parse();
+    // On Ctrl-C, dropping the run's future kills the registries and removes their data.
+    let outcome = tokio::select! {
+        r = run(args) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    match outcome {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(2),
         Err(e) => {
@@ -336,10 +342,20 @@ async fn run_one(
             );
         }
         let topic = format!(
-            "{}: other processes' CPU load meanwhile, in cores",
+            "{}: CPU used meanwhile by other processes and kernel threads, in cores",
             w.name()
         );
         busy.push((reg.target.name.to_string(), (topic, format!("{cores:.2}"))));
+    }
+    if let Some(pid) = reg.target.pid {
+        let mib =
+            |f| proc_status_kib(pid, f).map_or("?".into(), |k| format!("{:.1}", k as f64 / 1024.0));
+        eprintln!(
+            "[{}] RSS now {} MiB, peak so far {} MiB",
+            reg.target.name,
+            mib("VmRSS"),
+            mib("VmHWM")
+        );
     }
     if let Some(s) = reg.server.as_mut() {
         if let Some(status) = s.exited() {
@@ -467,10 +483,15 @@ fn print_table(
             side(&n.values[1])
         );
     }
+    // A failed workload fails all its figures with one message: print it once.
+    let mut shown: Vec<&str> = Vec::new();
     for r in rows {
         for (who, c) in ["berth", "distribution"].iter().zip(&r.cells) {
             if let Err(e) = c {
-                println!("FAILED ({who}) {}: {e}", r.label);
+                if !shown.contains(&e.as_str()) {
+                    shown.push(e);
+                    println!("FAILED ({who}) {}: {e}", r.label);
+                }
             }
         }
     }

@@ -49,7 +49,9 @@ pub async fn start_berth(bin: &Path, tmp_root: &Path) -> Result<Server> {
         .arg("--listen")
         .arg(&listen)
         .arg("--data-dir")
-        .arg(&data);
+        .arg(&data)
+        // Distribution runs without authentication here; so does berth.
+        .env("BERTH_AUTH__MODE", "none");
     // Distribution runs at log level "error" with its access log off; do the same.
     if std::env::var_os("RUST_LOG").is_none() {
         cmd.env("RUST_LOG", "warn");
@@ -221,9 +223,13 @@ impl ForeignLoad {
         }
     }
 
-    /// Average number of cores that other processes kept busy since `start`.
+    /// Average number of cores that other processes kept busy since `start`
+    /// (`None` under half a second: /proc counts in 10 ms ticks).
     pub fn cores(&self) -> Option<f64> {
         let secs = self.start.elapsed().as_secs_f64();
+        if secs < 0.5 {
+            return None;
+        }
         let system = system_busy_seconds()? - self.system?;
         let ours = Self::ours(&self.pids)? - self.ours?;
         Some(((system - ours) / secs).max(0.0))

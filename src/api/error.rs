@@ -55,6 +55,10 @@ impl ApiError {
         self
     }
 
+    pub fn with_header_pair(self, (name, value): (HeaderName, String)) -> ApiError {
+        self.with_header(name, value)
+    }
+
     fn internal(cause: String) -> ApiError {
         let mut e = Self::bare(ErrorCode::Unknown);
         e.internal = Some(cause);

@@ -5,8 +5,11 @@
 //! to status, headers and body. Every error answer is an OCI error body built
 //! from the one code table; a 500 is logged once, by `log_internal_errors`.
 
+mod auth;
 mod error;
+mod manage;
 mod route;
+mod token;
 mod v2;
 
 use std::sync::Arc;
@@ -27,12 +30,33 @@ use tower_http::trace::TraceLayer;
 
 pub use error::{ApiError, InternalError};
 
+use crate::auth::AuthService;
 use crate::core::Registry;
 use crate::oci::ErrorCode;
+use route::V2Route;
 
 #[derive(Clone)]
 pub struct AppState {
     pub registry: Arc<Registry>,
+    pub auth: Arc<AuthService>,
+    /// `https` when the listener speaks TLS: used in token realms.
+    pub scheme: &'static str,
+}
+
+/// What one caller may do, for answers that are filtered per caller.
+#[derive(Clone)]
+pub struct Access {
+    auth: Arc<AuthService>,
+    grant: crate::auth::Grant,
+}
+
+impl Access {
+    pub async fn may_pull(&self, repo: &crate::oci::RepoName) -> bool {
+        self.auth
+            .permits(&self.grant, repo, crate::metadata::Action::Pull)
+            .await
+            .unwrap_or(false)
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -40,9 +64,11 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v2", get(base))
         .route("/v2/", get(base))
+        .route("/token", get(token::get_token).post(token::post_token))
         .route("/v2/{*path}", any(v2_endpoint))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .merge(manage::routes())
         .fallback(not_found)
         .with_state(state)
         .layer(middleware::from_fn(log_internal_errors))
@@ -70,13 +96,17 @@ pub fn router(state: AppState) -> Router {
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
 }
 
-async fn base() -> Response {
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        "{}",
-    )
-        .into_response()
+async fn base(State(state): State<AppState>, req: Request) -> Response {
+    let source = auth::source_of(req.extensions());
+    match auth::authorize_base(&state, req.headers(), source).await {
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            "{}",
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
@@ -115,15 +145,58 @@ async fn v2_endpoint(
         }
     };
     let (parts, body) = req.into_parts();
+    let source = auth::source_of(&parts.extensions);
+    let caller = match auth::authorize(&state, &route, &method, &parts.headers, source).await {
+        Ok(caller) => caller,
+        Err(e) => return e.into_response(),
+    };
+    let audited = audit_action(&route, &method);
     let request = v2::Request {
+        access: Access {
+            auth: state.auth.clone(),
+            grant: caller.grant.clone(),
+        },
         method,
         params,
         headers: parts.headers,
         body,
     };
-    v2::dispatch(&state.registry, route, request)
+    let response = v2::dispatch(&state.registry, route.clone(), request)
         .await
-        .unwrap_or_else(IntoResponse::into_response)
+        .unwrap_or_else(IntoResponse::into_response);
+    if let (Some((action, name, reference)), true) = (audited, response.status().is_success()) {
+        let digest = response
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(reference);
+        state.auth.audit().record(crate::auth::audit::event(
+            caller.grant.actor(),
+            Some(caller.source),
+            action,
+            Some(name),
+            Some(digest),
+            None,
+            true,
+        ));
+    }
+    response
+}
+
+/// Requests recorded in the audit log: (action, repository, reference).
+fn audit_action<'a>(
+    route: &V2Route<'a>,
+    method: &Method,
+) -> Option<(&'static str, &'a str, &'a str)> {
+    match (route, method) {
+        (V2Route::Manifest { name, reference }, &Method::GET) => Some(("pull", name, reference)),
+        (V2Route::Manifest { name, reference }, &Method::PUT) => Some(("push", name, reference)),
+        (V2Route::Manifest { name, reference }, &Method::DELETE) => {
+            Some(("delete", name, reference))
+        }
+        (V2Route::Blob { name, digest }, &Method::DELETE) => Some(("delete", name, digest)),
+        _ => None,
+    }
 }
 
 /// Logs the cause of every 500 once, inside the request's span.

@@ -37,6 +37,8 @@ pub struct Params {
 
 /// Everything a handler may need from the request.
 pub struct Request {
+    /// What the caller may do, for answers filtered per caller.
+    pub access: super::Access,
     pub method: Method,
     pub params: Params,
     pub headers: HeaderMap,
@@ -256,7 +258,15 @@ fn json_response(
 async fn catalog(reg: &Registry, req: Request) -> ApiResult {
     let n = page_size(&req.params)?;
     let page = reg.catalog(n, req.params.last).await?;
-    let body = serde_json::json!({ "repositories": page.items }).to_string();
+    let mut visible = Vec::with_capacity(page.items.len());
+    for name in &page.items {
+        if let Ok(repo) = name.parse() {
+            if req.access.may_pull(&repo).await {
+                visible.push(name);
+            }
+        }
+    }
+    let body = serde_json::json!({ "repositories": visible }).to_string();
     Ok(json_response(
         StatusCode::OK,
         link_next("/v2/_catalog", n, &page),
@@ -437,21 +447,31 @@ fn upload_progress(status: StatusCode, repo: &RepoName, id: &str, size: u64) -> 
     respond(status, headers, Body::empty())
 }
 
+/// Where a mount may take the blob from: `from`, then (automatic mounts)
+/// any repository holding it; only repositories the caller may pull.
+async fn mount_sources(
+    reg: &Registry,
+    params: &Params,
+    access: &super::Access,
+    digest: &Digest,
+) -> Result<Vec<RepoName>, ApiError> {
+    // An unparsable `from` cannot name a readable repository: fall back to
+    // an upload as the spec asks, instead of failing the push.
+    let from = params.from.as_deref().and_then(|f| f.parse().ok());
+    let mut sources = Vec::new();
+    for repo in from.into_iter().chain(reg.mount_candidates(digest).await?) {
+        if !sources.contains(&repo) && access.may_pull(&repo).await {
+            sources.push(repo);
+        }
+    }
+    Ok(sources)
+}
+
 async fn start_upload(reg: &Registry, repo: RepoName, req: Request) -> ApiResult {
     if let Some(mount) = req.params.mount.as_deref() {
         let mount = digest(mount)?;
-        // An unparsable `from` cannot name a readable repository: fall back to
-        // an upload as the spec asks, instead of failing the push.
-        let from = req
-            .params
-            .from
-            .as_deref()
-            .and_then(|f| f.parse::<RepoName>().ok());
-        if reg
-            .mount_blob(&repo, &mount, from.as_ref())
-            .await?
-            .is_some()
-        {
+        let sources = mount_sources(reg, &req.params, &req.access, &mount).await?;
+        if reg.mount_blob(&repo, &mount, &sources).await?.is_some() {
             return Ok(blob_created(&repo, &mount));
         }
     } else if let Some(d) = req.params.digest.as_deref() {

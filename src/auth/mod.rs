@@ -29,3 +29,11 @@ pub use htpasswd::HtpasswdFile;
 pub use limiter::LoginLimiter;
 pub use password::{generate_secret, hash_password, verify_password};
 pub use token::{parse_scopes, Claims, ResourceActions, TokenError, TokenKeys};
+
+pub mod audit;
+pub mod manage;
+pub mod policy;
+mod service;
+
+pub use policy::{Principal, ProjectFacts};
+pub use service::{AuthError, AuthService, Grant, IssuedToken, PAT_PREFIX, ROBOT_PREFIX};

@@ -44,34 +44,39 @@ impl Registry {
         Ok(UploadStatus { id, size: 0 })
     }
 
-    /// Links an existing blob into `repo` without uploading it. Tries `from`
-    /// first, then (when auto-mount is on) any repository holding the blob.
+    /// Links an existing blob into `repo` without uploading it, from the
+    /// first of `sources` (repositories the caller may read) that has it.
     /// Returns the blob's size, or `None` when a regular upload is needed.
     pub async fn mount_blob(
         &self,
         repo: &RepoName,
         digest: &Digest,
-        from: Option<&RepoName>,
+        sources: &[RepoName],
     ) -> Result<Option<u64>> {
         if let Some(size) = self.metadata.linked_blob_size(repo, digest).await? {
             return Ok(Some(size));
         }
-        let mut size = match from {
-            Some(from) => self.metadata.linked_blob_size(from, digest).await?,
-            None => None,
-        };
-        if size.is_none() && self.settings.auto_mount {
-            if let Some(other) = self.metadata.repositories_with_blob(digest).await?.first() {
-                size = self.metadata.linked_blob_size(other, digest).await?;
+        for source in sources {
+            let Some(size) = self.metadata.linked_blob_size(source, digest).await? else {
+                continue;
+            };
+            // The bytes must really be there: metadata alone is not proof.
+            if self.storage.stat(digest).await? != Some(size) {
+                return Ok(None);
             }
+            self.metadata.link_blob(repo, digest, size).await?;
+            return Ok(Some(size));
         }
-        let Some(size) = size else { return Ok(None) };
-        // The bytes must really be there: metadata alone is not proof.
-        if self.storage.stat(digest).await? != Some(size) {
-            return Ok(None);
+        Ok(None)
+    }
+
+    /// Repositories holding `digest`: candidates for an automatic mount
+    /// (empty when automatic mounts are off).
+    pub async fn mount_candidates(&self, digest: &Digest) -> Result<Vec<RepoName>> {
+        if !self.settings.auto_mount {
+            return Ok(Vec::new());
         }
-        self.metadata.link_blob(repo, digest, size).await?;
-        Ok(Some(size))
+        Ok(self.metadata.repositories_with_blob(digest).await?)
     }
 
     /// `POST ?digest=` with the whole blob as body.

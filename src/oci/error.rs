@@ -20,6 +20,8 @@ pub enum ErrorCode {
     RangeInvalid,
     PaginationNumberInvalid,
     NotFound,
+    Conflict,
+    InvalidRequest,
     Unknown,
 }
 
@@ -69,6 +71,8 @@ impl ErrorCode {
                 "invalid number of results requested",
             ),
             NotFound => ("NOT_FOUND", 404, "no such endpoint"),
+            Conflict => ("CONFLICT", 409, "already exists"),
+            InvalidRequest => ("INVALID_REQUEST", 400, "invalid request"),
             Unknown => ("UNKNOWN", 500, "unknown error"),
         }
     }

@@ -205,7 +205,9 @@ registry_start() {
 		[[ -x $BERTH_BIN ]] || die "berth binary not found at $BERTH_BIN (cargo build --release --bin berth, or set BERTH_BIN)"
 		# BERTH_BIN is the harness's variable, not berth configuration: keep it out of
 		# berth's BERTH_* environment.
-		env -u BERTH_BIN "$BERTH_BIN" serve --listen "$REG" --data-dir "$REG_DATA" >>"$REG_LOG" 2>&1 &
+		# Authentication off unless a script asks for it (BERTH_AUTH__MODE=token).
+		env -u BERTH_BIN BERTH_AUTH__MODE="${BERTH_AUTH__MODE:-none}" \
+			"$BERTH_BIN" serve --listen "$REG" --data-dir "$REG_DATA" >>"$REG_LOG" 2>&1 &
 		REG_PID=$!
 		;;
 	distribution)

@@ -1,0 +1,429 @@
+//! `/api/v1`: the management JSON API (users, projects, members, robots,
+//! personal access tokens, audit log), described by `/api/v1/openapi.json`.
+//! Each handler authenticates the caller, calls one management method of
+//! the auth service and maps the result; permissions live in the service.
+
+use axum::body::Body;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::Uri;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, put};
+use axum::Router;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::auth::{identify, source_of};
+use super::error::ApiError;
+use super::AppState;
+use crate::auth::manage::{Actor, ManageError, UserUpdate};
+use crate::auth::{Grant, Principal};
+use crate::metadata::{Action, AuditFilter, Role};
+use crate::oci::ErrorCode;
+
+const OPENAPI: &str = include_str!("openapi.json");
+const BODY_LIMIT: usize = 64 * 1024;
+
+type ApiResult = Result<Response, ApiError>;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/users", get(list_users).post(create_user))
+        .route(
+            "/api/v1/users/{name}",
+            delete(delete_user).patch(update_user),
+        )
+        .route("/api/v1/projects", get(list_projects).post(create_project))
+        .route(
+            "/api/v1/projects/{name}",
+            get(get_project)
+                .patch(update_project)
+                .delete(delete_project),
+        )
+        .route("/api/v1/projects/{name}/members", get(members))
+        .route(
+            "/api/v1/projects/{name}/members/{user}",
+            put(set_member).delete(remove_member),
+        )
+        .route(
+            "/api/v1/projects/{name}/robots",
+            get(list_robots).post(create_robot),
+        )
+        .route(
+            "/api/v1/projects/{name}/robots/{robot}",
+            delete(delete_robot),
+        )
+        .route("/api/v1/tokens", get(list_tokens).post(create_token))
+        .route("/api/v1/tokens/{id}", delete(delete_token))
+        .route("/api/v1/audit", get(audit))
+}
+
+impl From<ManageError> for ApiError {
+    fn from(e: ManageError) -> ApiError {
+        let msg = e.to_string();
+        match e {
+            ManageError::Unauthenticated => ApiError::new(ErrorCode::Unauthorized, msg),
+            ManageError::Forbidden(_) => ApiError::new(ErrorCode::Denied, msg),
+            ManageError::NotFound(_) => ApiError::new(ErrorCode::NotFound, msg),
+            ManageError::Conflict(_) => ApiError::new(ErrorCode::Conflict, msg),
+            ManageError::Invalid(_) => ApiError::new(ErrorCode::InvalidRequest, msg),
+            ManageError::Metadata(m) => ApiError::from(crate::core::Error::Metadata(m)),
+        }
+    }
+}
+
+/// The caller, from Basic credentials or a bearer token.
+impl FromRequestParts<AppState> for Actor {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Actor, ApiError> {
+        let source = source_of(&parts.extensions);
+        let principal = match identify(state, &parts.headers, source).await? {
+            Grant::Principal(p) => p,
+            Grant::Token { subject, .. } => {
+                state.auth.principal_named(&subject).await.map_err(|e| {
+                    super::auth::login_error(e, (header::WWW_AUTHENTICATE, "Basic".into()))
+                })?
+            }
+        };
+        // With authentication off, whoever calls is in charge.
+        let principal = match (state.auth.enabled(), principal) {
+            (false, _) => Principal::User {
+                name: "anonymous".into(),
+                admin: true,
+            },
+            (true, p) => p,
+        };
+        Ok(Actor {
+            principal,
+            source: Some(source),
+        })
+    }
+}
+
+/// A JSON request body, refused with an OCI error body when malformed.
+struct JsonBody<T>(T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
+        let bytes = axum::body::to_bytes(req.into_body(), BODY_LIMIT)
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("reading the body failed: {e}"),
+                )
+            })?;
+        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
+            ApiError::new(ErrorCode::InvalidRequest, format!("invalid JSON body: {e}"))
+        })
+    }
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
+    let body = serde_json::to_string(value).unwrap_or_else(|_| "null".into());
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn done() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}
+
+fn finish(result: ApiResult) -> Response {
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn openapi() -> Response {
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(OPENAPI))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+async fn list_users(State(s): State<AppState>, a: Actor) -> Response {
+    finish(async { Ok(json(StatusCode::OK, &s.auth.list_users(&a).await?)) }.await)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    name: String,
+    password: String,
+    #[serde(default)]
+    admin: bool,
+}
+
+async fn create_user(
+    State(s): State<AppState>,
+    a: Actor,
+    JsonBody(u): JsonBody<NewUser>,
+) -> Response {
+    finish(
+        async {
+            let view = s
+                .auth
+                .create_user(&a, &u.name, &u.password, u.admin)
+                .await?;
+            Ok(json(StatusCode::CREATED, &view))
+        }
+        .await,
+    )
+}
+
+async fn update_user(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    a: Actor,
+    JsonBody(update): JsonBody<UserUpdate>,
+) -> Response {
+    finish(
+        async {
+            Ok(json(
+                StatusCode::OK,
+                &s.auth.update_user(&a, &name, &update).await?,
+            ))
+        }
+        .await,
+    )
+}
+
+async fn delete_user(State(s): State<AppState>, Path(name): Path<String>, a: Actor) -> Response {
+    finish(
+        async {
+            s.auth.delete_user(&a, &name).await?;
+            Ok(done())
+        }
+        .await,
+    )
+}
+
+async fn list_projects(State(s): State<AppState>, a: Actor) -> Response {
+    finish(async { Ok(json(StatusCode::OK, &s.auth.list_projects(&a).await?)) }.await)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewProject {
+    name: String,
+    #[serde(default)]
+    public: bool,
+}
+
+async fn create_project(
+    State(s): State<AppState>,
+    a: Actor,
+    JsonBody(p): JsonBody<NewProject>,
+) -> Response {
+    finish(
+        async {
+            Ok(json(
+                StatusCode::CREATED,
+                &s.auth.create_project(&a, &p.name, p.public).await?,
+            ))
+        }
+        .await,
+    )
+}
+
+async fn get_project(State(s): State<AppState>, Path(name): Path<String>, a: Actor) -> Response {
+    finish(async { Ok(json(StatusCode::OK, &s.auth.get_project(&a, &name).await?)) }.await)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProjectUpdate {
+    public: bool,
+}
+
+async fn update_project(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    a: Actor,
+    JsonBody(u): JsonBody<ProjectUpdate>,
+) -> Response {
+    finish(
+        async {
+            s.auth.set_project_public(&a, &name, u.public).await?;
+            Ok(json(StatusCode::OK, &s.auth.get_project(&a, &name).await?))
+        }
+        .await,
+    )
+}
+
+async fn delete_project(State(s): State<AppState>, Path(name): Path<String>, a: Actor) -> Response {
+    finish(
+        async {
+            s.auth.delete_project(&a, &name).await?;
+            Ok(done())
+        }
+        .await,
+    )
+}
+
+async fn members(State(s): State<AppState>, Path(name): Path<String>, a: Actor) -> Response {
+    finish(
+        async {
+            let members = s.auth.members(&a, &name).await?;
+            let view: Vec<_> = members
+                .into_iter()
+                .map(|m| serde_json::json!({"user": m.user, "role": m.role}))
+                .collect();
+            Ok(json(StatusCode::OK, &view))
+        }
+        .await,
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberRole {
+    role: Role,
+}
+
+async fn set_member(
+    State(s): State<AppState>,
+    Path((name, user)): Path<(String, String)>,
+    a: Actor,
+    JsonBody(m): JsonBody<MemberRole>,
+) -> Response {
+    finish(
+        async {
+            s.auth.set_member(&a, &name, &user, m.role).await?;
+            Ok(done())
+        }
+        .await,
+    )
+}
+
+async fn remove_member(
+    State(s): State<AppState>,
+    Path((name, user)): Path<(String, String)>,
+    a: Actor,
+) -> Response {
+    finish(
+        async {
+            s.auth.remove_member(&a, &name, &user).await?;
+            Ok(done())
+        }
+        .await,
+    )
+}
+
+async fn list_robots(State(s): State<AppState>, Path(name): Path<String>, a: Actor) -> Response {
+    finish(async { Ok(json(StatusCode::OK, &s.auth.list_robots(&a, &name).await?)) }.await)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewRobotRequest {
+    name: String,
+    actions: Vec<Action>,
+    /// Unix time in milliseconds.
+    expires_at: Option<i64>,
+}
+
+async fn create_robot(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    a: Actor,
+    JsonBody(r): JsonBody<NewRobotRequest>,
+) -> Response {
+    finish(
+        async {
+            let created = s
+                .auth
+                .create_robot(&a, &name, &r.name, r.actions, r.expires_at)
+                .await?;
+            Ok(json(StatusCode::CREATED, &created))
+        }
+        .await,
+    )
+}
+
+async fn delete_robot(
+    State(s): State<AppState>,
+    Path((name, robot)): Path<(String, String)>,
+    a: Actor,
+) -> Response {
+    finish(
+        async {
+            s.auth.delete_robot(&a, &name, &robot).await?;
+            Ok(done())
+        }
+        .await,
+    )
+}
+
+async fn list_tokens(State(s): State<AppState>, a: Actor) -> Response {
+    finish(async { Ok(json(StatusCode::OK, &s.auth.list_tokens(&a).await?)) }.await)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    name: String,
+    /// Unix time in milliseconds.
+    expires_at: Option<i64>,
+}
+
+async fn create_token(
+    State(s): State<AppState>,
+    a: Actor,
+    JsonBody(t): JsonBody<NewToken>,
+) -> Response {
+    finish(
+        async {
+            Ok(json(
+                StatusCode::CREATED,
+                &s.auth.create_token(&a, &t.name, t.expires_at).await?,
+            ))
+        }
+        .await,
+    )
+}
+
+async fn delete_token(State(s): State<AppState>, Path(id): Path<String>, a: Actor) -> Response {
+    finish(
+        async {
+            s.auth.delete_token(&a, &id).await?;
+            Ok(done())
+        }
+        .await,
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    actor: Option<String>,
+    action: Option<String>,
+    repository: Option<String>,
+    since: Option<i64>,
+    until: Option<i64>,
+    before: Option<i64>,
+    limit: Option<u32>,
+}
+
+async fn audit(State(s): State<AppState>, uri: Uri, a: Actor) -> Response {
+    finish(
+        async {
+            let q: AuditQuery = serde_urlencoded::from_str(uri.query().unwrap_or(""))
+                .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, format!("bad query: {e}")))?;
+            let filter = AuditFilter {
+                actor: q.actor,
+                action: q.action,
+                repository: q.repository,
+                since: q.since,
+                until: q.until,
+                before_id: q.before,
+                limit: q.limit.unwrap_or(100).min(1000),
+            };
+            Ok(json(StatusCode::OK, &s.auth.audit_log(&a, &filter).await?))
+        }
+        .await,
+    )
+}

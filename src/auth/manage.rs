@@ -1,0 +1,537 @@
+//! Management of accounts, projects, members, robots and personal access
+//! tokens, with the permission rule of each operation and its audit event.
+//! Both the `/api/v1` handlers and the CLI call these.
+
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use super::password::{generate_secret, hash_password};
+use super::policy::Principal;
+use super::service::{format_pat, AuthService, ROBOT_PREFIX};
+use crate::config::ProjectCreation;
+use crate::metadata::{
+    Action, AuditEvent, AuditFilter, MetadataError, NewRobot, Project, Role, User,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManageError {
+    #[error("authentication required")]
+    Unauthenticated,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Metadata(MetadataError),
+}
+
+impl From<MetadataError> for ManageError {
+    fn from(e: MetadataError) -> Self {
+        match e {
+            MetadataError::Duplicate(what) => ManageError::Conflict(what),
+            MetadataError::NotFound(what) => ManageError::NotFound(what),
+            other => ManageError::Metadata(other),
+        }
+    }
+}
+
+pub type Result<T, E = ManageError> = std::result::Result<T, E>;
+
+/// Who asks, from where: every operation is checked and audited against it.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub principal: Principal,
+    pub source: Option<IpAddr>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UserView {
+    pub name: String,
+    pub admin: bool,
+    pub disabled: bool,
+    pub created_at: i64,
+}
+
+impl From<User> for UserView {
+    fn from(u: User) -> Self {
+        UserView {
+            name: u.name,
+            admin: u.admin,
+            disabled: u.disabled,
+            created_at: u.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProjectView {
+    pub name: String,
+    pub public: bool,
+    pub created_at: i64,
+    /// The caller's role, if a member.
+    pub role: Option<Role>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RobotView {
+    pub name: String,
+    pub project: String,
+    pub actions: Vec<Action>,
+    pub expires_at: Option<i64>,
+    pub created_by: String,
+    pub created_at: i64,
+    pub disabled: bool,
+}
+
+/// A freshly made secret (robot or token): shown once, never stored plain.
+#[derive(Debug, Clone, Serialize)]
+pub struct Created<T> {
+    #[serde(flatten)]
+    pub item: T,
+    pub secret: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenView {
+    pub id: String,
+    pub name: String,
+    pub expires_at: Option<i64>,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+/// Changes to a user; `None` leaves a field alone.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserUpdate {
+    pub password: Option<String>,
+    pub admin: Option<bool>,
+    pub disabled: Option<bool>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+const MIN_PASSWORD: usize = 8;
+
+fn check_password(p: &str) -> Result<()> {
+    if p.chars().count() < MIN_PASSWORD {
+        return Err(ManageError::Invalid(format!(
+            "passwords need at least {MIN_PASSWORD} characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Account and project names: the repository-name component grammar.
+fn check_name(kind: &str, name: &str) -> Result<()> {
+    match name.parse::<crate::oci::RepoName>() {
+        Ok(n) if !n.as_str().contains('/') => Ok(()),
+        _ => Err(ManageError::Invalid(format!(
+            "invalid {kind} name {name:?}: use lowercase letters, digits and . _ -"
+        ))),
+    }
+}
+
+impl AuthService {
+    fn require_user<'a>(&self, actor: &'a Actor) -> Result<(&'a str, bool)> {
+        match &actor.principal {
+            Principal::User { name, admin } => Ok((name, *admin)),
+            Principal::Robot { .. } => Err(ManageError::Forbidden(
+                "robot accounts cannot manage the registry".into(),
+            )),
+            Principal::Anonymous => Err(ManageError::Unauthenticated),
+        }
+    }
+
+    fn require_admin(&self, actor: &Actor) -> Result<()> {
+        match self.require_user(actor)? {
+            (_, true) => Ok(()),
+            _ => Err(ManageError::Forbidden(
+                "only system administrators may do this".into(),
+            )),
+        }
+    }
+
+    /// System admins and the project's admins manage a project.
+    async fn require_project_admin(&self, actor: &Actor, project: &str) -> Result<Project> {
+        let (name, admin) = self.require_user(actor)?;
+        let found = self.metadata().get_project(project).await?;
+        let role = self.metadata().role_of(project, name).await?;
+        match found {
+            Some(p) if admin || role == Some(Role::Admin) => Ok(p),
+            // Members and strangers of a private project learn nothing more.
+            _ if admin => Err(ManageError::NotFound(format!("project {project:?}"))),
+            Some(p) if p.public || role.is_some() => Err(ManageError::Forbidden(format!(
+                "only admins of {project:?} may do this"
+            ))),
+            _ => Err(ManageError::NotFound(format!("project {project:?}"))),
+        }
+    }
+
+    fn audit_change(&self, actor: &Actor, action: &str, detail: String) {
+        self.audit().record(super::audit::event(
+            actor.principal.name(),
+            actor.source,
+            action,
+            None,
+            None,
+            Some(detail),
+            true,
+        ));
+    }
+
+    pub async fn list_users(&self, actor: &Actor) -> Result<Vec<UserView>> {
+        self.require_admin(actor)?;
+        let users = self.metadata().list_users().await?;
+        Ok(users.into_iter().map(UserView::from).collect())
+    }
+
+    pub async fn create_user(
+        &self,
+        actor: &Actor,
+        name: &str,
+        password: &str,
+        admin: bool,
+    ) -> Result<UserView> {
+        self.require_admin(actor)?;
+        check_name("user", name)?;
+        check_password(password)?;
+        let user = self
+            .metadata()
+            .create_user(name, &hash_password(password), admin)
+            .await?;
+        self.audit_change(actor, "user.create", format!("{name} admin={admin}"));
+        Ok(user.into())
+    }
+
+    /// Admins may change anything of anyone; users only their own password.
+    pub async fn update_user(
+        &self,
+        actor: &Actor,
+        name: &str,
+        update: &UserUpdate,
+    ) -> Result<UserView> {
+        let (me, admin) = self.require_user(actor)?;
+        let self_service = me == name && update.admin.is_none() && update.disabled.is_none();
+        if !admin && !self_service {
+            return Err(ManageError::Forbidden(
+                "only system administrators may do this".into(),
+            ));
+        }
+        let m = self.metadata();
+        let missing = || ManageError::NotFound(format!("user {name:?}"));
+        if let Some(p) = &update.password {
+            check_password(p)?;
+            m.set_password(name, &hash_password(p))
+                .await?
+                .then_some(())
+                .ok_or_else(missing)?;
+        }
+        if let Some(a) = update.admin {
+            m.set_admin(name, a)
+                .await?
+                .then_some(())
+                .ok_or_else(missing)?;
+        }
+        if let Some(d) = update.disabled {
+            m.set_disabled(name, d)
+                .await?
+                .then_some(())
+                .ok_or_else(missing)?;
+        }
+        self.forget(name);
+        let changed: Vec<&str> = [
+            update.password.as_ref().map(|_| "password"),
+            update.admin.map(|_| "admin"),
+            update.disabled.map(|_| "disabled"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        self.audit_change(
+            actor,
+            "user.update",
+            format!("{name}: {}", changed.join(",")),
+        );
+        m.get_user(name)
+            .await?
+            .map(UserView::from)
+            .ok_or_else(missing)
+    }
+
+    pub async fn delete_user(&self, actor: &Actor, name: &str) -> Result<()> {
+        self.require_admin(actor)?;
+        if actor.principal.name() == name {
+            return Err(ManageError::Invalid(
+                "you cannot delete your own account".into(),
+            ));
+        }
+        if !self.metadata().delete_user(name).await? {
+            return Err(ManageError::NotFound(format!("user {name:?}")));
+        }
+        self.forget(name);
+        self.audit_change(actor, "user.delete", name.to_string());
+        Ok(())
+    }
+
+    /// Projects the caller can see: all for admins; public ones and the
+    /// caller's own for everyone else.
+    pub async fn list_projects(&self, actor: &Actor) -> Result<Vec<ProjectView>> {
+        let m = self.metadata();
+        let (me, admin) = match &actor.principal {
+            Principal::User { name, admin } => (Some(name.as_str()), *admin),
+            _ => (None, false),
+        };
+        let roles = match me {
+            Some(me) => m.memberships(me).await?,
+            None => Vec::new(),
+        };
+        let role_in = |p: &str| roles.iter().find(|(n, _)| n == p).map(|(_, r)| *r);
+        let robot_project = match &actor.principal {
+            Principal::Robot { project, .. } => Some(project.as_str()),
+            _ => None,
+        };
+        Ok(m.list_projects()
+            .await?
+            .into_iter()
+            .filter(|p| {
+                admin || p.public || role_in(&p.name).is_some() || robot_project == Some(&p.name)
+            })
+            .map(|p| ProjectView {
+                role: role_in(&p.name),
+                name: p.name,
+                public: p.public,
+                created_at: p.created_at,
+            })
+            .collect())
+    }
+
+    pub async fn get_project(&self, actor: &Actor, name: &str) -> Result<ProjectView> {
+        self.list_projects(actor)
+            .await?
+            .into_iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| ManageError::NotFound(format!("project {name:?}")))
+    }
+
+    pub async fn create_project(
+        &self,
+        actor: &Actor,
+        name: &str,
+        public: bool,
+    ) -> Result<ProjectView> {
+        let (me, admin) = self.require_user(actor)?;
+        if !admin && self.config().project_creation == ProjectCreation::Admins {
+            return Err(ManageError::Forbidden(
+                "only system administrators may create projects".into(),
+            ));
+        }
+        check_name("project", name)?;
+        let p = self
+            .metadata()
+            .create_project(name, public, Some(me))
+            .await?;
+        self.audit_change(actor, "project.create", format!("{name} public={public}"));
+        Ok(ProjectView {
+            name: p.name,
+            public: p.public,
+            created_at: p.created_at,
+            role: Some(Role::Admin),
+        })
+    }
+
+    pub async fn set_project_public(&self, actor: &Actor, name: &str, public: bool) -> Result<()> {
+        self.require_project_admin(actor, name).await?;
+        self.metadata().set_public(name, public).await?;
+        self.audit_change(actor, "project.update", format!("{name} public={public}"));
+        Ok(())
+    }
+
+    pub async fn delete_project(&self, actor: &Actor, name: &str) -> Result<()> {
+        self.require_project_admin(actor, name).await?;
+        self.metadata().delete_project(name).await?;
+        self.audit_change(actor, "project.delete", name.to_string());
+        Ok(())
+    }
+
+    /// Members are visible to the project's members and to admins.
+    pub async fn members(
+        &self,
+        actor: &Actor,
+        project: &str,
+    ) -> Result<Vec<crate::metadata::Member>> {
+        let view = self.get_project(actor, project).await?;
+        if view.role.is_none() && !actor.principal.is_admin() {
+            return Err(ManageError::Forbidden(format!(
+                "only members of {project:?} may see its members"
+            )));
+        }
+        Ok(self.metadata().members(project).await?)
+    }
+
+    pub async fn set_member(
+        &self,
+        actor: &Actor,
+        project: &str,
+        user: &str,
+        role: Role,
+    ) -> Result<()> {
+        self.require_project_admin(actor, project).await?;
+        self.metadata().set_member(project, user, role).await?;
+        self.audit_change(actor, "member.set", format!("{project}: {user}={role}"));
+        Ok(())
+    }
+
+    pub async fn remove_member(&self, actor: &Actor, project: &str, user: &str) -> Result<()> {
+        self.require_project_admin(actor, project).await?;
+        if !self.metadata().remove_member(project, user).await? {
+            return Err(ManageError::NotFound(format!(
+                "member {user:?} of {project:?}"
+            )));
+        }
+        self.audit_change(actor, "member.remove", format!("{project}: {user}"));
+        Ok(())
+    }
+
+    pub async fn list_robots(&self, actor: &Actor, project: &str) -> Result<Vec<RobotView>> {
+        self.require_project_admin(actor, project).await?;
+        let robots = self.metadata().list_robots(Some(project)).await?;
+        Ok(robots.into_iter().map(robot_view).collect())
+    }
+
+    /// Makes `robot$<project>+<name>`; its secret is returned once.
+    pub async fn create_robot(
+        &self,
+        actor: &Actor,
+        project: &str,
+        name: &str,
+        actions: Vec<Action>,
+        expires_at: Option<i64>,
+    ) -> Result<Created<RobotView>> {
+        self.require_project_admin(actor, project).await?;
+        check_name("robot", name)?;
+        if actions.is_empty() {
+            return Err(ManageError::Invalid(
+                "a robot needs at least one action".into(),
+            ));
+        }
+        if expires_at.is_some_and(|t| t <= now_ms()) {
+            return Err(ManageError::Invalid("expiry is in the past".into()));
+        }
+        let secret = generate_secret("");
+        let robot = self
+            .metadata()
+            .create_robot(&NewRobot {
+                name: format!("{ROBOT_PREFIX}{project}+{name}"),
+                secret_hash: hash_password(&secret),
+                project: project.to_string(),
+                actions,
+                expires_at,
+                created_by: actor.principal.name().to_string(),
+            })
+            .await?;
+        self.audit_change(actor, "robot.create", robot.name.clone());
+        Ok(Created {
+            item: robot_view(robot),
+            secret,
+        })
+    }
+
+    pub async fn delete_robot(&self, actor: &Actor, project: &str, robot: &str) -> Result<()> {
+        self.require_project_admin(actor, project).await?;
+        let found = self.metadata().get_robot(robot).await?;
+        if found.is_none_or(|r| r.project != project)
+            || !self.metadata().delete_robot(robot).await?
+        {
+            return Err(ManageError::NotFound(format!(
+                "robot {robot:?} of {project:?}"
+            )));
+        }
+        self.forget(robot);
+        self.audit_change(actor, "robot.delete", robot.to_string());
+        Ok(())
+    }
+
+    pub async fn list_tokens(&self, actor: &Actor) -> Result<Vec<TokenView>> {
+        let (me, _) = self.require_user(actor)?;
+        let tokens = self.metadata().access_tokens_of(me).await?;
+        Ok(tokens
+            .into_iter()
+            .map(|t| TokenView {
+                id: t.id,
+                name: t.name,
+                expires_at: t.expires_at,
+                created_at: t.created_at,
+                last_used_at: t.last_used_at,
+            })
+            .collect())
+    }
+
+    /// A personal access token for the caller; returned once.
+    pub async fn create_token(
+        &self,
+        actor: &Actor,
+        name: &str,
+        expires_at: Option<i64>,
+    ) -> Result<Created<TokenView>> {
+        let (me, _) = self.require_user(actor)?;
+        if name.trim().is_empty() {
+            return Err(ManageError::Invalid("a token needs a name".into()));
+        }
+        let random = generate_secret("");
+        let t = self
+            .metadata()
+            .create_access_token(me, name, &hash_password(&random), expires_at)
+            .await?;
+        self.audit_change(actor, "token.create", format!("{me}: {name}"));
+        Ok(Created {
+            secret: format_pat(&t.id, &random),
+            item: TokenView {
+                id: t.id,
+                name: t.name,
+                expires_at: t.expires_at,
+                created_at: t.created_at,
+                last_used_at: t.last_used_at,
+            },
+        })
+    }
+
+    pub async fn delete_token(&self, actor: &Actor, id: &str) -> Result<()> {
+        let (me, _) = self.require_user(actor)?;
+        if !self.metadata().delete_access_token(me, id).await? {
+            return Err(ManageError::NotFound(format!("token {id:?}")));
+        }
+        self.forget(me);
+        self.audit_change(actor, "token.delete", format!("{me}: {id}"));
+        Ok(())
+    }
+
+    pub async fn audit_log(&self, actor: &Actor, filter: &AuditFilter) -> Result<Vec<AuditEvent>> {
+        self.require_admin(actor)?;
+        self.audit().flush().await;
+        Ok(self.metadata().query(filter).await?)
+    }
+}
+
+fn robot_view(r: crate::metadata::Robot) -> RobotView {
+    RobotView {
+        name: r.name,
+        project: r.project,
+        actions: r.actions,
+        expires_at: r.expires_at,
+        created_by: r.created_by,
+        created_at: r.created_at,
+        disabled: r.disabled,
+    }
+}

@@ -1,0 +1,503 @@
+//! The authentication and authorization service: turns credentials into a
+//! principal, decides what it may do, issues bearer tokens and keeps the
+//! audit trail. The HTTP layer calls it; it calls the metadata layer.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::credcache::CredentialCache;
+use super::htpasswd::HtpasswdFile;
+use super::limiter::LoginLimiter;
+use super::password::{generate_secret, hash_password, verify_password};
+use super::policy::{allowed_actions, Principal, ProjectFacts};
+use super::token::{Claims, ResourceActions, TokenError, TokenKeys};
+use crate::config::{AuthConfig, AuthMode};
+use crate::metadata::{Action, Metadata, MetadataError};
+use crate::oci::RepoName;
+
+/// Prefix of personal access tokens: `berth_pat_<id>_<secret>`.
+pub const PAT_PREFIX: &str = "berth_pat_";
+/// Robot account names start with this.
+pub const ROBOT_PREFIX: &str = "robot$";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("invalid username or password")]
+    BadCredentials,
+    #[error("too many failed logins; retry in {} s", .0.as_secs().max(1))]
+    RateLimited(Duration),
+    #[error("invalid token: {0}")]
+    InvalidToken(#[from] TokenError),
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+}
+
+/// What a request may do.
+#[derive(Debug, Clone)]
+pub enum Grant {
+    /// Decided per request from the principal's rights (Basic auth,
+    /// anonymous requests, or authentication turned off).
+    Principal(Principal),
+    /// A bearer token: exactly the access it lists.
+    Token {
+        subject: String,
+        access: Vec<ResourceActions>,
+    },
+}
+
+impl Grant {
+    pub fn actor(&self) -> &str {
+        match self {
+            Grant::Principal(p) => p.name(),
+            Grant::Token { subject, .. } => subject,
+        }
+    }
+
+    pub fn is_anonymous(&self) -> bool {
+        match self {
+            Grant::Principal(p) => *p == Principal::Anonymous,
+            Grant::Token { subject, .. } => subject.is_empty(),
+        }
+    }
+}
+
+/// An issued token as the token endpoint returns it.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    pub token: String,
+    pub expires_in: u64,
+    pub issued_at: SystemTime,
+    pub access: Vec<ResourceActions>,
+}
+
+pub struct AuthService {
+    metadata: Arc<dyn Metadata>,
+    keys: TokenKeys,
+    htpasswd: Option<Arc<HtpasswdFile>>,
+    verified: CredentialCache<Principal>,
+    limiter: LoginLimiter,
+    config: AuthConfig,
+    audit: super::audit::AuditSink,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl AuthService {
+    /// Opens the service: token keys under `<data_dir>/keys`, the htpasswd
+    /// file, and the first admin account when there is no account yet.
+    pub async fn open(
+        metadata: Arc<dyn Metadata>,
+        config: &AuthConfig,
+        data_dir: &Path,
+    ) -> anyhow::Result<AuthService> {
+        let keys = TokenKeys::load_or_create(&data_dir.join("keys"))?;
+        let htpasswd = match &config.htpasswd_file {
+            Some(path) => Some(Arc::new(HtpasswdFile::open(path.clone())?)),
+            None => None,
+        };
+        let service = AuthService {
+            audit: super::audit::AuditSink::start(metadata.clone()),
+            metadata,
+            keys,
+            htpasswd,
+            verified: CredentialCache::new(Duration::from_secs(config.credential_cache_seconds)),
+            limiter: LoginLimiter::new(
+                config.login_max_failures,
+                Duration::from_secs(config.login_window_seconds),
+            ),
+            config: config.clone(),
+        };
+        if config.mode == AuthMode::Token {
+            service.bootstrap_admin().await?;
+        } else {
+            tracing::warn!(
+                "AUTHENTICATION IS OFF (auth.mode = \"none\"): anyone who can reach this \
+                 registry may push, pull and delete. Use this only for a throwaway local registry."
+            );
+        }
+        Ok(service)
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.config.mode == AuthMode::Token
+    }
+
+    pub fn config(&self) -> &AuthConfig {
+        &self.config
+    }
+
+    pub(super) fn metadata(&self) -> &dyn Metadata {
+        &*self.metadata
+    }
+
+    pub fn audit(&self) -> &super::audit::AuditSink {
+        &self.audit
+    }
+
+    async fn bootstrap_admin(&self) -> anyhow::Result<()> {
+        if self.metadata.count_users().await? > 0 {
+            return Ok(());
+        }
+        let from_file = match &self.config.admin_password_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)?
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string(),
+            ),
+            None => None,
+        };
+        let (password, generated) = match self.config.admin_password.clone().or(from_file) {
+            Some(p) if !p.is_empty() => (p, false),
+            _ => (generate_secret(""), true),
+        };
+        self.metadata
+            .create_user("admin", &hash_password(&password), true)
+            .await?;
+        if generated {
+            // Printed once, on the first start only: the hash is all we keep.
+            tracing::warn!(
+                "created the first account: user \"admin\", password \"{password}\" \
+                 (shown only now; change it with `berth user passwd admin`)"
+            );
+        } else {
+            tracing::info!("created the first account \"admin\" with the configured password");
+        }
+        Ok(())
+    }
+
+    /// Checks a username and secret (password, personal access token or
+    /// robot secret) from HTTP Basic or the token endpoint.
+    pub async fn login(
+        &self,
+        user: &str,
+        secret: &str,
+        source: IpAddr,
+    ) -> Result<Principal, AuthError> {
+        if let Some(p) = self.verified.get(user, secret) {
+            return Ok(p);
+        }
+        self.limiter
+            .check(user, source)
+            .map_err(AuthError::RateLimited)?;
+        let found = self.verify(user, secret).await?;
+        self.audit
+            .record(super::audit::login(user, source, found.is_some()));
+        match found {
+            Some(p) => {
+                self.limiter.record_success(user, source);
+                self.verified.put(user, secret, p.clone());
+                Ok(p)
+            }
+            None => {
+                self.limiter.record_failure(user, source);
+                Err(AuthError::BadCredentials)
+            }
+        }
+    }
+
+    async fn verify(&self, user: &str, secret: &str) -> Result<Option<Principal>, AuthError> {
+        let now_ms = (unix_now() * 1000) as i64;
+        if user.starts_with(ROBOT_PREFIX) {
+            let Some(robot) = self.metadata.get_robot(user).await? else {
+                return Ok(None);
+            };
+            let live = !robot.disabled && !robot.is_expired(now_ms);
+            return Ok(
+                (live && slow_verify(secret, &robot.secret_hash).await).then(|| Principal::Robot {
+                    name: robot.name.clone(),
+                    project: robot.project.clone(),
+                    actions: robot.actions.clone(),
+                }),
+            );
+        }
+        if let Some(u) = self.metadata.get_user(user).await? {
+            if u.disabled {
+                return Ok(None);
+            }
+            let principal = Principal::User {
+                name: u.name.clone(),
+                admin: u.admin,
+            };
+            if slow_verify(secret, &u.password_hash).await {
+                return Ok(Some(principal));
+            }
+            if let Some((id, random)) = parse_pat(secret) {
+                if let Some(t) = self.metadata.get_access_token(id).await? {
+                    let live = t.user == u.name && !t.is_expired(now_ms);
+                    if live && slow_verify(random, &t.secret_hash).await {
+                        // Recording each use is a write: once a minute is enough.
+                        if t.last_used_at.is_none_or(|at| now_ms - at > 60_000) {
+                            self.metadata.touch_access_token(id, now_ms).await?;
+                        }
+                        return Ok(Some(principal));
+                    }
+                }
+            }
+            return Ok(None);
+        }
+        let htpasswd_ok = match self.htpasswd.clone() {
+            Some(file) => {
+                let (user, secret) = (user.to_string(), secret.to_string());
+                tokio::task::spawn_blocking(move || file.verify(&user, &secret))
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or(false)
+            }
+            None => false,
+        };
+        Ok(htpasswd_ok.then(|| Principal::User {
+            name: user.to_string(),
+            admin: false,
+        }))
+    }
+
+    /// Forget cached verifications of `user` (password changed, deleted…).
+    pub fn forget(&self, user: &str) {
+        self.verified.invalidate_user(user);
+    }
+
+    /// Verifies a bearer token presented to the registry.
+    pub fn verify_token(&self, token: &str) -> Result<Grant, AuthError> {
+        let claims = self
+            .keys
+            .verify(token, &self.config.service, &self.config.issuer)?;
+        Ok(Grant::Token {
+            subject: claims.sub,
+            access: claims.access,
+        })
+    }
+
+    /// Resolves a token's subject back to a principal (for listings that
+    /// are filtered per caller, such as the catalog).
+    pub async fn principal_named(&self, name: &str) -> Result<Principal, AuthError> {
+        if name.is_empty() {
+            return Ok(Principal::Anonymous);
+        }
+        if name.starts_with(ROBOT_PREFIX) {
+            if let Some(r) = self.metadata.get_robot(name).await? {
+                return Ok(Principal::Robot {
+                    name: r.name,
+                    project: r.project,
+                    actions: r.actions,
+                });
+            }
+            return Ok(Principal::Anonymous);
+        }
+        Ok(match self.metadata.get_user(name).await? {
+            Some(u) if !u.disabled => Principal::User {
+                name: u.name,
+                admin: u.admin,
+            },
+            Some(_) => Principal::Anonymous,
+            None => Principal::User {
+                name: name.to_string(),
+                admin: false,
+            },
+        })
+    }
+
+    /// The actions `who` may perform on `repo`.
+    pub async fn actions_on(
+        &self,
+        who: &Principal,
+        repo: &RepoName,
+    ) -> Result<Vec<Action>, AuthError> {
+        if !self.enabled() {
+            return Ok(vec![Action::Pull, Action::Push, Action::Delete]);
+        }
+        let project = repo.project();
+        let facts = match self.metadata.get_project(project).await? {
+            None => ProjectFacts::default(),
+            Some(p) => ProjectFacts {
+                public: Some(p.public),
+                role: match who {
+                    Principal::User { name, .. } => self.metadata.role_of(project, name).await?,
+                    _ => None,
+                },
+            },
+        };
+        Ok(allowed_actions(
+            who,
+            project,
+            &facts,
+            self.config.project_creation,
+        ))
+    }
+
+    /// Whether `grant` covers `action` on `repo`.
+    pub async fn permits(
+        &self,
+        grant: &Grant,
+        repo: &RepoName,
+        action: Action,
+    ) -> Result<bool, AuthError> {
+        match grant {
+            Grant::Principal(p) => Ok(self.actions_on(p, repo).await?.contains(&action)),
+            Grant::Token { access, .. } => Ok(access.iter().any(|a| {
+                a.kind == "repository"
+                    && a.name == repo.as_str()
+                    && a.actions.iter().any(|x| x == action.as_str() || x == "*")
+            })),
+        }
+    }
+
+    /// Creates the project of `repo` on a first push, owned by the pusher.
+    pub async fn ensure_project(&self, repo: &RepoName, owner: &str) -> Result<(), AuthError> {
+        if !self.enabled() || self.metadata.get_project(repo.project()).await?.is_some() {
+            return Ok(());
+        }
+        let owner = (owner != "anonymous" && !owner.starts_with(ROBOT_PREFIX)).then_some(owner);
+        match self
+            .metadata
+            .create_project(repo.project(), false, owner)
+            .await
+        {
+            Ok(_) | Err(MetadataError::Duplicate(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Issues a token holding the intersection of what was asked and what
+    /// `who` may do.
+    pub async fn issue_token(
+        &self,
+        who: &Principal,
+        requested: Vec<ResourceActions>,
+        source: IpAddr,
+    ) -> Result<IssuedToken, AuthError> {
+        let mut granted = Vec::new();
+        for want in requested {
+            let allowed: Vec<String> = match want.kind.as_str() {
+                "repository" => match want.name.parse::<RepoName>() {
+                    Ok(repo) => self
+                        .actions_on(who, &repo)
+                        .await?
+                        .iter()
+                        .map(|a| a.as_str().to_string())
+                        .collect(),
+                    Err(_) => Vec::new(),
+                },
+                // The catalog is filtered per caller; any signed-in caller may ask.
+                "registry" if want.name == "catalog" && *who != Principal::Anonymous => {
+                    vec!["*".to_string()]
+                }
+                _ => Vec::new(),
+            };
+            let actions: Vec<String> = want
+                .actions
+                .iter()
+                .filter(|a| allowed.contains(a) || (a.as_str() == "*" && allowed.len() == 3))
+                .cloned()
+                .collect();
+            if !actions.is_empty() {
+                granted.push(ResourceActions {
+                    kind: want.kind,
+                    name: want.name,
+                    actions,
+                });
+            }
+        }
+        let now = unix_now();
+        let ttl = self.config.token_ttl_seconds;
+        let claims = Claims {
+            iss: self.config.issuer.clone(),
+            sub: match who {
+                Principal::Anonymous => String::new(),
+                p => p.name().to_string(),
+            },
+            aud: self.config.service.clone(),
+            exp: now + ttl,
+            nbf: now.saturating_sub(1),
+            iat: now,
+            jti: uuid::Uuid::new_v4().to_string(),
+            access: granted.clone(),
+        };
+        let token = self.keys.issue(&claims)?;
+        self.audit
+            .record(super::audit::token_issued(who.name(), source, &granted));
+        Ok(IssuedToken {
+            token,
+            expires_in: ttl,
+            issued_at: SystemTime::now(),
+            access: granted,
+        })
+    }
+
+    /// A long-lived refresh token for the OAuth2 flow (audience marked so it
+    /// can never pass as an access token).
+    pub fn issue_refresh_token(&self, who: &Principal) -> Result<String, AuthError> {
+        let now = unix_now();
+        let claims = Claims {
+            iss: self.config.issuer.clone(),
+            sub: who.name().to_string(),
+            aud: self.refresh_audience(),
+            exp: now + self.config.refresh_ttl_seconds,
+            nbf: now.saturating_sub(1),
+            iat: now,
+            jti: uuid::Uuid::new_v4().to_string(),
+            access: Vec::new(),
+        };
+        Ok(self.keys.issue(&claims)?)
+    }
+
+    /// The principal a refresh token was issued to, if it is still valid.
+    pub async fn redeem_refresh_token(&self, token: &str) -> Result<Principal, AuthError> {
+        let claims = self
+            .keys
+            .verify(token, &self.refresh_audience(), &self.config.issuer)?;
+        match self.principal_named(&claims.sub).await? {
+            Principal::Anonymous => Err(AuthError::BadCredentials),
+            p => Ok(p),
+        }
+    }
+
+    fn refresh_audience(&self) -> String {
+        format!("{}#refresh", self.config.service)
+    }
+}
+
+/// Password hashes are slow by design (tens of milliseconds): verify them
+/// off the async workers.
+async fn slow_verify(secret: &str, hash: &str) -> bool {
+    let (secret, hash) = (secret.to_string(), hash.to_string());
+    tokio::task::spawn_blocking(move || verify_password(&secret, &hash))
+        .await
+        .unwrap_or(false)
+}
+
+/// Splits a personal access token `berth_pat_<id>_<random>`; only the
+/// random part is stored (hashed), so the store can choose the id.
+pub fn parse_pat(secret: &str) -> Option<(&str, &str)> {
+    let (id, random) = secret.strip_prefix(PAT_PREFIX)?.split_once('_')?;
+    (!id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric())).then_some((id, random))
+}
+
+/// Formats a personal access token from its id and random part.
+pub fn format_pat(id: &str, random: &str) -> String {
+    format!("{PAT_PREFIX}{id}_{random}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{format_pat, parse_pat};
+
+    #[test]
+    fn personal_access_tokens_carry_their_id() {
+        assert_eq!(
+            parse_pat(&format_pat("42ab", "abc_def")),
+            Some(("42ab", "abc_def"))
+        );
+        assert_eq!(parse_pat("berth_pat__abcdef"), None);
+        assert_eq!(parse_pat("password"), None);
+    }
+}
