@@ -1,3 +1,5 @@
+mod cli;
+
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -47,6 +49,48 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Manage accounts.
+    User {
+        #[command(subcommand)]
+        action: cli::UserCommand,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Manage projects and their members.
+    Project {
+        #[command(subcommand)]
+        action: cli::ProjectCommand,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Manage robot accounts.
+    Robot {
+        #[command(subcommand)]
+        action: cli::RobotCommand,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Manage personal access tokens.
+    Token {
+        #[command(subcommand)]
+        action: cli::TokenCommand,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Show the audit log, newest first, one JSON object a line.
+    Audit {
+        #[command(flatten)]
+        args: cli::AuditArgs,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Token-signing keys.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
@@ -54,6 +98,12 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Add a new signing key; tokens signed by older keys stay valid.
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -114,8 +164,36 @@ fn main() -> anyhow::Result<()> {
         Command::Serve { common } => {
             let config = load(&common)?;
             let _log_guard = init_logging(&config);
-            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            runtime.block_on(berth::server::serve(config))
+            runtime()?.block_on(berth::server::serve(config))
         }
+        Command::User { action, common } => admin(&common, |c| cli::user(c, action)),
+        Command::Project { action, common } => admin(&common, |c| cli::project(c, action)),
+        Command::Robot { action, common } => admin(&common, |c| cli::robot(c, action)),
+        Command::Token { action, common } => admin(&common, |c| cli::token(c, action)),
+        Command::Audit { args, common } => admin(&common, |c| cli::audit(c, args)),
+        Command::Keys {
+            action: KeysAction::Rotate,
+            common,
+        } => cli::rotate_keys(&load(&common)?),
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().context("starting the async runtime")
+}
+
+/// Runs an administration command against the configured data directory.
+fn admin<'a, F, Fut>(common: &Common, run: F) -> anyhow::Result<()>
+where
+    F: FnOnce(&'a Config) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + 'a,
+{
+    let config: &'a Config = Box::leak(Box::new(load(common)?));
+    // Warnings (such as the first admin's generated password) still show.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    runtime()?.block_on(run(config))
 }

@@ -80,12 +80,18 @@ impl FromRequestParts<AppState> for Actor {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Actor, ApiError> {
         let source = source_of(&parts.extensions);
+        // Registry tokens carry repository scopes only: they never stand in
+        // for their owner here. Basic credentials (passwords, personal
+        // access tokens) do.
         let principal = match identify(state, &parts.headers, source).await? {
             Grant::Principal(p) => p,
-            Grant::Token { subject, .. } => {
-                state.auth.principal_named(&subject).await.map_err(|e| {
-                    super::auth::login_error(e, (header::WWW_AUTHENTICATE, "Basic".into()))
-                })?
+            Grant::Token { .. } => {
+                return Err(ApiError::new(
+                    ErrorCode::Unauthorized,
+                    "the management API takes Basic credentials (a password or \
+                     personal access token), not registry tokens",
+                )
+                .with_header(header::WWW_AUTHENTICATE, "Basic realm=\"berth\"".into()))
             }
         };
         // With authentication off, whoever calls is in charge.

@@ -72,6 +72,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .with_state(state)
         .layer(middleware::from_fn(log_internal_errors))
+        .layer(middleware::from_fn(host_from_authority))
         .layer(SetResponseHeaderLayer::overriding(
             axum::http::HeaderName::from_static("docker-distribution-api-version"),
             HeaderValue::from_static("registry/2.0"),
@@ -151,10 +152,21 @@ async fn v2_endpoint(
         Err(e) => return e.into_response(),
     };
     let audited = audit_action(&route, &method);
+    // The catalog is filtered by what the caller may pull, not by the
+    // repositories a token happens to name.
+    let grant = match (&route, &caller.grant) {
+        (V2Route::Catalog, crate::auth::Grant::Token { subject, .. }) => {
+            match state.auth.principal_named(subject).await {
+                Ok(p) => crate::auth::Grant::Principal(p),
+                Err(_) => crate::auth::Grant::Principal(crate::auth::Principal::Anonymous),
+            }
+        }
+        (_, g) => g.clone(),
+    };
     let request = v2::Request {
         access: Access {
             auth: state.auth.clone(),
-            grant: caller.grant.clone(),
+            grant,
         },
         method,
         params,
@@ -197,6 +209,21 @@ fn audit_action<'a>(
         (V2Route::Blob { name, digest }, &Method::DELETE) => Some(("delete", name, digest)),
         _ => None,
     }
+}
+
+/// HTTP/2 requests carry the host in `:authority` (the URI), not in a
+/// `Host` header; token realms and redirects are built from `Host`.
+async fn host_from_authority(mut req: Request, next: Next) -> Response {
+    if !req.headers().contains_key(header::HOST) {
+        let authority = req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+        if let Some(value) = authority {
+            req.headers_mut().insert(header::HOST, value);
+        }
+    }
+    next.run(req).await
 }
 
 /// Logs the cause of every 500 once, inside the request's span.

@@ -318,11 +318,18 @@ impl AuthService {
     }
 
     pub async fn get_project(&self, actor: &Actor, name: &str) -> Result<ProjectView> {
-        self.list_projects(actor)
+        let found = self
+            .list_projects(actor)
             .await?
             .into_iter()
-            .find(|p| p.name == name)
-            .ok_or_else(|| ManageError::NotFound(format!("project {name:?}")))
+            .find(|p| p.name == name);
+        match found {
+            Some(p) => Ok(p),
+            // Anonymous callers see public projects only; anything else asks
+            // them to sign in rather than saying whether it exists.
+            None if actor.principal == Principal::Anonymous => Err(ManageError::Unauthenticated),
+            None => Err(ManageError::NotFound(format!("project {name:?}"))),
+        }
     }
 
     pub async fn create_project(
@@ -371,6 +378,9 @@ impl AuthService {
         actor: &Actor,
         project: &str,
     ) -> Result<Vec<crate::metadata::Member>> {
+        if actor.principal == Principal::Anonymous {
+            return Err(ManageError::Unauthenticated);
+        }
         let view = self.get_project(actor, project).await?;
         if view.role.is_none() && !actor.principal.is_admin() {
             return Err(ManageError::Forbidden(format!(

@@ -182,12 +182,14 @@ impl AuthService {
         secret: &str,
         source: IpAddr,
     ) -> Result<Principal, AuthError> {
-        if let Some(p) = self.verified.get(user, secret) {
-            return Ok(p);
-        }
+        // The limiter comes first: during a lockout even a correct (cached)
+        // password is refused, or the answers would tell guesses apart.
         self.limiter
             .check(user, source)
             .map_err(AuthError::RateLimited)?;
+        if let Some(p) = self.verified.get(user, secret) {
+            return Ok(p);
+        }
         let found = self.verify(user, secret).await?;
         self.audit
             .record(super::audit::login(user, source, found.is_some()));

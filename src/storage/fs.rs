@@ -2,23 +2,26 @@
 //! `<root>/uploads/<uuid>`. Both trees are on one filesystem so a commit is a
 //! rename.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 
 use super::{BlobAdmin, BlobRead, ByteStream, Result, StagedUpload, StorageError, UploadStore};
 use crate::oci::{Algorithm, Digest, Hasher};
 
 const READ_CHUNK: usize = 256 * 1024;
+/// Chunks read ahead of the client per download.
+const READ_AHEAD: usize = 4;
+/// Dirty bytes of an upload handed to the disk at a time, so writeback runs
+/// while the upload streams and the final fsync has little left to do.
+const WRITEBACK_STEP: u64 = 16 * 1024 * 1024;
 /// Chunks in flight between the request task (hashing) and the writer thread.
-const WRITE_QUEUE: usize = 32;
+const WRITE_QUEUE: usize = 8;
 
 #[derive(Debug, Clone)]
 pub struct FsStore {
@@ -79,6 +82,21 @@ fn not_found_as(e: io::Error, err: StorageError) -> StorageError {
     }
 }
 
+/// Asks the kernel to start writing a range of dirty pages now (without
+/// waiting). Only a hint: durability still comes from the fsync at commit.
+fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain syscall on a file descriptor we own; it reads no memory.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+}
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
@@ -94,17 +112,49 @@ impl BlobRead for FsStore {
     }
 
     async fn get(&self, digest: &Digest, range: Option<(u64, u64)>) -> Result<ByteStream> {
-        let mut file = tokio::fs::File::open(self.blob_path(digest))
+        let path = self.blob_path(digest);
+        let (mut file, len) =
+            tokio::task::spawn_blocking(move || -> Result<(std::fs::File, u64)> {
+                let mut file = std::fs::File::open(path)
+                    .map_err(|e| not_found_as(e, StorageError::NotFound))?;
+                let len = match range {
+                    Some((offset, len)) => {
+                        file.seek(io::SeekFrom::Start(offset))?;
+                        len
+                    }
+                    None => file.metadata()?.len(),
+                };
+                Ok((file, len))
+            })
             .await
-            .map_err(|e| not_found_as(e, StorageError::NotFound))?;
-        let len = match range {
-            Some((offset, len)) => {
-                file.seek(io::SeekFrom::Start(offset)).await?;
-                len
+            .map_err(io::Error::other)??;
+        // A reader thread keeps a few chunks ahead of the socket, so reading
+        // the file and sending to the client overlap.
+        let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(READ_AHEAD);
+        tokio::task::spawn_blocking(move || {
+            let mut left = len;
+            while left > 0 {
+                let mut buf = BytesMut::zeroed(READ_CHUNK.min(left as usize));
+                let item = match file.read(&mut buf) {
+                    Ok(0) => Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "blob shorter than recorded",
+                    )),
+                    Ok(n) => {
+                        buf.truncate(n);
+                        left -= n as u64;
+                        Ok(buf.freeze())
+                    }
+                    Err(e) => Err(e),
+                };
+                let failed = item.is_err();
+                // Stop when the client went away or the read failed (reported).
+                if tx.blocking_send(item).is_err() || failed {
+                    return;
+                }
             }
-            None => file.metadata().await?.len(),
-        };
-        Ok(ReaderStream::with_capacity(file.take(len), READ_CHUNK).boxed())
+        });
+        Ok(tokio_stream::wrappers::ReceiverStream::new(rx).boxed())
     }
 }
 
@@ -231,15 +281,21 @@ impl StagedUpload for FsUpload {
         // Hashing (here) and writing (a blocking thread) overlap, so a push
         // runs at the speed of the slower of the two rather than their sum.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(WRITE_QUEUE);
+        let base = self.size;
         let writer =
             tokio::task::spawn_blocking(move || -> (std::fs::File, u64, io::Result<()>) {
                 let mut file = file;
                 let mut written = 0u64;
+                let mut handed = 0u64;
                 while let Some(chunk) = rx.blocking_recv() {
                     if let Err(e) = file.write_all(&chunk) {
                         return (file, written, Err(e));
                     }
                     written += chunk.len() as u64;
+                    if written - handed >= WRITEBACK_STEP {
+                        start_writeback(&file, base + handed, written - handed);
+                        handed = written;
+                    }
                 }
                 (file, written, Ok(()))
             });

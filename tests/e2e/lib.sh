@@ -552,3 +552,152 @@ oci_verify_layout() {
 	echo "$n blobs verified in $1"
 	((n > 0))
 }
+
+# ---------------------------------------------------------------------------
+# access control (auth.sh, auth-tls.sh): berth with authentication on
+
+# registry_start_tls: registry_start for berth over HTTPS with its self-signed
+# certificate (`--tls-self-signed`). Sets what registry_start sets, with an https://
+# REG_URL, plus REG_CA: the certificate (PEM) clients must trust, written by berth
+# under the data directory. lib.sh's curl helpers reach the registry only when told
+# to trust it: pass --cacert, or run them under as_user/as_anonymous.
+registry_start_tls() {
+	[[ $E2E_TARGET == berth ]] || die "registry_start_tls needs E2E_TARGET=berth"
+	[[ -x $BERTH_BIN ]] || die "berth binary not found at $BERTH_BIN (cargo build --release --bin berth, or set BERTH_BIN)"
+	REG_PORT=${REG_PORT:-$(free_port)}
+	REG=127.0.0.1:$REG_PORT
+	REG_URL=https://$REG
+	REG_DATA=${REG_DATA:-$E2E_TMP/data}
+	REG_LOG=$E2E_TMP/registry.log
+	REG_CA=$REG_DATA/tls/berth.crt
+	mkdir -p "$REG_DATA"
+	echo "=== start (tls) $(date +%T) ===" >>"$REG_LOG"
+	env -u BERTH_BIN BERTH_AUTH__MODE="${BERTH_AUTH__MODE:-none}" \
+		"$BERTH_BIN" serve --tls-self-signed --listen "$REG" --data-dir "$REG_DATA" >>"$REG_LOG" 2>&1 &
+	REG_PID=$!
+	local i code
+	for ((i = 0; i < 300; i++)); do # 300 x 0.1 s = 30 s at most
+		if ! kill -0 "$REG_PID" 2>/dev/null; then
+			tail -n 30 "$REG_LOG" >&2
+			die "registry exited during startup"
+		fi
+		code=000
+		[[ ! -s $REG_CA ]] ||
+			code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 --cacert "$REG_CA" "$REG_URL/v2/" || true)
+		if [[ $code == 200 || $code == 401 ]]; then
+			log "registry (berth, TLS) up at $REG_URL pid=$REG_PID data=$REG_DATA ca=$REG_CA"
+			return 0
+		fi
+		sleep 0.1
+	done
+	die "registry (TLS) not ready after 30 s"
+}
+
+# Skip a whole berth-only script when E2E_TARGET is another registry (the reference
+# has no accounts, projects or management API). Call it right after e2e_init.
+berth_only() {
+	[[ $E2E_TARGET == berth ]] && return 0
+	skip "$E2E_NAME: berth's access control (E2E_TARGET=$E2E_TARGET has none)"
+	printf '%s: %d passed, %d failed, %d skipped\n' "$E2E_NAME" 0 0 "$E2E_SKIP"
+	exit 0
+}
+
+# curl_home USER PASS: a curl config directory (for CURL_HOME) whose .curlrc sends
+# USER:PASS with every request (none when USER is empty) and trusts REG_CA when set.
+# Echoes the directory.
+curl_home() {
+	local user=$1 pass=$2 dir
+	dir=$(mktemp -d "$E2E_TMP/curlhome.XXXXXX")
+	{
+		[[ -z $user ]] || printf 'user = "%s:%s"\n' "$user" "$pass"
+		[[ -z ${REG_CA:-} ]] || printf 'cacert = "%s"\n' "$REG_CA"
+	} >"$dir/.curlrc"
+	echo "$dir"
+}
+
+# as_user USER PASS CMD...: run CMD (e.g. verify_tree, tags_of, http_req) with every
+# curl it makes authenticated as USER (HTTP Basic, which /v2 accepts directly).
+# as_anonymous CMD...: the same without credentials (still trusting REG_CA).
+as_user() {
+	local home
+	home=$(curl_home "$1" "$2")
+	shift 2
+	(
+		export CURL_HOME=$home
+		"$@"
+	)
+}
+as_anonymous() { as_user "" "" "$@"; }
+
+# api CREDS METHOD PATH OUT [JSON]: a management API call (/api/v1/...) as CREDS
+# (user:secret); prints the status code, the body goes to OUT (headers to OUT.hdr).
+api() {
+	local creds=$1 method=$2 path=$3 out=$4 body=${5:-}
+	local -a a=(-u "$creds")
+	[[ -z ${REG_CA:-} ]] || a+=(--cacert "$REG_CA")
+	[[ -z $body ]] || a+=(-H 'Content-Type: application/json' --data-binary "$body")
+	http_req "$method" "$path" "$out" "${a[@]}"
+}
+
+# api_expect STATUS CREDS METHOD PATH [JSON]: api, which must answer STATUS; prints
+# the body.
+api_expect() {
+	local want=$1 out code
+	shift
+	out=$(mktemp "$E2E_TMP/api.XXXXXX")
+	code=$(api "$1" "$2" "$3" "$out" "${4:-}") || code="curl-error-$?"
+	[[ $code == "$want" ]] || {
+		echo "$2 $3 as ${1%%:*}: expected $want, got $code: $(head -c 400 "$out")"
+		return 1
+	}
+	cat "$out"
+}
+
+# dockerc NAME ARGS...: docker with its own client configuration directory NAME
+# (one per account, so each login's credentials stay apart and never touch
+# ~/.docker). Time-bounded like tmo.
+dockerc() {
+	local name=$1
+	shift
+	mkdir -p "$E2E_TMP/docker-config/$name"
+	DOCKER_CONFIG=$E2E_TMP/docker-config/$name tmo docker "$@"
+}
+
+# docker_logout_all: `docker logout` of REG in every dockerc configuration (for on_exit).
+docker_logout_all() {
+	local d
+	for d in "$E2E_TMP"/docker-config/*/; do
+		[[ -d $d ]] && DOCKER_CONFIG=$d timeout 30 docker logout "$REG" >/dev/null 2>&1
+	done
+	return 0
+}
+
+# containers_private_env: podman, buildah and skopeo on a private storage (vfs, in the
+# temp dir), runc, lowered ulimits, and their own credentials file (REGISTRY_AUTH_FILE),
+# as podman.sh explains. The registry is marked insecure (plain HTTP) unless REG_CA is
+# set (TLS: pass --cert-dir and --tls-verify=true instead).
+containers_private_env() {
+	cat >"$E2E_TMP/storage.conf" <<-EOF
+		[storage]
+		driver = "vfs"
+		graphroot = "$E2E_TMP/storage"
+		runroot = "$E2E_TMP/run"
+	EOF
+	cat >"$E2E_TMP/containers.conf" <<-EOF
+		[containers]
+		default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
+		netns = "none"
+		[engine]
+		runtime = "runc"
+		cgroup_manager = "cgroupfs"
+		events_logger = "file"
+	EOF
+	{
+		echo 'unqualified-search-registries = []'
+		if [[ -z ${REG_CA:-} ]]; then
+			printf '[[registry]]\nlocation = "%s"\ninsecure = true\n' "$REG"
+		fi
+	} >"$E2E_TMP/registries.conf"
+	export CONTAINERS_STORAGE_CONF=$E2E_TMP/storage.conf CONTAINERS_CONF=$E2E_TMP/containers.conf \
+		CONTAINERS_REGISTRIES_CONF=$E2E_TMP/registries.conf REGISTRY_AUTH_FILE=$E2E_TMP/containers-auth.json
+}

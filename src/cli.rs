@@ -1,0 +1,343 @@
+//! Administration commands: the `/api/v1` operations on the local data
+//! directory, run as a system administrator (whoever can read the data
+//! directory already holds every secret in it). A running server picks the
+//! changes up at once, except for credentials it verified in the last
+//! `auth.credential_cache_seconds`.
+
+use std::io::BufRead;
+
+use anyhow::{bail, Context};
+use clap::Subcommand;
+
+use berth::auth::manage::{Actor, UserUpdate};
+use berth::auth::{AuthService, Principal};
+use berth::config::Config;
+use berth::metadata::{Action, AuditFilter, Role};
+
+#[derive(Subcommand)]
+pub enum UserCommand {
+    /// Create an account; the password is read from standard input.
+    Add {
+        name: String,
+        /// Make the account a system administrator.
+        #[arg(long)]
+        admin: bool,
+        /// Read the password from the first line of standard input.
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// List accounts.
+    List,
+    /// Set an account's password from standard input.
+    Passwd {
+        name: String,
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// Grant or revoke system administration, or disable/enable an account.
+    Set {
+        name: String,
+        #[arg(long)]
+        admin: Option<bool>,
+        #[arg(long)]
+        disabled: Option<bool>,
+    },
+    /// Delete an account.
+    Del { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum ProjectCommand {
+    /// Create a project (private unless --public).
+    Add {
+        name: String,
+        #[arg(long)]
+        public: bool,
+    },
+    List,
+    /// Make a project public (anonymous pull) or private.
+    Visibility {
+        name: String,
+        public: bool,
+    },
+    /// Delete a project with its members and robot accounts.
+    Del {
+        name: String,
+    },
+    /// Members and roles of a project.
+    Members {
+        name: String,
+    },
+    /// Add a member or change a role: guest, developer, maintainer, admin.
+    Member {
+        name: String,
+        user: String,
+        role: Role,
+    },
+    /// Remove a member.
+    Unmember {
+        name: String,
+        user: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum RobotCommand {
+    /// Create robot$PROJECT+NAME; prints its secret once.
+    Add {
+        project: String,
+        name: String,
+        /// Comma-separated: pull, push, delete.
+        #[arg(long, value_delimiter = ',', required = true)]
+        actions: Vec<Action>,
+        /// Expire after this many days.
+        #[arg(long)]
+        expires_days: Option<u32>,
+    },
+    List {
+        project: String,
+    },
+    Del {
+        project: String,
+        robot: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Create a personal access token for USER; prints it once.
+    Add {
+        user: String,
+        name: String,
+        #[arg(long)]
+        expires_days: Option<u32>,
+    },
+    List {
+        user: String,
+    },
+    Del {
+        user: String,
+        id: String,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct AuditArgs {
+    #[arg(long)]
+    actor: Option<String>,
+    #[arg(long)]
+    action: Option<String>,
+    #[arg(long)]
+    repository: Option<String>,
+    /// Only events with an id below this (paging).
+    #[arg(long)]
+    before: Option<i64>,
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
+}
+
+/// Opens the authentication service of the data directory.
+async fn open(config: &Config) -> anyhow::Result<AuthService> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let metadata = berth::metadata::SqliteMetadata::open(&config.data_dir.join("metadata.db"))
+        .await
+        .with_context(|| format!("opening {}", config.data_dir.join("metadata.db").display()))?;
+    AuthService::open(
+        std::sync::Arc::new(metadata),
+        &config.auth,
+        &config.data_dir,
+    )
+    .await
+}
+
+fn admin() -> Actor {
+    Actor {
+        principal: Principal::User {
+            name: "cli".into(),
+            admin: true,
+        },
+        source: None,
+    }
+}
+
+fn as_user(name: &str) -> Actor {
+    Actor {
+        principal: Principal::User {
+            name: name.into(),
+            admin: false,
+        },
+        source: None,
+    }
+}
+
+fn read_password() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']).to_string();
+    if password.is_empty() {
+        bail!("no password on standard input");
+    }
+    Ok(password)
+}
+
+fn days_from_now(days: Option<u32>) -> Option<i64> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    days.map(|d| now + i64::from(d) * 86_400_000)
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+pub async fn user(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
+    let auth = open(config).await?;
+    let a = admin();
+    match cmd {
+        UserCommand::Add { name, admin, .. } => {
+            let password = read_password()?;
+            print_json(&auth.create_user(&a, &name, &password, admin).await?)?;
+        }
+        UserCommand::List => print_json(&auth.list_users(&a).await?)?,
+        UserCommand::Passwd { name, .. } => {
+            let update = UserUpdate {
+                password: Some(read_password()?),
+                ..UserUpdate::default()
+            };
+            auth.update_user(&a, &name, &update).await?;
+            println!("password of {name} changed");
+        }
+        UserCommand::Set {
+            name,
+            admin,
+            disabled,
+        } => {
+            let update = UserUpdate {
+                password: None,
+                admin,
+                disabled,
+            };
+            print_json(&auth.update_user(&a, &name, &update).await?)?;
+        }
+        UserCommand::Del { name } => {
+            auth.delete_user(&a, &name).await?;
+            println!("deleted {name}");
+        }
+    }
+    auth.audit().flush().await;
+    Ok(())
+}
+
+pub async fn project(config: &Config, cmd: ProjectCommand) -> anyhow::Result<()> {
+    let auth = open(config).await?;
+    let a = admin();
+    match cmd {
+        ProjectCommand::Add { name, public } => {
+            print_json(&auth.create_project(&a, &name, public).await?)?
+        }
+        ProjectCommand::List => print_json(&auth.list_projects(&a).await?)?,
+        ProjectCommand::Visibility { name, public } => {
+            auth.set_project_public(&a, &name, public).await?;
+            println!(
+                "{name} is now {}",
+                if public { "public" } else { "private" }
+            );
+        }
+        ProjectCommand::Del { name } => {
+            auth.delete_project(&a, &name).await?;
+            println!("deleted {name}");
+        }
+        ProjectCommand::Members { name } => {
+            for m in auth.members(&a, &name).await? {
+                println!("{}\t{}", m.user, m.role);
+            }
+        }
+        ProjectCommand::Member { name, user, role } => {
+            auth.set_member(&a, &name, &user, role).await?;
+            println!("{user} is {role} of {name}");
+        }
+        ProjectCommand::Unmember { name, user } => {
+            auth.remove_member(&a, &name, &user).await?;
+            println!("{user} removed from {name}");
+        }
+    }
+    auth.audit().flush().await;
+    Ok(())
+}
+
+pub async fn robot(config: &Config, cmd: RobotCommand) -> anyhow::Result<()> {
+    let auth = open(config).await?;
+    let a = admin();
+    match cmd {
+        RobotCommand::Add {
+            project,
+            name,
+            actions,
+            expires_days,
+        } => {
+            let created = auth
+                .create_robot(&a, &project, &name, actions, days_from_now(expires_days))
+                .await?;
+            print_json(&created)?;
+            eprintln!("the secret is shown only now: store it");
+        }
+        RobotCommand::List { project } => print_json(&auth.list_robots(&a, &project).await?)?,
+        RobotCommand::Del { project, robot } => {
+            auth.delete_robot(&a, &project, &robot).await?;
+            println!("revoked {robot}");
+        }
+    }
+    auth.audit().flush().await;
+    Ok(())
+}
+
+pub async fn token(config: &Config, cmd: TokenCommand) -> anyhow::Result<()> {
+    let auth = open(config).await?;
+    match cmd {
+        TokenCommand::Add {
+            user,
+            name,
+            expires_days,
+        } => {
+            let created = auth
+                .create_token(&as_user(&user), &name, days_from_now(expires_days))
+                .await?;
+            print_json(&created)?;
+            eprintln!("the token is shown only now: store it");
+        }
+        TokenCommand::List { user } => print_json(&auth.list_tokens(&as_user(&user)).await?)?,
+        TokenCommand::Del { user, id } => {
+            auth.delete_token(&as_user(&user), &id).await?;
+            println!("revoked token {id}");
+        }
+    }
+    auth.audit().flush().await;
+    Ok(())
+}
+
+pub async fn audit(config: &Config, args: AuditArgs) -> anyhow::Result<()> {
+    let auth = open(config).await?;
+    let filter = AuditFilter {
+        actor: args.actor,
+        action: args.action,
+        repository: args.repository,
+        before_id: args.before,
+        limit: args.limit,
+        ..AuditFilter::default()
+    };
+    for e in auth.audit_log(&admin(), &filter).await? {
+        println!("{}", serde_json::to_string(&e)?);
+    }
+    Ok(())
+}
+
+/// Adds a new token-signing key; tokens signed with older keys stay valid.
+pub fn rotate_keys(config: &Config) -> anyhow::Result<()> {
+    let kid = berth::auth::TokenKeys::rotate(&config.data_dir.join("keys"))?;
+    println!("new signing key {kid}; restart berth to sign with it");
+    Ok(())
+}
