@@ -8,6 +8,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use super::password::{generate_secret, hash_password};
+
+/// Hashing is slow by design (tens of milliseconds): off the async workers.
+async fn slow_hash(secret: &str) -> String {
+    let secret = secret.to_string();
+    match tokio::task::spawn_blocking(move || hash_password(&secret)).await {
+        Ok(hash) => hash,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
 use super::policy::Principal;
 use super::service::{format_pat, AuthService, ROBOT_PREFIX};
 use crate::config::ProjectCreation;
@@ -209,7 +218,7 @@ impl AuthService {
         check_password(password)?;
         let user = self
             .metadata()
-            .create_user(name, &hash_password(password), admin)
+            .create_user(name, &slow_hash(password).await, admin)
             .await?;
         self.audit_change(actor, "user.create", format!("{name} admin={admin}"));
         Ok(user.into())
@@ -233,7 +242,7 @@ impl AuthService {
         let missing = || ManageError::NotFound(format!("user {name:?}"));
         if let Some(p) = &update.password {
             check_password(p)?;
-            m.set_password(name, &hash_password(p))
+            m.set_password(name, &slow_hash(p).await)
                 .await?
                 .then_some(())
                 .ok_or_else(missing)?;
@@ -444,7 +453,7 @@ impl AuthService {
             .metadata()
             .create_robot(&NewRobot {
                 name: format!("{ROBOT_PREFIX}{project}+{name}"),
-                secret_hash: hash_password(&secret),
+                secret_hash: slow_hash(&secret).await,
                 project: project.to_string(),
                 actions,
                 expires_at,
@@ -502,7 +511,7 @@ impl AuthService {
         let random = generate_secret("");
         let t = self
             .metadata()
-            .create_access_token(me, name, &hash_password(&random), expires_at)
+            .create_access_token(me, name, &slow_hash(&random).await, expires_at)
             .await?;
         self.audit_change(actor, "token.create", format!("{me}: {name}"));
         Ok(Created {
