@@ -11,3 +11,4 @@ pub mod oci;
 pub mod server;
 pub mod storage;
 pub mod tls;
+pub mod ui;

@@ -38,6 +38,8 @@ pub async fn open_state(config: &Config) -> anyhow::Result<AppState> {
             .context("opening metadata database")?,
     );
     let registry = Registry::new(Arc::new(storage), metadata.clone(), config.core_settings());
+    let ui = crate::ui::UiContext::open(dir, metadata.clone())
+        .context("opening the web UI's session key")?;
     let auth = AuthService::open(metadata, &config.auth, dir)
         .await
         .context("setting up authentication")?;
@@ -46,6 +48,7 @@ pub async fn open_state(config: &Config) -> anyhow::Result<AppState> {
         registry: Arc::new(registry),
         auth: Arc::new(auth),
         scheme: if tls_on { "https" } else { "http" },
+        ui: Arc::new(ui),
     })
 }
 

@@ -1755,3 +1755,95 @@ async fn project_rights_stop_at_the_project_boundary() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Accounts from an htpasswd file can create projects by pushing (when users
+/// may) and can be made members, like local accounts.
+#[tokio::test]
+async fn htpasswd_accounts_push_into_new_projects_and_become_members() {
+    use axum::body::Body;
+    use axum::http::{header, Request, StatusCode};
+    use base64::Engine;
+    use tower::ServiceExt;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("htpasswd");
+    let hash = bcrypt::hash("bench-password", 4).unwrap();
+    std::fs::write(&file, format!("bench:{hash}\n")).unwrap();
+    let mut config = berth::config::Config {
+        data_dir: tmp.path().join("data"),
+        ..Default::default()
+    };
+    config.auth.admin_password = Some("admin-password".into());
+    config.auth.htpasswd_file = Some(file);
+    config.auth.project_creation = berth::config::ProjectCreation::Users;
+    let app = berth::server::build_app(&config).await.unwrap();
+    let basic = |user: &str, pw: &str| {
+        let raw = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"));
+        format!("Basic {raw}")
+    };
+    let call = |method: &str, uri: &str, auth: String, body: &'static str| {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::AUTHORIZATION, auth)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let digest = format!("sha256:{}", "0".repeat(64));
+    let head = app
+        .clone()
+        .oneshot(call(
+            "HEAD",
+            &format!("/v2/newproj/app/blobs/{digest}"),
+            basic("bench", "bench-password"),
+            "",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        head.status(),
+        StatusCode::NOT_FOUND,
+        "docker checks blobs before pushing"
+    );
+    let start = app
+        .clone()
+        .oneshot(call(
+            "POST",
+            "/v2/newproj/app/blobs/uploads/",
+            basic("bench", "bench-password"),
+            "",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(start.status(), StatusCode::ACCEPTED);
+    let wrong = app
+        .clone()
+        .oneshot(call("GET", "/v2/", basic("bench", "wrong-password"), ""))
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let admin = basic("admin", "admin-password");
+    let created = app
+        .clone()
+        .oneshot(call(
+            "POST",
+            "/api/v1/projects",
+            admin.clone(),
+            r#"{"name":"other"}"#,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let member = app
+        .clone()
+        .oneshot(call(
+            "PUT",
+            "/api/v1/projects/other/members/bench",
+            admin,
+            r#"{"role":"developer"}"#,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(member.status(), StatusCode::NO_CONTENT);
+}

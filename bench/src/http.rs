@@ -26,6 +26,8 @@ pub struct Target {
     pub addr: SocketAddr,
     pub pid: Option<u32>,
     pub client: HttpClient,
+    /// `Authorization` value sent on every request (`Basic ...`), if any.
+    pub authorization: Option<String>,
 }
 
 pub fn new_client() -> HttpClient {
@@ -52,6 +54,29 @@ pub async fn parse_base(url: &str) -> Result<(String, SocketAddr)> {
         .next()
         .with_context(|| format!("cannot resolve {url:?}"))?;
     Ok((format!("http://{auth}"), addr))
+}
+
+/// `Basic base64(user:password)`, for an `Authorization` header.
+pub fn basic_authorization(user: &str, password: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let input = format!("{user}:{password}");
+    let mut out = String::from("Basic ");
+    for chunk in input.as_bytes().chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> shift) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// A URL for error messages: upload-state tokens are long and say nothing.
@@ -92,6 +117,9 @@ impl Target {
             .parse()
             .with_context(|| format!("bad URL {:?}", short(&full)))?;
         let mut b = Request::builder().method(method.clone()).uri(uri);
+        if let Some(a) = &self.authorization {
+            b = b.header("authorization", a.as_str());
+        }
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
@@ -168,4 +196,19 @@ pub fn next_link<B>(resp: &Response<B>) -> Option<String> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_authorization_is_rfc4648_base64() {
+        assert_eq!(basic_authorization("a", ""), "Basic YTo=");
+        assert_eq!(basic_authorization("ab", ""), "Basic YWI6");
+        assert_eq!(
+            basic_authorization("Aladdin", "open sesame"),
+            "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+        );
+    }
 }

@@ -2,6 +2,7 @@
 //! (Debian's `docker-registry`) in one run, and prints both, their ratio, and the
 //! machine's own ceilings (SHA-256 on one core, loopback TCP copy).
 
+mod auth;
 mod ceilings;
 mod data;
 mod hammer;
@@ -17,6 +18,7 @@ use std::time::Instant;
 use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 
+use crate::auth::Launch;
 use crate::data::Pool;
 use crate::http::{new_client, parse_base, Target};
 use crate::server::{
@@ -47,9 +49,15 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Run only these workloads (comma-separated): mono, chunked, pull, concurrent,
-    /// manifest-put, manifest-get, blob-head, tags, catalog. Peak RSS is always reported.
+    /// manifest-put, manifest-get, blob-head, tags, catalog, auth. Peak RSS is always
+    /// reported.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Also run the `auth` workload (push and pull with and without HTTP Basic
+    /// credentials, bcrypt cost 12, on registries of its own). Not in the default
+    /// set: against Distribution it takes minutes.
+    #[arg(long)]
+    auth: bool,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -101,10 +109,19 @@ async fn main() -> ExitCode {
     }
 }
 
-fn selected(only: &[String]) -> Result<Vec<Workload>> {
-    if only.is_empty() {
-        return Ok(Workload::ALL.to_vec());
+fn selected(only: &[String], auth: bool) -> Result<Vec<Workload>> {
+    let mut out = if only.is_empty() {
+        Workload::DEFAULT.to_vec()
+    } else {
+        named(only)?
+    };
+    if auth && !out.contains(&Workload::Auth) {
+        out.push(Workload::Auth);
     }
+    Ok(out)
+}
+
+fn named(only: &[String]) -> Result<Vec<Workload>> {
     let mut out = Vec::new();
     for name in only {
         if name == "rss" {
@@ -147,7 +164,7 @@ async fn start(args: &Args) -> Result<[Registry; 2]> {
     let berth = match (&args.berth_bin, &args.berth_url) {
         (Some(bin), _) => {
             eprintln!("starting berth: {}", bin.display());
-            let s = start_berth(bin, &args.tmp_dir)
+            let s = start_berth(bin, &args.tmp_dir, None)
                 .await
                 .context("starting berth")?;
             registry_for("berth", Some(s), &bin.display().to_string(), None).await?
@@ -156,7 +173,7 @@ async fn start(args: &Args) -> Result<[Registry; 2]> {
         (None, None) => bail!("give --berth-bin or --berth-url"),
     };
     eprintln!("starting distribution: {}", args.dist_bin.display());
-    let s = start_distribution(&args.dist_bin, &args.tmp_dir)
+    let s = start_distribution(&args.dist_bin, &args.tmp_dir, None)
         .await
         .context("starting distribution")?;
     let dist = registry_for(
@@ -191,6 +208,7 @@ async fn registry_for(
             addr,
             pid,
             client: new_client(),
+            authorization: None,
         },
         server,
         state: State::default(),
@@ -200,7 +218,7 @@ async fn registry_for(
 }
 
 async fn run(args: Args) -> Result<bool> {
-    let workloads = selected(&args.only)?;
+    let workloads = selected(&args.only, args.auth)?;
     anyhow::ensure!(args.runs >= 1, "--runs must be at least 1");
     anyhow::ensure!(args.rounds >= 1, "--rounds must be at least 1");
     let p = Params::new(args.quick, args.runs);
@@ -218,16 +236,23 @@ async fn run(args: Args) -> Result<bool> {
     eprintln!("ceilings: SHA-256 one core {sha:.1} MB/s, loopback TCP copy {loopback:.1} MB/s");
 
     eprintln!("generating the data pool");
-    let ctx = Ctx {
-        pool: Pool::new(64 << 20),
-        p,
-    };
+    let pool = Pool::new(64 << 20);
     let mut regs = start(&args).await?;
     for r in &regs {
         eprintln!("{}: {}", r.target.name, r.source);
     }
 
     let pids: Vec<u32> = regs.iter().filter_map(|r| r.target.pid).collect();
+    let ctx = Ctx {
+        pool,
+        p,
+        launch: Launch {
+            berth_bin: args.berth_bin.clone(),
+            dist_bin: args.dist_bin.clone(),
+            tmp_dir: args.tmp_dir.clone(),
+            pids: pids.clone(),
+        },
+    };
     let mut busy: Vec<(String, (String, String))> = Vec::new();
     let mut rows: Vec<Row> = Vec::new();
     for w in &workloads {
@@ -331,9 +356,10 @@ async fn run_one(
         reg.target.name,
         reg.state.round + 1
     );
-    let load = ForeignLoad::start(pids.to_vec());
+    // A workload starting registries of its own notes the other load itself.
+    let load = (!w.starts_servers()).then(|| ForeignLoad::start(pids.to_vec()));
     let result = tokio::time::timeout(ctx.p.timeout, w.run(ctx, &reg.target, &mut reg.state)).await;
-    if let Some(cores) = load.cores() {
+    if let Some(cores) = load.and_then(|l| l.cores()) {
         if cores >= 0.15 {
             eprintln!(
                 "[{}] warning: other processes kept {cores:.2} cores busy during {}",

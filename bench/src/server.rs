@@ -35,7 +35,11 @@ fn spawn_logged(mut cmd: Command, log: &Path) -> Result<Child> {
     Ok(cmd.spawn()?)
 }
 
-pub async fn start_berth(bin: &Path, tmp_root: &Path) -> Result<Server> {
+/// Starts berth on a fresh data dir. Without `htpasswd`, authentication is off
+/// (`auth.mode = none`, as Distribution runs here by default); with it, Basic
+/// credentials from that file are required (`auth.mode = token`), and its users
+/// may create a project by pushing into it.
+pub async fn start_berth(bin: &Path, tmp_root: &Path, htpasswd: Option<&Path>) -> Result<Server> {
     let dir = tempfile::Builder::new()
         .prefix("berth-bench-berth-")
         .tempdir_in(tmp_root)?;
@@ -49,19 +53,43 @@ pub async fn start_berth(bin: &Path, tmp_root: &Path) -> Result<Server> {
         .arg("--listen")
         .arg(&listen)
         .arg("--data-dir")
-        .arg(&data)
+        .arg(&data);
+    match htpasswd {
         // Distribution runs without authentication here; so does berth.
-        .env("BERTH_AUTH__MODE", "none");
+        None => {
+            cmd.env("BERTH_AUTH__MODE", "none");
+        }
+        Some(file) => {
+            cmd.env("BERTH_AUTH__MODE", "token")
+                .env("BERTH_AUTH__HTPASSWD_FILE", file)
+                .env("BERTH_AUTH__PROJECT_CREATION", "users")
+                // Never used; set so berth does not generate and log one.
+                .env("BERTH_ADMIN_PASSWORD", random_hex(16)?);
+        }
+    }
     // Distribution runs at log level "error" with its access log off; do the same.
     if std::env::var_os("RUST_LOG").is_none() {
         cmd.env("RUST_LOG", "warn");
     }
     let child =
         spawn_logged(cmd, &log).with_context(|| format!("cannot start {}", bin.display()))?;
-    finish_start(child, format!("http://{listen}"), log, dir).await
+    finish_start(
+        child,
+        format!("http://{listen}"),
+        log,
+        dir,
+        htpasswd.is_some(),
+    )
+    .await
 }
 
-pub async fn start_distribution(bin: &Path, tmp_root: &Path) -> Result<Server> {
+/// Starts Distribution on a fresh data dir; with `htpasswd`, its `auth: htpasswd`
+/// (Basic credentials checked against that file on every request).
+pub async fn start_distribution(
+    bin: &Path,
+    tmp_root: &Path,
+    htpasswd: Option<&Path>,
+) -> Result<Server> {
     let dir = tempfile::Builder::new()
         .prefix("berth-bench-distribution-")
         .tempdir_in(tmp_root)?;
@@ -70,7 +98,7 @@ pub async fn start_distribution(bin: &Path, tmp_root: &Path) -> Result<Server> {
     let port = free_port()?;
     let listen = format!("127.0.0.1:{port}");
     // The blob-descriptor cache is on in the Debian and registry:2 default configs.
-    let config = format!(
+    let mut config = format!(
         "version: 0.1\n\
          log:\n  level: error\n  accesslog:\n    disabled: true\n\
          storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  \
@@ -78,6 +106,12 @@ pub async fn start_distribution(bin: &Path, tmp_root: &Path) -> Result<Server> {
          http:\n  addr: {listen}\n",
         data.display()
     );
+    if let Some(file) = htpasswd {
+        config.push_str(&format!(
+            "auth:\n  htpasswd:\n    realm: basic-realm\n    path: {}\n",
+            file.display()
+        ));
+    }
     let config_path = dir.path().join("config.yml");
     std::fs::write(&config_path, config)?;
     let log = dir.path().join("distribution.log");
@@ -85,14 +119,24 @@ pub async fn start_distribution(bin: &Path, tmp_root: &Path) -> Result<Server> {
     cmd.arg("serve").arg(&config_path);
     let child =
         spawn_logged(cmd, &log).with_context(|| format!("cannot start {}", bin.display()))?;
-    finish_start(child, format!("http://{listen}"), log, dir).await
+    finish_start(
+        child,
+        format!("http://{listen}"),
+        log,
+        dir,
+        htpasswd.is_some(),
+    )
+    .await
 }
 
+/// Waits until `/v2/` answers: 200, or 401 when authentication is on (the probe
+/// sends no credentials, so that it does not warm a credential cache).
 async fn finish_start(
     mut child: Child,
     base: String,
     log: PathBuf,
     dir: TempDir,
+    auth: bool,
 ) -> Result<Server> {
     let pid = child.id().context("child has no pid")?;
     let client = new_client();
@@ -102,7 +146,9 @@ async fn finish_start(
         base: base.clone(),
         pid: Some(pid),
         client,
+        authorization: None,
     };
+    let expect: &[u16] = if auth { &[401] } else { &[200] };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(status) = child.try_wait()? {
@@ -111,9 +157,8 @@ async fn finish_start(
                 log_tail(&log)
             );
         }
-        // 401 would also mean "up"; the bench sends no credentials though.
         match probe
-            .request(Method::GET, "/v2/", &[], ReqBody::Empty, &[200])
+            .request(Method::GET, "/v2/", &[], ReqBody::Empty, expect)
             .await
         {
             Ok(r) => {
@@ -122,7 +167,8 @@ async fn finish_start(
             }
             Err(e) if Instant::now() > deadline => {
                 bail!(
-                    "{base}/v2/ did not answer 200 within 30 s ({e:#}); log:\n{}",
+                    "{base}/v2/ did not answer {} within 30 s ({e:#}); log:\n{}",
+                    expect[0],
                     log_tail(&log)
                 )
             }
@@ -136,6 +182,14 @@ async fn finish_start(
         log,
         _dir: dir,
     })
+}
+
+/// `n` random bytes from the kernel, in hex.
+pub fn random_hex(n: usize) -> Result<String> {
+    use std::io::Read as _;
+    let mut b = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 pub fn log_tail(log: &Path) -> String {

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http::Method;
 use serde::Serialize;
 
+use crate::auth::Launch;
 use crate::data::{BlobSpec, Pool};
 use crate::hammer::{hammer, HammerSpec};
 use crate::http::Target;
@@ -32,7 +33,7 @@ pub struct FigureSpec {
     pub better: Better,
 }
 
-fn fig(label: String, better: Better) -> FigureSpec {
+pub fn fig(label: String, better: Better) -> FigureSpec {
     FigureSpec { label, better }
 }
 
@@ -54,6 +55,17 @@ pub struct Params {
     pub list_time: Duration,
     /// Bound on one workload against one registry.
     pub timeout: Duration,
+    /// `auth`: images pushed and pulled, one after the other.
+    pub auth_images: usize,
+    /// `auth`: small layers per image, and their size.
+    pub auth_small_layers: usize,
+    pub auth_small_len: u64,
+    /// `auth`: size of each image's one big layer.
+    pub auth_big_len: u64,
+    /// `auth`: blobs of one image in flight at once when pushing and when pulling
+    /// (docker's defaults: 5 uploads, 3 downloads).
+    pub auth_push_conc: usize,
+    pub auth_pull_conc: usize,
 }
 
 impl Params {
@@ -76,6 +88,12 @@ impl Params {
                 list_iters: 10,
                 list_time: Duration::from_secs(1),
                 timeout: Duration::from_secs(180),
+                auth_images: 2,
+                auth_small_layers: 6,
+                auth_small_len: 64 << 10,
+                auth_big_len: 2 * MIB,
+                auth_push_conc: 5,
+                auth_pull_conc: 3,
             }
         } else {
             Params {
@@ -94,6 +112,12 @@ impl Params {
                 list_iters: 50,
                 list_time: Duration::from_secs(5),
                 timeout: Duration::from_secs(900),
+                auth_images: 8,
+                auth_small_layers: 25,
+                auth_small_len: 64 << 10,
+                auth_big_len: 8 * MIB,
+                auth_push_conc: 5,
+                auth_pull_conc: 3,
             }
         }
     }
@@ -102,6 +126,8 @@ impl Params {
 pub struct Ctx {
     pub pool: Pool,
     pub p: Params,
+    /// How to start more registries (the `auth` workload starts its own).
+    pub launch: Launch,
 }
 
 /// What one registry holds so far, so workloads can run alone (`--only`).
@@ -128,6 +154,7 @@ pub enum Workload {
     BlobHead,
     Tags,
     Catalog,
+    Auth,
 }
 
 pub fn size_label(bytes: u64) -> String {
@@ -140,7 +167,7 @@ pub fn size_label(bytes: u64) -> String {
     }
 }
 
-fn mb_s(bytes: u64, secs: f64) -> f64 {
+pub fn mb_s(bytes: u64, secs: f64) -> f64 {
     bytes as f64 / 1e6 / secs
 }
 
@@ -162,7 +189,8 @@ const REPO_MANIFESTS: &str = "bench/manifests";
 const REPO_TAGS: &str = "bench/tags";
 
 impl Workload {
-    pub const ALL: [Workload; 9] = [
+    /// What runs without `--only`: all but `auth` (which `--auth` adds).
+    pub const DEFAULT: [Workload; 9] = [
         Workload::Mono,
         Workload::Chunked,
         Workload::Pull,
@@ -172,6 +200,19 @@ impl Workload {
         Workload::BlobHead,
         Workload::Tags,
         Workload::Catalog,
+    ];
+
+    pub const ALL: [Workload; 10] = [
+        Workload::Mono,
+        Workload::Chunked,
+        Workload::Pull,
+        Workload::Concurrent,
+        Workload::ManifestPut,
+        Workload::ManifestGet,
+        Workload::BlobHead,
+        Workload::Tags,
+        Workload::Catalog,
+        Workload::Auth,
     ];
 
     pub fn name(self) -> &'static str {
@@ -185,6 +226,7 @@ impl Workload {
             Workload::BlobHead => "blob-head",
             Workload::Tags => "tags",
             Workload::Catalog => "catalog",
+            Workload::Auth => "auth",
         }
     }
 
@@ -235,6 +277,7 @@ impl Workload {
                     Lower,
                 ),
             ],
+            Workload::Auth => crate::auth::figures(p),
         }
     }
 
@@ -249,7 +292,14 @@ impl Workload {
             Workload::BlobHead => blob_head(ctx, t, st).await,
             Workload::Tags => tags(ctx, t, st).await,
             Workload::Catalog => catalog(ctx, t, st).await,
+            Workload::Auth => crate::auth::run(ctx, t, st).await,
         }
+    }
+
+    /// Whether the workload starts registries of its own (rather than using the
+    /// two the run started), and so measures the machine's other load itself.
+    pub fn starts_servers(self) -> bool {
+        self == Workload::Auth
     }
 }
 
@@ -262,11 +312,11 @@ fn hammer_figures(what: &str, conns: usize) -> Vec<FigureSpec> {
 }
 
 /// Flushes dirty pages so one registry's writes are not paid for by the next.
-async fn sync_disks() {
+pub async fn sync_disks() {
     let _ = tokio::process::Command::new("sync").status().await;
 }
 
-async fn digest_of(pool: &Pool, spec: BlobSpec) -> Result<String> {
+pub async fn digest_of(pool: &Pool, spec: BlobSpec) -> Result<String> {
     let pool = pool.clone();
     Ok(tokio::task::spawn_blocking(move || pool.digest(spec)).await?)
 }
@@ -373,7 +423,7 @@ async fn concurrent(ctx: &Ctx, t: &Target, st: &State) -> Result<Vec<f64>> {
 }
 
 /// Runs `f(0..n)` on `conc` tasks; stops at the first error and returns it.
-async fn run_concurrent<F, Fut>(n: usize, conc: usize, f: F) -> Result<()>
+pub async fn run_concurrent<F, Fut>(n: usize, conc: usize, f: F) -> Result<()>
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<()>> + Send + 'static,

@@ -41,6 +41,8 @@ pub struct AppState {
     pub auth: Arc<AuthService>,
     /// `https` when the listener speaks TLS: used in token realms.
     pub scheme: &'static str,
+    /// The web UI's session key and read-only browse queries.
+    pub ui: Arc<crate::ui::UiContext>,
 }
 
 /// What one caller may do, for answers that are filtered per caller.
@@ -69,6 +71,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .merge(manage::routes())
+        .merge(crate::ui::routes())
+        .route("/", get(|| async { axum::response::Redirect::to("/ui") }))
         .fallback(not_found)
         .with_state(state)
         .layer(middleware::from_fn(log_internal_errors))

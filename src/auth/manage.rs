@@ -189,6 +189,8 @@ impl AuthService {
     }
 
     fn audit_change(&self, actor: &Actor, action: &str, detail: String) {
+        // Any change may alter who may do what: decide afresh.
+        self.forget_projects();
         self.audit().record(super::audit::event(
             actor.principal.name(),
             actor.source,

@@ -87,7 +87,8 @@ pub fn allowed_actions(
             // A project that does not exist yet: pushing creates it when the
             // configuration lets users create projects.
             (None, _) => match creation {
-                ProjectCreation::Users => vec![Action::Push],
+                // Pull too: clients check for blobs (HEAD, 404) before pushing.
+                ProjectCreation::Users => vec![Action::Pull, Action::Push],
                 ProjectCreation::Admins => Vec::new(),
             },
         },
@@ -147,7 +148,7 @@ mod tests {
         assert!(allowed_actions(&user(), "new", &facts(None, None), ADMINS).is_empty());
         assert_eq!(
             allowed_actions(&user(), "new", &facts(None, None), ProjectCreation::Users),
-            vec![Action::Push]
+            vec![Action::Pull, Action::Push]
         );
         let admin = Principal::User {
             name: "a".into(),

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::credcache::CredentialCache;
 use super::htpasswd::HtpasswdFile;
@@ -19,6 +19,12 @@ use crate::oci::RepoName;
 
 /// Prefix of personal access tokens: `berth_pat_<id>_<secret>`.
 pub const PAT_PREFIX: &str = "berth_pat_";
+/// How long project facts (visibility, roles) are remembered. Bounds how
+/// late a change made elsewhere (the CLI, another replica) is seen.
+const FACTS_TTL: Duration = Duration::from_secs(2);
+/// The password hash of accounts that live in the htpasswd file: never a
+/// valid PHC string, so only the file can verify them.
+const EXTERNAL_ACCOUNT: &str = "!htpasswd";
 /// Robot account names start with this.
 pub const ROBOT_PREFIX: &str = "robot$";
 
@@ -77,6 +83,7 @@ pub struct AuthService {
     keys: TokenKeys,
     htpasswd: Option<Arc<HtpasswdFile>>,
     verified: CredentialCache<Principal>,
+    facts: quick_cache::sync::Cache<(String, String), (Instant, ProjectFacts)>,
     limiter: LoginLimiter,
     config: AuthConfig,
     audit: super::audit::AuditSink,
@@ -108,6 +115,7 @@ impl AuthService {
             keys,
             htpasswd,
             verified: CredentialCache::new(Duration::from_secs(config.credential_cache_seconds)),
+            facts: quick_cache::sync::Cache::new(10_000),
             limiter: LoginLimiter::new(
                 config.login_max_failures,
                 Duration::from_secs(config.login_window_seconds),
@@ -221,7 +229,11 @@ impl AuthService {
                 }),
             );
         }
-        if let Some(u) = self.metadata.get_user(user).await? {
+        let record = self.metadata.get_user(user).await?;
+        if let Some(u) = record
+            .as_ref()
+            .filter(|u| u.password_hash != EXTERNAL_ACCOUNT)
+        {
             if u.disabled {
                 return Ok(None);
             }
@@ -257,9 +269,24 @@ impl AuthService {
             }
             None => false,
         };
-        Ok(htpasswd_ok.then(|| Principal::User {
+        if !htpasswd_ok || record.as_ref().is_some_and(|u| u.disabled) {
+            return Ok(None);
+        }
+        if record.is_none() {
+            // A row of its own lets the account own projects and be a member;
+            // its password stays in the htpasswd file.
+            match self
+                .metadata
+                .create_user(user, EXTERNAL_ACCOUNT, false)
+                .await
+            {
+                Ok(_) | Err(MetadataError::Duplicate(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Some(Principal::User {
             name: user.to_string(),
-            admin: false,
+            admin: record.is_some_and(|u| u.admin),
         }))
     }
 
@@ -318,6 +345,29 @@ impl AuthService {
             return Ok(vec![Action::Pull, Action::Push, Action::Delete]);
         }
         let project = repo.project();
+        let facts = self.project_facts(who, project).await?;
+        Ok(allowed_actions(
+            who,
+            project,
+            &facts,
+            self.config.project_creation,
+        ))
+    }
+
+    /// A project's visibility and the caller's role in it, remembered for
+    /// `FACTS_TTL` so that a request does not cost two database reads.
+    /// Changes made through this service clear the cache at once.
+    async fn project_facts(
+        &self,
+        who: &Principal,
+        project: &str,
+    ) -> Result<ProjectFacts, AuthError> {
+        let key = (project.to_string(), who.name().to_string());
+        if let Some((at, facts)) = self.facts.get(&key) {
+            if at.elapsed() < FACTS_TTL {
+                return Ok(facts);
+            }
+        }
         let facts = match self.metadata.get_project(project).await? {
             None => ProjectFacts::default(),
             Some(p) => ProjectFacts {
@@ -328,12 +378,13 @@ impl AuthService {
                 },
             },
         };
-        Ok(allowed_actions(
-            who,
-            project,
-            &facts,
-            self.config.project_creation,
-        ))
+        self.facts.insert(key, (Instant::now(), facts.clone()));
+        Ok(facts)
+    }
+
+    /// Forget remembered project facts (visibility, memberships changed).
+    pub(super) fn forget_projects(&self) {
+        self.facts.clear();
     }
 
     /// Whether `grant` covers `action` on `repo`.
@@ -355,9 +406,18 @@ impl AuthService {
 
     /// Creates the project of `repo` on a first push, owned by the pusher.
     pub async fn ensure_project(&self, repo: &RepoName, owner: &str) -> Result<(), AuthError> {
-        if !self.enabled() || self.metadata.get_project(repo.project()).await?.is_some() {
+        if !self.enabled() {
             return Ok(());
         }
+        let known = self
+            .facts
+            .get(&(repo.project().to_string(), owner.to_string()));
+        if known.is_some_and(|(at, f)| at.elapsed() < FACTS_TTL && f.public.is_some())
+            || self.metadata.get_project(repo.project()).await?.is_some()
+        {
+            return Ok(());
+        }
+        self.forget_projects();
         let owner = (owner != "anonymous" && !owner.starts_with(ROBOT_PREFIX)).then_some(owner);
         match self
             .metadata

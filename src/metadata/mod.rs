@@ -11,8 +11,10 @@
 //! `metadata::suite_access`.
 
 mod access;
+mod browse;
 mod sqlite;
 mod sqlite_access;
+mod sqlite_browse;
 #[cfg(test)]
 mod suite;
 #[cfg(test)]
@@ -24,6 +26,7 @@ use bytes::Bytes;
 use crate::oci::{Digest, Reference, RepoName, Tag};
 
 pub use access::*;
+pub use browse::*;
 pub use sqlite::SqliteMetadata;
 
 #[derive(Debug, thiserror::Error)]
@@ -175,6 +178,7 @@ pub trait Metadata:
     + UploadIndex
     + Health
     + AccessMetadata
+    + Browse
 {
 }
 impl<
@@ -185,7 +189,8 @@ impl<
             + ManifestWrites
             + UploadIndex
             + Health
-            + AccessMetadata,
+            + AccessMetadata
+            + Browse,
     > Metadata for T
 {
 }

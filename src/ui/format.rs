@@ -1,0 +1,126 @@
+//! Human units: sizes, relative times and exact UTC times.
+
+use maud::{html, Markup};
+
+/// Bytes in SI units, as `docker images` prints them: `1.2 MB`.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["kB", "MB", "GB", "TB", "PB", "EB"];
+    if bytes < 1000 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1000.0;
+    let mut unit = 0;
+    while value >= 999.95 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// A size with the exact byte count on hover and in `data-bytes`.
+pub fn size_cell(bytes: u64) -> Markup {
+    html! { span.size data-bytes=(bytes) title={ (bytes) " bytes" } { (size(bytes)) } }
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// `2024-05-06T07:08:09Z` from Unix milliseconds.
+pub fn iso(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (y, mo, d) = civil(secs.div_euclid(86_400));
+    let t = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        t / 3600,
+        t % 3600 / 60,
+        t % 60
+    )
+}
+
+/// `3 minutes ago`, `in 2 days`, `just now`.
+pub fn relative(ms: i64, now_ms: i64) -> String {
+    let delta = (now_ms - ms) / 1000;
+    let (amount, future) = (delta.unsigned_abs(), delta < 0);
+    if amount < 45 {
+        return "just now".into();
+    }
+    let (n, unit) = match amount {
+        a if a < 90 => (1, "minute"),
+        a if a < 3600 => (a.div_ceil(60).min(59), "minute"),
+        a if a < 86_400 => ((a + 1800) / 3600, "hour"),
+        a if a < 30 * 86_400 => ((a + 43_200) / 86_400, "day"),
+        a if a < 365 * 86_400 => ((a + 15 * 86_400) / (30 * 86_400), "month"),
+        a => ((a + 182 * 86_400) / (365 * 86_400), "year"),
+    };
+    let plural = if n == 1 { "" } else { "s" };
+    if future {
+        format!("in {n} {unit}{plural}")
+    } else {
+        format!("{n} {unit}{plural} ago")
+    }
+}
+
+/// A relative time with the exact time on hover.
+pub fn when(ms: Option<i64>, now_ms: i64) -> Markup {
+    match ms {
+        Some(ms) => {
+            let exact = iso(ms);
+            html! { time datetime=(exact) title=(exact) { (relative(ms, now_ms)) } }
+        }
+        None => html! { span.muted { "never" } },
+    }
+}
+
+/// A digest shortened for tables: `sha256:0123456789ab`.
+pub fn short_digest(digest: &str) -> &str {
+    match digest.split_once(':') {
+        Some((algo, hex)) if hex.len() > 12 => &digest[..algo.len() + 1 + 12],
+        _ => digest,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_like_docker() {
+        assert_eq!(size(0), "0 B");
+        assert_eq!(size(999), "999 B");
+        assert_eq!(size(1_234), "1.2 kB");
+        assert_eq!(size(5_300_000), "5.3 MB");
+        assert_eq!(size(999_999_999), "1.0 GB");
+    }
+
+    #[test]
+    fn times_are_exact_and_relative() {
+        assert_eq!(iso(0), "1970-01-01T00:00:00Z");
+        assert_eq!(iso(1_709_251_199_000), "2024-02-29T23:59:59Z");
+        let now = 1_000_000_000_000;
+        assert_eq!(relative(now - 10_000, now), "just now");
+        assert_eq!(relative(now - 180_000, now), "3 minutes ago");
+        assert_eq!(relative(now - 2 * 86_400_000, now), "2 days ago");
+        assert_eq!(relative(now + 3_600_000, now), "in 1 hour");
+    }
+
+    #[test]
+    fn digests_shorten() {
+        assert_eq!(
+            short_digest("sha256:0123456789abcdef0123"),
+            "sha256:0123456789ab"
+        );
+        assert_eq!(short_digest("odd"), "odd");
+    }
+}

@@ -1,0 +1,518 @@
+//! The web UI under `/ui`: server-rendered HTML (maud escapes every dynamic
+//! value), embedded CSS and a little JavaScript for copy buttons, delete
+//! confirmations and live filtering; every page works without JavaScript.
+//!
+//! Contract: the same accounts, roles and audit log as the API. A handler
+//! resolves the signed-in `Viewer`, checks the CSRF token of a form, calls
+//! one loader or service method in `pages`/`admin` and maps the result to a
+//! page, a redirect or a friendly error page. What a viewer may not see is
+//! neither listed nor reachable: pages ask `AuthService::actions_on` and the
+//! management service, whose refusals become 404 (existence hidden) or 403.
+
+mod admin;
+mod format;
+mod image;
+mod pages;
+mod session;
+mod view;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{ConnectInfo, FromRequestParts, Path as UrlPath, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use serde::Deserialize;
+
+use crate::api::AppState;
+use crate::auth::manage::{Actor, ManageError};
+use crate::auth::Principal;
+use crate::metadata::Metadata;
+pub use session::SessionKey;
+
+/// What the UI needs beyond the API's state: its session key and the
+/// read-only browse queries of the metadata store.
+pub struct UiContext {
+    key: SessionKey,
+    metadata: Arc<dyn Metadata>,
+}
+
+impl UiContext {
+    /// Loads (or creates) `<data_dir>/ui-session.key`.
+    pub fn open(data_dir: &Path, metadata: Arc<dyn Metadata>) -> std::io::Result<UiContext> {
+        Ok(UiContext {
+            key: SessionKey::load_or_create(data_dir)?,
+            metadata,
+        })
+    }
+}
+
+const CSS: &str = include_str!("assets/ui.css");
+const JS: &str = include_str!("assets/ui.js");
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/ui", get(overview))
+        .route("/ui/", get(|| async { Redirect::permanent("/ui") }))
+        .route("/ui/login", get(login_form).post(login))
+        .route("/ui/logout", post(logout))
+        .route("/ui/search", get(search))
+        .route("/ui/assets/{file}", get(asset))
+        .route("/ui/projects/{project}", get(project))
+        .route("/ui/projects/{project}/{action}", post(project_action))
+        .route("/ui/r/{*path}", get(repository).post(repository_action))
+        .route("/ui/admin", get(admin::page))
+        .route("/ui/admin/users", post(admin::create_user))
+        .route("/ui/admin/users/{name}", post(admin::update_user))
+        .route("/ui/admin/projects", post(admin::create_project))
+        .route("/ui/admin/audit", get(admin::audit))
+        .fallback(|| async { UiError::NotFound("no such page".into()) })
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Why a page could not be shown.
+#[derive(Debug)]
+pub enum UiError {
+    /// Not signed in: go to the login page, then back to `next`.
+    Login {
+        next: String,
+    },
+    NotFound(String),
+    Forbidden(String),
+    BadRequest(String),
+    Internal(String),
+}
+
+impl From<ManageError> for UiError {
+    fn from(e: ManageError) -> UiError {
+        match e {
+            // Existence is not revealed to those who may not see it.
+            ManageError::Unauthenticated | ManageError::NotFound(_) => {
+                UiError::NotFound(e.to_string())
+            }
+            ManageError::Forbidden(m) => UiError::Forbidden(m),
+            ManageError::Conflict(_) | ManageError::Invalid(_) => {
+                UiError::BadRequest(e.to_string())
+            }
+            ManageError::Metadata(m) => UiError::Internal(m.to_string()),
+        }
+    }
+}
+
+impl From<crate::auth::AuthError> for UiError {
+    fn from(e: crate::auth::AuthError) -> UiError {
+        UiError::Internal(e.to_string())
+    }
+}
+
+impl From<crate::metadata::MetadataError> for UiError {
+    fn from(e: crate::metadata::MetadataError) -> UiError {
+        UiError::Internal(e.to_string())
+    }
+}
+
+impl From<crate::core::Error> for UiError {
+    fn from(e: crate::core::Error) -> UiError {
+        use crate::core::Error;
+        match e {
+            Error::ManifestUnknown | Error::NameUnknown | Error::BlobUnknown => {
+                UiError::NotFound(e.to_string())
+            }
+            other => UiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for UiError {
+    fn into_response(self) -> Response {
+        let (status, message) = match self {
+            UiError::Login { next } => {
+                let to = format!("/ui/login?next={}", urlencode(&next));
+                return Redirect::to(&to).into_response();
+            }
+            UiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
+            UiError::Forbidden(m) => (StatusCode::FORBIDDEN, m),
+            UiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+            UiError::Internal(m) => {
+                tracing::error!(error = %m, "internal error in the web UI");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "something went wrong on the server; the log has the details".to_string(),
+                )
+            }
+        };
+        (status, view::error_page(status, &message)).into_response()
+    }
+}
+
+/// Percent-encodes everything but unreserved characters and `/`.
+pub(crate) fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// The person looking at a page.
+pub struct Viewer {
+    pub actor: Actor,
+    /// The session cookie value (`None` with authentication off).
+    cookie: Option<String>,
+    /// The CSRF token for this page's forms.
+    pub csrf: String,
+    /// `Host` of the request, for `docker pull` lines.
+    pub host: String,
+}
+
+impl Viewer {
+    pub fn principal(&self) -> &Principal {
+        &self.actor.principal
+    }
+
+    pub fn name(&self) -> &str {
+        self.actor.principal.name()
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.actor.principal.is_admin()
+    }
+
+    /// Refuses a form whose CSRF token is missing or not this session's.
+    pub fn check_csrf(&self, state: &AppState, token: &str) -> Result<(), UiError> {
+        match &self.cookie {
+            Some(cookie) if state.ui.key.csrf_ok(cookie, token) => Ok(()),
+            Some(_) => Err(UiError::Forbidden(
+                "this form has expired or did not come from this site (CSRF token missing or wrong); reload the page and try again".into(),
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+fn host_of(headers: &HeaderMap) -> String {
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost")
+        .to_string()
+}
+
+impl FromRequestParts<AppState> for Viewer {
+    type Rejection = UiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Viewer, UiError> {
+        let source = Some(source_of(&parts.extensions));
+        let host = host_of(&parts.headers);
+        if !state.auth.enabled() {
+            // As in the management API: with authentication off, whoever
+            // calls is in charge.
+            let principal = Principal::User {
+                name: "anonymous".into(),
+                admin: true,
+            };
+            return Ok(Viewer {
+                actor: Actor { principal, source },
+                cookie: None,
+                csrf: String::new(),
+                host,
+            });
+        }
+        let next = parts
+            .uri
+            .path_and_query()
+            .map_or("/ui", |p| p.as_str())
+            .to_string();
+        let login = || UiError::Login { next: next.clone() };
+        let cookie = parts
+            .headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|h| session::cookie(h, session::SESSION_COOKIE))
+            .map(str::to_string)
+            .ok_or_else(login)?;
+        let session = state
+            .ui
+            .key
+            .open(&cookie, now_ms() / 1000)
+            .ok_or_else(login)?;
+        let principal = pages::resolve_user(state, &session.user)
+            .await?
+            .ok_or_else(login)?;
+        Ok(Viewer {
+            csrf: state.ui.key.csrf(&cookie),
+            actor: Actor { principal, source },
+            cookie: Some(cookie),
+            host,
+        })
+    }
+}
+
+async fn asset(UrlPath(file): UrlPath<String>) -> Response {
+    let (body, kind) = match file.as_str() {
+        "ui.css" => (CSS, "text/css; charset=utf-8"),
+        "ui.js" => (JS, "text/javascript; charset=utf-8"),
+        _ => return UiError::NotFound("no such asset".into()).into_response(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+#[derive(Deserialize, Default)]
+struct NextQuery {
+    next: Option<String>,
+}
+
+/// Only local UI paths are followed after login (no open redirect).
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with("/ui") && !n.starts_with("//") => n.to_string(),
+        _ => "/ui".to_string(),
+    }
+}
+
+async fn login_form(State(state): State<AppState>, Query(q): Query<NextQuery>) -> Response {
+    let nonce = session::nonce();
+    let page = view::login_page(
+        &state.ui.key.csrf(&format!("login:{nonce}")),
+        &safe_next(q.next.as_deref()),
+        None,
+    );
+    let cookie = session::set_cookie(session::LOGIN_COOKIE, &nonce, 3600, state.scheme == "https");
+    ([(header::SET_COOKIE, cookie)], page).into_response()
+}
+
+/// The client's address (unspecified in-process, where there is none).
+fn source_of(extensions: &axum::http::Extensions) -> IpAddr {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+}
+
+/// The client's address as an extractor.
+struct Source(IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for Source {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Source, Self::Rejection> {
+        Ok(Source(source_of(&parts.extensions)))
+    }
+}
+
+/// Fields every form carries.
+#[derive(Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct LoginForm {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+async fn login(
+    State(state): State<AppState>,
+    Source(source): Source,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let nonce = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|h| session::cookie(h, session::LOGIN_COOKIE))
+        .unwrap_or("");
+    let next = safe_next(form.next.as_deref());
+    if nonce.is_empty() || !state.ui.key.csrf_ok(&format!("login:{nonce}"), &form.csrf) {
+        let mut response = login_form(State(state), Query(NextQuery { next: Some(next) })).await;
+        *response.status_mut() = StatusCode::FORBIDDEN;
+        return response;
+    }
+    match pages::sign_in(&state, &form.username, &form.password, source).await {
+        Ok(user) => {
+            let expires = now_ms() / 1000 + session::SESSION_SECONDS;
+            let value = state.ui.key.seal(&user, expires);
+            let secure = state.scheme == "https";
+            let mut response = Redirect::to(&next).into_response();
+            let headers = response.headers_mut();
+            for cookie in [
+                session::set_cookie(
+                    session::SESSION_COOKIE,
+                    &value,
+                    session::SESSION_SECONDS,
+                    secure,
+                ),
+                session::set_cookie(session::LOGIN_COOKIE, "", 0, secure),
+            ] {
+                if let Ok(v) = cookie.parse() {
+                    headers.append(header::SET_COOKIE, v);
+                }
+            }
+            response
+        }
+        Err((status, message)) => {
+            let page = view::login_page(&form.csrf, &next, Some(&message));
+            (status, page).into_response()
+        }
+    }
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, UiError> {
+    viewer.check_csrf(&state, &form.csrf)?;
+    state.auth.audit().record(crate::auth::audit::event(
+        viewer.name(),
+        viewer.actor.source,
+        "logout",
+        None,
+        None,
+        Some("web UI".into()),
+        true,
+    ));
+    let cookie = session::set_cookie(session::SESSION_COOKIE, "", 0, state.scheme == "https");
+    Ok(([(header::SET_COOKIE, cookie)], Redirect::to("/ui/login")).into_response())
+}
+
+async fn overview(State(state): State<AppState>, viewer: Viewer) -> Result<Response, UiError> {
+    Ok(pages::overview(&state, &viewer).await?.into_response())
+}
+
+#[derive(Deserialize, Default)]
+struct SearchQuery {
+    #[serde(default)]
+    q: String,
+}
+
+async fn search(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Query(q): Query<SearchQuery>,
+) -> Result<Response, UiError> {
+    Ok(pages::search(&state, &viewer, q.q.trim())
+        .await?
+        .into_response())
+}
+
+async fn project(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    UrlPath(project): UrlPath<String>,
+) -> Result<Response, UiError> {
+    Ok(pages::project(&state, &viewer, &project, None)
+        .await?
+        .into_response())
+}
+
+/// Project administration forms: visibility, robots, deletion.
+#[derive(Deserialize)]
+pub(crate) struct ProjectForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    public: Option<String>,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    robot: String,
+    #[serde(default)]
+    pull: Option<String>,
+    #[serde(default)]
+    push: Option<String>,
+    #[serde(default)]
+    delete: Option<String>,
+}
+
+async fn project_action(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    UrlPath((project, action)): UrlPath<(String, String)>,
+    Form(form): Form<ProjectForm>,
+) -> Result<Response, UiError> {
+    viewer.check_csrf(&state, &form.csrf)?;
+    pages::project_action(&state, &viewer, &project, &action, &form).await
+}
+
+#[derive(Deserialize, Default)]
+pub(crate) struct TagQuery {
+    #[serde(default)]
+    sort: Option<String>,
+    #[serde(default)]
+    page: Option<u64>,
+    /// A tag that was just deleted, for the notice.
+    #[serde(default)]
+    deleted: Option<String>,
+}
+
+async fn repository(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    UrlPath(path): UrlPath<String>,
+    Query(q): Query<TagQuery>,
+) -> Result<Response, UiError> {
+    match pages::RepoPath::parse(&path)? {
+        pages::RepoPath::Repository(repo) => Ok(pages::repository(&state, &viewer, &repo, &q)
+            .await?
+            .into_response()),
+        pages::RepoPath::Image(repo, reference) => {
+            Ok(pages::image(&state, &viewer, &repo, &reference)
+                .await?
+                .into_response())
+        }
+        pages::RepoPath::DeleteTag(..) => Err(UiError::NotFound("no such page".into())),
+    }
+}
+
+async fn repository_action(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    UrlPath(path): UrlPath<String>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, UiError> {
+    let pages::RepoPath::DeleteTag(repo, tag) = pages::RepoPath::parse(&path)? else {
+        return Err(UiError::NotFound("no such form".into()));
+    };
+    viewer.check_csrf(&state, &form.csrf)?;
+    pages::delete_tag(&state, &viewer, &repo, &tag).await?;
+    let back = format!(
+        "/ui/r/{}?deleted={}",
+        urlencode(repo.as_str()),
+        urlencode(tag.as_str())
+    );
+    Ok(Redirect::to(&back).into_response())
+}
