@@ -9,6 +9,7 @@ mod hammer;
 mod http;
 mod registry;
 mod server;
+mod ui;
 mod workloads;
 
 use std::path::PathBuf;
@@ -49,7 +50,7 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Run only these workloads (comma-separated): mono, chunked, pull, concurrent,
-    /// manifest-put, manifest-get, blob-head, tags, catalog, auth. Peak RSS is always
+    /// manifest-put, manifest-get, blob-head, tags, catalog, ui, auth. Peak RSS is always
     /// reported.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,

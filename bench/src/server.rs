@@ -35,11 +35,33 @@ fn spawn_logged(mut cmd: Command, log: &Path) -> Result<Child> {
     Ok(cmd.spawn()?)
 }
 
+/// How a berth started by the bench authenticates.
+pub enum BerthAuth<'a> {
+    /// `auth.mode = none`, as Distribution runs here by default.
+    Off,
+    /// `auth.mode = token` with Basic credentials from this htpasswd file, whose
+    /// users may create a project by pushing into it; the admin password is
+    /// random and never used.
+    Htpasswd(&'a Path),
+    /// `auth.mode = token` with only the first account, `admin`, whose password
+    /// is this (`BERTH_ADMIN_PASSWORD`).
+    Admin(&'a str),
+}
+
 /// Starts berth on a fresh data dir. Without `htpasswd`, authentication is off
 /// (`auth.mode = none`, as Distribution runs here by default); with it, Basic
 /// credentials from that file are required (`auth.mode = token`), and its users
 /// may create a project by pushing into it.
 pub async fn start_berth(bin: &Path, tmp_root: &Path, htpasswd: Option<&Path>) -> Result<Server> {
+    let auth = match htpasswd {
+        None => BerthAuth::Off,
+        Some(file) => BerthAuth::Htpasswd(file),
+    };
+    start_berth_with(bin, tmp_root, auth).await
+}
+
+/// Starts berth on a fresh data dir with the given authentication.
+pub async fn start_berth_with(bin: &Path, tmp_root: &Path, auth: BerthAuth<'_>) -> Result<Server> {
     let dir = tempfile::Builder::new()
         .prefix("berth-bench-berth-")
         .tempdir_in(tmp_root)?;
@@ -54,17 +76,22 @@ pub async fn start_berth(bin: &Path, tmp_root: &Path, htpasswd: Option<&Path>) -
         .arg(&listen)
         .arg("--data-dir")
         .arg(&data);
-    match htpasswd {
+    let auth_on = !matches!(auth, BerthAuth::Off);
+    match auth {
         // Distribution runs without authentication here; so does berth.
-        None => {
+        BerthAuth::Off => {
             cmd.env("BERTH_AUTH__MODE", "none");
         }
-        Some(file) => {
+        BerthAuth::Htpasswd(file) => {
             cmd.env("BERTH_AUTH__MODE", "token")
                 .env("BERTH_AUTH__HTPASSWD_FILE", file)
                 .env("BERTH_AUTH__PROJECT_CREATION", "users")
                 // Never used; set so berth does not generate and log one.
                 .env("BERTH_ADMIN_PASSWORD", random_hex(16)?);
+        }
+        BerthAuth::Admin(password) => {
+            cmd.env("BERTH_AUTH__MODE", "token")
+                .env("BERTH_ADMIN_PASSWORD", password);
         }
     }
     // Distribution runs at log level "error" with its access log off; do the same.
@@ -73,14 +100,7 @@ pub async fn start_berth(bin: &Path, tmp_root: &Path, htpasswd: Option<&Path>) -
     }
     let child =
         spawn_logged(cmd, &log).with_context(|| format!("cannot start {}", bin.display()))?;
-    finish_start(
-        child,
-        format!("http://{listen}"),
-        log,
-        dir,
-        htpasswd.is_some(),
-    )
-    .await
+    finish_start(child, format!("http://{listen}"), log, dir, auth_on).await
 }
 
 /// Starts Distribution on a fresh data dir; with `htpasswd`, its `auth: htpasswd`

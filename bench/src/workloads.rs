@@ -66,6 +66,9 @@ pub struct Params {
     /// (docker's defaults: 5 uploads, 3 downloads).
     pub auth_push_conc: usize,
     pub auth_pull_conc: usize,
+    /// `ui`: tags of the repository whose page is shown, and GETs timed per view.
+    pub ui_tags: usize,
+    pub ui_iters: usize,
 }
 
 impl Params {
@@ -94,6 +97,8 @@ impl Params {
                 auth_big_len: 2 * MIB,
                 auth_push_conc: 5,
                 auth_pull_conc: 3,
+                ui_tags: 2000,
+                ui_iters: 10,
             }
         } else {
             Params {
@@ -118,6 +123,8 @@ impl Params {
                 auth_big_len: 8 * MIB,
                 auth_push_conc: 5,
                 auth_pull_conc: 3,
+                ui_tags: 2000,
+                ui_iters: 50,
             }
         }
     }
@@ -154,6 +161,7 @@ pub enum Workload {
     BlobHead,
     Tags,
     Catalog,
+    Ui,
     Auth,
 }
 
@@ -190,7 +198,7 @@ const REPO_TAGS: &str = "bench/tags";
 
 impl Workload {
     /// What runs without `--only`: all but `auth` (which `--auth` adds).
-    pub const DEFAULT: [Workload; 9] = [
+    pub const DEFAULT: [Workload; 10] = [
         Workload::Mono,
         Workload::Chunked,
         Workload::Pull,
@@ -200,9 +208,10 @@ impl Workload {
         Workload::BlobHead,
         Workload::Tags,
         Workload::Catalog,
+        Workload::Ui,
     ];
 
-    pub const ALL: [Workload; 10] = [
+    pub const ALL: [Workload; 11] = [
         Workload::Mono,
         Workload::Chunked,
         Workload::Pull,
@@ -212,6 +221,7 @@ impl Workload {
         Workload::BlobHead,
         Workload::Tags,
         Workload::Catalog,
+        Workload::Ui,
         Workload::Auth,
     ];
 
@@ -226,6 +236,7 @@ impl Workload {
             Workload::BlobHead => "blob-head",
             Workload::Tags => "tags",
             Workload::Catalog => "catalog",
+            Workload::Ui => "ui",
             Workload::Auth => "auth",
         }
     }
@@ -277,6 +288,7 @@ impl Workload {
                     Lower,
                 ),
             ],
+            Workload::Ui => crate::ui::figures(p),
             Workload::Auth => crate::auth::figures(p),
         }
     }
@@ -292,6 +304,7 @@ impl Workload {
             Workload::BlobHead => blob_head(ctx, t, st).await,
             Workload::Tags => tags(ctx, t, st).await,
             Workload::Catalog => catalog(ctx, t, st).await,
+            Workload::Ui => crate::ui::run(ctx, t, st).await,
             Workload::Auth => crate::auth::run(ctx, t, st).await,
         }
     }
@@ -299,7 +312,7 @@ impl Workload {
     /// Whether the workload starts registries of its own (rather than using the
     /// two the run started), and so measures the machine's other load itself.
     pub fn starts_servers(self) -> bool {
-        self == Workload::Auth
+        matches!(self, Workload::Auth | Workload::Ui)
     }
 }
 

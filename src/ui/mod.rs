@@ -72,6 +72,19 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/admin/projects", post(admin::create_project))
         .route("/ui/admin/audit", get(admin::audit))
         .fallback(|| async { UiError::NotFound("no such page".into()) })
+        .layer(axum::middleware::from_fn(server_timing))
+}
+
+/// Adds `Server-Timing: app;dur=<ms>`: the time the handler took to build the
+/// response (the page is rendered by then; sending it is not counted).
+async fn server_timing(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let start = std::time::Instant::now();
+    let mut response = next.run(req).await;
+    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    if let Ok(v) = format!("app;dur={ms:.3}").parse() {
+        response.headers_mut().insert("server-timing", v);
+    }
+    response
 }
 
 pub(crate) fn now_ms() -> i64 {
