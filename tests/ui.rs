@@ -367,9 +367,13 @@ async fn login_sessions_logout_and_csrf() {
         b.post("/ui/logout", &[("csrf", "forged")]).await.status,
         StatusCode::FORBIDDEN
     );
+    let mut copy = Browser::new(&app);
+    copy.cookies = b.cookies.clone();
     let out = b.post("/ui/logout", &[("csrf", &csrf)]).await;
     assert_eq!(out.status, StatusCode::SEE_OTHER);
     assert_eq!(b.get("/ui").await.status, StatusCode::SEE_OTHER);
+    // The server ends the session too: a copy of the cookie is refused.
+    assert_eq!(copy.get("/ui").await.status, StatusCode::SEE_OTHER);
 
     // Disabled accounts lose their sessions at once.
     api(

@@ -83,3 +83,13 @@ pub trait Browse: Send + Sync {
     /// Repositories whose name contains `needle`, lexically ordered, at most `limit`.
     async fn search_repositories(&self, needle: &str, limit: u32) -> Result<Vec<RepoSummary>>;
 }
+
+/// Web UI sessions ended before their expiry (logout), so that a copy of an
+/// ended session's cookie is refused everywhere.
+#[async_trait]
+pub trait EndedSessions: Send + Sync {
+    /// Records `id` as ended until `expires_at` (unix seconds); forgets
+    /// records whose expiry has passed.
+    async fn end_session(&self, id: &str, expires_at: i64) -> Result<()>;
+    async fn session_ended(&self, id: &str) -> Result<bool>;
+}

@@ -179,6 +179,7 @@ pub trait Metadata:
     + Health
     + AccessMetadata
     + Browse
+    + EndedSessions
 {
 }
 impl<
@@ -190,7 +191,8 @@ impl<
             + UploadIndex
             + Health
             + AccessMetadata
-            + Browse,
+            + Browse
+            + EndedSessions,
     > Metadata for T
 {
 }

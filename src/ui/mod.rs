@@ -266,6 +266,11 @@ impl FromRequestParts<AppState> for Viewer {
             .key
             .open(&cookie, now_ms() / 1000)
             .ok_or_else(login)?;
+        // A session ended by logout stays ended, even for a copied cookie.
+        let id = state.ui.key.session_id(&cookie);
+        if state.ui.metadata.session_ended(&id).await? {
+            return Err(login());
+        }
         let principal = pages::resolve_user(state, &session.user)
             .await?
             .ok_or_else(login)?;
@@ -409,6 +414,15 @@ async fn logout(
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, UiError> {
     viewer.check_csrf(&state, &form.csrf)?;
+    if let Some(cookie) = &viewer.cookie {
+        let expires = state
+            .ui
+            .key
+            .open(cookie, 0)
+            .map_or(now_ms() / 1000 + session::SESSION_SECONDS, |s| s.expires_at);
+        let id = state.ui.key.session_id(cookie);
+        state.ui.metadata.end_session(&id, expires).await?;
+    }
     state.auth.audit().record(crate::auth::audit::event(
         viewer.name(),
         viewer.actor.source,

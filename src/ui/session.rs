@@ -117,6 +117,12 @@ impl SessionKey {
         (expires_at > now_s).then_some(Session { user, expires_at })
     }
 
+    /// A stable identifier of a session cookie (for ending it early); the
+    /// cookie itself is never stored.
+    pub fn session_id(&self, cookie_value: &str) -> String {
+        URL_SAFE_NO_PAD.encode(self.mac("session-id", cookie_value))
+    }
+
     /// The CSRF token of forms shown with this cookie value.
     pub fn csrf(&self, cookie_value: &str) -> String {
         URL_SAFE_NO_PAD.encode(self.mac("csrf", cookie_value))
