@@ -181,17 +181,6 @@ impl Browse for SqliteMetadata {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::contains_pattern;
-
-    #[test]
-    fn search_patterns_escape_wildcards() {
-        assert_eq!(contains_pattern("app"), "%app%");
-        assert_eq!(contains_pattern("a_b%c\\"), "%a\\_b\\%c\\\\%");
-    }
-}
-
 #[async_trait]
 impl super::browse::EndedSessions for SqliteMetadata {
     async fn end_session(&self, id: &str, expires_at: i64) -> Result<()> {
@@ -221,5 +210,16 @@ impl super::browse::EndedSessions for SqliteMetadata {
             .fetch_optional(&self.read)
             .await?;
         Ok(found.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::contains_pattern;
+
+    #[test]
+    fn search_patterns_escape_wildcards() {
+        assert_eq!(contains_pattern("app"), "%app%");
+        assert_eq!(contains_pattern("a_b%c\\"), "%a\\_b\\%c\\\\%");
     }
 }
