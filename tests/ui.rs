@@ -144,6 +144,7 @@ async fn push_image(app: &Router, repo: &str, tag: &str) -> (String, usize, usiz
         "config": {"Entrypoint": ["/bin/app"], "Cmd": ["--serve"], "Env": ["MODE=prod"],
                    "ExposedPorts": {"8080/tcp": {}}, "WorkingDir": "/srv", "User": "app",
                    "Labels": {"org.opencontainers.image.title": "demo"}},
+        "created": "2024-05-06T07:08:09Z",
         "history": [{"created_by": "COPY app /bin/app"}]})
     .to_string();
     let layer = vec![7u8; 3000];
@@ -436,6 +437,10 @@ async fn roles_decide_what_is_listed_and_allowed() {
     let repo = guest.get("/ui/r/team/app").await;
     assert_eq!(repo.status, StatusCode::OK);
     assert!(repo.body.contains(">v1<") && repo.body.contains(">v2<"));
+    assert!(
+        repo.body.contains("datetime=\"2024-05-06T07:08:09Z\""),
+        "each tag shows when its image was created"
+    );
     assert!(
         !repo.body.contains("/-/tags/"),
         "no delete form for a guest"

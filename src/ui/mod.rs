@@ -40,6 +40,9 @@ pub use session::SessionKey;
 pub struct UiContext {
     key: SessionKey,
     metadata: Arc<dyn Metadata>,
+    /// Build time of images by manifest digest: content-addressed, so it
+    /// never changes, and tag pages need not re-read configs.
+    created: quick_cache::sync::Cache<String, Option<String>>,
 }
 
 impl UiContext {
@@ -48,6 +51,7 @@ impl UiContext {
         Ok(UiContext {
             key: SessionKey::load_or_create(data_dir)?,
             metadata,
+            created: quick_cache::sync::Cache::new(10_000),
         })
     }
 }

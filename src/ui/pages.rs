@@ -365,6 +365,18 @@ pub async fn repository(
         .await?
         .ok_or_else(|| UiError::NotFound(format!("repository {repo} not found")))?;
     let pages = tags.total.div_ceil(u64::from(TAGS_PER_PAGE)).max(1);
+    let mut distinct: Vec<&crate::metadata::TagRow> = Vec::new();
+    for t in &tags.tags {
+        if !distinct.iter().any(|d| d.digest == t.digest) {
+            distinct.push(t);
+        }
+    }
+    futures_util::future::join_all(distinct.iter().map(|t| created_of(state, repo, t))).await;
+    let created: Vec<Option<String>> = tags
+        .tags
+        .iter()
+        .map(|t| state.ui.created.get(&t.digest.to_string()).flatten())
+        .collect();
     let can_delete = actions.contains(&Action::Delete);
     let name = repo.as_str();
     let sort = if order == TagOrder::Pushed {
@@ -387,15 +399,19 @@ pub async fn repository(
         } @else {
             label.filter { "Filter this page " input type="search" data-filter="tags" placeholder="tag"; }
             table #tags {
-                thead { tr { th { "Tag" } th { "Digest" } th.num { "Size" } th { "Platforms" } th { "Pushed" } th { "Pull" } @if can_delete { th { span.visually-hidden { "Delete" } } } } }
+                thead { tr { th { "Tag" } th { "Digest" } th.num { "Size" } th { "Platforms" } th { "Created" } th { "Pushed" } th { "Pull" } @if can_delete { th { span.visually-hidden { "Delete" } } } } }
                 tbody {
-                    @for t in &tags.tags {
+                    @for (t, created) in tags.tags.iter().zip(&created) {
                         @let pull = format!("docker pull {}/{}:{}", viewer.host, name, t.name);
                         tr data-name=(t.name) {
                             td { a.tag href=(image_href(name, &t.name)) { (t.name) } }
                             td { code.digest title=(t.digest) data-digest=(t.digest) { (short_digest(&t.digest.to_string())) } }
                             td.num { (size_cell(t.size_bytes)) }
                             td { (t.index.as_deref().map(image::index_platforms).unwrap_or_default().join(", ")) }
+                            td { @match created {
+                                Some(c) => time datetime=(c) title=(c) { (c.get(..10).unwrap_or(c)) },
+                                None => span.muted { "—" },
+                            } }
                             td { (when(Some(t.pushed_at), now)) }
                             td { (copyable(&pull, "pull command")) }
                             @if can_delete {
@@ -445,6 +461,33 @@ pub async fn delete_tag(
         true,
     ));
     Ok(())
+}
+
+/// When an image was built (its config's `created`); none for indexes or
+/// when the config cannot be read (the page still renders).
+async fn created_of(
+    state: &AppState,
+    repo: &RepoName,
+    row: &crate::metadata::TagRow,
+) -> Option<String> {
+    let key = row.digest.to_string();
+    if let Some(known) = state.ui.created.get(&key) {
+        return known;
+    }
+    let created = if row.index.is_some() {
+        None
+    } else {
+        let reference = crate::oci::Reference::Digest(row.digest.clone());
+        let manifest = state
+            .registry
+            .get_manifest(repo, &reference, &[])
+            .await
+            .ok()?;
+        let doc = image::parse_doc(&manifest.content, &manifest.media_type)?;
+        read_config(state, repo, &doc).await.ok()??.created
+    };
+    state.ui.created.insert(key, created.clone());
+    created
 }
 
 /// The image config, read through the registry, if small enough.
