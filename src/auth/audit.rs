@@ -5,11 +5,11 @@
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::token::ResourceActions;
+use crate::metadata::now_ms;
 use crate::metadata::{Metadata, NewAuditEvent};
 
 const QUEUE: usize = 65_536;
@@ -24,13 +24,6 @@ enum Message {
 pub struct AuditSink {
     tx: mpsc::Sender<Message>,
     dropped: Arc<AtomicU64>,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// An audit event stamped now.

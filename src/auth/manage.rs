@@ -3,7 +3,6 @@
 //! Both the `/api/v1` handlers and the CLI call these.
 
 use std::net::IpAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -20,6 +19,7 @@ async fn slow_hash(secret: &str) -> String {
 use super::policy::Principal;
 use super::service::{format_pat, AuthService, ROBOT_PREFIX};
 use crate::config::ProjectCreation;
+use crate::metadata::now_ms;
 use crate::metadata::{
     Action, AuditEvent, AuditFilter, MetadataError, NewRobot, Project, Role, User,
 };
@@ -122,13 +122,6 @@ pub struct UserUpdate {
     pub password: Option<String>,
     pub admin: Option<bool>,
     pub disabled: Option<bool>,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 const MIN_PASSWORD: usize = 8;

@@ -55,6 +55,14 @@ pub enum MetadataError {
 
 pub type Result<T, E = MetadataError> = std::result::Result<T, E>;
 
+/// The current time as the metadata layer stores it: Unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// A stored manifest, as served.
 #[derive(Debug, Clone)]
 pub struct ManifestRecord {

@@ -184,10 +184,7 @@ impl Browse for SqliteMetadata {
 #[async_trait]
 impl super::browse::EndedSessions for SqliteMetadata {
     async fn end_session(&self, id: &str, expires_at: i64) -> Result<()> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
+        let now = super::now_ms() / 1000;
         let mut tx = self.write.begin().await?;
         sqlx::query("DELETE FROM ui_ended_sessions WHERE expires_at < ?")
             .bind(now)

@@ -19,7 +19,6 @@ mod view;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::{ConnectInfo, FromRequestParts, Path as UrlPath, Query, State};
 use axum::http::request::Parts;
@@ -32,6 +31,7 @@ use serde::Deserialize;
 use crate::api::AppState;
 use crate::auth::manage::{Actor, ManageError};
 use crate::auth::Principal;
+pub(crate) use crate::metadata::now_ms;
 use crate::metadata::Metadata;
 pub use session::SessionKey;
 
@@ -89,13 +89,6 @@ async fn server_timing(req: axum::extract::Request, next: axum::middleware::Next
         response.headers_mut().insert("server-timing", v);
     }
     response
-}
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Why a page could not be shown.
