@@ -376,6 +376,22 @@ impl Browser {
         all[0].clone()
     }
 
+    /// Waits (at most 5 s) until the page's URL no longer contains `part`.
+    async fn settle_away_from(&self, part: &str) {
+        self.settle(|url| !url.contains(part)).await;
+    }
+
+    /// Waits (at most 5 s) until the page's URL satisfies `done`; the
+    /// caller's assertion then reports what the page shows.
+    async fn settle(&self, done: impl Fn(&str) -> bool) {
+        for _ in 0..50 {
+            if done(&self.url().await) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     async fn click(&self, css: &str) {
         let e = self.find(css).await;
         self.cmd("POST", &format!("/element/{e}/click"), json!({}))
@@ -427,6 +443,8 @@ impl Browser {
         self.type_into("#username", user).await;
         self.type_into("#password", password).await;
         self.click("section.login button[type=submit]").await;
+        // A click returns before the navigation it starts has finished.
+        self.settle_away_from("/ui/login").await;
         assert!(
             !self.url().await.contains("/ui/login"),
             "{user} signed in: {}",
@@ -436,6 +454,8 @@ impl Browser {
 
     async fn logout(&self) {
         self.click("form[action='/ui/logout'] button").await;
+        // Logout redirects to the login page; let that finish first.
+        self.settle(|url| url.contains("/ui/login")).await;
     }
 
     /// POSTs a form from the page's own origin (as a forged page could not),
