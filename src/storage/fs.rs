@@ -2,20 +2,25 @@
 //! `<root>/uploads/<uuid>`. Both trees are on one filesystem so a commit is a
 //! rename.
 
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::{BlobAdmin, BlobRead, ByteStream, Result, StagedUpload, StorageError, UploadStore};
+use super::{
+    mapped, BlobAdmin, BlobRead, ByteStream, Result, StagedUpload, StorageError, UploadStore,
+};
 use crate::oci::{Algorithm, Digest, Hasher};
 
-const READ_CHUNK: usize = 256 * 1024;
-/// Chunks read ahead of the client per download.
+/// Downloads up to this size are read into one buffer; larger ones are mapped.
+const SMALL_READ: u64 = 256 * 1024;
+/// Bytes of a large download mapped at a time.
+const MAP_WINDOW: u64 = 1024 * 1024;
+/// Windows mapped ahead of the client per download.
 const READ_AHEAD: usize = 4;
 /// Dirty bytes of an upload handed to the disk at a time, so writeback runs
 /// while the upload streams and the final fsync has little left to do.
@@ -113,40 +118,43 @@ impl BlobRead for FsStore {
 
     async fn get(&self, digest: &Digest, range: Option<(u64, u64)>) -> Result<ByteStream> {
         let path = self.blob_path(digest);
-        let (mut file, len) =
-            tokio::task::spawn_blocking(move || -> Result<(std::fs::File, u64)> {
-                let mut file = std::fs::File::open(path)
-                    .map_err(|e| not_found_as(e, StorageError::NotFound))?;
-                let len = match range {
-                    Some((offset, len)) => {
-                        file.seek(io::SeekFrom::Start(offset))?;
-                        len
-                    }
-                    None => file.metadata()?.len(),
-                };
-                Ok((file, len))
-            })
-            .await
-            .map_err(io::Error::other)??;
-        // A reader thread keeps a few chunks ahead of the socket, so reading
-        // the file and sending to the client overlap.
+        let opened = tokio::task::spawn_blocking(move || -> Result<Opened> {
+            let file =
+                std::fs::File::open(path).map_err(|e| not_found_as(e, StorageError::NotFound))?;
+            let size = file.metadata()?.len();
+            let (offset, len) = range.unwrap_or((0, size));
+            if offset.saturating_add(len) > size {
+                return Err(StorageError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "blob shorter than recorded",
+                )));
+            }
+            if len <= SMALL_READ {
+                // One read into a buffer: cheaper than a mapping.
+                let mut buf = vec![0u8; len as usize];
+                std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, offset)?;
+                return Ok(Opened::Read(Bytes::from(buf)));
+            }
+            Ok(Opened::Map(file, offset, len))
+        })
+        .await
+        .map_err(io::Error::other)??;
+        let (file, offset, len) = match opened {
+            Opened::Read(bytes) => return Ok(futures_util::stream::iter([Ok(bytes)]).boxed()),
+            Opened::Map(file, offset, len) => (file, offset, len),
+        };
+        // A blocking thread maps and faults in a few windows ahead of the
+        // socket, so disk reads never stall an async worker, and the socket
+        // writer sends straight from the page cache.
         let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(READ_AHEAD);
+        let file = Arc::new(file);
         tokio::task::spawn_blocking(move || {
-            let mut left = len;
-            while left > 0 {
-                let mut buf = BytesMut::zeroed(READ_CHUNK.min(left as usize));
-                let item = match file.read(&mut buf) {
-                    Ok(0) => Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "blob shorter than recorded",
-                    )),
-                    Ok(n) => {
-                        buf.truncate(n);
-                        left -= n as u64;
-                        Ok(buf.freeze())
-                    }
-                    Err(e) => Err(e),
-                };
+            let end = offset + len;
+            let mut at = offset;
+            while at < end {
+                let n = (end - at).min(MAP_WINDOW);
+                let item = mapped::map_window(&file, at, n as usize);
+                at += n;
                 let failed = item.is_err();
                 // Stop when the client went away or the read failed (reported).
                 if tx.blocking_send(item).is_err() || failed {
@@ -156,6 +164,12 @@ impl BlobRead for FsStore {
         });
         Ok(tokio_stream::wrappers::ReceiverStream::new(rx).boxed())
     }
+}
+
+/// How a download is served: small blobs in one read, the rest mapped.
+enum Opened {
+    Read(Bytes),
+    Map(std::fs::File, u64, u64),
 }
 
 #[async_trait]

@@ -11,6 +11,7 @@
 //! Every backend must pass the shared suite in `storage::suite`.
 
 mod fs;
+mod mapped;
 #[cfg(test)]
 mod suite;
 
