@@ -35,6 +35,8 @@ pub fn new_client() -> HttpClient {
     conn.set_nodelay(true);
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
+        // Reads of up to 1 MiB, as the loopback-copy ceiling's reader does.
+        .http1_max_buf_size(1 << 20)
         .build(conn)
 }
 
@@ -196,6 +198,58 @@ pub fn next_link<B>(resp: &Response<B>) -> Option<String> {
         }
     }
     None
+}
+
+/// `GET path` over a fresh connection, reading the body 1 MiB at a time and
+/// discarding it, on a blocking thread: the same reader as the loopback
+/// ceiling's, so a timed download measures the server, not a client
+/// library. Returns the body's length; a status other than 200, or a body
+/// shorter than its `Content-Length`, is an error.
+pub async fn plain_download(t: &Target, path: &str) -> Result<u64> {
+    use std::io::{Read as _, Write as _};
+    let addr = t.addr;
+    let mut head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(a) = &t.authorization {
+        head.push_str(&format!("Authorization: {a}\r\n"));
+    }
+    head.push_str("\r\n");
+    let path = path.to_string();
+    tokio::task::spawn_blocking(move || -> Result<u64> {
+        let mut s = std::net::TcpStream::connect(addr)?;
+        s.write_all(head.as_bytes())?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut have = 0;
+        let end = loop {
+            let n = s.read(&mut buf[have..])?;
+            anyhow::ensure!(n > 0, "GET {path}: connection closed in the headers");
+            have += n;
+            if let Some(i) = buf[..have].windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            anyhow::ensure!(have < buf.len(), "GET {path}: headers too long");
+        };
+        let headers = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        anyhow::ensure!(
+            headers.starts_with("http/1.1 200"),
+            "GET {path}: {}",
+            headers.lines().next().unwrap_or("")
+        );
+        let len: u64 = headers
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .context("no Content-Length")?
+            .trim()
+            .parse()?;
+        let mut got = (have - end) as u64;
+        while got < len {
+            match s.read(&mut buf)? {
+                0 => bail!("GET {path}: body ended after {got} of {len} bytes"),
+                n => got += n as u64,
+            }
+        }
+        Ok(got)
+    })
+    .await?
 }
 
 #[cfg(test)]

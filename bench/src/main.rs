@@ -1,6 +1,7 @@
 //! berth-bench: runs the same workloads against berth and against CNCF Distribution
 //! (Debian's `docker-registry`) in one run, and prints both, their ratio, and the
-//! machine's own ceilings (SHA-256 on one core, loopback TCP copy).
+//! machine's own ceilings (SHA-256 on one core, loopback TCP copies, a durable
+//! write to disk).
 
 mod auth;
 mod ceilings;
@@ -20,6 +21,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 
 use crate::auth::Launch;
+use crate::ceilings::Ceilings;
 use crate::data::Pool;
 use crate::http::{new_client, parse_base, Target};
 use crate::server::{
@@ -227,14 +229,15 @@ async fn run(args: Args) -> Result<bool> {
     let machine = machine();
     eprintln!("machine: {machine}");
 
-    let ceiling_bytes = p.big;
     eprintln!(
-        "ceilings: SHA-256 and loopback copy over {}",
-        size_label(ceiling_bytes)
+        "ceilings: SHA-256, loopback copies and a durable write of {}",
+        size_label(p.big)
     );
-    let sha = tokio::task::spawn_blocking(move || ceilings::sha256_one_core(ceiling_bytes)).await?;
-    let loopback = ceilings::loopback_copy(ceiling_bytes).await?;
-    eprintln!("ceilings: SHA-256 one core {sha:.1} MB/s, loopback TCP copy {loopback:.1} MB/s");
+    let ceilings = ceilings::measure(p.big, &args.tmp_dir).await?;
+    eprintln!(
+        "ceilings: SHA-256 one core {:.1} MB/s, loopback copy of a file {:.1} MB/s (of a cached buffer {:.1}), durable write {:.1} MB/s",
+        ceilings.sha256, ceilings.loopback_file, ceilings.loopback_cached, ceilings.durable_write
+    );
 
     eprintln!("generating the data pool");
     let pool = Pool::new(64 << 20);
@@ -328,9 +331,9 @@ async fn run(args: Args) -> Result<bool> {
         }
     }
 
-    print_table(&rows, sha, loopback, &machine, &sources, &notes);
+    print_table(&rows, &ceilings, &machine, &sources, &notes);
     if let Some(path) = &args.json {
-        let j = to_json(&rows, sha, loopback, &machine, &sources, &notes, args.quick);
+        let j = to_json(&rows, &ceilings, &machine, &sources, &notes, args.quick);
         std::fs::write(path, serde_json::to_vec_pretty(&j)?)
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());
@@ -457,8 +460,7 @@ fn fmt_cell(c: &Cell) -> String {
 
 fn print_table(
     rows: &[Row],
-    sha: f64,
-    loopback: f64,
+    ceilings: &Ceilings,
     machine: &str,
     sources: &[String; 2],
     notes: &[Note],
@@ -491,8 +493,39 @@ fn print_table(
     println!("MB = 10^6 bytes. Big-blob figures are the median of the timed runs.");
     println!();
     println!("machine: {machine}");
-    println!("ceiling: SHA-256 (sha2), one core: {sha:.1} MB/s");
-    println!("ceiling: loopback TCP copy (tokio, 127.0.0.1): {loopback:.1} MB/s");
+    println!(
+        "ceiling: SHA-256 (sha2), one core: {:.1} MB/s",
+        ceilings.sha256
+    );
+    println!(
+        "ceiling: loopback TCP copy of a file of the big blob's size from the page cache (read 1 MiB, write; 127.0.0.1): {:.1} MB/s",
+        ceilings.loopback_file
+    );
+    println!(
+        "ceiling: loopback TCP copy resending one cache-resident 1 MiB buffer (no memory reads): {:.1} MB/s",
+        ceilings.loopback_cached
+    );
+    println!(
+        "ceiling: durable write of the big blob's size (1 MiB writes, then fsync) in the registries' directory: {:.1} MB/s",
+        ceilings.durable_write
+    );
+    for (prefix, what, ceiling) in [
+        ("pull ", "loopback copy of a file", ceilings.loopback_file),
+        ("monolithic push ", "durable write", ceilings.durable_write),
+    ] {
+        if let Some(r) = rows.iter().find(|r| r.label.starts_with(prefix)) {
+            let share = |c: &Cell| match c {
+                Ok(v) if v.is_finite() => format!("{:.0}%", 100.0 * v / ceiling),
+                _ => "-".into(),
+            };
+            println!(
+                "share of the {what}: {}: berth {}, distribution {}",
+                r.label.trim_end_matches(" (MB/s)"),
+                share(&r.cells[0]),
+                share(&r.cells[1])
+            );
+        }
+    }
     println!("berth: {}", sources[0]);
     println!("distribution: {}", sources[1]);
     for n in notes {
@@ -526,8 +559,7 @@ fn print_table(
 
 fn to_json(
     rows: &[Row],
-    sha: f64,
-    loopback: f64,
+    ceilings: &Ceilings,
     machine: &str,
     sources: &[String; 2],
     notes: &[Note],
@@ -542,8 +574,10 @@ fn to_json(
         "quick": quick,
         "machine": machine,
         "ceilings": {
-            "sha256_one_core_mb_s": sha,
-            "loopback_tcp_copy_mb_s": loopback,
+            "sha256_one_core_mb_s": ceilings.sha256,
+            "loopback_file_copy_mb_s": ceilings.loopback_file,
+            "loopback_cached_buffer_copy_mb_s": ceilings.loopback_cached,
+            "durable_write_mb_s": ceilings.durable_write,
         },
         "registries": { "berth": sources[0], "distribution": sources[1] },
         "ratio_means": "how many times better berth does: berth/distribution when higher is better, distribution/berth when lower is better",

@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::auth::Launch;
 use crate::data::{BlobSpec, Pool};
 use crate::hammer::{hammer, HammerSpec};
-use crate::http::Target;
+use crate::http::{plain_download, Target};
 use crate::registry::{
     list_all, manifest, pull_blob, push_chunked, push_image_blobs, push_monolithic, put_manifest,
     Image, OCI_MANIFEST,
@@ -380,12 +380,19 @@ async fn pull(ctx: &Ctx, t: &Target, st: &mut State) -> Result<Vec<f64>> {
         }
     };
     let digest = digest_of(&ctx.pool, spec).await?;
-    // One hashed pull, untimed, proves the bytes are right; timed pulls just count.
+    // One hashed pull, untimed, proves the bytes are right; timed pulls just
+    // count them, with the loopback ceiling's plain reader.
     pull_blob(t, REPO_BIG, &digest, spec.len, true).await?;
+    let path = format!("/v2/{REPO_BIG}/blobs/{digest}");
     let mut rates = Vec::new();
     for run in 0..p.runs {
         let start = Instant::now();
-        pull_blob(t, REPO_BIG, &digest, spec.len, false).await?;
+        let got = plain_download(t, &path).await?;
+        ensure!(
+            got == spec.len,
+            "GET {path}: {got} bytes, expected {}",
+            spec.len
+        );
         let secs = start.elapsed().as_secs_f64();
         rates.push(mb_s(spec.len, secs));
         eprintln!(
