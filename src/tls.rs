@@ -4,10 +4,8 @@
 //!
 //! Contract: [`Tls::from_config`] turns the `[tls]` section into a ready
 //! listener configuration (or `None`: plain HTTP), failing at startup on any
-//! unreadable file. [`serve`] runs the accept loop: each connection does its
-//! handshake and is served by hyper; when the shutdown future resolves it
-//! stops accepting and returns once every open connection has finished its
-//! in-flight request. Bounding that wait is the caller's job.
+//! unreadable file; the server's accept loop handshakes each connection with
+//! [`Tls::acceptor`] and keeps the certificate fresh with [`Tls::watch_files`].
 //!
 //! Reloading polls the files' metadata every [`RELOAD_INTERVAL`] rather than
 //! using inotify: it also sees Kubernetes secret updates (a symlink swap)
@@ -15,7 +13,6 @@
 //! files, a key that does not match) is logged and the previous certificate
 //! stays in use; the next change is tried again.
 
-use std::future::Future;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -24,22 +21,13 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context};
-use axum::extract::ConnectInfo;
-use axum::Router;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
-use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
 
 use crate::config::Config;
 
@@ -48,7 +36,7 @@ pub const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 
 /// A client that has not finished its handshake by then is dropped, so idle
 /// sockets cannot pile up (or hold a graceful shutdown) forever.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// File names under `<data_dir>/tls/` for `tls.self_signed`. The `.crt`
 /// suffix makes the directory usable as-is with podman/skopeo `--cert-dir`
@@ -173,72 +161,16 @@ impl Tls {
     }
 }
 
-/// Serves `app` over TLS on `listener` until `shutdown` resolves; then
-/// stops accepting and returns when every open connection has finished its
-/// in-flight request. Each request carries `ConnectInfo<SocketAddr>`.
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    tls: Tls,
-    shutdown: impl Future<Output = ()> + Send,
-) {
-    let acceptor = TlsAcceptor::from(tls.server_config.clone());
-    let _reloader = AbortOnDrop(tokio::spawn(watch_cert_files(tls.cert.clone())));
-    let graceful = GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (tcp, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead
-                    // of spinning (what `axum::serve` does too).
-                    tracing::warn!(error = %e, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let watcher = graceful.watcher();
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        tokio::spawn(async move {
-            let _ = tcp.set_nodelay(true);
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    tracing::debug!(%remote, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%remote, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let app = app.map_request(move |mut req: axum::http::Request<Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(remote));
-                req
-            });
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let connection = builder.serve_connection_with_upgrades(
-                TokioIo::new(stream),
-                TowerToHyperService::new(app),
-            );
-            if let Err(e) = watcher.watch(connection).await {
-                tracing::debug!(%remote, error = %e, "connection ended with an error");
-            }
-        });
+impl Tls {
+    /// A handshake acceptor with this configuration.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.server_config.clone())
     }
-    drop(listener);
-    graceful.shutdown().await;
-}
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+    /// Starts checking the certificate files for changes; stops when the
+    /// returned handle is aborted.
+    pub fn watch_files(&self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(watch_cert_files(self.cert.clone()))
     }
 }
 

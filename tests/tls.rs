@@ -21,7 +21,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 use sha2::{Digest as _, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
 
@@ -460,13 +460,35 @@ async fn shutdown_finishes_an_in_flight_request_and_stops_accepting() {
     let (config, _, _) = tls_config(dir.path(), &ca.server_cert("registry"));
     let server = start(config).await;
     let client = client_config(ca.roots(), None);
-
-    // A monolithic blob upload whose body is only half sent.
-    let blob = vec![7u8; 64 * 1024];
-    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&blob)));
-    let mut stream = tls_connect(server.addr, client.clone(), "localhost")
+    let stream = tls_connect(server.addr, client.clone(), "localhost")
         .await
         .unwrap();
+    let reply = drain_on_shutdown(server, stream).await;
+    assert!(reply
+        .to_ascii_lowercase()
+        .contains("strict-transport-security: max-age="));
+}
+
+#[tokio::test]
+async fn plain_http_shutdown_also_finishes_an_in_flight_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(base_config(&dir.path().join("data"))).await;
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let reply = drain_on_shutdown(server, stream).await;
+    assert!(!reply
+        .to_ascii_lowercase()
+        .contains("strict-transport-security"));
+}
+
+/// Starts a blob upload on `stream`, shuts `server` down with the body half
+/// sent, checks that new connections are refused while the upload may
+/// finish, finishes it, and returns the answer.
+async fn drain_on_shutdown(
+    server: Running,
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+) -> String {
+    let blob = vec![7u8; 64 * 1024];
+    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&blob)));
     let head = format!(
         "POST /v2/tls/test/blobs/uploads/?digest={digest} HTTP/1.1\r\nHost: localhost\r\n\
          Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
@@ -505,15 +527,13 @@ async fn shutdown_finishes_an_in_flight_request_and_stops_accepting() {
     let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut reply))
         .await
         .expect("the connection is closed after its last answer");
-    let reply = String::from_utf8_lossy(&reply);
+    let reply = String::from_utf8_lossy(&reply).into_owned();
     assert!(reply.starts_with("HTTP/1.1 201"), "{reply}");
-    assert!(reply
-        .to_ascii_lowercase()
-        .contains("strict-transport-security: max-age="));
 
     tokio::time::timeout(Duration::from_secs(10), task)
         .await
         .expect("the server stops once the request is done")
         .unwrap()
         .unwrap();
+    reply
 }

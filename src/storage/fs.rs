@@ -26,7 +26,7 @@ const READ_AHEAD: usize = 4;
 /// while the upload streams and the final fsync has little left to do.
 const WRITEBACK_STEP: u64 = 16 * 1024 * 1024;
 /// Chunks in flight between the request task (hashing) and the writer thread.
-const WRITE_QUEUE: usize = 8;
+const WRITE_QUEUE: usize = 2;
 
 #[derive(Debug, Clone)]
 pub struct FsStore {
