@@ -92,6 +92,16 @@ async fn manifests_and_tags(m: &dyn Metadata) {
         limit: 1,
     };
     assert_eq!(m.list_tags(&r, &page).await.unwrap().unwrap(), ["a"]);
+    let past_the_end = Page {
+        last: Some("b".into()),
+        limit: 10,
+    };
+    assert!(m
+        .list_tags(&r, &past_the_end)
+        .await
+        .unwrap()
+        .unwrap()
+        .is_empty());
     assert_eq!(m.list_tags(&repo("tags/none"), &all()).await.unwrap(), None);
     let by_tag = m
         .get_manifest(&r, &Reference::Tag("a".parse().unwrap()))
