@@ -29,7 +29,7 @@ where
         .map_err(|e: T::Err| MetadataError::Corrupt(format!("{s:?}: {e}")))
 }
 
-const REPO_ID: &str = "SELECT id FROM repositories WHERE name = ?";
+pub(super) const REPO_ID: &str = "SELECT id FROM repositories WHERE name = ?";
 
 impl SqliteMetadata {
     pub async fn open(path: &Path) -> Result<SqliteMetadata> {

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use sqlx::Row;
 
 use super::browse::{Browse, ProjectUsage, RepoSummary, TagOrder, TagPage, TagRow};
-use super::sqlite::SqliteMetadata;
+use super::sqlite::{SqliteMetadata, REPO_ID};
 use super::{MetadataError, Result};
 use crate::oci::{media, Digest, RepoName};
 
@@ -93,11 +93,10 @@ impl Browse for SqliteMetadata {
         offset: u64,
         limit: u32,
     ) -> Result<Option<TagPage>> {
-        let Some(repo_id) =
-            sqlx::query_scalar::<_, i64>("SELECT id FROM repositories WHERE name = ?")
-                .bind(repo.as_str())
-                .fetch_optional(&self.read)
-                .await?
+        let Some(repo_id) = sqlx::query_scalar::<_, i64>(REPO_ID)
+            .bind(repo.as_str())
+            .fetch_optional(&self.read)
+            .await?
         else {
             return Ok(None);
         };

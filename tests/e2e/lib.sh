@@ -698,6 +698,8 @@ containers_private_env() {
 			printf '[[registry]]\nlocation = "%s"\ninsecure = true\n' "$REG"
 		fi
 	} >"$E2E_TMP/registries.conf"
+	# podman run reads the credentials file even when it pulls nothing: it must exist.
+	echo '{"auths":{}}' >"$E2E_TMP/containers-auth.json"
 	export CONTAINERS_STORAGE_CONF=$E2E_TMP/storage.conf CONTAINERS_CONF=$E2E_TMP/containers.conf \
 		CONTAINERS_REGISTRIES_CONF=$E2E_TMP/registries.conf REGISTRY_AUTH_FILE=$E2E_TMP/containers-auth.json
 }

@@ -17,31 +17,10 @@ e2e_init
 require podman buildah
 registry_start
 
-cat >"$E2E_TMP/storage.conf" <<EOF
-[storage]
-driver = "vfs"
-graphroot = "$E2E_TMP/storage"
-runroot = "$E2E_TMP/run"
-EOF
-cat >"$E2E_TMP/containers.conf" <<EOF
-[containers]
-default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
-netns = "none"
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-EOF
-# Commands without a --tls-verify flag (podman 4.3's `manifest inspect`) learn from
-# here that the registry speaks plain HTTP.
-cat >"$E2E_TMP/registries.conf" <<EOF
-unqualified-search-registries = []
-[[registry]]
-location = "$REG"
-insecure = true
-EOF
-export CONTAINERS_STORAGE_CONF=$E2E_TMP/storage.conf CONTAINERS_CONF=$E2E_TMP/containers.conf \
-	CONTAINERS_REGISTRIES_CONF=$E2E_TMP/registries.conf
+# Private storage and config (lib.sh); registries.conf marks the plain-HTTP registry
+# insecure, which commands without a --tls-verify flag (podman 4.3's `manifest
+# inspect`) need.
+containers_private_env
 # vfs layers are plain directories; `podman system reset` is not needed, rm -rf is.
 on_exit "podman rm -af; podman rmi -af"
 
