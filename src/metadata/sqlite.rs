@@ -1,6 +1,13 @@
 //! SQLite backend (the embedded default). Writes go through a pool of one
 //! connection, so they serialise in-process instead of failing with
 //! SQLITE_BUSY; reads use their own pool and run concurrently (WAL mode).
+//!
+//! Every write takes that connection through a [`Writer`], which gives it
+//! back to the pool only after the write succeeded. After any failure (a full
+//! disk, an I/O error, a refused manifest, a cancelled request) the
+//! connection is closed, which rolls back whatever it had open, and the next
+//! write gets a fresh one: a failed write can leave no transaction half-open
+//! for later writes to disappear into.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -8,10 +15,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Connection, Row, Sqlite, Transaction};
 
 use super::now_ms;
 use super::*;
@@ -27,6 +36,45 @@ where
 {
     s.parse()
         .map_err(|e: T::Err| MetadataError::Corrupt(format!("{s:?}: {e}")))
+}
+
+/// The write connection, held for one write. Dropped without
+/// [`Writer::finish`] seeing success, it closes the connection instead of
+/// returning it to the pool.
+pub(super) struct Writer {
+    conn: Option<PoolConnection<Sqlite>>,
+    clean: bool,
+}
+
+impl Writer {
+    pub(super) fn conn(&mut self) -> &mut SqliteConnection {
+        self.conn
+            .as_mut()
+            .expect("a writer holds its connection until dropped")
+    }
+
+    /// Hands `result` back; the connection returns to the pool only if it is
+    /// a success.
+    pub(super) fn finish<T>(mut self, result: Result<T>) -> Result<T> {
+        self.clean = result.is_ok();
+        result
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if self.clean {
+            return;
+        }
+        if let Some(conn) = self.conn.take() {
+            tracing::debug!(
+                "a metadata write failed or was cancelled: replacing the write connection"
+            );
+            // Closing rolls back anything the connection had open; the pool
+            // opens a replacement for the next write.
+            drop(conn.detach());
+        }
+    }
 }
 
 pub(super) const REPO_ID: &str = "SELECT id FROM repositories WHERE name = ?";
@@ -53,6 +101,14 @@ impl SqliteMetadata {
         Ok(SqliteMetadata { read, write })
     }
 
+    /// The write connection, for one write (see [`Writer`]).
+    pub(super) async fn writer(&self) -> Result<Writer> {
+        Ok(Writer {
+            conn: Some(self.write.acquire().await?),
+            clean: false,
+        })
+    }
+
     async fn repo_id_or_create(tx: &mut Transaction<'_, Sqlite>, repo: &RepoName) -> Result<i64> {
         if let Some(id) = sqlx::query_scalar::<_, i64>(REPO_ID)
             .bind(repo.as_str())
@@ -71,18 +127,28 @@ impl SqliteMetadata {
         Ok(id)
     }
 
+    /// Checks that every reference is in the repository with its declared
+    /// size, in one query for all of them (`sizes` maps a JSON array of
+    /// digests to each one's size in the repository, or NULL, by index).
     async fn check_refs(
         tx: &mut Transaction<'_, Sqlite>,
         repo_id: i64,
         refs: &[Ref],
-        query: &str,
+        sizes: &str,
     ) -> Result<()> {
-        for r in refs {
-            let size: Option<i64> = sqlx::query_scalar(query)
-                .bind(repo_id)
-                .bind(r.digest.to_string())
-                .fetch_optional(&mut **tx)
-                .await?;
+        if refs.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<(i64, Option<i64>)> = sqlx::query_as(sizes)
+            .bind(digests_json(refs))
+            .bind(repo_id)
+            .fetch_all(&mut **tx)
+            .await?;
+        for (index, size) in rows {
+            let r = usize::try_from(index)
+                .ok()
+                .and_then(|i| refs.get(i))
+                .ok_or_else(|| MetadataError::Corrupt(format!("reference index {index}")))?;
             match size {
                 None => return Err(MetadataError::MissingReference(r.digest.clone())),
                 Some(actual) if actual as u64 != r.size => {
@@ -97,6 +163,20 @@ impl SqliteMetadata {
         }
         Ok(())
     }
+}
+
+/// Size of each referenced blob linked in the repository, by reference index.
+const BLOB_SIZES: &str = "SELECT j.key, b.size FROM json_each(?1) j \
+     LEFT JOIN repo_blobs l ON l.repo_id = ?2 AND l.digest = j.value \
+     LEFT JOIN blobs b ON b.digest = l.digest ORDER BY j.key";
+/// Size of each referenced child manifest in the repository, by reference index.
+const CHILD_SIZES: &str = "SELECT j.key, m.size FROM json_each(?1) j \
+     LEFT JOIN manifests m ON m.repo_id = ?2 AND m.digest = j.value ORDER BY j.key";
+
+/// The references' digests as a JSON array of strings (digests need no escaping).
+fn digests_json(refs: &[Ref]) -> String {
+    let quoted: Vec<String> = refs.iter().map(|r| format!("\"{}\"", r.digest)).collect();
+    format!("[{}]", quoted.join(","))
 }
 
 /// A list of names aggregated into one row by `group_concat(name, char(10))`.
@@ -160,7 +240,9 @@ impl BlobIndex for SqliteMetadata {
 #[async_trait]
 impl BlobLinks for SqliteMetadata {
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
-        let mut tx = self.write.begin().await?;
+        let mut w = self.writer().await?;
+        let result = async {
+        let mut tx = w.conn().begin().await?;
         let repo_id = Self::repo_id_or_create(&mut tx, repo).await?;
         let now = now_ms();
         sqlx::query(
@@ -179,15 +261,20 @@ impl BlobLinks for SqliteMetadata {
             .await?;
         tx.commit().await?;
         Ok(())
+        }
+        .await;
+        w.finish(result)
     }
 
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        let mut w = self.writer().await?;
         let done = sqlx::query("DELETE FROM repo_blobs WHERE repo_id = (SELECT id FROM repositories WHERE name = ?) AND digest = ?")
             .bind(repo.as_str())
             .bind(digest.to_string())
-            .execute(&self.write)
-            .await?;
-        Ok(done.rows_affected() > 0)
+            .execute(w.conn())
+            .await;
+        w.finish(done.map_err(Into::into))
+            .map(|d| d.rows_affected() > 0)
     }
 }
 
@@ -286,120 +373,128 @@ impl ManifestIndex for SqliteMetadata {
 #[async_trait]
 impl ManifestWrites for SqliteMetadata {
     async fn put_manifest(&self, m: &NewManifest) -> Result<()> {
-        let mut tx = self.write.begin().await?;
-        let repo_id = Self::repo_id_or_create(&mut tx, &m.repo).await?;
-        Self::check_refs(
-            &mut tx,
-            repo_id,
-            &m.blobs,
-            "SELECT b.size FROM repo_blobs l JOIN blobs b ON b.digest = l.digest WHERE l.repo_id = ? AND l.digest = ?",
-        )
-        .await?;
-        Self::check_refs(
-            &mut tx,
-            repo_id,
-            &m.children,
-            "SELECT size FROM manifests WHERE repo_id = ? AND digest = ?",
-        )
-        .await?;
-        let now = now_ms();
-        let digest = m.digest.to_string();
-        sqlx::query(
-            "INSERT INTO manifests (repo_id, digest, media_type, artifact_type, subject, annotations, size, content, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        )
-        .bind(repo_id)
-        .bind(&digest)
-        .bind(&m.media_type)
-        .bind(&m.artifact_type)
-        .bind(m.subject.as_ref().map(Digest::to_string))
-        .bind(&m.annotations)
-        .bind(m.content.len() as i64)
-        .bind(m.content.as_ref())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        for (kind, refs) in [(0, &m.blobs), (1, &m.children)] {
-            for r in refs {
-                sqlx::query(
-                    "INSERT INTO manifest_refs (repo_id, manifest_digest, child_digest, kind) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                )
-                .bind(repo_id)
-                .bind(&digest)
-                .bind(r.digest.to_string())
-                .bind(kind)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-        if let Some(tag) = &m.tag {
+        let mut w = self.writer().await?;
+        let result = async {
+            let mut tx = w.conn().begin().await?;
+            let repo_id = Self::repo_id_or_create(&mut tx, &m.repo).await?;
+            Self::check_refs(&mut tx, repo_id, &m.blobs, BLOB_SIZES).await?;
+            Self::check_refs(&mut tx, repo_id, &m.children, CHILD_SIZES).await?;
+            let now = now_ms();
+            let digest = m.digest.to_string();
             sqlx::query(
-                "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES (?, ?, ?, ?) \
-                 ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+                "INSERT INTO manifests (repo_id, digest, media_type, artifact_type, subject, annotations, size, content, created_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             )
             .bind(repo_id)
-            .bind(tag.as_str())
             .bind(&digest)
+            .bind(&m.media_type)
+            .bind(&m.artifact_type)
+            .bind(m.subject.as_ref().map(Digest::to_string))
+            .bind(&m.annotations)
+            .bind(m.content.len() as i64)
+            .bind(m.content.as_ref())
             .bind(now)
             .execute(&mut *tx)
             .await?;
+            for (kind, refs) in [(0, &m.blobs), (1, &m.children)] {
+                if refs.is_empty() {
+                    continue;
+                }
+                // One statement for all references, however many there are.
+                sqlx::query(
+                    "INSERT INTO manifest_refs (repo_id, manifest_digest, child_digest, kind) \
+                     SELECT ?, ?, value, ? FROM json_each(?) WHERE true ON CONFLICT DO NOTHING",
+                )
+                .bind(repo_id)
+                .bind(&digest)
+                .bind(kind)
+                .bind(digests_json(refs))
+                .execute(&mut *tx)
+                .await?;
+            }
+            if let Some(tag) = &m.tag {
+                sqlx::query(
+                    "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES (?, ?, ?, ?) \
+                     ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+                )
+                .bind(repo_id)
+                .bind(tag.as_str())
+                .bind(&digest)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
         }
-        tx.commit().await?;
-        Ok(())
+        .await;
+        w.finish(result)
     }
 
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        let mut tx = self.write.begin().await?;
-        let Some(repo_id) = sqlx::query_scalar::<_, i64>(REPO_ID)
-            .bind(repo.as_str())
-            .fetch_optional(&mut *tx)
-            .await?
-        else {
-            return Ok(false);
-        };
-        let digest = digest.to_string();
-        let done = sqlx::query("DELETE FROM manifests WHERE repo_id = ? AND digest = ?")
-            .bind(repo_id)
-            .bind(&digest)
-            .execute(&mut *tx)
-            .await?;
-        for table in [
-            "DELETE FROM tags WHERE repo_id = ? AND digest = ?",
-            "DELETE FROM manifest_refs WHERE repo_id = ? AND manifest_digest = ?",
-        ] {
-            sqlx::query(table)
+        let mut w = self.writer().await?;
+        let result = async {
+            let mut tx = w.conn().begin().await?;
+            let Some(repo_id) = sqlx::query_scalar::<_, i64>(REPO_ID)
+                .bind(repo.as_str())
+                .fetch_optional(&mut *tx)
+                .await?
+            else {
+                return Ok(false);
+            };
+            let digest = digest.to_string();
+            let done = sqlx::query("DELETE FROM manifests WHERE repo_id = ? AND digest = ?")
                 .bind(repo_id)
                 .bind(&digest)
                 .execute(&mut *tx)
                 .await?;
+            for table in [
+                "DELETE FROM tags WHERE repo_id = ? AND digest = ?",
+                "DELETE FROM manifest_refs WHERE repo_id = ? AND manifest_digest = ?",
+            ] {
+                sqlx::query(table)
+                    .bind(repo_id)
+                    .bind(&digest)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(done.rows_affected() > 0)
         }
-        tx.commit().await?;
-        Ok(done.rows_affected() > 0)
+        .await;
+        w.finish(result)
     }
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
+        let mut w = self.writer().await?;
         let done = sqlx::query("DELETE FROM tags WHERE repo_id = (SELECT id FROM repositories WHERE name = ?) AND name = ?")
             .bind(repo.as_str())
             .bind(tag.as_str())
-            .execute(&self.write)
-            .await?;
-        Ok(done.rows_affected() > 0)
+            .execute(w.conn())
+            .await;
+        w.finish(done.map_err(Into::into))
+            .map(|d| d.rows_affected() > 0)
     }
 }
 
 #[async_trait]
 impl UploadIndex for SqliteMetadata {
     async fn create_upload(&self, id: &str, repo: &RepoName) -> Result<()> {
-        let mut tx = self.write.begin().await?;
-        let repo_id = Self::repo_id_or_create(&mut tx, repo).await?;
-        sqlx::query("INSERT INTO uploads (id, repo_id, created_at) VALUES (?, ?, ?)")
-            .bind(id)
-            .bind(repo_id)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        let mut w = self.writer().await?;
+        let result = async {
+            let mut tx = w.conn().begin().await?;
+            let repo_id = Self::repo_id_or_create(&mut tx, repo).await?;
+            sqlx::query("INSERT INTO uploads (id, repo_id, created_at) VALUES (?, ?, ?)")
+                .bind(id)
+                .bind(repo_id)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(())
+        }
+        .await;
+        w.finish(result)
     }
 
     async fn upload_repository(&self, id: &str) -> Result<Option<RepoName>> {
@@ -413,11 +508,20 @@ impl UploadIndex for SqliteMetadata {
     }
 
     async fn delete_upload(&self, id: &str) -> Result<()> {
-        sqlx::query("DELETE FROM uploads WHERE id = ?")
+        let mut w = self.writer().await?;
+        let done = sqlx::query("DELETE FROM uploads WHERE id = ?")
             .bind(id)
-            .execute(&self.write)
-            .await?;
-        Ok(())
+            .execute(w.conn())
+            .await;
+        w.finish(done.map_err(Into::into)).map(drop)
+    }
+
+    async fn list_uploads(&self) -> Result<Vec<(String, i64)>> {
+        Ok(
+            sqlx::query_as("SELECT id, created_at FROM uploads ORDER BY created_at")
+                .fetch_all(&self.read)
+                .await?,
+        )
     }
 }
 

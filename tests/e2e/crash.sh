@@ -21,54 +21,15 @@ CHUNK=1048576
 RATE=1M    # per PATCH: a big layer takes seconds, so the kill lands mid-upload
 IMG=$E2E_TMP/img
 
-# make_image I SIZE...: a random OCI image, one uncompressed tar layer per SIZE
-# (bytes), in $IMG/I: blobs/<hex>, manifest.json.
+# make_image I SIZE...: a random image in $IMG/I (see make_random_image).
 make_image() {
-	local i=$1 dir=$IMG/$1 w size d diffids=() layers=()
+	local i=$1
 	shift
-	mkdir -p "$dir/blobs"
-	w=$(mktemp -d "$E2E_TMP/mk.XXXXXX")
-	for size in "$@"; do
-		head -c "$size" /dev/urandom >"$w/data.bin"
-		tar --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$w" -cf "$w/layer.tar" data.bin
-		d=$(sha_of "$w/layer.tar")
-		diffids+=("$d")
-		layers+=("$(jq -cn --arg d "$d" --argjson s "$(stat -c %s "$w/layer.tar")" --arg mt "$MT_OCI_LAYER" \
-			'{mediaType: $mt, digest: $d, size: $s}')")
-		mv "$w/layer.tar" "$dir/blobs/${d#sha256:}"
-	done
-	printf '%s\n' "${diffids[@]}" | jq -cRs --arg i "$i" \
-		'{architecture: "amd64", os: "linux", config: {Labels: {"berth.e2e.image": $i}},
-		  rootfs: {type: "layers", diff_ids: split("\n") | map(select(. != ""))}}' >"$w/config.json"
-	d=$(sha_of "$w/config.json")
-	mv "$w/config.json" "$dir/blobs/${d#sha256:}"
-	printf '%s\n' "${layers[@]}" | jq -cs --arg c "$d" --argjson cs "$(stat -c %s "$dir/blobs/${d#sha256:}")" \
-		--arg mt "$MT_OCI_MANIFEST" --arg cmt "$MT_OCI_CONFIG" \
-		'{schemaVersion: 2, mediaType: $mt, config: {mediaType: $cmt, digest: $c, size: $cs}, layers: .}' \
-		>"$dir/manifest.json"
-	rm -rf "$w"
+	make_random_image "$IMG/$i" "$i" "$@"
 }
 
-# push_image I CHUNK RATE: blobs then manifest, recording each result in $IMG/I/status:
-# "blob DIGEST 201", "blob DIGEST failed", "manifest 201 DIGEST" or "manifest failed".
-# Runs in the background; never exits early, so the status file is always complete.
-push_image() {
-	local i=$1 chunk=$2 rate=$3 dir=$IMG/$1 d
-	for d in $(jq -r '(.config, .layers[]).digest' "$dir/manifest.json"); do
-		if push_blob "e2e/crash-$i" "$dir/blobs/${d#sha256:}" "$chunk" "$rate" \
-			"$dir/progress.${d#sha256:}" >>"$dir/push.log" 2>&1; then
-			echo "blob $d 201" >>"$dir/status"
-		else
-			echo "blob $d failed" >>"$dir/status"
-			return 0
-		fi
-	done
-	if push_manifest "e2e/crash-$i" 1 "$dir/manifest.json" "$MT_OCI_MANIFEST" >>"$dir/push.log" 2>&1; then
-		echo "manifest 201 $(sha_of "$dir/manifest.json")" >>"$dir/status"
-	else
-		echo "manifest failed" >>"$dir/status"
-	fi
-}
+# push_image I CHUNK RATE: push $IMG/I as e2e/crash-I:1 (see push_random_image).
+push_image() { push_random_image "$IMG/$1" "e2e/crash-$1" 1 "$2" "$3"; }
 
 acked() { grep -l '^manifest 201' "$IMG"/*/status 2>/dev/null | wc -l; }
 

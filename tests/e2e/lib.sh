@@ -433,6 +433,56 @@ push_manifest() {
 	[[ -z $dcd ]] || expect_eq "Docker-Content-Digest of PUT $repo:$ref" "$(sha_of "$file")" "$dcd"
 }
 
+# make_random_image DIR LABEL SIZE...: a random OCI image, one uncompressed tar layer
+# per SIZE (bytes), in DIR: blobs/<hex>, manifest.json. LABEL goes into its config.
+make_random_image() {
+	local dir=$1 label=$2 w size d diffids=() layers=()
+	shift 2
+	mkdir -p "$dir/blobs"
+	w=$(mktemp -d "$E2E_TMP/mk.XXXXXX")
+	for size in "$@"; do
+		head -c "$size" /dev/urandom >"$w/data.bin"
+		tar --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$w" -cf "$w/layer.tar" data.bin
+		d=$(sha_of "$w/layer.tar")
+		diffids+=("$d")
+		layers+=("$(jq -cn --arg d "$d" --argjson s "$(stat -c %s "$w/layer.tar")" --arg mt "$MT_OCI_LAYER" \
+			'{mediaType: $mt, digest: $d, size: $s}')")
+		mv "$w/layer.tar" "$dir/blobs/${d#sha256:}"
+	done
+	printf '%s\n' "${diffids[@]}" | jq -cRs --arg i "$label" \
+		'{architecture: "amd64", os: "linux", config: {Labels: {"berth.e2e.image": $i}},
+		  rootfs: {type: "layers", diff_ids: split("\n") | map(select(. != ""))}}' >"$w/config.json"
+	d=$(sha_of "$w/config.json")
+	mv "$w/config.json" "$dir/blobs/${d#sha256:}"
+	printf '%s\n' "${layers[@]}" | jq -cs --arg c "$d" --argjson cs "$(stat -c %s "$dir/blobs/${d#sha256:}")" \
+		--arg mt "$MT_OCI_MANIFEST" --arg cmt "$MT_OCI_CONFIG" \
+		'{schemaVersion: 2, mediaType: $mt, config: {mediaType: $cmt, digest: $c, size: $cs}, layers: .}' \
+		>"$dir/manifest.json"
+	rm -rf "$w"
+}
+
+# push_random_image DIR REPO TAG CHUNK RATE: push an image made by make_random_image,
+# blobs then manifest, recording each result in DIR/status: "blob DIGEST 201",
+# "blob DIGEST failed", "manifest 201 DIGEST" or "manifest failed". Never exits
+# early (it may run in the background), so the status file is always complete.
+push_random_image() {
+	local dir=$1 repo=$2 tag=$3 chunk=$4 rate=$5 d
+	for d in $(jq -r '(.config, .layers[]).digest' "$dir/manifest.json"); do
+		if push_blob "$repo" "$dir/blobs/${d#sha256:}" "$chunk" "$rate" \
+			"$dir/progress.${d#sha256:}" >>"$dir/push.log" 2>&1; then
+			echo "blob $d 201" >>"$dir/status"
+		else
+			echo "blob $d failed" >>"$dir/status"
+			return 0
+		fi
+	done
+	if push_manifest "$repo" "$tag" "$dir/manifest.json" "$MT_OCI_MANIFEST" >>"$dir/push.log" 2>&1; then
+		echo "manifest 201 $(sha_of "$dir/manifest.json")" >>"$dir/status"
+	else
+		echo "manifest failed" >>"$dir/status"
+	fi
+}
+
 # ---------------------------------------------------------------------------
 # test images, made locally (nothing can be pulled from a public registry)
 
