@@ -41,6 +41,9 @@ pub struct LogConfig {
 pub struct LimitsConfig {
     /// Largest manifest accepted by a PUT, in bytes.
     pub max_manifest_bytes: usize,
+    /// Most descriptors (config, layers, index children) one
+    /// manifest may list; a PUT with more is refused as `MANIFEST_INVALID`.
+    pub max_manifest_descriptors: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,6 +53,11 @@ pub struct UploadsConfig {
     /// repository that has it when `from` is missing or lacks it, instead of
     /// asking the client to upload it again.
     pub auto_mount: bool,
+    /// An upload session with no new bytes for this long, in seconds, is
+    /// removed with its staged bytes by a background worker; staged bytes
+    /// that no session owns are removed too (after a minute, or this TTL if
+    /// shorter). 0 keeps sessions forever.
+    pub session_ttl_seconds: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -213,13 +221,17 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             max_manifest_bytes: 4 * 1024 * 1024,
+            max_manifest_descriptors: 10_000,
         }
     }
 }
 
 impl Default for UploadsConfig {
     fn default() -> Self {
-        UploadsConfig { auto_mount: true }
+        UploadsConfig {
+            auto_mount: true,
+            session_ttl_seconds: 24 * 60 * 60,
+        }
     }
 }
 
@@ -325,6 +337,7 @@ impl Config {
     pub fn core_settings(&self) -> crate::core::Settings {
         crate::core::Settings {
             max_manifest_bytes: self.limits.max_manifest_bytes,
+            max_manifest_descriptors: self.limits.max_manifest_descriptors,
             auto_mount: self.uploads.auto_mount,
             cache_max_age: std::time::Duration::from_secs(self.cache.max_age_seconds),
         }

@@ -12,3 +12,4 @@ pub mod server;
 pub mod storage;
 pub mod tls;
 pub mod ui;
+pub mod workers;

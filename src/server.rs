@@ -26,6 +26,7 @@ use crate::core::Registry;
 use crate::metadata::SqliteMetadata;
 use crate::storage::FsStore;
 use crate::tls::{self, Tls};
+use crate::workers::{UploadExpiry, Workers};
 
 /// Opens the embedded default backends under the data directory: the
 /// registry and the authentication service over one metadata database.
@@ -67,6 +68,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
+    let workers = start_workers(&state, &config);
     let served = serve_on(
         listener,
         api::router(state.clone()),
@@ -74,9 +76,24 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         shutdown_signal(),
     )
     .await;
+    workers
+        .shutdown(Duration::from_secs(config.shutdown.grace_seconds))
+        .await;
     // What was audited during the last requests reaches the database.
     state.auth.audit().flush().await;
     served
+}
+
+/// Starts the background workers over the opened state.
+pub fn start_workers(state: &AppState, config: &Config) -> Workers {
+    let mut workers = Workers::default();
+    if config.uploads.session_ttl_seconds > 0 {
+        workers.spawn(UploadExpiry {
+            registry: state.registry.clone(),
+            ttl: Duration::from_secs(config.uploads.session_ttl_seconds),
+        });
+    }
+    workers
 }
 
 /// Serves `app` on `listener` (HTTPS when `[tls]` configures it) until

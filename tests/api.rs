@@ -913,9 +913,25 @@ async fn malformed_content_range_is_rejected() {
             b"abc".to_vec(),
         )
         .await;
-    let status = r.status.as_u16();
-    assert!(status == 400 || status == 416, "{}: {status}", r.what);
-    r.expect_error_status(status);
+    r.expect_error(416, "BLOB_UPLOAD_INVALID");
+}
+
+#[tokio::test]
+async fn content_range_that_would_wrap_is_416() {
+    // `last - first + 1` overflows: it must not become "0 bytes expected".
+    let reg = Reg::new().await;
+    let location = reg.start_upload("repo").await;
+    reg.call(
+        Method::PATCH,
+        &location,
+        &[("content-range", "0-18446744073709551615")],
+        Vec::new(),
+    )
+    .await
+    .expect_error(416, "BLOB_UPLOAD_INVALID");
+    let status = reg.get(&location).await;
+    status.expect(204);
+    assert_eq!(status.header("range"), "0-0");
 }
 
 #[tokio::test]
@@ -1794,6 +1810,84 @@ async fn manifest_over_the_default_limit_is_413() {
     reg.get("/v2/repo/manifests/big")
         .await
         .expect_error(404, "MANIFEST_UNKNOWN");
+}
+
+#[tokio::test]
+async fn manifest_with_too_many_descriptors_is_refused() {
+    let reg = Reg::with(|c| c.limits.max_manifest_descriptors = 4).await;
+    let config = b"{}".to_vec();
+    reg.push_blob("many", &config).await;
+    let mut layers = Vec::new();
+    for i in 0..4 {
+        let layer = format!("layer {i}").into_bytes();
+        reg.push_blob("many", &layer).await;
+        layers.push(descriptor(OCI_LAYER, &layer));
+    }
+    let manifest = |layers: &[Value]| {
+        serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": descriptor(OCI_CONFIG, &config),
+            "layers": layers,
+        }))
+        .unwrap()
+    };
+    // Config + 4 layers = 5 descriptors: one too many.
+    let body = manifest(&layers);
+    let error = reg
+        .put_manifest("many", "five", Some(OCI_MANIFEST), &body)
+        .await
+        .expect_error(400, "MANIFEST_INVALID");
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("5 descriptors") && message.contains("at most 4"),
+        "{error}"
+    );
+    reg.get("/v2/many/manifests/five")
+        .await
+        .expect_error(404, "MANIFEST_UNKNOWN");
+    let body = manifest(&layers[..3]);
+    reg.put_manifest("many", "four", Some(OCI_MANIFEST), &body)
+        .await
+        .expect(201);
+}
+
+#[tokio::test]
+async fn manifest_with_thousands_of_layers_is_stored_with_every_reference() {
+    let reg = Reg::new().await;
+    let config = b"{}".to_vec();
+    reg.push_blob("wide", &config).await;
+    let layer = b"one shared layer".to_vec();
+    reg.push_blob("wide", &layer).await;
+    let other = b"a second layer".to_vec();
+    reg.push_blob("wide", &other).await;
+    // 9,999 layers (the default limit is 10,000 descriptors with the config),
+    // all but the last one the same blob.
+    let mut layers = vec![descriptor(OCI_LAYER, &layer); 9_998];
+    layers.push(descriptor(OCI_LAYER, &other));
+    let body = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": descriptor(OCI_CONFIG, &config),
+        "layers": layers,
+    }))
+    .unwrap();
+    reg.put_manifest("wide", "big", Some(OCI_MANIFEST), &body)
+        .await
+        .expect(201);
+    // A reference checked in the same batch still fails on its own.
+    layers[5_000] = descriptor(OCI_LAYER, b"never pushed");
+    let body = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": descriptor(OCI_CONFIG, &config),
+        "layers": layers,
+    }))
+    .unwrap();
+    reg.put_manifest("wide", "broken", Some(OCI_MANIFEST), &body)
+        .await
+        .expect_error(400, "MANIFEST_BLOB_UNKNOWN");
+    assert_eq!(reg.tags("wide").await, vec!["big".to_string()]);
 }
 
 #[tokio::test]
@@ -3172,4 +3266,86 @@ async fn a_second_registry_on_one_data_dir_is_refused() {
     berth::server::open_state(&config)
         .await
         .expect("reopening after the first closed");
+}
+
+// ---------------------------------------------------------------------------
+// Abandoned uploads
+// ---------------------------------------------------------------------------
+
+/// Sets a staging file's modification time `ago` in the past.
+fn age_file(path: &Path, ago: std::time::Duration) {
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.set_modified(std::time::SystemTime::now() - ago)
+        .unwrap();
+}
+
+#[tokio::test]
+async fn idle_sessions_and_unowned_staging_files_are_removed() {
+    use std::time::Duration;
+    let root = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        data_dir: root.path().join("data"),
+        ..Default::default()
+    };
+    config.auth.mode = berth::config::AuthMode::None;
+    let state = berth::server::open_state(&config).await.unwrap();
+    let reg = Client(berth::api::router(state.clone()));
+    let uploads = config.data_dir.join("uploads");
+    let session_id = |location: &str| location.rsplit('/').next().unwrap().to_string();
+
+    let idle = reg.start_upload("repo").await;
+    reg.patch_chunk(&idle, 0, &[7u8; 4096]).await.expect(202);
+    let fresh = reg.start_upload("repo").await;
+    reg.patch_chunk(&fresh, 0, b"recent bytes")
+        .await
+        .expect(202);
+    // What a monolithic upload cut short by a crash leaves: bytes, no session.
+    let orphan = uploads.join(uuid_like(1));
+    std::fs::write(&orphan, vec![1u8; 10_000]).unwrap();
+    age_file(&orphan, Duration::from_secs(120));
+    // Staged a second ago, no session yet: may be a monolithic upload starting.
+    let starting = uploads.join(uuid_like(2));
+    std::fs::write(&starting, b"just now").unwrap();
+    age_file(&uploads.join(session_id(&idle)), Duration::from_secs(7200));
+
+    let done = state
+        .registry
+        .expire_uploads(Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.sessions, done.orphans, done.bytes),
+        (1, 1, 4096 + 10_000)
+    );
+    reg.get(&idle)
+        .await
+        .expect_error(404, "BLOB_UPLOAD_UNKNOWN");
+    assert!(!uploads.join(session_id(&idle)).exists());
+    assert!(!orphan.exists());
+    assert!(
+        starting.exists(),
+        "a staging file younger than a minute stays"
+    );
+    // The live session is untouched and finishes.
+    let status = reg.get(&fresh).await;
+    status.expect(204);
+    assert_eq!(status.header("range"), "0-11");
+    let put = with_query(
+        status.header("location"),
+        &format!("digest={}", sha256(b"recent bytes")),
+    );
+    reg.call(Method::PUT, &put, &[], Body::empty())
+        .await
+        .expect(201);
+    // A second pass finds nothing more to do.
+    let again = state
+        .registry
+        .expire_uploads(Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!((again.sessions, again.orphans), (0, 0));
+}
+
+fn uuid_like(n: u8) -> String {
+    format!("00000000-0000-4000-8000-{n:012}")
 }

@@ -51,6 +51,13 @@ impl Registry {
         }
         let parsed = ParsedManifest::parse(&body, content_type)
             .map_err(|e| Error::ManifestInvalid(e.to_string()))?;
+        let descriptors = parsed.blobs.len() + parsed.children.len();
+        if descriptors > self.settings.max_manifest_descriptors {
+            return Err(Error::ManifestInvalid(format!(
+                "the manifest lists {descriptors} descriptors; this registry accepts at most {} (limits.max_manifest_descriptors)",
+                self.settings.max_manifest_descriptors
+            )));
+        }
         let digest = match reference {
             Reference::Digest(expected) => {
                 let actual = Digest::of(expected.algorithm(), &body);

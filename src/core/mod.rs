@@ -4,6 +4,7 @@
 
 mod blobs;
 mod cache;
+mod expiry;
 mod manifests;
 mod uploads;
 
@@ -15,6 +16,7 @@ use crate::oci::Digest;
 use crate::storage::{Storage, StorageError};
 
 pub use blobs::{BlobBody, ByteRange};
+pub use expiry::Expired;
 pub use manifests::{ListPage, PutManifest};
 pub use uploads::{ChunkHeaders, UploadStatus};
 
@@ -22,6 +24,8 @@ pub use uploads::{ChunkHeaders, UploadStatus};
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub max_manifest_bytes: usize,
+    /// Most descriptors one manifest may list.
+    pub max_manifest_descriptors: usize,
     /// Mount an existing blob on `POST ?mount=` even without (or with a wrong) `from`.
     pub auto_mount: bool,
     /// How long a cached manifest or blob lookup may be served (zero: no cache).
@@ -32,6 +36,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             max_manifest_bytes: 4 * 1024 * 1024,
+            max_manifest_descriptors: 10_000,
             auto_mount: true,
             cache_max_age: Duration::from_secs(60),
         }

@@ -17,7 +17,7 @@ use crate::storage::{ByteStream, StagedUpload, StorageError};
 #[derive(Default)]
 pub(super) struct LocalState {
     /// Running hash of each session's staged bytes, with the offset it covers.
-    hashes: Mutex<HashMap<String, (u64, Hasher)>>,
+    pub(super) hashes: Mutex<HashMap<String, (u64, Hasher)>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -264,7 +264,10 @@ fn framed(current: u64, chunk: ChunkHeaders, body: ByteStream) -> Result<ByteStr
             if first != current {
                 return Err(Error::UploadOutOfOrder { current });
             }
-            let expected = last - first + 1;
+            // `0-18446744073709551615` would wrap to an expected length of 0.
+            let Some(expected) = (last - first).checked_add(1) else {
+                return Err(Error::UploadOutOfOrder { current });
+            };
             match chunk.content_length {
                 Some(declared) if declared != expected => {
                     return Err(Error::SizeInvalid { declared, expected })

@@ -169,6 +169,8 @@ pub trait UploadIndex: Send + Sync {
     /// The repository an upload session belongs to.
     async fn upload_repository(&self, id: &str) -> Result<Option<RepoName>>;
     async fn delete_upload(&self, id: &str) -> Result<()>;
+    /// Every upload session: its id and creation time (Unix ms).
+    async fn list_uploads(&self) -> Result<Vec<(String, i64)>>;
 }
 
 #[async_trait]

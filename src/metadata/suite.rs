@@ -283,8 +283,20 @@ async fn uploads(m: &dyn Metadata) {
         Some(repo("uploads/app"))
     );
     assert!(m.repository_exists(&repo("uploads/app")).await.unwrap());
+    let listed = m.list_uploads().await.unwrap();
+    let (_, created) = listed
+        .iter()
+        .find(|(listed, _)| *listed == id)
+        .expect("the session is listed");
+    assert!((crate::metadata::now_ms() - created).abs() < 60_000);
     m.delete_upload(&id).await.unwrap();
     assert_eq!(m.upload_repository(&id).await.unwrap(), None);
+    assert!(!m
+        .list_uploads()
+        .await
+        .unwrap()
+        .iter()
+        .any(|(l, _)| *l == id));
 }
 
 #[tokio::test]

@@ -12,7 +12,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::{
-    mapped, BlobAdmin, BlobRead, ByteStream, Result, StagedUpload, StorageError, UploadStore,
+    mapped, BlobAdmin, BlobRead, ByteStream, Result, Staged, StagedUpload, StorageError,
+    UploadStore,
 };
 use crate::oci::{Algorithm, Digest, Hasher};
 
@@ -258,6 +259,35 @@ impl UploadStore for FsStore {
                 path,
                 blob_path: Box::new(digest_path),
             }))
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+
+    async fn staged(&self) -> Result<Vec<Staged>> {
+        let dir = self.root.join("uploads");
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            for entry in std::fs::read_dir(&dir)? {
+                let entry = entry?;
+                let id = entry.file_name().to_string_lossy().into_owned();
+                // Only names this store minted; anything else is not ours to judge.
+                if uuid::Uuid::parse_str(&id).is_err() {
+                    continue;
+                }
+                let meta = match entry.metadata() {
+                    Ok(meta) => meta,
+                    // Committed or removed since the directory was read.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                out.push(Staged {
+                    id,
+                    size: meta.len(),
+                    modified: meta.modified()?,
+                });
+            }
+            Ok(out)
         })
         .await
         .map_err(io::Error::other)?

@@ -17,6 +17,7 @@ mod suite;
 
 use std::io;
 use std::pin::Pin;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -70,6 +71,18 @@ pub trait UploadStore: Send + Sync {
     /// is dropped, committed or aborted. Exclusive across tasks, processes
     /// and replicas sharing the store: a second opener gets `Busy`.
     async fn open_upload(&self, id: &str) -> Result<Box<dyn StagedUpload>>;
+    /// Every session with staged bytes, in no particular order (for the
+    /// worker that removes abandoned ones).
+    async fn staged(&self) -> Result<Vec<Staged>>;
+}
+
+/// A session's staged bytes, as the staging area lists them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Staged {
+    pub id: String,
+    pub size: u64,
+    /// When bytes were last added (or the session created).
+    pub modified: SystemTime,
 }
 
 /// An upload session's staged bytes, held exclusively.

@@ -32,6 +32,7 @@ pub async fn run(store: &dyn Storage) {
     abort_and_unknown_sessions(store).await;
     delete_and_list(store).await;
     large_blobs_read_whole_and_in_ranges(store).await;
+    staged_sessions_are_listed(store).await;
 }
 
 async fn stage(store: &dyn Storage, data: &'static [u8]) -> Box<dyn StagedUpload> {
@@ -203,6 +204,33 @@ async fn delete_and_list(store: &dyn Storage) {
     assert_eq!(store.stat(&digest).await.unwrap(), None);
     assert!(!store.list().await.unwrap().contains(&digest));
     store.delete(&digest).await.unwrap();
+}
+
+async fn staged_sessions_are_listed(store: &dyn Storage) {
+    let before = std::time::SystemTime::now() - std::time::Duration::from_secs(5);
+    let id = new_id();
+    store.create(&id).await.unwrap();
+    let mut staged = store.open_upload(&id).await.unwrap();
+    staged.append(body(&[b"twelve bytes"]), None).await.unwrap();
+    let listed = store.staged().await.unwrap();
+    let entry = listed
+        .iter()
+        .find(|s| s.id == id)
+        .expect("the staged session is listed");
+    assert_eq!(entry.size, 12);
+    assert!(entry.modified >= before, "{entry:?}");
+    staged.abort().await.unwrap();
+    assert!(!store.staged().await.unwrap().iter().any(|s| s.id == id));
+    // A committed session is no longer staged either.
+    let id = new_id();
+    store.create(&id).await.unwrap();
+    let mut staged = store.open_upload(&id).await.unwrap();
+    staged.append(body(&[b"committed"]), None).await.unwrap();
+    staged
+        .commit(&Digest::sha256_of(b"committed"))
+        .await
+        .unwrap();
+    assert!(!store.staged().await.unwrap().iter().any(|s| s.id == id));
 }
 
 #[tokio::test]

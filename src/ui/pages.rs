@@ -357,7 +357,9 @@ pub async fn repository(
         _ => TagOrder::Name,
     };
     let page_no = q.page.unwrap_or(1).max(1);
-    let offset = (page_no - 1) * u64::from(TAGS_PER_PAGE);
+    let offset = (page_no - 1)
+        .checked_mul(u64::from(TAGS_PER_PAGE))
+        .ok_or_else(|| UiError::BadRequest(format!("page {page_no} is out of range")))?;
     let tags = state
         .ui
         .metadata

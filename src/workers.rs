@@ -1,0 +1,142 @@
+//! Background work (DESIGN rule 9): each job implements [`Worker`], and
+//! [`Workers`] runs them online, one pass after another on their interval,
+//! keeps each one's status, and stops them on shutdown. A pass in progress
+//! at shutdown finishes (bounded by the shutdown grace), so every worker's
+//! pass must also be safe to lose to a crash: the next pass finishes the job.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::core::Registry;
+
+#[async_trait]
+pub trait Worker: Send + Sync + 'static {
+    /// A short name for logs and status (`upload-expiry`).
+    fn name(&self) -> &'static str;
+    /// Time from the end of one pass to the start of the next; the first
+    /// pass runs at start.
+    fn interval(&self) -> Duration;
+    /// One pass; `Ok` carries a one-line summary of what it did.
+    async fn run_once(&self) -> anyhow::Result<String>;
+}
+
+/// What a worker did last.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerStatus {
+    pub name: &'static str,
+    pub passes: u64,
+    pub failures: u64,
+    pub last_finished: Option<SystemTime>,
+    /// The last pass's summary, or its error.
+    pub last_outcome: String,
+}
+
+/// The running workers.
+pub struct Workers {
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    statuses: Vec<Arc<Mutex<WorkerStatus>>>,
+}
+
+impl Default for Workers {
+    fn default() -> Self {
+        Workers {
+            stop: watch::channel(false).0,
+            tasks: JoinSet::new(),
+            statuses: Vec::new(),
+        }
+    }
+}
+
+impl Workers {
+    /// Starts `worker`: a first pass now, then one every interval.
+    pub fn spawn(&mut self, worker: impl Worker) {
+        let status = Arc::new(Mutex::new(WorkerStatus {
+            name: worker.name(),
+            ..Default::default()
+        }));
+        self.statuses.push(status.clone());
+        let mut stop = self.stop.subscribe();
+        self.tasks.spawn(async move {
+            loop {
+                let outcome = worker.run_once().await;
+                record(&status, worker.name(), outcome);
+                tokio::select! {
+                    () = tokio::time::sleep(worker.interval()) => {}
+                    _ = stop.wait_for(|stop| *stop) => break,
+                }
+            }
+        });
+    }
+
+    pub fn statuses(&self) -> Vec<WorkerStatus> {
+        self.statuses
+            .iter()
+            .map(|s| s.lock().expect("worker status").clone())
+            .collect()
+    }
+
+    /// Asks every worker to stop after its current pass and waits for them,
+    /// at most `grace`.
+    pub async fn shutdown(mut self, grace: Duration) {
+        let _ = self.stop.send(true);
+        let all = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(grace, all).await.is_err() {
+            tracing::warn!("background workers still busy after the grace period; stopping them");
+            self.tasks.abort_all();
+        }
+    }
+}
+
+fn record(status: &Mutex<WorkerStatus>, name: &str, outcome: anyhow::Result<String>) {
+    let mut s = status.lock().expect("worker status");
+    s.passes += 1;
+    s.last_finished = Some(SystemTime::now());
+    match outcome {
+        Ok(summary) => {
+            if !summary.is_empty() {
+                tracing::info!(worker = name, "{summary}");
+            }
+            s.last_outcome = summary;
+        }
+        Err(e) => {
+            s.failures += 1;
+            tracing::warn!(worker = name, error = %format!("{e:#}"), "background pass failed");
+            s.last_outcome = format!("failed: {e:#}");
+        }
+    }
+}
+
+/// Removes upload sessions idle past `uploads.session_ttl_seconds`, and
+/// staged bytes that no session owns.
+pub struct UploadExpiry {
+    pub registry: Arc<Registry>,
+    pub ttl: Duration,
+}
+
+#[async_trait]
+impl Worker for UploadExpiry {
+    fn name(&self) -> &'static str {
+        "upload-expiry"
+    }
+
+    fn interval(&self) -> Duration {
+        // Often enough that a session outlives its TTL by at most a quarter.
+        (self.ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600))
+    }
+
+    async fn run_once(&self) -> anyhow::Result<String> {
+        let done = self.registry.expire_uploads(self.ttl).await?;
+        if done.sessions + done.orphans == 0 {
+            return Ok(String::new());
+        }
+        Ok(format!(
+            "removed {} idle upload sessions and {} unowned staging files, {} bytes freed ({} busy, skipped)",
+            done.sessions, done.orphans, done.bytes, done.busy
+        ))
+    }
+}
