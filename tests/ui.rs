@@ -572,3 +572,16 @@ async fn a_repository_with_2000_tags_renders_its_first_page_quickly() {
     let last = b.get("/ui/r/big/app?page=40").await;
     assert!(last.body.contains(">t1999<") && last.body.contains("Page 40 of 40"));
 }
+
+#[tokio::test]
+async fn a_page_number_past_any_range_is_400() {
+    let (app, _root) = open().await;
+    push_image(&app, "pages/app", "1").await;
+    let mut b = Browser::signed_in(&app, "admin", ADMIN_PASSWORD).await;
+    // (page - 1) * 50 would wrap around u64.
+    let res = b.get("/ui/r/pages/app?page=18446744073709551615").await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST);
+    assert!(res.body.contains("out of range"), "{}", res.body);
+    let res = b.get("/ui/r/pages/app?page=2").await;
+    assert_eq!(res.status, StatusCode::OK);
+}
