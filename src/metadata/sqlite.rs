@@ -165,6 +165,28 @@ impl SqliteMetadata {
     }
 }
 
+// The queries of the hot paths, named so that `tests::hot_queries_use_indexes`
+// checks the very text that runs.
+const LINKED_BLOB_SIZE: &str = "SELECT b.size FROM repositories r \
+     JOIN repo_blobs l ON l.repo_id = r.id JOIN blobs b ON b.digest = l.digest \
+     WHERE r.name = ? AND l.digest = ?";
+const REPOS_WITH_BLOB: &str = "SELECT r.name FROM repo_blobs l \
+     JOIN repositories r ON r.id = l.repo_id WHERE l.digest = ? ORDER BY r.name";
+const MANIFEST_BY_TAG: &str = "SELECT m.digest, m.media_type, m.content FROM repositories r \
+     JOIN tags t ON t.repo_id = r.id JOIN manifests m ON m.repo_id = r.id AND m.digest = t.digest \
+     WHERE r.name = ? AND t.name = ?";
+const MANIFEST_BY_DIGEST: &str = "SELECT m.digest, m.media_type, m.content FROM repositories r \
+     JOIN manifests m ON m.repo_id = r.id WHERE r.name = ? AND m.digest = ?";
+const REFERRERS: &str = "SELECT digest, media_type, size, artifact_type, annotations \
+     FROM manifests WHERE repo_id = (SELECT id FROM repositories WHERE name = ?) \
+     AND subject = ? AND (? IS NULL OR artifact_type = ?) ORDER BY digest";
+const TAGS_PAGE: &str = "SELECT group_concat(name, char(10) ORDER BY name) FROM ( \
+     SELECT name FROM tags WHERE repo_id = ? AND name > ? ORDER BY name LIMIT ?)";
+const UPLOAD_REPOSITORY: &str =
+    "SELECT r.name FROM uploads u JOIN repositories r ON r.id = u.repo_id WHERE u.id = ?";
+const DELETE_TAG: &str =
+    "DELETE FROM tags WHERE repo_id = (SELECT id FROM repositories WHERE name = ?) AND name = ?";
+
 /// Size of each referenced blob linked in the repository, by reference index.
 const BLOB_SIZES: &str = "SELECT j.key, b.size FROM json_each(?1) j \
      LEFT JOIN repo_blobs l ON l.repo_id = ?2 AND l.digest = j.value \
@@ -215,24 +237,19 @@ impl RepoIndex for SqliteMetadata {
 #[async_trait]
 impl BlobIndex for SqliteMetadata {
     async fn linked_blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
-        let size: Option<i64> = sqlx::query_scalar(
-            "SELECT b.size FROM repositories r JOIN repo_blobs l ON l.repo_id = r.id \
-             JOIN blobs b ON b.digest = l.digest WHERE r.name = ? AND l.digest = ?",
-        )
-        .bind(repo.as_str())
-        .bind(digest.to_string())
-        .fetch_optional(&self.read)
-        .await?;
+        let size: Option<i64> = sqlx::query_scalar(LINKED_BLOB_SIZE)
+            .bind(repo.as_str())
+            .bind(digest.to_string())
+            .fetch_optional(&self.read)
+            .await?;
         Ok(size.map(|s| s as u64))
     }
 
     async fn repositories_with_blob(&self, digest: &Digest) -> Result<Vec<RepoName>> {
-        let names: Vec<String> = sqlx::query_scalar(
-            "SELECT r.name FROM repo_blobs l JOIN repositories r ON r.id = l.repo_id WHERE l.digest = ? ORDER BY r.name",
-        )
-        .bind(digest.to_string())
-        .fetch_all(&self.read)
-        .await?;
+        let names: Vec<String> = sqlx::query_scalar(REPOS_WITH_BLOB)
+            .bind(digest.to_string())
+            .fetch_all(&self.read)
+            .await?;
         names.into_iter().map(parse).collect()
     }
 }
@@ -287,26 +304,18 @@ impl ManifestIndex for SqliteMetadata {
     ) -> Result<Option<ManifestRecord>> {
         let row = match reference {
             Reference::Tag(tag) => {
-                sqlx::query(
-                    "SELECT m.digest, m.media_type, m.content FROM repositories r \
-                     JOIN tags t ON t.repo_id = r.id \
-                     JOIN manifests m ON m.repo_id = r.id AND m.digest = t.digest \
-                     WHERE r.name = ? AND t.name = ?",
-                )
-                .bind(repo.as_str())
-                .bind(tag.as_str())
-                .fetch_optional(&self.read)
-                .await?
+                sqlx::query(MANIFEST_BY_TAG)
+                    .bind(repo.as_str())
+                    .bind(tag.as_str())
+                    .fetch_optional(&self.read)
+                    .await?
             }
             Reference::Digest(digest) => {
-                sqlx::query(
-                    "SELECT m.digest, m.media_type, m.content FROM repositories r \
-                     JOIN manifests m ON m.repo_id = r.id WHERE r.name = ? AND m.digest = ?",
-                )
-                .bind(repo.as_str())
-                .bind(digest.to_string())
-                .fetch_optional(&self.read)
-                .await?
+                sqlx::query(MANIFEST_BY_DIGEST)
+                    .bind(repo.as_str())
+                    .bind(digest.to_string())
+                    .fetch_optional(&self.read)
+                    .await?
             }
         };
         row.map(|row| {
@@ -325,17 +334,13 @@ impl ManifestIndex for SqliteMetadata {
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Vec<Referrer>> {
-        let rows = sqlx::query(
-            "SELECT m.digest, m.media_type, m.size, m.artifact_type, m.annotations FROM repositories r \
-             JOIN manifests m ON m.repo_id = r.id \
-             WHERE r.name = ? AND m.subject = ? AND (? IS NULL OR m.artifact_type = ?) ORDER BY m.digest",
-        )
-        .bind(repo.as_str())
-        .bind(subject.to_string())
-        .bind(artifact_type)
-        .bind(artifact_type)
-        .fetch_all(&self.read)
-        .await?;
+        let rows = sqlx::query(REFERRERS)
+            .bind(repo.as_str())
+            .bind(subject.to_string())
+            .bind(artifact_type)
+            .bind(artifact_type)
+            .fetch_all(&self.read)
+            .await?;
         rows.into_iter()
             .map(|row| {
                 Ok(Referrer {
@@ -357,15 +362,12 @@ impl ManifestIndex for SqliteMetadata {
         else {
             return Ok(None);
         };
-        let joined: Option<String> = sqlx::query_scalar(
-            "SELECT group_concat(name, char(10) ORDER BY name) FROM ( \
-               SELECT name FROM tags WHERE repo_id = ? AND name > ? ORDER BY name LIMIT ?)",
-        )
-        .bind(repo_id)
-        .bind(page.last.as_deref().unwrap_or(""))
-        .bind(page.limit)
-        .fetch_one(&self.read)
-        .await?;
+        let joined: Option<String> = sqlx::query_scalar(TAGS_PAGE)
+            .bind(repo_id)
+            .bind(page.last.as_deref().unwrap_or(""))
+            .bind(page.limit)
+            .fetch_one(&self.read)
+            .await?;
         Ok(Some(split_names(joined)))
     }
 }
@@ -467,7 +469,7 @@ impl ManifestWrites for SqliteMetadata {
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
         let mut w = self.writer().await?;
-        let done = sqlx::query("DELETE FROM tags WHERE repo_id = (SELECT id FROM repositories WHERE name = ?) AND name = ?")
+        let done = sqlx::query(DELETE_TAG)
             .bind(repo.as_str())
             .bind(tag.as_str())
             .execute(w.conn())
@@ -498,12 +500,10 @@ impl UploadIndex for SqliteMetadata {
     }
 
     async fn upload_repository(&self, id: &str) -> Result<Option<RepoName>> {
-        let name: Option<String> = sqlx::query_scalar(
-            "SELECT r.name FROM uploads u JOIN repositories r ON r.id = u.repo_id WHERE u.id = ?",
-        )
-        .bind(id)
-        .fetch_optional(&self.read)
-        .await?;
+        let name: Option<String> = sqlx::query_scalar(UPLOAD_REPOSITORY)
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?;
         name.map(parse).transpose()
     }
 
@@ -530,5 +530,60 @@ impl Health for SqliteMetadata {
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.read).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every hot query reaches its rows through an index lookup (`SEARCH`):
+    /// its plan has no `SCAN` of a table or of a whole index.
+    #[tokio::test]
+    async fn hot_queries_use_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = SqliteMetadata::open(&dir.path().join("metadata.db"))
+            .await
+            .unwrap();
+        // Enough rows that the planner would rather not scan them.
+        for i in 0..50 {
+            let repo: RepoName = format!("plan/r{i}").parse().unwrap();
+            let digest = Digest::sha256_of(format!("blob {i}").as_bytes());
+            m.link_blob(&repo, &digest, 1).await.unwrap();
+        }
+        for (name, query) in [
+            ("REPO_ID", REPO_ID),
+            ("LINKED_BLOB_SIZE", LINKED_BLOB_SIZE),
+            ("REPOS_WITH_BLOB", REPOS_WITH_BLOB),
+            ("MANIFEST_BY_TAG", MANIFEST_BY_TAG),
+            ("MANIFEST_BY_DIGEST", MANIFEST_BY_DIGEST),
+            ("REFERRERS", REFERRERS),
+            ("TAGS_PAGE", TAGS_PAGE),
+            ("UPLOAD_REPOSITORY", UPLOAD_REPOSITORY),
+            ("DELETE_TAG", DELETE_TAG),
+            ("BLOB_SIZES", BLOB_SIZES),
+            ("CHILD_SIZES", CHILD_SIZES),
+        ] {
+            let plan = query_plan(&m.read, query).await;
+            let scans: Vec<&String> = plan
+                .iter()
+                // A subquery's rows (bounded by its own plan) and json_each's
+                // input are not tables.
+                .filter(|step| step.starts_with("SCAN ") && !step.starts_with("SCAN ("))
+                .filter(|step| !step.contains("VIRTUAL TABLE"))
+                .collect();
+            assert!(scans.is_empty(), "{name} scans a table: {plan:#?}");
+        }
+    }
+
+    /// The steps of `EXPLAIN QUERY PLAN query` (parameters bound to NULL).
+    pub(in crate::metadata) async fn query_plan(pool: &SqlitePool, query: &str) -> Vec<String> {
+        sqlx::query_as::<_, (i64, i64, i64, String)>(&format!("EXPLAIN QUERY PLAN {query}"))
+            .fetch_all(pool)
+            .await
+            .unwrap_or_else(|e| panic!("EXPLAIN of {query}: {e}"))
+            .into_iter()
+            .map(|(_, _, _, detail)| detail)
+            .collect()
     }
 }
