@@ -62,13 +62,9 @@ pub enum ProjectCommand {
         visibility: Visibility,
     },
     /// Delete a project with its members and robot accounts.
-    Del {
-        name: String,
-    },
+    Del { name: String },
     /// Members and roles of a project.
-    Members {
-        name: String,
-    },
+    Members { name: String },
     /// Add a member or change a role: guest, developer, maintainer, admin.
     Member {
         name: String,
@@ -76,10 +72,7 @@ pub enum ProjectCommand {
         role: Role,
     },
     /// Remove a member.
-    Unmember {
-        name: String,
-        user: String,
-    },
+    Unmember { name: String, user: String },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -104,14 +97,9 @@ pub enum RobotCommand {
         expires_days: Option<u32>,
     },
     /// List a project's robot accounts.
-    List {
-        project: String,
-    },
+    List { project: String },
     /// Revoke a robot account.
-    Del {
-        project: String,
-        robot: String,
-    },
+    Del { project: String, robot: String },
 }
 
 #[derive(Subcommand)]
@@ -124,14 +112,9 @@ pub enum TokenCommand {
         expires_days: Option<u32>,
     },
     /// List a user's personal access tokens (not the tokens themselves).
-    List {
-        user: String,
-    },
+    List { user: String },
     /// Revoke a personal access token by its id.
-    Del {
-        user: String,
-        id: String,
-    },
+    Del { user: String, id: String },
 }
 
 #[derive(clap::Args)]
