@@ -465,7 +465,10 @@ fn every_subcommand_works_without_a_server() {
     exercise_every_subcommand(&data);
     // What the commands wrote is what a server then serves.
     let server = Server::start(&data, &[]);
-    assert_eq!(server.get("/v2/", Some(("alice", "alice-password2"))).0, 200);
+    assert_eq!(
+        server.get("/v2/", Some(("alice", "alice-password2"))).0,
+        200
+    );
     assert_eq!(server.get("/v2/", Some(("alice", "alice-password"))).0, 401);
 }
 
@@ -476,7 +479,10 @@ fn every_subcommand_works_while_a_server_runs() {
     let server = Server::start(&data, &[("BERTH_ADMIN_PASSWORD", "admin-pw")]);
     let (robot, secret, token) = exercise_every_subcommand(&data);
     // The running server sees every change at once.
-    assert_eq!(server.get("/v2/", Some(("alice", "alice-password2"))).0, 200);
+    assert_eq!(
+        server.get("/v2/", Some(("alice", "alice-password2"))).0,
+        200
+    );
     assert_eq!(server.get("/v2/", Some(("alice", token.as_str()))).0, 200);
     assert_eq!(
         server

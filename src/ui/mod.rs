@@ -210,9 +210,9 @@ impl Viewer {
     /// in: they are sent to the login page instead of a "not found".
     fn or_login(&self, e: UiError) -> UiError {
         match (e, &self.login_next) {
-            (UiError::NotFound(_) | UiError::Forbidden(_), Some(next)) => UiError::Login {
-                next: next.clone(),
-            },
+            (UiError::NotFound(_) | UiError::Forbidden(_), Some(next)) => {
+                UiError::Login { next: next.clone() }
+            }
             (e, _) => e,
         }
     }
@@ -477,8 +477,13 @@ async fn overview(
     State(state): State<AppState>,
     Visitor(viewer): Visitor,
 ) -> Result<Response, UiError> {
-    let page = pages::overview(&state, &viewer).await;
-    Ok(page.map_err(|e| viewer.or_login(e))?.into_response())
+    if let Some(next) = &viewer.login_next {
+        // With no public project there is nothing to browse unsigned.
+        if state.auth.list_projects(&viewer.actor).await?.is_empty() {
+            return Err(UiError::Login { next: next.clone() });
+        }
+    }
+    Ok(pages::overview(&state, &viewer).await?.into_response())
 }
 
 #[derive(Deserialize, Default)]
