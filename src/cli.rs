@@ -54,20 +54,17 @@ pub enum ProjectCommand {
         #[arg(long)]
         public: bool,
     },
+    /// List projects.
     List,
     /// Make a project public (anonymous pull) or private.
     Visibility {
         name: String,
-        public: bool,
+        visibility: Visibility,
     },
     /// Delete a project with its members and robot accounts.
-    Del {
-        name: String,
-    },
+    Del { name: String },
     /// Members and roles of a project.
-    Members {
-        name: String,
-    },
+    Members { name: String },
     /// Add a member or change a role: guest, developer, maintainer, admin.
     Member {
         name: String,
@@ -75,10 +72,15 @@ pub enum ProjectCommand {
         role: Role,
     },
     /// Remove a member.
-    Unmember {
-        name: String,
-        user: String,
-    },
+    Unmember { name: String, user: String },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Visibility {
+    /// Anyone may pull, even without signing in.
+    Public,
+    /// Only members (and system administrators) may pull.
+    Private,
 }
 
 #[derive(Subcommand)]
@@ -94,13 +96,10 @@ pub enum RobotCommand {
         #[arg(long)]
         expires_days: Option<u32>,
     },
-    List {
-        project: String,
-    },
-    Del {
-        project: String,
-        robot: String,
-    },
+    /// List a project's robot accounts.
+    List { project: String },
+    /// Revoke a robot account.
+    Del { project: String, robot: String },
 }
 
 #[derive(Subcommand)]
@@ -112,13 +111,10 @@ pub enum TokenCommand {
         #[arg(long)]
         expires_days: Option<u32>,
     },
-    List {
-        user: String,
-    },
-    Del {
-        user: String,
-        id: String,
-    },
+    /// List a user's personal access tokens (not the tokens themselves).
+    List { user: String },
+    /// Revoke a personal access token by its id.
+    Del { user: String, id: String },
 }
 
 #[derive(clap::Args)]
@@ -134,6 +130,27 @@ pub struct AuditArgs {
     before: Option<i64>,
     #[arg(long, default_value_t = 50)]
     limit: u32,
+}
+
+/// Whether a command only reads the data directory or may change it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+/// A command that only reads must not create a data directory (and an
+/// admin with it) where there was none, as in a wrong working directory.
+pub fn check_data_dir(config: &Config, access: Access) -> anyhow::Result<()> {
+    let database = config.data_dir.join("metadata.db");
+    if access == Access::Write || database.is_file() {
+        return Ok(());
+    }
+    let shown = std::path::absolute(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
+    bail!(
+        "no berth data directory at {} (it has no metadata.db): pass --data-dir or set BERTH_DATA_DIR",
+        shown.display()
+    )
 }
 
 /// Opens the authentication service of the data directory.
@@ -236,11 +253,13 @@ pub async fn project(config: &Config, cmd: ProjectCommand) -> anyhow::Result<()>
     let auth = open(config).await?;
     let a = admin();
     match cmd {
+        // The operator has no account to become the project's admin.
         ProjectCommand::Add { name, public } => {
-            print_json(&auth.create_project(&a, &name, public).await?)?
+            print_json(&auth.create_unowned_project(&a, &name, public).await?)?
         }
         ProjectCommand::List => print_json(&auth.list_projects(&a).await?)?,
-        ProjectCommand::Visibility { name, public } => {
+        ProjectCommand::Visibility { name, visibility } => {
+            let public = visibility == Visibility::Public;
             auth.set_project_public(&a, &name, public).await?;
             println!(
                 "{name} is now {}",

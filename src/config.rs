@@ -285,6 +285,26 @@ const SECTIONS: [&str; 10] = [
     "admin_password",
 ];
 
+/// `BERTH_*` variables that are not settings but are expected: the config
+/// file's path, and the binary the test scripts run.
+const NOT_SETTINGS: [&str; 2] = ["BERTH_CONFIG", "BERTH_BIN"];
+
+/// What [`Config::validate`] found wrong, one problem a line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid(pub Vec<String>);
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("invalid configuration:")?;
+        for problem in &self.0 {
+            write!(f, "\n  {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Invalid {}
+
 impl Config {
     /// Loads the effective configuration from every layer.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, Box<figment::Error>> {
@@ -332,6 +352,89 @@ impl Config {
             shown.auth.admin_password = Some("<redacted>".into());
         }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+
+    /// Checks what the types cannot express, before anything is created:
+    /// the listen address, the TLS settings and the files settings name.
+    /// Reports every problem at once.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let mut problems = Vec::new();
+        if let Err(e) = std::net::ToSocketAddrs::to_socket_addrs(self.listen.as_str()) {
+            problems.push(format!(
+                "listen = {:?}: not an address and port such as 0.0.0.0:5000 or [::]:5000 ({e})",
+                self.listen
+            ));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            problems.push("data_dir is empty".to_string());
+        } else if self.data_dir.exists() && !self.data_dir.is_dir() {
+            problems.push(format!(
+                "data_dir = {:?}: exists and is not a directory",
+                self.data_dir
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            problems.push(format!("log.level = {:?}: {e}", self.log.level));
+        }
+        if self.limits.max_manifest_bytes == 0 {
+            problems.push("limits.max_manifest_bytes must be at least 1".to_string());
+        }
+        if self.auth.token_ttl_seconds == 0 || self.auth.refresh_ttl_seconds == 0 {
+            problems.push(
+                "auth.token_ttl_seconds and auth.refresh_ttl_seconds must be at least 1"
+                    .to_string(),
+            );
+        }
+        let tls = &self.tls;
+        match (&tls.cert_file, &tls.key_file, tls.self_signed) {
+            (Some(_), None, _) => problems.push("tls.cert_file is set but tls.key_file is not".into()),
+            (None, Some(_), _) => problems.push("tls.key_file is set but tls.cert_file is not".into()),
+            (Some(_), Some(_), true) => problems.push(
+                "tls.self_signed conflicts with tls.cert_file/tls.key_file: set one or the other"
+                    .into(),
+            ),
+            (None, None, false) if tls.client_ca_file.is_some() => problems.push(
+                "tls.client_ca_file needs TLS: set tls.cert_file and tls.key_file, or tls.self_signed"
+                    .into(),
+            ),
+            _ => {}
+        }
+        let files = [
+            ("tls.cert_file", &tls.cert_file),
+            ("tls.key_file", &tls.key_file),
+            ("tls.client_ca_file", &tls.client_ca_file),
+            ("auth.htpasswd_file", &self.auth.htpasswd_file),
+            ("auth.admin_password_file", &self.auth.admin_password_file),
+        ];
+        for (key, file) in files {
+            if let Some(path) = file.as_ref().filter(|p| !p.is_file()) {
+                problems.push(format!("{key} = {path:?}: no such file"));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Invalid(problems))
+        }
+    }
+
+    /// `BERTH_*` environment variables that name no setting (a typo such as
+    /// `BERTH_LISTNE`): the configuration ignores them, the caller warns.
+    pub fn unknown_env_vars() -> Vec<String> {
+        let mut unknown: Vec<String> = std::env::vars_os()
+            .filter_map(|(key, _)| key.into_string().ok())
+            .filter(|key| {
+                let upper = key.to_ascii_uppercase();
+                let Some(rest) = upper.strip_prefix("BERTH_") else {
+                    return false;
+                };
+                let section = rest.split("__").next().unwrap_or("");
+                !NOT_SETTINGS.contains(&upper.as_str())
+                    && !SECTIONS.iter().any(|s| section.eq_ignore_ascii_case(s))
+            })
+            .collect();
+        unknown.sort();
+        unknown
     }
 
     pub fn core_settings(&self) -> crate::core::Settings {
@@ -400,6 +503,46 @@ mod tests {
             assert!(c.tls.self_signed);
             assert_eq!(c.tls.hsts_max_age_seconds, 7);
             assert_eq!(c.tls.cert_file, None);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn validation_reports_every_problem() {
+        assert_eq!(Config::default().validate(), Ok(()));
+        let mut c = Config {
+            listen: "localhost".into(),
+            ..Config::default()
+        };
+        c.tls.cert_file = Some("/nonexistent/cert.pem".into());
+        c.limits.max_manifest_bytes = 0;
+        let problems = c.validate().unwrap_err().0;
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(
+            problems[0].starts_with("listen = \"localhost\": "),
+            "{problems:?}"
+        );
+        assert!(problems.contains(&"tls.cert_file is set but tls.key_file is not".to_string()));
+        assert!(problems
+            .contains(&"tls.cert_file = \"/nonexistent/cert.pem\": no such file".to_string()));
+        c = Config {
+            listen: "127.0.0.1:5000".into(),
+            ..Config::default()
+        };
+        c.tls.client_ca_file = Some("/nonexistent/ca.pem".into());
+        assert_eq!(c.validate().unwrap_err().0.len(), 2);
+    }
+
+    #[test]
+    fn env_vars_naming_no_setting_are_listed() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("BERTH_LISTNE", "127.0.0.1:1");
+            jail.set_env("BERTH_BIN", "/bin/berth");
+            jail.set_env("BERTH_CONFIG", "berth.toml");
+            jail.set_env("BERTH_LISTEN", "127.0.0.1:2");
+            jail.set_env("BERTH_AUTH__MODE", "none");
+            jail.set_env("BERTH_ADMIN_PASSWORD", "x");
+            assert_eq!(Config::unknown_env_vars(), vec!["BERTH_LISTNE".to_string()]);
             Ok(())
         });
     }

@@ -1,6 +1,7 @@
 mod cli;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -16,29 +17,37 @@ struct Cli {
     command: Command,
 }
 
+/// Where the data is: every command takes these.
 #[derive(clap::Args, Clone)]
-struct Common {
+struct DataArgs {
     /// TOML configuration file (also `BERTH_CONFIG`).
     #[arg(long, global = true)]
     config: Option<PathBuf>,
-    /// Address and port to listen on (default 0.0.0.0:5000).
-    #[arg(long, global = true)]
-    listen: Option<String>,
     /// Data directory for blobs and metadata (default ./data).
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
+}
+
+/// How the server runs: `serve` and `config print` take these.
+#[derive(clap::Args, Clone)]
+struct ServeArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Address and port to listen on (default 0.0.0.0:5000).
+    #[arg(long)]
+    listen: Option<String>,
     /// Log JSON lines instead of text.
-    #[arg(long, global = true)]
+    #[arg(long)]
     log_json: bool,
     /// Serve HTTPS with a self-signed certificate, generated once under
     /// <data-dir>/tls/ (the log says how to make docker/podman trust it).
-    #[arg(long, global = true, conflicts_with_all = ["tls_cert", "tls_key"])]
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
     tls_self_signed: bool,
     /// Serve HTTPS with this PEM certificate chain (reloaded when it changes).
-    #[arg(long, global = true, requires = "tls_key")]
+    #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// The PEM private key of --tls-cert.
-    #[arg(long, global = true, requires = "tls_cert")]
+    #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
 }
 
@@ -47,56 +56,54 @@ enum Command {
     /// Run the registry.
     Serve {
         #[command(flatten)]
-        common: Common,
+        args: ServeArgs,
     },
     /// Manage accounts.
     User {
         #[command(subcommand)]
         action: cli::UserCommand,
         #[command(flatten)]
-        common: Common,
+        data: DataArgs,
     },
     /// Manage projects and their members.
     Project {
         #[command(subcommand)]
         action: cli::ProjectCommand,
         #[command(flatten)]
-        common: Common,
+        data: DataArgs,
     },
     /// Manage robot accounts.
     Robot {
         #[command(subcommand)]
         action: cli::RobotCommand,
         #[command(flatten)]
-        common: Common,
+        data: DataArgs,
     },
     /// Manage personal access tokens.
     Token {
         #[command(subcommand)]
         action: cli::TokenCommand,
         #[command(flatten)]
-        common: Common,
+        data: DataArgs,
     },
     /// Show the audit log, newest first, one JSON object a line.
     Audit {
         #[command(flatten)]
         args: cli::AuditArgs,
         #[command(flatten)]
-        common: Common,
+        data: DataArgs,
     },
     /// Token-signing keys.
     Keys {
         #[command(subcommand)]
         action: KeysAction,
         #[command(flatten)]
-        common: Common,
+        data: DataArgs,
     },
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
         action: ConfigAction,
-        #[command(flatten)]
-        common: Common,
     },
 }
 
@@ -109,22 +116,45 @@ enum KeysAction {
 #[derive(Subcommand)]
 enum ConfigAction {
     /// Print the effective configuration (defaults < file < env < flags) as TOML.
-    Print,
+    Print {
+        #[command(flatten)]
+        args: ServeArgs,
+    },
 }
 
-fn load(common: &Common) -> anyhow::Result<Config> {
+/// The effective, validated configuration.
+fn load(data: &DataArgs, serve: Option<&ServeArgs>) -> anyhow::Result<Config> {
     let overrides = Overrides {
-        listen: common.listen.clone(),
-        data_dir: common.data_dir.clone(),
-        log: common.log_json.then_some(LogOverrides { json: true }),
-        tls: (common.tls_self_signed || common.tls_cert.is_some()).then(|| TlsOverrides {
-            cert_file: common.tls_cert.clone(),
-            key_file: common.tls_key.clone(),
-            self_signed: common.tls_self_signed,
-        }),
+        listen: serve.and_then(|s| s.listen.clone()),
+        data_dir: data.data_dir.clone(),
+        log: serve
+            .filter(|s| s.log_json)
+            .map(|_| LogOverrides { json: true }),
+        tls: serve
+            .filter(|s| s.tls_self_signed || s.tls_cert.is_some())
+            .map(|s| TlsOverrides {
+                cert_file: s.tls_cert.clone(),
+                key_file: s.tls_key.clone(),
+                self_signed: s.tls_self_signed,
+            }),
     };
-    Config::load(common.config.as_deref(), &overrides)
+    let loaded = Config::load(data.config.as_deref(), &overrides)
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
+        .and_then(|config| Ok(config.validate().map(|()| config)?));
+    if loaded.is_err() {
+        // No logger yet: a misspelt variable may be why the setting is wrong.
+        for var in Config::unknown_env_vars() {
+            eprintln!("berth: warning: {var} names no setting and is ignored");
+        }
+    }
+    loaded
+}
+
+/// Variables that look like settings but name none are ignored: say so.
+fn warn_unknown_env() {
+    for var in Config::unknown_env_vars() {
+        tracing::warn!("{var} names no setting and is ignored (see `berth config print`)");
+    }
 }
 
 /// Logs go to stderr through a background writer thread, so a request never
@@ -151,30 +181,79 @@ fn init_logging(config: &Config) -> tracing_appender::non_blocking::WorkerGuard 
     guard
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            report(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error as one line per cause on stderr; never a backtrace, whatever
+/// `RUST_BACKTRACE` says.
+fn report(error: &anyhow::Error) {
+    let mut text = format!("berth: {error}");
+    for cause in error.chain().skip(1) {
+        text.push_str(&format!("\n  caused by: {cause}"));
+    }
+    eprintln!("{text}");
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    use cli::Access::{Read, Write};
     match cli.command {
         Command::Config {
-            action: ConfigAction::Print,
-            common,
+            action: ConfigAction::Print { args },
         } => {
-            print!("{}", load(&common)?.to_toml());
+            let config = load(&args.data, Some(&args))?;
+            for var in Config::unknown_env_vars() {
+                eprintln!("berth: warning: {var} names no setting and is ignored");
+            }
+            print!("{}", config.to_toml());
             Ok(())
         }
-        Command::Serve { common } => {
-            let config = load(&common)?;
+        Command::Serve { args } => {
+            let config = load(&args.data, Some(&args))?;
             let _log_guard = init_logging(&config);
+            warn_unknown_env();
             runtime()?.block_on(berth::server::serve(config))
         }
-        Command::User { action, common } => admin(&common, |c| cli::user(c, action)),
-        Command::Project { action, common } => admin(&common, |c| cli::project(c, action)),
-        Command::Robot { action, common } => admin(&common, |c| cli::robot(c, action)),
-        Command::Token { action, common } => admin(&common, |c| cli::token(c, action)),
-        Command::Audit { args, common } => admin(&common, |c| cli::audit(c, args)),
+        Command::User { action, data } => {
+            let access = if matches!(action, cli::UserCommand::List) {
+                Read
+            } else {
+                Write
+            };
+            admin(&data, access, |c| cli::user(c, action))
+        }
+        Command::Project { action, data } => {
+            let access = match action {
+                cli::ProjectCommand::List | cli::ProjectCommand::Members { .. } => Read,
+                _ => Write,
+            };
+            admin(&data, access, |c| cli::project(c, action))
+        }
+        Command::Robot { action, data } => {
+            let access = match action {
+                cli::RobotCommand::List { .. } => Read,
+                _ => Write,
+            };
+            admin(&data, access, |c| cli::robot(c, action))
+        }
+        Command::Token { action, data } => {
+            let access = match action {
+                cli::TokenCommand::List { .. } => Read,
+                _ => Write,
+            };
+            admin(&data, access, |c| cli::token(c, action))
+        }
+        Command::Audit { args, data } => admin(&data, Read, |c| cli::audit(c, args)),
         Command::Keys {
             action: KeysAction::Rotate,
-            common,
-        } => cli::rotate_keys(&load(&common)?),
+            data,
+        } => admin(&data, Write, |c| async move { cli::rotate_keys(c) }),
     }
 }
 
@@ -182,18 +261,21 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Runtime::new().context("starting the async runtime")
 }
 
-/// Runs an administration command against the configured data directory.
-fn admin<'a, F, Fut>(common: &Common, run: F) -> anyhow::Result<()>
+/// Runs an administration command against the configured data directory;
+/// one that only reads refuses a data directory that holds no registry.
+fn admin<'a, F, Fut>(data: &DataArgs, access: cli::Access, run: F) -> anyhow::Result<()>
 where
     F: FnOnce(&'a Config) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>> + 'a,
 {
-    let config: &'a Config = Box::leak(Box::new(load(common)?));
+    let config: &'a Config = Box::leak(Box::new(load(data, None)?));
     // Warnings (such as the first admin's generated password) still show.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    warn_unknown_env();
+    cli::check_data_dir(config, access)?;
     runtime()?.block_on(run(config))
 }

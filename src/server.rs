@@ -63,11 +63,20 @@ pub async fn build_app(config: &Config) -> anyhow::Result<Router> {
     Ok(api::router(open_state(config).await?))
 }
 
+/// Starts in an order that lets a failed start leave nothing behind: the
+/// configuration is checked, the port bound and the TLS files loaded before
+/// the data directory, its keys or the first admin are created.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let state = open_state(&config).await?;
+    config.validate()?;
     let listener = TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
+    if !config.tls.self_signed {
+        // A generated certificate lives in the data directory; given files
+        // are only read, so a broken one fails here.
+        Tls::from_config(&config).context("setting up TLS")?;
+    }
+    let state = open_state(&config).await?;
     let workers = start_workers(&state, &config);
     let served = serve_on(
         listener,

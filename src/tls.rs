@@ -5,7 +5,8 @@
 //! Contract: [`Tls::from_config`] turns the `[tls]` section into a ready
 //! listener configuration (or `None`: plain HTTP), failing at startup on any
 //! unreadable file; the server's accept loop handshakes each connection with
-//! [`Tls::acceptor`] and keeps the certificate fresh with [`Tls::watch_files`].
+//! [`Tls::acceptor`] and keeps the certificate and the client CA bundle
+//! fresh with [`Tls::watch_files`].
 //!
 //! Reloading polls the files' metadata every [`RELOAD_INTERVAL`] rather than
 //! using inotify: it also sees Kubernetes secret updates (a symlink swap)
@@ -21,11 +22,14 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context};
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls::{RootCertStore, ServerConfig};
 use tokio_rustls::TlsAcceptor;
 
@@ -52,6 +56,7 @@ const SELF_SIGNED_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600)
 pub struct Tls {
     server_config: Arc<ServerConfig>,
     cert: Arc<ReloadingCert>,
+    client_ca: Option<Arc<ReloadingClientCa>>,
     self_signed: Option<SelfSigned>,
 }
 
@@ -104,21 +109,20 @@ impl Tls {
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .context("configuring TLS protocol versions")?;
-        let builder = match &tls.client_ca_file {
+        let client_ca = match &tls.client_ca_file {
+            None => None,
+            Some(ca_file) => Some(Arc::new(ReloadingClientCa::load(ca_file, provider)?)),
+        };
+        let builder = match &client_ca {
             None => builder.with_no_client_auth(),
-            Some(ca_file) => {
-                let roots = load_roots(ca_file)?;
-                let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider)
-                    .build()
-                    .with_context(|| format!("client CA bundle {}", ca_file.display()))?;
-                builder.with_client_cert_verifier(verifier)
-            }
+            Some(verifier) => builder.with_client_cert_verifier(verifier.clone()),
         };
         let mut server_config = builder.with_cert_resolver(cert.clone());
         server_config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Some(Tls {
             server_config: Arc::new(server_config),
             cert,
+            client_ca,
             self_signed,
         }))
     }
@@ -167,26 +171,141 @@ impl Tls {
         TlsAcceptor::from(self.server_config.clone())
     }
 
-    /// Starts checking the certificate files for changes; stops when the
-    /// returned handle is aborted.
+    /// Starts checking the certificate files and the client CA bundle for
+    /// changes; stops when the returned handle is aborted.
     pub fn watch_files(&self) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(watch_cert_files(self.cert.clone()))
+        tokio::spawn(watch_cert_files(self.cert.clone(), self.client_ca.clone()))
     }
 }
 
-async fn watch_cert_files(cert: Arc<ReloadingCert>) {
+async fn watch_cert_files(cert: Arc<ReloadingCert>, client_ca: Option<Arc<ReloadingClientCa>>) {
     let mut tick = tokio::time::interval(RELOAD_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
         tick.tick().await;
-        let cert = cert.clone();
-        if tokio::task::spawn_blocking(move || cert.reload_if_changed())
-            .await
-            .is_err()
-        {
+        let (cert, client_ca) = (cert.clone(), client_ca.clone());
+        let checked = tokio::task::spawn_blocking(move || {
+            cert.reload_if_changed();
+            if let Some(ca) = client_ca {
+                ca.reload_if_changed();
+            }
+        });
+        if checked.await.is_err() {
             tracing::error!("the TLS certificate reload check panicked");
         }
+    }
+}
+
+/// The verifier of `tls.client_ca_file`, rebuilt when the bundle changes,
+/// like the certificate: a bundle that cannot be loaded is logged and the
+/// previous one stays in use.
+///
+/// It names no CA in its certificate requests: the bundle may change under
+/// a running server, and clients (Go's crypto/tls as in docker, curl,
+/// rustls) send their certificate without such hints.
+#[derive(Debug)]
+struct ReloadingClientCa {
+    file: PathBuf,
+    provider: Arc<CryptoProvider>,
+    current: RwLock<Arc<dyn ClientCertVerifier>>,
+    seen: Mutex<Option<FileStamp>>,
+}
+
+impl ReloadingClientCa {
+    fn load(file: &Path, provider: Arc<CryptoProvider>) -> anyhow::Result<ReloadingClientCa> {
+        let seen = stamp(file);
+        let verifier = client_verifier(file, &provider)?;
+        Ok(ReloadingClientCa {
+            file: file.to_path_buf(),
+            provider,
+            current: RwLock::new(verifier),
+            seen: Mutex::new(seen),
+        })
+    }
+
+    fn current(&self) -> Arc<dyn ClientCertVerifier> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Loads the bundle again if it changed since last seen. Returns
+    /// whether a new bundle is now in use.
+    fn reload_if_changed(&self) -> bool {
+        let now = stamp(&self.file);
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+            if *seen == now {
+                return false;
+            }
+            *seen = now;
+        }
+        match client_verifier(&self.file, &self.provider) {
+            Ok(verifier) => {
+                *self.current.write().unwrap_or_else(PoisonError::into_inner) = verifier;
+                tracing::info!(client_ca = %self.file.display(), "TLS client CA bundle reloaded");
+                true
+            }
+            Err(e) => {
+                tracing::error!(
+                    client_ca = %self.file.display(),
+                    error = format!("{e:#}"),
+                    "TLS client CA bundle changed but cannot be loaded; still verifying clients with the previous one"
+                );
+                false
+            }
+        }
+    }
+}
+
+fn client_verifier(
+    file: &Path,
+    provider: &Arc<CryptoProvider>,
+) -> anyhow::Result<Arc<dyn ClientCertVerifier>> {
+    let roots = load_roots(file)?;
+    WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+        .clear_root_hint_subjects()
+        .build()
+        .with_context(|| format!("client CA bundle {}", file.display()))
+}
+
+impl ClientCertVerifier for ReloadingClientCa {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.current()
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.current().verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.current().verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.current().supported_verify_schemes()
     }
 }
 

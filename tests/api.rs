@@ -1360,6 +1360,28 @@ async fn auto_mount_finds_the_blob_anywhere() {
 }
 
 #[tokio::test]
+async fn without_auto_mount_or_from_a_blob_already_linked_still_opens_a_session() {
+    let reg = Reg::with(|c| c.uploads.auto_mount = false).await;
+    let d = reg.push_blob("target", b"already in target").await;
+    let r = reg
+        .call(
+            Method::POST,
+            &format!("/v2/target/blobs/uploads/?mount={d}"),
+            &[],
+            Body::empty(),
+        )
+        .await;
+    r.expect(202);
+    let location = r.header("location").to_string();
+    assert!(
+        location.starts_with("/v2/target/blobs/uploads/"),
+        "{location}"
+    );
+    reg.get(&location).await.expect(204);
+    reg.delete(&location).await.expect(204);
+}
+
+#[tokio::test]
 async fn without_auto_mount_a_wrong_from_falls_back_to_an_upload() {
     let reg = Reg::with(|c| c.uploads.auto_mount = false).await;
     let data = b"only in holder".to_vec();
@@ -2009,16 +2031,28 @@ async fn unknown_manifests_and_bad_references() {
             .expect_error(400, "DIGEST_INVALID");
     }
     let long = "a".repeat(129);
-    for bad in ["-bad", ".bad", long.as_str(), "bad%20tag", "b@d"] {
+    // No manifest can have a reference that is no tag: reading or deleting
+    // one finds nothing; storing under one is an invalid tag.
+    for bad in [
+        "-bad",
+        ".bad",
+        ".INVALID_MANIFEST_NAME",
+        long.as_str(),
+        "bad%20tag",
+        "b@d",
+    ] {
         reg.get(&format!("/v2/repo/manifests/{bad}"))
             .await
-            .expect_error_status(400);
+            .expect_error(404, "MANIFEST_UNKNOWN");
+        reg.head(&format!("/v2/repo/manifests/{bad}"))
+            .await
+            .expect_error(404, "MANIFEST_UNKNOWN");
         reg.put_manifest("repo", bad, Some(OCI_MANIFEST), b"{}")
             .await
-            .expect_error_status(400);
+            .expect_error(400, "TAG_INVALID");
         reg.delete(&format!("/v2/repo/manifests/{bad}"))
             .await
-            .expect_error_status(400);
+            .expect_error(404, "MANIFEST_UNKNOWN");
     }
     // The longest valid tag is fine.
     reg.get(&format!("/v2/repo/manifests/{}", "a".repeat(128)))

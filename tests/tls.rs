@@ -405,6 +405,49 @@ async fn client_ca_requires_a_certificate_it_signed() {
 }
 
 #[tokio::test]
+async fn replaced_client_ca_bundle_is_used_without_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("berth test CA");
+    let (mut config, _, _) = tls_config(dir.path(), &ca.server_cert("registry"));
+    let old_ca = TestCa::new("old client CA");
+    let new_ca = TestCa::new("new client CA");
+    let client_ca_file = dir.path().join("clients.pem");
+    std::fs::write(&client_ca_file, old_ca.pem()).unwrap();
+    config.tls.client_ca_file = Some(client_ca_file.clone());
+    let server = start(config).await;
+    let old_client = client_config(ca.roots(), Some(&old_ca.client_cert("old-runner")));
+    let new_client = client_config(ca.roots(), Some(&new_ca.client_cert("new-runner")));
+    let get =
+        |client: &Arc<ClientConfig>| https_get(server.addr, client.clone(), "localhost", "/v2/");
+    assert_eq!(get(&old_client).await.unwrap().status, StatusCode::OK);
+    assert!(
+        get(&new_client).await.is_err(),
+        "the new CA is not trusted yet"
+    );
+
+    replace_file(&client_ca_file, &new_ca.pem());
+    let deadline = Instant::now() + berth::tls::RELOAD_INTERVAL * 5;
+    while get(&new_client).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the replaced client CA bundle was never used"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        get(&old_client).await.is_err(),
+        "a client of the replaced CA still gets in"
+    );
+
+    // A broken bundle (a half-done deployment) keeps the last good one.
+    replace_file(&client_ca_file, "-----BEGIN CERTIFICATE-----\nbroken\n");
+    tokio::time::sleep(berth::tls::RELOAD_INTERVAL * 2 + Duration::from_millis(500)).await;
+    assert_eq!(get(&new_client).await.unwrap().status, StatusCode::OK);
+    assert!(get(&old_client).await.is_err());
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn self_signed_certificate_is_made_once_and_reused() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = base_config(dir.path());

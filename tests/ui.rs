@@ -585,3 +585,290 @@ async fn a_page_number_past_any_range_is_400() {
     let res = b.get("/ui/r/pages/app?page=2").await;
     assert_eq!(res.status, StatusCode::OK);
 }
+
+/// Anonymous visitors may browse what anonymous clients may pull: the
+/// public projects. Private ones still send them to the login page.
+#[tokio::test]
+async fn anonymous_visitors_browse_public_projects() {
+    let (app, _root) = open().await;
+    let (digest, ..) = team(&app).await;
+    api(
+        &app,
+        Method::POST,
+        "/api/v1/projects",
+        json!({"name": "open", "public": true}),
+    )
+    .await;
+    push_image(&app, "open/app", "v1").await;
+
+    let mut anon = Browser::new(&app);
+    let home = anon.get("/ui").await;
+    assert_eq!(home.status, StatusCode::OK, "{}", home.body);
+    assert!(home.body.contains("/ui/projects/open"), "{}", home.body);
+    assert!(!home.body.contains("/ui/projects/team"), "{}", home.body);
+    assert!(
+        home.body.contains("href=\"/ui/login?next=/ui\""),
+        "{}",
+        home.body
+    );
+    assert!(!home.body.contains("Signed in as"), "{}", home.body);
+    for page in [
+        "/ui/projects/open".to_string(),
+        "/ui/r/open/app".to_string(),
+        "/ui/r/open/app/-/image/v1".to_string(),
+        format!("/ui/r/open/app/-/image/{digest}"),
+    ] {
+        let res = anon.get(&page).await;
+        assert_eq!(res.status, StatusCode::OK, "{page}: {}", res.body);
+        assert!(!res.body.contains("name=\"csrf\""), "{page}: no forms");
+    }
+    let project = anon.get("/ui/projects/open").await;
+    assert!(project.body.contains("open/app"), "{}", project.body);
+    assert!(!project.body.contains("Members") && !project.body.contains("Robot accounts"));
+    assert!(anon.get("/ui/search?q=app").await.body.contains("open/app"));
+    assert!(!anon.get("/ui/search?q=app").await.body.contains("team/app"));
+
+    for page in [
+        "/ui/projects/team",
+        "/ui/r/team/app",
+        "/ui/r/team/app/-/image/v1",
+        "/ui/projects/absent",
+    ] {
+        let res = anon.get(page).await;
+        assert_eq!(res.status, StatusCode::SEE_OTHER, "{page}: {}", res.body);
+        assert_eq!(
+            res.header("location"),
+            format!("/ui/login?next={page}"),
+            "{page}"
+        );
+    }
+    let res = anon
+        .post("/ui/projects/open/visibility", &[("csrf", "x")])
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "forms need a session");
+    assert!(res.header("location").starts_with("/ui/login"));
+}
+
+/// An index's platforms show what pulling each image transfers (config and
+/// layers), not the few hundred bytes of the child manifest.
+#[tokio::test]
+async fn index_platforms_show_image_sizes() {
+    let (app, _root) = open().await;
+    let (digest, config_size, layer_size, _) = team(&app).await;
+    let child = call(
+        &app,
+        Method::GET,
+        &format!("/v2/team/app/manifests/{digest}"),
+        &[admin()],
+        Body::empty(),
+    )
+    .await;
+    let index = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": digest, "size": child.body.len(),
+                       "platform": {"os": "linux", "architecture": "amd64"}}]})
+    .to_string();
+    let res = call(
+        &app,
+        Method::PUT,
+        "/v2/team/app/manifests/multi",
+        &[
+            admin(),
+            (
+                "content-type",
+                "application/vnd.oci.image.index.v1+json".into(),
+            ),
+        ],
+        index,
+    )
+    .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.body);
+    let mut b = Browser::signed_in(&app, "guest", "guest-password").await;
+    let page = b.get("/ui/r/team/app/-/image/multi").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let children = &page.body[page.body.find("id=\"children\"").expect("platforms table")..];
+    let image = config_size + layer_size;
+    assert!(
+        children.contains(&format!("data-bytes=\"{image}\"")),
+        "image size {image} in {children}"
+    );
+    assert!(
+        !children.contains(&format!("data-bytes=\"{}\"", child.body.len())),
+        "the child manifest's own size is shown: {children}"
+    );
+}
+
+async fn members_of(app: &Router, project: &str) -> Vec<(String, String)> {
+    let res = call(
+        app,
+        Method::GET,
+        &format!("/api/v1/projects/{project}/members"),
+        &[admin()],
+        Body::empty(),
+    )
+    .await;
+    let v: Value = serde_json::from_str(&res.body).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["user"].as_str().unwrap().to_string(),
+                m["role"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// A project admin adds members, changes their roles and removes them, and
+/// gives robots an expiry, all from the project page.
+#[tokio::test]
+async fn project_page_manages_members_and_robot_expiry() {
+    let (app, _root) = open().await;
+    team(&app).await;
+    let mut admin_ui = Browser::signed_in(&app, "admin", ADMIN_PASSWORD).await;
+    let page = admin_ui.get("/ui/projects/team").await;
+    assert!(page.body.contains("id=\"add-member\""), "{}", page.body);
+    let csrf = page.csrf();
+    let (ui_app, cookies) = (admin_ui.app.clone(), admin_ui.cookies.clone());
+    let post = |path: &'static str, fields: Vec<(&'static str, String)>| {
+        let mut b = Browser {
+            app: ui_app.clone(),
+            cookies: cookies.clone(),
+        };
+        async move {
+            let form: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            b.post(path, &form).await
+        }
+    };
+    let res = post(
+        "/ui/projects/team/members",
+        vec![
+            ("csrf", csrf.clone()),
+            ("user", "stranger".into()),
+            ("role", "maintainer".into()),
+        ],
+    )
+    .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    assert!(members_of(&app, "team")
+        .await
+        .contains(&("stranger".into(), "maintainer".into())));
+    let page = admin_ui.get("/ui/projects/team").await;
+    assert!(
+        page.body
+            .contains("<option value=\"maintainer\" selected>maintainer</option>"),
+        "{}",
+        page.body
+    );
+    post(
+        "/ui/projects/team/members",
+        vec![
+            ("csrf", csrf.clone()),
+            ("user", "stranger".into()),
+            ("role", "guest".into()),
+        ],
+    )
+    .await;
+    assert!(members_of(&app, "team")
+        .await
+        .contains(&("stranger".into(), "guest".into())));
+    let res = post(
+        "/ui/projects/team/members",
+        vec![
+            ("csrf", csrf.clone()),
+            ("user", "stranger".into()),
+            ("role", "owner".into()),
+        ],
+    )
+    .await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST, "{}", res.body);
+    let res = post(
+        "/ui/projects/team/members",
+        vec![("user", "stranger".into()), ("role", "admin".into())],
+    )
+    .await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN, "no CSRF token");
+    let res = post(
+        "/ui/projects/team/remove-member",
+        vec![("csrf", csrf.clone()), ("user", "stranger".into())],
+    )
+    .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    assert!(!members_of(&app, "team")
+        .await
+        .iter()
+        .any(|(u, _)| u == "stranger"));
+
+    // A guest sees the members but cannot change them.
+    let mut guest = Browser::signed_in(&app, "guest", "guest-password").await;
+    let page = guest.get("/ui/projects/team").await;
+    assert!(page.body.contains("id=\"members\"") && !page.body.contains("add-member"));
+    let res = guest
+        .post(
+            "/ui/projects/team/members",
+            &[("csrf", &page.csrf()), ("user", "guest"), ("role", "admin")],
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN, "{}", res.body);
+
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let res = post(
+        "/ui/projects/team/robots",
+        vec![
+            ("csrf", csrf.clone()),
+            ("name", "ci".into()),
+            ("pull", "1".into()),
+            ("expires_days", "30".into()),
+        ],
+    )
+    .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    let res = post(
+        "/ui/projects/team/robots",
+        vec![
+            ("csrf", csrf.clone()),
+            ("name", "bad".into()),
+            ("pull", "1".into()),
+            ("expires_days", "soon".into()),
+        ],
+    )
+    .await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST, "{}", res.body);
+    let robots = call(
+        &app,
+        Method::GET,
+        "/api/v1/projects/team/robots",
+        &[admin()],
+        Body::empty(),
+    )
+    .await;
+    let robots: Value = serde_json::from_str(&robots.body).unwrap();
+    assert_eq!(robots.as_array().unwrap().len(), 1, "{robots}");
+    let expires = robots[0]["expires_at"].as_i64().expect("an expiry");
+    let thirty_days = 30 * 86_400_000;
+    assert!(
+        (before + thirty_days..before + thirty_days + 60_000).contains(&expires),
+        "expires_at {expires}"
+    );
+}
+
+/// Full digests are one token on the page: they scroll, never break mid-word.
+#[tokio::test]
+async fn digests_do_not_break_mid_word() {
+    let (app, _root) = open().await;
+    let css = call(&app, Method::GET, "/ui/assets/ui.css", &[], Body::empty()).await;
+    assert_eq!(css.status, StatusCode::OK);
+    assert!(!css.body.contains("break-all"), "{}", css.body);
+    let rule = css
+        .body
+        .lines()
+        .find(|l| l.starts_with(".copy code, code.digest {"))
+        .unwrap_or_else(|| panic!("no rule for digests in {}", css.body));
+    assert!(
+        rule.contains("white-space: nowrap") && rule.contains("overflow-x: auto"),
+        "{rule}"
+    );
+}

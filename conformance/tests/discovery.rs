@@ -533,21 +533,25 @@ fn referrers_in_unknown_repository_is_empty() {
     assert!(descriptors.is_empty(), "{}: {descriptors:?}", resp.request);
 }
 
-/// A malformed digest in a referrers request is 400.
+/// A malformed digest in a referrers request is 400 DIGEST_INVALID.
 #[test]
 fn referrers_with_malformed_digest_is_400() {
     berth_required!("OCI 1.1 referrers API");
     let reg = registry();
     let repo = unique_repo("referrers-bad-digest");
     reg.push_image(&repo, Some("app"));
-    let mut failures = Vec::new();
-    for digest in ["sha256:abc", "notadigest", "sha256:ZZZZ"] {
-        let resp = reg.get(&format!("/v2/{repo}/referrers/{digest}"));
-        if resp.status != 400 {
-            failures.push(format!("{}\n  expected 400\n{}", resp.request, resp.dump()));
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let cases: Vec<_> = ["sha256:abc", "notadigest", "sha256:ZZZZ"]
+        .into_iter()
+        .map(|d| {
+            (
+                "GET",
+                format!("/v2/{repo}/referrers/{d}"),
+                400,
+                "DIGEST_INVALID",
+            )
+        })
+        .collect();
+    reg.expect_raw_errors(&cases);
 }
 
 /// Referrers are scoped to the repository: a referrer in another repository is not listed.

@@ -71,13 +71,18 @@ fn digest(raw: &str) -> Result<Digest, ApiError> {
     })
 }
 
-fn reference(raw: &str) -> Result<Reference, ApiError> {
+/// A reference that is no tag can name no manifest: reading or deleting it
+/// answers 404 like any unknown manifest; only storing under it is invalid.
+fn reference(raw: &str, method: &Method) -> Result<Reference, ApiError> {
     Reference::parse(raw).map_err(|e| match e {
         crate::oci::ReferenceError::Digest(d) => {
             ApiError::new(ErrorCode::DigestInvalid, format!("{raw:?}: {d}"))
         }
+        crate::oci::ReferenceError::Tag(t) if *method == Method::PUT => {
+            ApiError::new(ErrorCode::TagInvalid, format!("{raw:?}: {t}"))
+        }
         crate::oci::ReferenceError::Tag(t) => {
-            ApiError::new(ErrorCode::ManifestInvalid, t.to_string())
+            ApiError::new(ErrorCode::ManifestUnknown, format!("{raw:?}: {t}"))
         }
     })
 }
@@ -185,7 +190,7 @@ pub async fn dispatch(reg: &Registry, route: V2Route<'_>, req: Request) -> ApiRe
             },
             m,
         ) => {
-            let (repo, reference) = (name(n)?, reference(r)?);
+            let (repo, reference) = (name(n)?, reference(r, &m)?);
             match m {
                 Method::GET => get_manifest(reg, repo, reference, req, true).await,
                 Method::HEAD => get_manifest(reg, repo, reference, req, false).await,
@@ -471,7 +476,10 @@ async fn start_upload(reg: &Registry, repo: RepoName, req: Request) -> ApiResult
     if let Some(mount) = req.params.mount.as_deref() {
         let mount = digest(mount)?;
         let sources = mount_sources(reg, &req.params, &req.access, &mount).await?;
-        if reg.mount_blob(&repo, &mount, &sources).await?.is_some() {
+        // Without `from` and with automatic mounts off nothing is mounted,
+        // not even a blob the repository already holds: a new session.
+        let wanted = req.params.from.is_some() || reg.settings().auto_mount;
+        if wanted && reg.mount_blob(&repo, &mount, &sources).await?.is_some() {
             return Ok(blob_created(&repo, &mount));
         }
     } else if let Some(d) = req.params.digest.as_deref() {

@@ -336,6 +336,7 @@ impl AuthService {
         }
     }
 
+    /// Creates a project with its creator as its admin.
     pub async fn create_project(
         &self,
         actor: &Actor,
@@ -348,17 +349,36 @@ impl AuthService {
                 "only system administrators may create projects".into(),
             ));
         }
+        self.insert_project(actor, name, public, Some(me)).await
+    }
+
+    /// Creates a project without members, for a system administrator who
+    /// has no account (the operator running the CLI on the data directory).
+    pub async fn create_unowned_project(
+        &self,
+        actor: &Actor,
+        name: &str,
+        public: bool,
+    ) -> Result<ProjectView> {
+        self.require_admin(actor)?;
+        self.insert_project(actor, name, public, None).await
+    }
+
+    async fn insert_project(
+        &self,
+        actor: &Actor,
+        name: &str,
+        public: bool,
+        owner: Option<&str>,
+    ) -> Result<ProjectView> {
         check_name("project", name)?;
-        let p = self
-            .metadata()
-            .create_project(name, public, Some(me))
-            .await?;
+        let p = self.metadata().create_project(name, public, owner).await?;
         self.audit_change(actor, "project.create", format!("{name} public={public}"));
         Ok(ProjectView {
             name: p.name,
             public: p.public,
             created_at: p.created_at,
-            role: Some(Role::Admin),
+            role: owner.map(|_| Role::Admin),
         })
     }
 

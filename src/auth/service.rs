@@ -151,6 +151,13 @@ impl AuthService {
 
     async fn bootstrap_admin(&self) -> anyhow::Result<()> {
         if self.metadata.count_users().await? > 0 {
+            if self.config.admin_password.is_some() || self.config.admin_password_file.is_some() {
+                tracing::warn!(
+                    "auth.admin_password (BERTH_ADMIN_PASSWORD) and auth.admin_password_file \
+                     only set the first account's password: accounts exist already, so it \
+                     is ignored (change a password with `berth user passwd NAME --password-stdin`)"
+                );
+            }
             return Ok(());
         }
         let from_file = match &self.config.admin_password_file {

@@ -195,7 +195,7 @@ pub async fn audit(
                     td { (e.actor) }
                     td { (e.action) }
                     td { (e.repository.as_deref().unwrap_or("")) }
-                    td { code { (e.digest.as_deref().unwrap_or("")) } }
+                    td { code.digest { (e.digest.as_deref().unwrap_or("")) } }
                     td { (e.detail.as_deref().unwrap_or("")) }
                     td { (e.source.as_deref().unwrap_or("")) }
                     td { (if e.success { "ok" } else { "failed" }) }

@@ -189,6 +189,8 @@ pub struct Viewer {
     pub csrf: String,
     /// `Host` of the request, for `docker pull` lines.
     pub host: String,
+    /// For an anonymous visitor, where to come back after signing in.
+    login_next: Option<String>,
 }
 
 impl Viewer {
@@ -202,6 +204,17 @@ impl Viewer {
 
     pub fn is_admin(&self) -> bool {
         self.actor.principal.is_admin()
+    }
+
+    /// What an anonymous visitor cannot see may exist for those who sign
+    /// in: they are sent to the login page instead of a "not found".
+    fn or_login(&self, e: UiError) -> UiError {
+        match (e, &self.login_next) {
+            (UiError::NotFound(_) | UiError::Forbidden(_), Some(next)) => {
+                UiError::Login { next: next.clone() }
+            }
+            (e, _) => e,
+        }
     }
 
     /// Refuses a form whose CSRF token is missing or not this session's.
@@ -242,6 +255,7 @@ impl FromRequestParts<AppState> for Viewer {
                 cookie: None,
                 csrf: String::new(),
                 host,
+                login_next: None,
             });
         }
         let next = parts
@@ -276,7 +290,33 @@ impl FromRequestParts<AppState> for Viewer {
             actor: Actor { principal, source },
             cookie: Some(cookie),
             host,
+            login_next: None,
         })
+    }
+}
+
+/// The viewer of a browse page: signed in, or else anonymous, who may see
+/// what anonymous clients may pull (public projects), as `docker pull` can.
+/// Forms keep taking a signed-in [`Viewer`].
+pub struct Visitor(Viewer);
+
+impl FromRequestParts<AppState> for Visitor {
+    type Rejection = UiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Visitor, UiError> {
+        match Viewer::from_request_parts(parts, state).await {
+            Err(UiError::Login { next }) => Ok(Visitor(Viewer {
+                actor: Actor {
+                    principal: Principal::Anonymous,
+                    source: Some(source_of(&parts.extensions)),
+                },
+                cookie: None,
+                csrf: String::new(),
+                host: host_of(&parts.headers),
+                login_next: Some(next),
+            })),
+            other => other.map(Visitor),
+        }
     }
 }
 
@@ -433,7 +473,16 @@ async fn logout(
     Ok(([(header::SET_COOKIE, cookie)], Redirect::to("/ui/login")).into_response())
 }
 
-async fn overview(State(state): State<AppState>, viewer: Viewer) -> Result<Response, UiError> {
+async fn overview(
+    State(state): State<AppState>,
+    Visitor(viewer): Visitor,
+) -> Result<Response, UiError> {
+    if let Some(next) = &viewer.login_next {
+        // With no public project there is nothing to browse unsigned.
+        if state.auth.list_projects(&viewer.actor).await?.is_empty() {
+            return Err(UiError::Login { next: next.clone() });
+        }
+    }
     Ok(pages::overview(&state, &viewer).await?.into_response())
 }
 
@@ -445,25 +494,23 @@ struct SearchQuery {
 
 async fn search(
     State(state): State<AppState>,
-    viewer: Viewer,
+    Visitor(viewer): Visitor,
     Query(q): Query<SearchQuery>,
 ) -> Result<Response, UiError> {
-    Ok(pages::search(&state, &viewer, q.q.trim())
-        .await?
-        .into_response())
+    let page = pages::search(&state, &viewer, q.q.trim()).await;
+    Ok(page.map_err(|e| viewer.or_login(e))?.into_response())
 }
 
 async fn project(
     State(state): State<AppState>,
-    viewer: Viewer,
+    Visitor(viewer): Visitor,
     UrlPath(project): UrlPath<String>,
 ) -> Result<Response, UiError> {
-    Ok(pages::project(&state, &viewer, &project, None)
-        .await?
-        .into_response())
+    let page = pages::project(&state, &viewer, &project, None).await;
+    Ok(page.map_err(|e| viewer.or_login(e))?.into_response())
 }
 
-/// Project administration forms: visibility, robots, deletion.
+/// Project administration forms: visibility, members, robots, deletion.
 #[derive(Deserialize)]
 pub(crate) struct ProjectForm {
     #[serde(default)]
@@ -480,6 +527,14 @@ pub(crate) struct ProjectForm {
     push: Option<String>,
     #[serde(default)]
     delete: Option<String>,
+    /// Days until a new robot expires; empty: never.
+    #[serde(default)]
+    expires_days: String,
+    /// The member a membership form adds, changes or removes.
+    #[serde(default)]
+    user: String,
+    #[serde(default)]
+    role: String,
 }
 
 async fn project_action(
@@ -505,21 +560,18 @@ pub(crate) struct TagQuery {
 
 async fn repository(
     State(state): State<AppState>,
-    viewer: Viewer,
+    Visitor(viewer): Visitor,
     UrlPath(path): UrlPath<String>,
     Query(q): Query<TagQuery>,
 ) -> Result<Response, UiError> {
-    match pages::RepoPath::parse(&path)? {
-        pages::RepoPath::Repository(repo) => Ok(pages::repository(&state, &viewer, &repo, &q)
-            .await?
-            .into_response()),
+    let page = match pages::RepoPath::parse(&path)? {
+        pages::RepoPath::Repository(repo) => pages::repository(&state, &viewer, &repo, &q).await,
         pages::RepoPath::Image(repo, reference) => {
-            Ok(pages::image(&state, &viewer, &repo, &reference)
-                .await?
-                .into_response())
+            pages::image(&state, &viewer, &repo, &reference).await
         }
         pages::RepoPath::DeleteTag(..) => Err(UiError::NotFound("no such page".into())),
-    }
+    };
+    Ok(page.map_err(|e| viewer.or_login(e))?.into_response())
 }
 
 async fn repository_action(

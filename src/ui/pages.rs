@@ -15,8 +15,8 @@ use super::view::{confirm_form, copyable, crumbs, layout};
 use super::{now_ms, urlencode, ProjectForm, TagQuery, UiError, Viewer};
 use crate::api::AppState;
 use crate::auth::{AuthError, Principal};
-use crate::metadata::{Action, RepoSummary, TagOrder};
-use crate::oci::{Reference, RepoName, Tag};
+use crate::metadata::{Action, RepoSummary, Role, TagOrder};
+use crate::oci::{Digest, Reference, RepoName, Tag};
 
 const TAGS_PER_PAGE: u32 = 50;
 /// Image configs are small; a larger one is not read into memory.
@@ -180,6 +180,7 @@ pub async fn project(
     let robots = state.auth.list_robots(&viewer.actor, name).await.ok();
     let csrf = &viewer.csrf;
     let base = format!("/ui/projects/{}", urlencode(name));
+    let now = now_ms();
     let body = html! {
         (crumbs(&[(name, None)]))
         h1 { (name) " " span.badge { (if project.public { "public" } else { "private" }) } }
@@ -198,19 +199,49 @@ pub async fn project(
         }
         @if let Some(members) = &members {
             h2 { "Members" }
+            @let manage = robots.is_some();
             @if members.is_empty() { p.empty { "No members." } } @else {
-                table #members { thead { tr { th { "User" } th { "Role" } } }
-                    tbody { @for m in members { tr { td { (m.user) } td { (m.role.as_str()) } } } } }
+                table #members {
+                    thead { tr { th { "User" } th { "Role" } @if manage { th { span.visually-hidden { "Remove" } } } } }
+                    tbody { @for m in members { tr data-name=(m.user) {
+                        td { (m.user) }
+                        @if manage {
+                            td { form.inline method="post" action={ (base) "/members" } {
+                                input type="hidden" name="csrf" value=(csrf);
+                                input type="hidden" name="user" value=(m.user);
+                                label.visually-hidden for={ "role-" (m.user) } { "Role of " (m.user) }
+                                (role_select(&format!("role-{}", m.user), Some(m.role)))
+                                " " button type="submit" { "Change" }
+                            } }
+                            td { (confirm_form(&format!("{base}/remove-member"), csrf, &format!("Remove {} from {name}?", m.user), "Remove",
+                                html! { input type="hidden" name="user" value=(m.user); })) }
+                        } @else {
+                            td { (m.role.as_str()) }
+                        }
+                    } } }
+                }
+            }
+            @if manage {
+                form.card #add-member method="post" action={ (base) "/members" } {
+                    h3 { "Add a member" }
+                    input type="hidden" name="csrf" value=(csrf);
+                    label for="member-user" { "User name" }
+                    input #member-user name="user" required autocomplete="off";
+                    label for="member-role" { "Role" }
+                    (role_select("member-role", None))
+                    button type="submit" { "Add member" }
+                }
             }
         }
         @if let Some(robots) = &robots {
             h2 { "Robot accounts" }
             @if robots.is_empty() { p.empty { "No robot accounts." } } @else {
                 table #robots {
-                    thead { tr { th { "Name" } th { "Actions" } th { "Created by" } th { span.visually-hidden { "Revoke" } } } }
-                    tbody { @for r in robots { tr {
+                    thead { tr { th { "Name" } th { "Actions" } th { "Expires" } th { "Created by" } th { span.visually-hidden { "Revoke" } } } }
+                    tbody { @for r in robots { tr data-name=(r.name) {
                         td { code { (r.name) } }
                         td { (r.actions.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", ")) }
+                        td { @if r.expires_at.is_some() { (when(r.expires_at, now)) } @else { "never" } }
                         td { (r.created_by) }
                         td { (confirm_form(&format!("{base}/revoke-robot"), csrf, &format!("Revoke {}? Clients using it stop working.", r.name), "Revoke",
                             html! { input type="hidden" name="robot" value=(r.name); })) }
@@ -227,6 +258,8 @@ pub async fn project(
                     label { input type="checkbox" name="push" value="1"; " push" }
                     label { input type="checkbox" name="delete" value="1"; " delete" }
                 }
+                label for="robot-expires" { "Expires after (days; empty: never)" }
+                input #robot-expires type="number" name="expires_days" min="1" max="36500" inputmode="numeric";
                 button type="submit" { "Create robot" }
             }
             h2 { "Settings" }
@@ -246,7 +279,32 @@ pub async fn project(
     Ok(layout(name, Some(viewer), body))
 }
 
-/// Visibility, robot creation and revocation, project deletion.
+/// A `<select name="role">` with every role, `selected` chosen.
+fn role_select(id: &str, selected: Option<Role>) -> Markup {
+    html! {
+        select id=(id) name="role" {
+            @for r in Role::ALL {
+                option value=(r.as_str()) selected[selected == Some(r) || (selected.is_none() && r == Role::Developer)] { (r.as_str()) }
+            }
+        }
+    }
+}
+
+/// `expires_days` of a form: empty is never; else that many days from now.
+fn expiry(days: &str) -> Result<Option<i64>, UiError> {
+    let days = days.trim();
+    if days.is_empty() {
+        return Ok(None);
+    }
+    match days.parse::<u32>() {
+        Ok(d @ 1..=36_500) => Ok(Some(now_ms() + i64::from(d) * 86_400_000)),
+        _ => Err(UiError::BadRequest(format!(
+            "expiry {days:?}: a number of days from 1 to 36500, or empty for never"
+        ))),
+    }
+}
+
+/// Visibility, members, robot creation and revocation, project deletion.
 pub async fn project_action(
     state: &AppState,
     viewer: &Viewer,
@@ -266,6 +324,22 @@ pub async fn project_action(
             state.auth.delete_project(&viewer.actor, name).await?;
             return Ok(Redirect::to("/ui").into_response());
         }
+        "members" => {
+            let role = form
+                .role
+                .parse::<Role>()
+                .map_err(|e| UiError::BadRequest(e.to_string()))?;
+            state
+                .auth
+                .set_member(&viewer.actor, name, form.user.trim(), role)
+                .await?
+        }
+        "remove-member" => {
+            state
+                .auth
+                .remove_member(&viewer.actor, name, &form.user)
+                .await?
+        }
         "revoke-robot" => {
             state
                 .auth
@@ -283,9 +357,10 @@ pub async fn project_action(
                 .filter(|(on, _)| *on)
                 .map(|(_, a)| a)
                 .collect();
+            let expires_at = expiry(&form.expires_days)?;
             let created = state
                 .auth
-                .create_robot(&viewer.actor, name, &form.name, actions, None)
+                .create_robot(&viewer.actor, name, &form.name, actions, expires_at)
                 .await?;
             let page = project(
                 state,
@@ -524,6 +599,36 @@ async fn read_config(
     Ok(image::parse_config(&bytes))
 }
 
+/// What pulling each child of an index transfers (its config and layers);
+/// `None` for a child the repository lacks or that is no image manifest. An index's children are bounded by
+/// the manifest size limit.
+async fn image_sizes(
+    state: &AppState,
+    repo: &RepoName,
+    children: &[image::Desc],
+) -> Result<Vec<Option<u64>>, UiError> {
+    let mut sizes = Vec::with_capacity(children.len());
+    for child in children {
+        let Ok(digest) = child.digest.parse::<Digest>() else {
+            sizes.push(None);
+            continue;
+        };
+        let size = match state
+            .registry
+            .get_manifest(repo, &Reference::Digest(digest), &[])
+            .await
+        {
+            Ok(m) => image::parse_doc(&m.content, &m.media_type)
+                .filter(|d| !d.is_index)
+                .map(|d| d.compressed_size()),
+            Err(crate::core::Error::ManifestUnknown | crate::core::Error::NameUnknown) => None,
+            Err(e) => return Err(e.into()),
+        };
+        sizes.push(size);
+    }
+    Ok(sizes)
+}
+
 fn pairs_table(rows: &[(String, String)]) -> Markup {
     html! { table.kv { tbody { @for (k, v) in rows { tr { th scope="row" { (k) } td { code { (v) } } } } } } }
 }
@@ -540,6 +645,7 @@ pub async fn image(
         UiError::Internal(format!("stored manifest {} is not JSON", record.digest))
     })?;
     let config = read_config(state, repo, &doc).await?;
+    let child_sizes = image_sizes(state, repo, &doc.children).await?;
     let tags = state.ui.metadata.tags_of(repo, &record.digest).await?;
     let referrers = state.registry.referrers(repo, &record.digest, None).await?;
     let referrers = image::parse_doc(&referrers, crate::oci::media::OCI_INDEX)
@@ -569,16 +675,16 @@ pub async fn image(
                 @if let Some(p) = &c.platform { dt { "Platform" } dd { (p) } }
                 @if let Some(created) = &c.created { dt { "Created" } dd { time datetime=(created) { (created) } } }
             }
-            @if let Some(s) = &doc.subject { dt { "Subject" } dd { a href=(image_href(name, &s.digest)) { code { (s.digest) } } } }
+            @if let Some(s) = &doc.subject { dt { "Subject" } dd { a href=(image_href(name, &s.digest)) { code.digest { (s.digest) } } } }
         }
         @if doc.is_index {
             h2 { "Platforms" }
             table #children {
                 thead { tr { th { "Platform" } th { "Digest" } th.num { "Size" } th { "Media type" } } }
-                tbody { @for c in &doc.children { tr {
+                tbody { @for (c, size) in doc.children.iter().zip(&child_sizes) { tr {
                     td { (c.platform.as_deref().unwrap_or("—")) }
                     td { a href=(image_href(name, &c.digest)) { code title=(c.digest) { (short_digest(&c.digest)) } } }
-                    td.num { (size_cell(c.size)) }
+                    td.num { @match size { Some(s) => (size_cell(*s)), None => "—" } }
                     td { code { (c.media_type) } }
                 } } }
             }

@@ -28,7 +28,11 @@ pub fn layout(title: &str, viewer: Option<&Viewer>, body: Markup) -> Markup {
                         }
                         nav aria-label="Account" {
                             @if v.is_admin() { a href="/ui/admin" { "Admin" } }
-                            span.who { "Signed in as " strong { (v.name()) } }
+                            @if let Some(next) = &v.login_next {
+                                a href={ "/ui/login?next=" (super::urlencode(next)) } { "Sign in" }
+                            } @else {
+                                span.who { "Signed in as " strong { (v.name()) } }
+                            }
                             @if !v.csrf.is_empty() {
                                 form.inline method="post" action="/ui/logout" {
                                     input type="hidden" name="csrf" value=(v.csrf);
