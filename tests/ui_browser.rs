@@ -607,6 +607,36 @@ async fn browse_delete_and_permissions_in_chromium() {
     assert_eq!(browser.attr(&shown, "data-bytes").await, total.to_string());
     let page = browser.source().await;
     assert!(page.contains(&digest), "the manifest digest is shown");
+
+    // On a narrow screen the full digest stays one token on one line: it
+    // scrolls sideways in its box instead of breaking mid-word.
+    browser
+        .cmd("POST", "/window/rect", json!({"width": 420, "height": 900}))
+        .await;
+    let shown = browser
+        .script(
+            "const done = arguments[arguments.length - 1];
+             const c = document.querySelector('dl.facts .copy code');
+             const line = parseFloat(getComputedStyle(c).lineHeight);
+             done({text: c.textContent, lines: Math.round(c.clientHeight / line),
+                   scrolls: c.scrollWidth > c.clientWidth,
+                   fits: c.getBoundingClientRect().right <= window.innerWidth});",
+        )
+        .await;
+    assert_eq!(shown["text"], digest.as_str(), "{shown}");
+    assert_eq!(shown["lines"], 1, "the digest wraps: {shown}");
+    assert_eq!(shown["scrolls"], true, "{shown}");
+    assert_eq!(
+        shown["fits"], true,
+        "the digest overflows the screen: {shown}"
+    );
+    browser
+        .cmd(
+            "POST",
+            "/window/rect",
+            json!({"width": 1200, "height": 900}),
+        )
+        .await;
     for want in [
         "/bin/web",
         "8080/tcp",
