@@ -60,9 +60,14 @@ pub enum ProjectCommand {
         name: String,
         public: bool,
     },
-    /// Delete a project with its members and robot accounts.
+    /// Delete a project with its members and robot accounts; refused while
+    /// it holds repositories, unless --force (which deletes them too).
     Del {
         name: String,
+        /// Also delete the project's repositories (tags, manifests; the
+        /// blob bytes are left to garbage collection).
+        #[arg(long)]
+        force: bool,
     },
     /// Members and roles of a project.
     Members {
@@ -247,9 +252,9 @@ pub async fn project(config: &Config, cmd: ProjectCommand) -> anyhow::Result<()>
                 if public { "public" } else { "private" }
             );
         }
-        ProjectCommand::Del { name } => {
-            auth.delete_project(&a, &name).await?;
-            println!("deleted {name}");
+        ProjectCommand::Del { name, force } => {
+            let repositories = auth.delete_project(&a, &name, force).await?;
+            println!("deleted {name} and {repositories} repositories");
         }
         ProjectCommand::Members { name } => {
             for m in auth.members(&a, &name).await? {

@@ -1847,3 +1847,108 @@ async fn htpasswd_accounts_push_into_new_projects_and_become_members() {
         .unwrap();
     assert_eq!(member.status(), StatusCode::NO_CONTENT);
 }
+
+// ---------------------------------------------------------------------------
+// Project deletion
+// ---------------------------------------------------------------------------
+
+/// Deleting a project that holds repositories is refused (409) unless
+/// forced; forced, its repositories go with it, and a user who creates the
+/// project again by pushing (`project_creation = "users"`) finds nothing of
+/// the old one, private images included.
+#[tokio::test]
+async fn a_deleted_project_leaves_nothing_to_the_next_owner_of_its_name() {
+    let world =
+        World::with(|c| c.auth.project_creation = berth::config::ProjectCreation::Users).await;
+    let padmin = basic("padmin", MEMBERS[3].1);
+    let delete = Req::new(Method::DELETE, "/api/v1/projects/privp");
+    let r = world.send(&delete, Some(&padmin)).await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(r.code().as_deref(), Some("CONFLICT"));
+    let manifest = Req::get("/v2/privp/app/manifests/v1").header("accept", OCI_MANIFEST);
+    assert_eq!(
+        world.send(&manifest, Some(&padmin)).await.status,
+        200,
+        "refused: still there"
+    );
+
+    let forced = Req::new(Method::DELETE, "/api/v1/projects/privp?force=true");
+    let r = world.send(&forced, Some(&padmin)).await;
+    assert_eq!(r.status, 204, "{}", r.text());
+
+    let stranger = basic(BYSTANDER, "bystander-password");
+    let r = world
+        .send(
+            &Req::new(Method::POST, "/v2/privp/app/blobs/uploads/"),
+            Some(&stranger),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        202,
+        "pushing re-creates the project: {}",
+        r.text()
+    );
+    let r = world.send(&manifest, Some(&stranger)).await;
+    assert_eq!(r.status, 404, "old manifest: {}", r.text());
+    // The upload just started made the repository again, empty.
+    let r = world
+        .send(&Req::get("/v2/privp/app/tags/list"), Some(&stranger))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["tags"], json!([]), "old tags");
+    let image = &world.images["privp"];
+    let blob = Req::get(format!("/v2/privp/app/blobs/{}", sha256(&image.layer)));
+    assert_eq!(
+        world.send(&blob, Some(&stranger)).await.status,
+        404,
+        "old layer"
+    );
+    let r = world
+        .send(&Req::get("/v2/_catalog"), Some(&world.admin))
+        .await;
+    assert!(!r.text().contains("privp/"), "catalog: {}", r.text());
+}
+
+/// Repositories whose project row is missing (left by an older berth that
+/// kept them when their project was deleted) are reachable by system admins
+/// only, even where any user may create a project by pushing.
+#[tokio::test]
+async fn repositories_without_a_project_are_for_system_admins_only() {
+    let world =
+        World::with(|c| c.auth.project_creation = berth::config::ProjectCreation::Users).await;
+    let image = Image::for_project("leftover");
+    for data in [&image.config, &image.layer] {
+        world.push_blob("hidden/app", data).await;
+    }
+    world
+        .push_manifest("hidden/app", "v1", &image.manifest(None))
+        .await;
+    // What an older berth did on project deletion: drop the row only.
+    let url = format!(
+        "sqlite://{}",
+        world.config.data_dir.join("metadata.db").display()
+    );
+    let db = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let done = sqlx::query("DELETE FROM projects WHERE name = 'hidden'")
+        .execute(&db)
+        .await
+        .unwrap();
+    assert_eq!(done.rows_affected(), 1);
+    db.close().await;
+    tokio::time::sleep(Duration::from_millis(2100)).await; // project facts TTL
+    let manifest = Req::get("/v2/hidden/app/manifests/v1").header("accept", OCI_MANIFEST);
+    for (who, auth, want) in [
+        ("developer", basic("dev", MEMBERS[1].1), 403),
+        ("bystander", basic(BYSTANDER, "bystander-password"), 403),
+        ("system admin", world.admin.clone(), 200),
+    ] {
+        let r = world.send(&manifest, Some(&auth)).await;
+        assert_eq!(r.status, want, "{who}: {}", r.text());
+    }
+    let push = Req::new(Method::POST, "/v2/hidden/app/blobs/uploads/");
+    let r = world
+        .send(&push, Some(&basic(BYSTANDER, "bystander-password")))
+        .await;
+    assert_eq!(r.status, 403, "pushing must not adopt them: {}", r.text());
+}

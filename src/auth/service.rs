@@ -369,13 +369,17 @@ impl AuthService {
             }
         }
         let facts = match self.metadata.get_project(project).await? {
-            None => ProjectFacts::default(),
+            None => ProjectFacts {
+                leftover: self.metadata.project_repository_count(project).await? > 0,
+                ..ProjectFacts::default()
+            },
             Some(p) => ProjectFacts {
                 public: Some(p.public),
                 role: match who {
                     Principal::User { name, .. } => self.metadata.role_of(project, name).await?,
                     _ => None,
                 },
+                leftover: false,
             },
         };
         self.facts.insert(key, (Instant::now(), facts.clone()));

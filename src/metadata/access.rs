@@ -7,8 +7,10 @@
 //! Names are compared exactly. A write that refers to a missing user or
 //! project fails with `MetadataError::NotFound`; one that would repeat a
 //! unique name fails with `MetadataError::Duplicate`. Deleting a user drops
-//! its memberships and access tokens; deleting a project drops its members
-//! and robots. Times are Unix milliseconds.
+//! its memberships and access tokens; deleting a project drops its members,
+//! robots and repositories (their tags, manifests and blob links; the blob
+//! bytes are left to garbage collection), so a project created again under
+//! the name inherits nothing. Times are Unix milliseconds.
 
 use std::fmt;
 use std::str::FromStr;
@@ -322,8 +324,10 @@ pub trait UserStore: Send + Sync {
 #[async_trait]
 pub trait ProjectStore: Send + Sync {
     /// Creates the project and, in the same transaction, makes `owner` its
-    /// `Role::Admin`. `Duplicate` when the name is taken, `NotFound` when
-    /// the owner is unknown (then nothing is created).
+    /// `Role::Admin` and deletes any repository left under the name by a
+    /// project deleted earlier (it must not pass to the new owner).
+    /// `Duplicate` when the name is taken, `NotFound` when the owner is
+    /// unknown (then nothing is created).
     async fn create_project(
         &self,
         name: &str,
@@ -335,8 +339,26 @@ pub trait ProjectStore: Send + Sync {
     async fn list_projects(&self) -> Result<Vec<Project>>;
     /// Whether the project exists.
     async fn set_public(&self, name: &str, public: bool) -> Result<bool>;
-    /// Deletes the project with its members and robots; its repositories stay.
-    async fn delete_project(&self, name: &str) -> Result<bool>;
+    /// Deletes the project with its members and robots, in one transaction.
+    /// Its repositories (the names `name` and `name/…`) go too when
+    /// `with_repositories` is set; otherwise a project that still holds a
+    /// repository with a manifest is left as it was.
+    async fn delete_project(&self, name: &str, with_repositories: bool) -> Result<ProjectDeletion>;
+    /// Repositories under the project's name (`name` and `name/…`),
+    /// whether or not the project row exists: a repository left without its
+    /// project (deleted before berth removed repositories with it) counts.
+    async fn project_repository_count(&self, name: &str) -> Result<u64>;
+}
+
+/// What [`ProjectStore::delete_project`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProjectDeletion {
+    /// Deleted, with this many repositories.
+    Deleted { repositories: u64 },
+    /// No such project; nothing changed.
+    NotFound,
+    /// Refused: the project still holds this many repositories with a manifest.
+    NotEmpty { repositories: u64 },
 }
 
 #[async_trait]

@@ -52,6 +52,9 @@ fn actions_from_text(text: &str) -> Result<Vec<Action>> {
 
 const USER_ID: &str = "SELECT id FROM users WHERE name = ?";
 const PROJECT_ID: &str = "SELECT id FROM projects WHERE name = ?";
+/// Repositories under project `?1`: the name itself, and `?1/` up to (not
+/// including) `?10`, since '0' follows '/' in ASCII.
+const UNDER_PROJECT: &str = "(name = ?1 OR (name >= ?1 || '/' AND name < ?1 || '0'))";
 
 async fn id_of(
     tx: &mut Transaction<'_, Sqlite>,
@@ -230,6 +233,10 @@ impl ProjectStore for SqliteMetadata {
         .fetch_one(&mut *tx)
         .await
         .map_err(duplicate(|| format!("project {name:?}")))?;
+        sqlx::query(&format!("DELETE FROM repositories WHERE {UNDER_PROJECT}"))
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
         if let Some(owner_id) = owner_id {
             sqlx::query("INSERT INTO members (project_id, user_id, role) VALUES (?, ?, ?)")
                 .bind(id)
@@ -271,13 +278,50 @@ impl ProjectStore for SqliteMetadata {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn delete_project(&self, name: &str) -> Result<bool> {
-        // Members and robots go with it (ON DELETE CASCADE).
+    async fn delete_project(&self, name: &str, with_repositories: bool) -> Result<ProjectDeletion> {
+        let mut tx = self.write.begin().await?;
+        // Members and robots go with it (ON DELETE CASCADE). Returning
+        // early drops the transaction, which rolls it back.
         let done = sqlx::query("DELETE FROM projects WHERE name = ?")
             .bind(name)
-            .execute(&self.write)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() > 0)
+        if done.rows_affected() == 0 {
+            return Ok(ProjectDeletion::NotFound);
+        }
+        if !with_repositories {
+            let holding: i64 = sqlx::query_scalar(&format!(
+                "SELECT COUNT(*) FROM repositories r WHERE {UNDER_PROJECT} \
+                 AND EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id)"
+            ))
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+            if holding > 0 {
+                return Ok(ProjectDeletion::NotEmpty {
+                    repositories: holding as u64,
+                });
+            }
+        }
+        // Tags, manifests, references, blob links and upload sessions go
+        // with each repository (ON DELETE CASCADE); blob bytes stay for GC.
+        let repositories = sqlx::query(&format!("DELETE FROM repositories WHERE {UNDER_PROJECT}"))
+            .bind(name)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(ProjectDeletion::Deleted { repositories })
+    }
+
+    async fn project_repository_count(&self, name: &str) -> Result<u64> {
+        let count: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM repositories WHERE {UNDER_PROJECT}"
+        ))
+        .bind(name)
+        .fetch_one(&self.read)
+        .await?;
+        Ok(count as u64)
     }
 }
 

@@ -10,6 +10,7 @@ pub async fn run(m: &dyn Metadata) {
     robots(m).await;
     access_tokens(m).await;
     deletes_cascade(m).await;
+    project_deletion_takes_its_repositories(m).await;
     audit_filters(m).await;
     audit_pages(m).await;
 }
@@ -127,8 +128,14 @@ async fn projects(m: &dyn Metadata) {
     m.create_project("scratch", false, Some("bob"))
         .await
         .unwrap();
-    assert!(m.delete_project("scratch").await.unwrap());
-    assert!(!m.delete_project("scratch").await.unwrap());
+    assert_eq!(
+        m.delete_project("scratch", false).await.unwrap(),
+        ProjectDeletion::Deleted { repositories: 0 }
+    );
+    assert_eq!(
+        m.delete_project("scratch", false).await.unwrap(),
+        ProjectDeletion::NotFound
+    );
     assert_eq!(m.get_project("scratch").await.unwrap(), None);
     assert_eq!(m.role_of("scratch", "bob").await.unwrap(), None);
 }
@@ -381,7 +388,10 @@ async fn deletes_cascade(m: &dyn Metadata) {
     assert!(m.memberships("alice").await.unwrap().is_empty());
     assert!(m.access_tokens_of("alice").await.unwrap().is_empty());
 
-    assert!(m.delete_project("team").await.unwrap());
+    assert_eq!(
+        m.delete_project("team", false).await.unwrap(),
+        ProjectDeletion::Deleted { repositories: 0 }
+    );
     assert_eq!(m.get_robot("team+ci").await.unwrap(), None);
     assert!(m.list_robots(Some("team")).await.unwrap().is_empty());
     assert!(m.members("team").await.unwrap().is_empty());
@@ -393,6 +403,66 @@ async fn deletes_cascade(m: &dyn Metadata) {
     m.create_project("team", false, None).await.unwrap();
     assert!(m.members("team").await.unwrap().is_empty());
     assert!(m.list_robots(Some("team")).await.unwrap().is_empty());
+}
+
+fn image(repo: &str, tag: &str) -> NewManifest {
+    let content = bytes::Bytes::from(format!("{{\"r\":\"{repo}\"}}"));
+    NewManifest {
+        repo: repo.parse().unwrap(),
+        digest: crate::oci::Digest::sha256_of(&content),
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        content,
+        artifact_type: None,
+        subject: None,
+        annotations: None,
+        blobs: Vec::new(),
+        children: Vec::new(),
+        tag: Some(tag.parse().unwrap()),
+    }
+}
+
+/// A deleted project takes its repositories (`p`, `p/…`, never `p2/…` or
+/// `p-x`), or is refused while it has any; a project created again under
+/// the name, even over repositories left by an older berth, starts empty.
+async fn project_deletion_takes_its_repositories(m: &dyn Metadata) {
+    m.create_project("gone", false, None).await.unwrap();
+    for name in ["gone", "gone/app", "gone/deep/er", "gone0/x", "gone-x/y"] {
+        m.put_manifest(&image(name, "v1")).await.unwrap();
+    }
+    assert_eq!(m.project_repository_count("gone").await.unwrap(), 3);
+    assert_eq!(
+        m.delete_project("gone", false).await.unwrap(),
+        ProjectDeletion::NotEmpty { repositories: 3 }
+    );
+    assert!(
+        m.get_project("gone").await.unwrap().is_some(),
+        "refused: nothing changed"
+    );
+    assert_eq!(
+        m.delete_project("gone", true).await.unwrap(),
+        ProjectDeletion::Deleted { repositories: 3 }
+    );
+    assert_eq!(m.project_repository_count("gone").await.unwrap(), 0);
+    let app: RepoName = "gone/app".parse().unwrap();
+    assert!(!m.repository_exists(&app).await.unwrap());
+    for other in ["gone0/x", "gone-x/y"] {
+        assert!(
+            m.repository_exists(&other.parse().unwrap()).await.unwrap(),
+            "{other}"
+        );
+    }
+
+    // Repositories left without a project row are swept when it comes back.
+    m.put_manifest(&image("gone/left", "v1")).await.unwrap();
+    assert_eq!(m.project_repository_count("gone").await.unwrap(), 1);
+    m.create_project("gone", false, None).await.unwrap();
+    assert_eq!(m.project_repository_count("gone").await.unwrap(), 0);
+    let left: RepoName = "gone/left".parse().unwrap();
+    let page = Page {
+        last: None,
+        limit: 10,
+    };
+    assert_eq!(m.list_tags(&left, &page).await.unwrap(), None);
 }
 
 const T0: i64 = 1_000_000;

@@ -112,7 +112,7 @@ impl From<ManageError> for UiError {
                 UiError::NotFound(e.to_string())
             }
             ManageError::Forbidden(m) => UiError::Forbidden(m),
-            ManageError::Conflict(_) | ManageError::Invalid(_) => {
+            ManageError::Conflict(_) | ManageError::Invalid(_) | ManageError::InUse(_) => {
                 UiError::BadRequest(e.to_string())
             }
             ManageError::Metadata(m) => UiError::Internal(m.to_string()),

@@ -240,7 +240,7 @@ pub async fn project(
                 }
             }
             " "
-            (confirm_form(&format!("{base}/delete"), csrf, &format!("Delete project {name} and its members and robots?"), "Delete project", html! {}))
+            (confirm_form(&format!("{base}/delete"), csrf, &format!("Delete project {name} with its repositories, members and robots?"), "Delete project", html! {}))
         }
     };
     Ok(layout(name, Some(viewer), body))
@@ -263,7 +263,9 @@ pub async fn project_action(
                 .await?
         }
         "delete" => {
-            state.auth.delete_project(&viewer.actor, name).await?;
+            // The confirmation names the repositories: they go too.
+            state.auth.delete_project(&viewer.actor, name, true).await?;
+            state.registry.forget_cached();
             return Ok(Redirect::to("/ui").into_response());
         }
         "revoke-robot" => {
