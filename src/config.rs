@@ -138,7 +138,13 @@ pub struct AuthConfig {
     pub realm: Option<String>,
     /// Lifetime of issued access tokens, in seconds.
     pub token_ttl_seconds: u64,
-    /// Lifetime of refresh tokens (OAuth2 `POST /token`), in seconds.
+    /// Lifetime of refresh tokens, in seconds; 0 (the default): no time
+    /// limit. A refresh token is handed out only when asked for
+    /// (`offline_token=true`, `access_type=offline`); docker keeps it as the
+    /// identity token of a `docker login`, so a limit here ends such logins.
+    /// Whatever the limit, a refresh token ends at once when its account's
+    /// password, admin flag or disabled flag changes, or the account (or
+    /// robot) is deleted or expires.
     pub refresh_ttl_seconds: u64,
     /// How long a verified password is remembered, in seconds, so that
     /// Basic auth does not run bcrypt/argon2 on every request.
@@ -163,7 +169,7 @@ impl Default for AuthConfig {
             issuer: "berth".into(),
             realm: None,
             token_ttl_seconds: 300,
-            refresh_ttl_seconds: 7 * 24 * 3600,
+            refresh_ttl_seconds: 0,
             credential_cache_seconds: 60,
             project_creation: ProjectCreation::Admins,
             login_max_failures: 10,

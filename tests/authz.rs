@@ -1952,3 +1952,148 @@ async fn repositories_without_a_project_are_for_system_admins_only() {
         .await;
     assert_eq!(r.status, 403, "pushing must not adopt them: {}", r.text());
 }
+
+// ---------------------------------------------------------------------------
+// Refresh tokens bound to the account
+// ---------------------------------------------------------------------------
+
+/// `GET /token?offline_token=true` as `auth`: the refresh token.
+async fn refresh_token_of(world: &World, auth: &str) -> String {
+    let r = world
+        .send(
+            &Req::get("/token?service=berth&scope=repository:privp/app:pull&offline_token=true"),
+            Some(auth),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["refresh_token"]
+        .as_str()
+        .expect("a refresh token")
+        .to_string()
+}
+
+/// `POST /token` with the refresh_token grant, asking for push on `repo`.
+async fn redeem(world: &World, refresh: &str, repo: &str) -> Resp {
+    let scope = format!("repository:{repo}:pull,push");
+    let form = serde_urlencoded::to_string([
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh),
+        ("service", "berth"),
+        ("scope", scope.as_str()),
+    ])
+    .unwrap();
+    world
+        .send(
+            &Req::new(Method::POST, "/token")
+                .bytes("application/x-www-form-urlencoded", form.into_bytes()),
+            None,
+        )
+        .await
+}
+
+fn assert_revoked(r: &Resp, what: &str) {
+    assert_eq!(r.status, 401, "{what}: {}", r.text());
+    assert_eq!(r.code().as_deref(), Some("UNAUTHORIZED"), "{what}");
+}
+
+/// A refresh token ends with a password reset, and a deleted account's
+/// token does not pass to a new account of the same name (an admin here).
+#[tokio::test]
+async fn refresh_tokens_end_when_the_account_changes_or_goes() {
+    let world = World::new().await;
+    let dev = basic("dev", MEMBERS[1].1);
+    let refresh = refresh_token_of(&world, &dev).await;
+    assert_eq!(
+        redeem(&world, &refresh, "privp/app").await.status,
+        200,
+        "control"
+    );
+    world
+        .admin(
+            Req::new(Method::PATCH, "/api/v1/users/dev")
+                .json(json!({"password": "new-dev-password"})),
+        )
+        .await;
+    assert_revoked(
+        &redeem(&world, &refresh, "privp/app").await,
+        "after a password reset",
+    );
+
+    world.create_user("temp", "temp-password").await;
+    let refresh = refresh_token_of(&world, &basic("temp", "temp-password")).await;
+    world
+        .admin(Req::new(Method::DELETE, "/api/v1/users/temp"))
+        .await;
+    assert_revoked(
+        &redeem(&world, &refresh, "privp/app").await,
+        "after deletion",
+    );
+    world
+        .admin(
+            Req::new(Method::POST, "/api/v1/users")
+                .json(json!({"name": "temp", "password": "other-password", "admin": true})),
+        )
+        .await;
+    assert_revoked(
+        &redeem(&world, &refresh, "privp/app").await,
+        "for a new account of the same name",
+    );
+}
+
+/// A robot's refresh token ends when the robot is disabled or expires.
+#[tokio::test]
+async fn robot_refresh_tokens_end_when_the_robot_is_disabled_or_expires() {
+    let world = World::new().await;
+    let (robot, secret) = world.robots["privp"].clone();
+    let refresh = refresh_token_of(&world, &basic(&robot, &secret)).await;
+    let r = redeem(&world, &refresh, "privp/app").await;
+    assert_eq!(r.status, 200, "control: {}", r.text());
+    assert_eq!(
+        granted_on(r.json()["access_token"].as_str().unwrap(), "privp/app"),
+        ["pull", "push"]
+    );
+    use berth::metadata::RobotStore as _;
+    let db = berth::metadata::SqliteMetadata::open(&world.config.data_dir.join("metadata.db"))
+        .await
+        .unwrap();
+    assert!(db.set_robot_disabled(&robot, true).await.unwrap());
+    assert_revoked(
+        &redeem(&world, &refresh, "privp/app").await,
+        "disabled robot",
+    );
+
+    let expires_at = (unix_now() * 1000 + 1500) as i64;
+    let r = world
+        .admin(
+            Req::new(Method::POST, "/api/v1/projects/privp/robots").json(
+                json!({"name": "brief", "actions": ["pull", "push"], "expires_at": expires_at}),
+            ),
+        )
+        .await;
+    let (name, secret) = (
+        r.json()["name"].as_str().unwrap().to_string(),
+        r.json()["secret"].as_str().unwrap().to_string(),
+    );
+    let refresh = refresh_token_of(&world, &basic(&name, &secret)).await;
+    assert_eq!(
+        redeem(&world, &refresh, "privp/app").await.status,
+        200,
+        "control"
+    );
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_revoked(
+        &redeem(&world, &refresh, "privp/app").await,
+        "expired robot",
+    );
+}
+
+/// Refresh tokens have no time limit by default: `docker login` keeps one as
+/// its identity token, and a limit would end the login (it lasted 7 days).
+#[tokio::test]
+async fn refresh_tokens_last_as_long_as_the_account_by_default() {
+    let world = World::new().await;
+    let refresh = refresh_token_of(&world, &basic("dev", MEMBERS[1].1)).await;
+    let exp = jwt_part(&refresh, 1)["exp"].as_u64().expect("exp");
+    let years = (exp - unix_now()) / (365 * 24 * 3600);
+    assert!(years >= 99, "refresh token expires in {years} years");
+}

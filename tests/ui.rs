@@ -572,3 +572,48 @@ async fn a_repository_with_2000_tags_renders_its_first_page_quickly() {
     let last = b.get("/ui/r/big/app?page=40").await;
     assert!(last.body.contains(">t1999<") && last.body.contains("Page 40 of 40"));
 }
+
+/// A web session ends at once when its account's password is reset, and a
+/// deleted account's session does not pass to a new account of the same
+/// name, even one that is a system admin.
+#[tokio::test]
+async fn sessions_end_with_a_password_reset_and_never_pass_to_a_new_account() {
+    let (app, _root) = open().await;
+    api(
+        &app,
+        Method::POST,
+        "/api/v1/users",
+        json!({"name": "dave", "password": "dave-password"}),
+    )
+    .await;
+    let mut dave = Browser::signed_in(&app, "dave", "dave-password").await;
+    assert_eq!(dave.get("/ui").await.status, StatusCode::OK, "control");
+    api(
+        &app,
+        Method::PATCH,
+        "/api/v1/users/dave",
+        json!({"password": "dave-new-password"}),
+    )
+    .await;
+    let res = dave.get("/ui").await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "after a password reset");
+    assert!(res.header("location").starts_with("/ui/login"));
+
+    let mut dave = Browser::signed_in(&app, "dave", "dave-new-password").await;
+    assert_eq!(dave.get("/ui").await.status, StatusCode::OK, "control");
+    api(&app, Method::DELETE, "/api/v1/users/dave", json!({})).await;
+    api(
+        &app,
+        Method::POST,
+        "/api/v1/users",
+        json!({"name": "dave", "password": "another-password", "admin": true}),
+    )
+    .await;
+    let res = dave.get("/ui/admin").await;
+    assert_eq!(
+        res.status,
+        StatusCode::SEE_OTHER,
+        "old session, new account"
+    );
+    assert!(res.header("location").starts_with("/ui/login"));
+}

@@ -114,6 +114,9 @@ pub struct User {
     pub admin: bool,
     pub disabled: bool,
     pub created_at: i64,
+    /// Bumped by every change of password, admin flag or disabled flag: the
+    /// refresh tokens and sessions issued under an older one are void.
+    pub generation: i64,
 }
 
 impl fmt::Debug for User {
@@ -125,6 +128,7 @@ impl fmt::Debug for User {
             .field("admin", &self.admin)
             .field("disabled", &self.disabled)
             .field("created_at", &self.created_at)
+            .field("generation", &self.generation)
             .finish()
     }
 }
@@ -160,6 +164,8 @@ pub struct Robot {
     pub created_by: String,
     pub created_at: i64,
     pub disabled: bool,
+    /// Bumped when the robot is disabled or enabled again (see `User`).
+    pub generation: i64,
 }
 
 impl Robot {
@@ -180,6 +186,7 @@ impl fmt::Debug for Robot {
             .field("created_by", &self.created_by)
             .field("created_at", &self.created_at)
             .field("disabled", &self.disabled)
+            .field("generation", &self.generation)
             .finish()
     }
 }
@@ -311,7 +318,9 @@ pub trait UserStore: Send + Sync {
     async fn get_user(&self, name: &str) -> Result<Option<User>>;
     /// Every user, ordered by name.
     async fn list_users(&self) -> Result<Vec<User>>;
-    /// The following setters return whether the user exists.
+    /// The following setters return whether the user exists. Each bumps the
+    /// user's `generation` when it changes something (a password is always
+    /// a change).
     async fn set_password(&self, name: &str, password_hash: &str) -> Result<bool>;
     async fn set_admin(&self, name: &str, admin: bool) -> Result<bool>;
     async fn set_disabled(&self, name: &str, disabled: bool) -> Result<bool>;
@@ -383,7 +392,7 @@ pub trait RobotStore: Send + Sync {
     /// Robots of one project, or of all, ordered by name.
     async fn list_robots(&self, project: Option<&str>) -> Result<Vec<Robot>>;
     async fn delete_robot(&self, name: &str) -> Result<bool>;
-    /// Whether the robot exists.
+    /// Whether the robot exists; bumps its `generation` on a change.
     async fn set_robot_disabled(&self, name: &str, disabled: bool) -> Result<bool>;
 }
 
@@ -466,6 +475,7 @@ mod tests {
             admin: false,
             disabled: false,
             created_at: 0,
+            generation: 0,
         };
         let robot = Robot {
             id: 1,
@@ -477,6 +487,7 @@ mod tests {
             created_by: "alice".into(),
             created_at: 0,
             disabled: false,
+            generation: 0,
         };
         let new_robot = NewRobot {
             name: "robot".into(),

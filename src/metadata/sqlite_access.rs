@@ -69,7 +69,16 @@ async fn id_of(
         .ok_or_else(|| MetadataError::NotFound(format!("{what} {name:?}")))
 }
 
-const USER_COLUMNS: &str = "SELECT id, name, password_hash, admin, disabled, created_at FROM users";
+/// The generation of a new account: random, because SQLite may give a new
+/// row the id of a deleted one (the tables are not AUTOINCREMENT), and
+/// whatever was bound to the old account must not fit the new one. 52 bits,
+/// so that it survives a JSON number.
+fn first_generation() -> i64 {
+    (rand::random::<u64>() >> 12) as i64
+}
+
+const USER_COLUMNS: &str =
+    "SELECT id, name, password_hash, admin, disabled, created_at, generation FROM users";
 
 fn user_from_row(row: &SqliteRow) -> User {
     User {
@@ -79,6 +88,7 @@ fn user_from_row(row: &SqliteRow) -> User {
         admin: row.get("admin"),
         disabled: row.get("disabled"),
         created_at: row.get("created_at"),
+        generation: row.get("generation"),
     }
 }
 
@@ -94,7 +104,7 @@ fn project_from_row(row: &SqliteRow) -> Project {
 }
 
 const ROBOT_COLUMNS: &str = "SELECT r.id, r.name, r.secret_hash, p.name AS project, r.actions, \
-     r.expires_at, r.created_by, r.created_at, r.disabled \
+     r.expires_at, r.created_by, r.created_at, r.disabled, r.generation \
      FROM robots r JOIN projects p ON p.id = r.project_id";
 
 fn robot_from_row(row: &SqliteRow) -> Result<Robot> {
@@ -108,6 +118,7 @@ fn robot_from_row(row: &SqliteRow) -> Result<Robot> {
         created_by: row.get("created_by"),
         created_at: row.get("created_at"),
         disabled: row.get("disabled"),
+        generation: row.get("generation"),
     })
 }
 
@@ -130,14 +141,16 @@ fn token_from_row(row: &SqliteRow) -> AccessToken {
 impl UserStore for SqliteMetadata {
     async fn create_user(&self, name: &str, password_hash: &str, admin: bool) -> Result<User> {
         let created_at = now_ms();
+        let generation = first_generation();
         let id = sqlx::query_scalar::<_, i64>(
-            "INSERT INTO users (name, password_hash, admin, disabled, created_at) \
-             VALUES (?, ?, ?, 0, ?) RETURNING id",
+            "INSERT INTO users (name, password_hash, admin, disabled, created_at, generation) \
+             VALUES (?, ?, ?, 0, ?, ?) RETURNING id",
         )
         .bind(name)
         .bind(password_hash)
         .bind(admin)
         .bind(created_at)
+        .bind(generation)
         .fetch_one(&self.write)
         .await
         .map_err(duplicate(|| format!("user {name:?}")))?;
@@ -148,6 +161,7 @@ impl UserStore for SqliteMetadata {
             admin,
             disabled: false,
             created_at,
+            generation,
         })
     }
 
@@ -167,16 +181,18 @@ impl UserStore for SqliteMetadata {
     }
 
     async fn set_password(&self, name: &str, password_hash: &str) -> Result<bool> {
-        let done = sqlx::query("UPDATE users SET password_hash = ? WHERE name = ?")
-            .bind(password_hash)
-            .bind(name)
-            .execute(&self.write)
-            .await?;
+        let done = sqlx::query(
+            "UPDATE users SET password_hash = ?, generation = generation + 1 WHERE name = ?",
+        )
+        .bind(password_hash)
+        .bind(name)
+        .execute(&self.write)
+        .await?;
         Ok(done.rows_affected() > 0)
     }
 
     async fn set_admin(&self, name: &str, admin: bool) -> Result<bool> {
-        let done = sqlx::query("UPDATE users SET admin = ? WHERE name = ?")
+        let done = sqlx::query("UPDATE users SET admin = ?1, generation = generation + (admin IS NOT ?1) WHERE name = ?2")
             .bind(admin)
             .bind(name)
             .execute(&self.write)
@@ -185,11 +201,14 @@ impl UserStore for SqliteMetadata {
     }
 
     async fn set_disabled(&self, name: &str, disabled: bool) -> Result<bool> {
-        let done = sqlx::query("UPDATE users SET disabled = ? WHERE name = ?")
-            .bind(disabled)
-            .bind(name)
-            .execute(&self.write)
-            .await?;
+        let done = sqlx::query(
+            "UPDATE users SET disabled = ?1, generation = generation + (disabled IS NOT ?1) \
+             WHERE name = ?2",
+        )
+        .bind(disabled)
+        .bind(name)
+        .execute(&self.write)
+        .await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -407,9 +426,10 @@ impl RobotStore for SqliteMetadata {
         let mut tx = self.write.begin().await?;
         let project_id = id_of(&mut tx, PROJECT_ID, &robot.project, "project").await?;
         let created_at = now_ms();
+        let generation = first_generation();
         let id = sqlx::query_scalar::<_, i64>(
-            "INSERT INTO robots (name, secret_hash, project_id, actions, expires_at, created_by, created_at, disabled) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, 0) RETURNING id",
+            "INSERT INTO robots (name, secret_hash, project_id, actions, expires_at, created_by, \
+             created_at, disabled, generation) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?) RETURNING id",
         )
         .bind(&robot.name)
         .bind(&robot.secret_hash)
@@ -418,6 +438,7 @@ impl RobotStore for SqliteMetadata {
         .bind(robot.expires_at)
         .bind(&robot.created_by)
         .bind(created_at)
+        .bind(generation)
         .fetch_one(&mut *tx)
         .await
         .map_err(duplicate(|| format!("robot {:?}", robot.name)))?;
@@ -432,6 +453,7 @@ impl RobotStore for SqliteMetadata {
             created_by: robot.created_by.clone(),
             created_at,
             disabled: false,
+            generation,
         })
     }
 
@@ -463,11 +485,14 @@ impl RobotStore for SqliteMetadata {
     }
 
     async fn set_robot_disabled(&self, name: &str, disabled: bool) -> Result<bool> {
-        let done = sqlx::query("UPDATE robots SET disabled = ? WHERE name = ?")
-            .bind(disabled)
-            .bind(name)
-            .execute(&self.write)
-            .await?;
+        let done = sqlx::query(
+            "UPDATE robots SET disabled = ?1, generation = generation + (disabled IS NOT ?1) \
+             WHERE name = ?2",
+        )
+        .bind(disabled)
+        .bind(name)
+        .execute(&self.write)
+        .await?;
         Ok(done.rows_affected() > 0)
     }
 }

@@ -71,6 +71,12 @@ async fn users(m: &dyn Metadata) {
     assert!(m.set_disabled("alice", false).await.unwrap());
     let back = m.get_user("alice").await.unwrap().unwrap();
     assert!(!back.admin && !back.disabled);
+    // Five changes, five generations; setting a flag to what it is is none.
+    assert_eq!(back.generation, alice.generation + 5);
+    assert!(m.set_admin("alice", false).await.unwrap());
+    assert!(m.set_disabled("alice", false).await.unwrap());
+    let same = m.get_user("alice").await.unwrap().unwrap();
+    assert_eq!(same.generation, back.generation);
     // Bob was not touched by any of that.
     assert_eq!(m.get_user("bob").await.unwrap(), Some(bob));
 
@@ -280,10 +286,13 @@ async fn robots(m: &dyn Metadata) {
     );
     assert!(m.list_robots(Some("nothing")).await.unwrap().is_empty());
 
+    let first = m.get_robot("team+ci").await.unwrap().unwrap().generation;
     assert!(m.set_robot_disabled("team+ci", true).await.unwrap());
     assert!(m.get_robot("team+ci").await.unwrap().unwrap().disabled);
     assert!(m.set_robot_disabled("team+ci", false).await.unwrap());
-    assert!(!m.get_robot("team+ci").await.unwrap().unwrap().disabled);
+    let enabled = m.get_robot("team+ci").await.unwrap().unwrap();
+    assert!(!enabled.disabled);
+    assert_eq!(enabled.generation, first + 2, "disabled, then enabled");
     assert!(!m.set_robot_disabled("nobody", true).await.unwrap());
 
     assert!(m.delete_robot("team+reader").await.unwrap());

@@ -268,8 +268,13 @@ impl FromRequestParts<AppState> for Viewer {
         if state.ui.metadata.session_ended(&id).await? {
             return Err(login());
         }
-        let principal = pages::resolve_user(state, &session.user)
+        // The account must still be the one signed in, as it was then: a
+        // password or role change, a disable, or a deletion ends the session.
+        let principal = state
+            .auth
+            .bound(&session.user, session.binding)
             .await?
+            .filter(|p| matches!(p, Principal::User { .. }))
             .ok_or_else(login)?;
         Ok(Viewer {
             csrf: state.ui.key.csrf(&cookie),
@@ -378,8 +383,15 @@ async fn login(
     }
     match pages::sign_in(&state, &form.username, &form.password, source).await {
         Ok(user) => {
+            let binding = match state.auth.binding_of(&user).await {
+                Ok(Some(binding)) => binding,
+                Ok(None) => {
+                    return UiError::Internal(format!("account {user:?} vanished")).into_response()
+                }
+                Err(e) => return UiError::from(e).into_response(),
+            };
             let expires = now_ms() / 1000 + session::SESSION_SECONDS;
-            let value = state.ui.key.seal(&user, expires);
+            let value = state.ui.key.seal(&user, binding, expires);
             let secure = state.scheme == "https";
             let mut response = Redirect::to(&next).into_response();
             let headers = response.headers_mut();

@@ -22,24 +22,6 @@ const TAGS_PER_PAGE: u32 = 50;
 /// Image configs are small; a larger one is not read into memory.
 const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
-/// The account behind a session, if it may still sign in: disabled and
-/// deleted accounts are out at once.
-pub async fn resolve_user(state: &AppState, name: &str) -> Result<Option<Principal>, UiError> {
-    Ok(match state.ui.metadata.get_user(name).await? {
-        Some(u) if !u.disabled => Some(Principal::User {
-            name: u.name,
-            admin: u.admin,
-        }),
-        Some(_) => None,
-        // Accounts from the htpasswd file have no row.
-        None if state.auth.config().htpasswd_file.is_some() => Some(Principal::User {
-            name: name.to_string(),
-            admin: false,
-        }),
-        None => None,
-    })
-}
-
 /// Checks a login; the account name on success, else status and message.
 pub async fn sign_in(
     state: &AppState,
