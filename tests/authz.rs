@@ -2097,3 +2097,75 @@ async fn refresh_tokens_last_as_long_as_the_account_by_default() {
     let years = (exp - unix_now()) / (365 * 24 * 3600);
     assert!(years >= 99, "refresh token expires in {years} years");
 }
+
+// ---------------------------------------------------------------------------
+// Listings
+// ---------------------------------------------------------------------------
+
+/// Every name a caller learns by walking `/v2/_catalog?n=1` page by page:
+/// the names listed and the `last=` of each `Link`.
+async fn walk_catalog(world: &World, auth: Option<&str>) -> (Vec<String>, Vec<String>) {
+    let (mut names, mut cursors) = (Vec::new(), Vec::new());
+    let mut uri = "/v2/_catalog?n=1".to_string();
+    for _ in 0..20 {
+        let r = world.send(&Req::get(uri.clone()), auth).await;
+        assert_eq!(r.status, 200, "{uri}: {}", r.text());
+        for name in r.json()["repositories"].as_array().unwrap() {
+            names.push(name.as_str().unwrap().to_string());
+        }
+        let Some(link) = r.header("link") else {
+            return (names, cursors);
+        };
+        let next = link
+            .trim_start_matches('<')
+            .split('>')
+            .next()
+            .unwrap()
+            .to_string();
+        let last = next.split("last=").nth(1).unwrap_or("").to_string();
+        cursors.push(last);
+        uri = next;
+    }
+    panic!("the catalog did not end within 20 pages");
+}
+
+/// The catalog pages over what the caller may see: anonymous callers and
+/// strangers learn no private repository name, neither from a page nor
+/// from its `Link`; members see their project's; admins see all.
+#[tokio::test]
+async fn catalog_pages_and_links_name_only_visible_repositories() {
+    let world = World::new().await;
+    let stranger = basic(BYSTANDER, "bystander-password");
+    let guest = basic("guest", MEMBERS[0].1);
+    let (robot, secret) = world.robots["other"].clone();
+    let robot = basic(&robot, &secret);
+    let cases = [
+        ("anonymous", None, vec!["pubp/app"]),
+        ("stranger", Some(stranger.as_str()), vec!["pubp/app"]),
+        (
+            "robot of another project",
+            Some(robot.as_str()),
+            vec!["pubp/app"],
+        ),
+        (
+            "guest of privp",
+            Some(guest.as_str()),
+            vec!["privp/app", "pubp/app"],
+        ),
+        (
+            "system admin",
+            Some(world.admin.as_str()),
+            vec!["privp/app", "pubp/app"],
+        ),
+    ];
+    for (who, auth, want) in cases {
+        let (names, cursors) = walk_catalog(&world, auth).await;
+        assert_eq!(names, want, "{who}: names");
+        for cursor in &cursors {
+            assert!(
+                names.contains(cursor),
+                "{who}: Link names {cursor:?}, not listed"
+            );
+        }
+    }
+}

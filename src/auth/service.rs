@@ -14,7 +14,7 @@ use super::password::{generate_secret, hash_password, verify_password};
 use super::policy::{allowed_actions, Principal, ProjectFacts};
 use super::token::{Claims, ResourceActions, TokenError, TokenKeys};
 use crate::config::{AuthConfig, AuthMode};
-use crate::metadata::{Action, Metadata, MetadataError};
+use crate::metadata::{Action, Metadata, MetadataError, Visible};
 use crate::oci::RepoName;
 
 /// Prefix of personal access tokens: `berth_pat_<id>_<secret>`.
@@ -342,6 +342,30 @@ impl AuthService {
                 admin: false,
             },
         })
+    }
+
+    /// The repositories `who` may see in listings (the catalog, search):
+    /// exactly those it may pull.
+    pub fn visible_to(&self, who: &Principal) -> Visible {
+        let none = Visible::Projects {
+            member: None,
+            project: None,
+        };
+        match who {
+            _ if !self.enabled() => Visible::All,
+            Principal::User { admin: true, .. } => Visible::All,
+            Principal::User { name, .. } => Visible::Projects {
+                member: Some(name.clone()),
+                project: None,
+            },
+            Principal::Robot {
+                project, actions, ..
+            } if actions.contains(&Action::Pull) => Visible::Projects {
+                member: None,
+                project: Some(project.clone()),
+            },
+            Principal::Robot { .. } | Principal::Anonymous => none,
+        }
     }
 
     /// The actions `who` may perform on `repo`.

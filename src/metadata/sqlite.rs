@@ -31,6 +31,44 @@ where
 
 pub(super) const REPO_ID: &str = "SELECT id FROM repositories WHERE name = ?";
 
+/// Whether repository `r` is visible (see [`Visible`]), with parameters
+/// ?1 = 1 for `Visible::All`, ?2 = the member's name, ?3 = the robot's
+/// project. The project is the name's first component, and must exist: a
+/// repository left without its project is for `Visible::All` only.
+pub(super) const VISIBLE_REPO: &str = "(?1 = 1 OR EXISTS (SELECT 1 FROM projects p \
+     WHERE p.name = CASE WHEN instr(r.name, '/') > 0 \
+                    THEN substr(r.name, 1, instr(r.name, '/') - 1) ELSE r.name END \
+     AND (p.public = 1 OR p.name = ?3 OR EXISTS (SELECT 1 FROM members mb \
+          JOIN users u ON u.id = mb.user_id WHERE mb.project_id = p.id AND u.name = ?2))))";
+
+/// Binds `VISIBLE_REPO`'s three parameters.
+pub(super) trait BindVisible: Sized {
+    fn bind_visible(self, visible: &Visible) -> Self;
+}
+
+impl<'q, O> BindVisible
+    for sqlx::query::QueryScalar<'q, Sqlite, O, sqlx::sqlite::SqliteArguments<'q>>
+{
+    fn bind_visible(self, visible: &Visible) -> Self {
+        let (all, member, project) = visible_params(visible);
+        self.bind(all).bind(member).bind(project)
+    }
+}
+
+impl<'q> BindVisible for sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    fn bind_visible(self, visible: &Visible) -> Self {
+        let (all, member, project) = visible_params(visible);
+        self.bind(all).bind(member).bind(project)
+    }
+}
+
+fn visible_params(visible: &Visible) -> (bool, Option<String>, Option<String>) {
+    match visible {
+        Visible::All => (true, None, None),
+        Visible::Projects { member, project } => (false, member.clone(), project.clone()),
+    }
+}
+
 impl SqliteMetadata {
     pub async fn open(path: &Path) -> Result<SqliteMetadata> {
         let options = SqliteConnectOptions::new()
@@ -109,13 +147,15 @@ fn split_names(joined: Option<String>) -> Vec<String> {
 
 #[async_trait]
 impl RepoIndex for SqliteMetadata {
-    async fn list_repositories(&self, page: &Page) -> Result<Vec<String>> {
-        let joined: Option<String> = sqlx::query_scalar(
+    async fn list_repositories(&self, page: &Page, visible: &Visible) -> Result<Vec<String>> {
+        let joined: Option<String> = sqlx::query_scalar(&format!(
             "SELECT group_concat(name, char(10) ORDER BY name) FROM ( \
-               SELECT name FROM repositories r WHERE name > ? \
+               SELECT name FROM repositories r WHERE name > ?4 \
                AND EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id) \
-               ORDER BY name LIMIT ?)",
-        )
+               AND {VISIBLE_REPO} \
+               ORDER BY name LIMIT ?5)"
+        ))
+        .bind_visible(visible)
         .bind(page.last.as_deref().unwrap_or(""))
         .bind(page.limit)
         .fetch_one(&self.read)

@@ -7,8 +7,8 @@ use bytes::Bytes;
 use sqlx::Row;
 
 use super::browse::{Browse, ProjectUsage, RepoSummary, TagOrder, TagPage, TagRow};
-use super::sqlite::{SqliteMetadata, REPO_ID};
-use super::{MetadataError, Result};
+use super::sqlite::{BindVisible as _, SqliteMetadata, REPO_ID, VISIBLE_REPO};
+use super::{MetadataError, Result, Visible};
 use crate::oci::{media, Digest, RepoName};
 
 /// Tag count, distinct blob bytes and last push of the repository `r`.
@@ -167,11 +167,18 @@ impl Browse for SqliteMetadata {
         Ok(tags)
     }
 
-    async fn search_repositories(&self, needle: &str, limit: u32) -> Result<Vec<RepoSummary>> {
+    async fn search_repositories(
+        &self,
+        needle: &str,
+        visible: &Visible,
+        limit: u32,
+    ) -> Result<Vec<RepoSummary>> {
         let rows = sqlx::query(&format!(
             "SELECT r.name, {REPO_STATS} FROM repositories r \
-             WHERE r.name LIKE ? ESCAPE '\\' AND {HAS_MANIFEST} ORDER BY r.name LIMIT ?"
+             WHERE r.name LIKE ?4 ESCAPE '\\' AND {HAS_MANIFEST} AND {VISIBLE_REPO} \
+             ORDER BY r.name LIMIT ?5"
         ))
+        .bind_visible(visible)
         .bind(contains_pattern(needle))
         .bind(limit)
         .fetch_all(&self.read)

@@ -11,6 +11,7 @@ pub async fn run(m: &dyn Metadata) {
     access_tokens(m).await;
     deletes_cascade(m).await;
     project_deletion_takes_its_repositories(m).await;
+    listings_name_only_visible_repositories(m).await;
     audit_filters(m).await;
     audit_pages(m).await;
 }
@@ -472,6 +473,87 @@ async fn project_deletion_takes_its_repositories(m: &dyn Metadata) {
         limit: 10,
     };
     assert_eq!(m.list_tags(&left, &page).await.unwrap(), None);
+}
+
+/// Catalog pages and searches run over what the caller may see: public
+/// projects, the member's projects, the robot's project; never a repository
+/// without its project, unless everything is visible.
+async fn listings_name_only_visible_repositories(m: &dyn Metadata) {
+    m.create_user("viewer", "hash", false).await.unwrap();
+    m.create_project("vis-pub", true, None).await.unwrap();
+    m.create_project("vis-mine", false, Some("viewer"))
+        .await
+        .unwrap();
+    m.create_project("vis-priv", false, None).await.unwrap();
+    m.create_project("vis-bot", false, None).await.unwrap();
+    for name in [
+        "vis-bot/a",
+        "vis-mine/a",
+        "vis-priv/a",
+        "vis-priv/b",
+        "vis-pub/a",
+        "vis-pub/b",
+        "vis-zorphan/a",
+    ] {
+        m.put_manifest(&image(name, "v1")).await.unwrap();
+    }
+    async fn names(
+        m: &dyn Metadata,
+        visible: Visible,
+        last: Option<&str>,
+        limit: u32,
+    ) -> Vec<String> {
+        let page = Page {
+            last: Some(last.unwrap_or("vis-").to_string()),
+            limit,
+        };
+        let names = m.list_repositories(&page, &visible).await.unwrap();
+        names
+            .into_iter()
+            .filter(|n| n.starts_with("vis-"))
+            .collect()
+    }
+    let anonymous = || Visible::Projects {
+        member: None,
+        project: None,
+    };
+    assert_eq!(
+        names(m, anonymous(), None, 100).await,
+        ["vis-pub/a", "vis-pub/b"]
+    );
+    // A page of one after vis-pub/a: the next visible one, not vis-priv/…
+    assert_eq!(names(m, anonymous(), None, 1).await, ["vis-pub/a"]);
+    assert_eq!(
+        names(m, anonymous(), Some("vis-pub/a"), 1).await,
+        ["vis-pub/b"]
+    );
+    let member = Visible::Projects {
+        member: Some("viewer".into()),
+        project: None,
+    };
+    assert_eq!(
+        names(m, member.clone(), None, 100).await,
+        ["vis-mine/a", "vis-pub/a", "vis-pub/b"]
+    );
+    let robot = Visible::Projects {
+        member: None,
+        project: Some("vis-bot".into()),
+    };
+    assert_eq!(
+        names(m, robot, None, 100).await,
+        ["vis-bot/a", "vis-pub/a", "vis-pub/b"]
+    );
+    assert_eq!(names(m, Visible::All, None, 100).await.len(), 7);
+
+    let found: Vec<String> = m
+        .search_repositories("/a", &member, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .filter(|n| n.starts_with("vis-"))
+        .collect();
+    assert_eq!(found, ["vis-mine/a", "vis-pub/a"]);
 }
 
 const T0: i64 = 1_000_000;

@@ -120,17 +120,13 @@ fn repo_table(repos: &[RepoSummary], id: &str) -> Markup {
 pub async fn search(state: &AppState, viewer: &Viewer, q: &str) -> Result<Markup, UiError> {
     let mut found = Vec::new();
     if !q.is_empty() {
-        for r in state.ui.metadata.search_repositories(q, 500).await? {
-            let Ok(name) = r.name.parse::<RepoName>() else {
-                continue;
-            };
-            if actions(state, viewer, &name).await?.contains(&Action::Pull) {
-                found.push(r);
-            }
-            if found.len() == 100 {
-                break;
-            }
-        }
+        // Filtered in the query: 100 matches the viewer may read.
+        let visible = state.auth.visible_to(viewer.principal());
+        found = state
+            .ui
+            .metadata
+            .search_repositories(q, &visible, 100)
+            .await?;
     }
     let body = html! {
         h1 { "Search" }
