@@ -2062,7 +2062,11 @@ async fn robot_refresh_tokens_end_when_the_robot_is_disabled_or_expires() {
         "disabled robot",
     );
 
-    let expires_at = (unix_now() * 1000 + 1500) as i64;
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let expires_at = now_ms + 3000;
     let r = world
         .admin(
             Req::new(Method::POST, "/api/v1/projects/privp/robots").json(

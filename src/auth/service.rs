@@ -613,7 +613,7 @@ impl AuthService {
         binding: Binding,
     ) -> Result<Option<Principal>, AuthError> {
         if name.starts_with(ROBOT_PREFIX) {
-            let now_ms = (unix_now() * 1000) as i64;
+            let now_ms = crate::metadata::now_ms();
             return Ok(self.metadata.get_robot(name).await?.and_then(|r| {
                 let same = r.id == binding.account && r.generation == binding.generation;
                 (same && !r.disabled && !r.is_expired(now_ms)).then_some(Principal::Robot {
