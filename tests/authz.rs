@@ -2084,7 +2084,12 @@ async fn robot_refresh_tokens_end_when_the_robot_is_disabled_or_expires() {
         200,
         "control"
     );
-    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!(now_ms < expires_at, "the control ran after the expiry");
+    tokio::time::sleep(Duration::from_millis((expires_at - now_ms) as u64 + 100)).await;
     assert_revoked(
         &redeem(&world, &refresh, "privp/app").await,
         "expired robot",
