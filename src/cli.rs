@@ -1,8 +1,8 @@
 //! Administration commands: the `/api/v1` operations on the local data
 //! directory, run as a system administrator (whoever can read the data
 //! directory already holds every secret in it). A running server picks the
-//! changes up at once, except for credentials it verified in the last
-//! `auth.credential_cache_seconds`.
+//! changes up at once: it checks the store's access generation before
+//! trusting anything it cached.
 
 use std::io::BufRead;
 

@@ -147,7 +147,9 @@ pub struct AuthConfig {
     /// robot) is deleted or expires.
     pub refresh_ttl_seconds: u64,
     /// How long a verified password is remembered, in seconds, so that
-    /// Basic auth does not run bcrypt/argon2 on every request.
+    /// Basic auth does not run bcrypt/argon2 on every request. Any change
+    /// to accounts, projects, members, robots or tokens, through the API or
+    /// the CLI (another process), ends what was remembered at once.
     pub credential_cache_seconds: u64,
     /// Who may create a project by pushing into it: `admins` or `users`.
     pub project_creation: ProjectCreation,

@@ -2178,3 +2178,63 @@ async fn catalog_pages_and_links_name_only_visible_repositories() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Changes made by another process
+// ---------------------------------------------------------------------------
+
+/// What `berth user/project/robot …` does: its own `AuthService` on the same
+/// data directory, acting as a system admin, while the server runs.
+async fn cli(world: &World) -> berth::auth::AuthService {
+    let data = &world.config.data_dir;
+    let metadata = berth::metadata::SqliteMetadata::open(&data.join("metadata.db"))
+        .await
+        .unwrap();
+    berth::auth::AuthService::open(Arc::new(metadata), &world.config.auth, data)
+        .await
+        .unwrap()
+}
+
+/// Disabling a user, removing a member and revoking a robot from another
+/// process apply to the running server at once, although it remembers
+/// verified credentials for an hour here.
+#[tokio::test]
+async fn changes_made_with_the_cli_apply_at_once() {
+    let world = World::new().await;
+    let cli = cli(&world).await;
+    let admin = berth::auth::manage::Actor {
+        principal: berth::auth::Principal::User {
+            name: "admin".into(),
+            admin: true,
+        },
+        source: None,
+    };
+    let manifest = Req::get("/v2/privp/app/manifests/v1").header("accept", OCI_MANIFEST);
+    let dev = basic("dev", MEMBERS[1].1);
+    let guest = basic("guest", MEMBERS[0].1);
+    let (robot, secret) = world.robots["privp"].clone();
+    let robot_auth = basic(&robot, &secret);
+    for auth in [&dev, &guest, &robot_auth] {
+        assert_eq!(
+            world.send(&manifest, Some(auth)).await.status,
+            200,
+            "control"
+        );
+    }
+
+    let disable = berth::auth::manage::UserUpdate {
+        disabled: Some(true),
+        ..Default::default()
+    };
+    cli.update_user(&admin, "dev", &disable).await.unwrap();
+    let r = world.send(&manifest, Some(&dev)).await;
+    assert_eq!(r.status, 401, "disabled user: {}", r.text());
+
+    cli.remove_member(&admin, "privp", "guest").await.unwrap();
+    let r = world.send(&manifest, Some(&guest)).await;
+    assert_eq!(r.status, 403, "removed member: {}", r.text());
+
+    cli.delete_robot(&admin, "privp", &robot).await.unwrap();
+    let r = world.send(&manifest, Some(&robot_auth)).await;
+    assert_eq!(r.status, 401, "revoked robot: {}", r.text());
+}

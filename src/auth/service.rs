@@ -19,8 +19,9 @@ use crate::oci::RepoName;
 
 /// Prefix of personal access tokens: `berth_pat_<id>_<secret>`.
 pub const PAT_PREFIX: &str = "berth_pat_";
-/// How long project facts (visibility, roles) are remembered. Bounds how
-/// late a change made elsewhere (the CLI, another replica) is seen.
+/// How long project facts (visibility, roles) are remembered at most. A
+/// change of access control made anywhere (the CLI, another replica) is
+/// seen at once anyway, through the store's access generation.
 const FACTS_TTL: Duration = Duration::from_secs(2);
 /// The password hash of accounts that live in the htpasswd file: never a
 /// valid PHC string, so only the file can verify them.
@@ -91,8 +92,11 @@ pub struct AuthService {
     metadata: Arc<dyn Metadata>,
     keys: TokenKeys,
     htpasswd: Option<Arc<HtpasswdFile>>,
-    verified: CredentialCache<Principal>,
-    facts: quick_cache::sync::Cache<(String, String), (Instant, ProjectFacts)>,
+    /// Each entry is tagged with the store's access generation read before
+    /// the check that filled it, and served only while that is current.
+    verified: CredentialCache<(i64, Principal)>,
+    /// Tagged like `verified`, and also kept at most `FACTS_TTL`.
+    facts: quick_cache::sync::Cache<(String, String), (Instant, i64, ProjectFacts)>,
     limiter: LoginLimiter,
     config: AuthConfig,
     audit: super::audit::AuditSink,
@@ -204,7 +208,12 @@ impl AuthService {
         self.limiter
             .check(user, source)
             .map_err(AuthError::RateLimited)?;
-        if let Some(p) = self.verified.get(user, secret) {
+        let generation = self.metadata.access_generation().await?;
+        if let Some((_, p)) = self
+            .verified
+            .get(user, secret)
+            .filter(|(g, _)| *g == generation)
+        {
             return Ok(p);
         }
         let found = self.verify(user, secret).await?;
@@ -213,7 +222,7 @@ impl AuthService {
         match found {
             Some(p) => {
                 self.limiter.record_success(user, source);
-                self.verified.put(user, secret, p.clone());
+                self.verified.put(user, secret, (generation, p.clone()));
                 Ok(p)
             }
             None => {
@@ -396,8 +405,11 @@ impl AuthService {
         project: &str,
     ) -> Result<ProjectFacts, AuthError> {
         let key = (project.to_string(), who.name().to_string());
-        if let Some((at, facts)) = self.facts.get(&key) {
-            if at.elapsed() < FACTS_TTL {
+        // Fresh: younger than FACTS_TTL, and no access-control change since
+        // (made here or by another process, such as the CLI).
+        let generation = self.metadata.access_generation().await?;
+        if let Some((at, g, facts)) = self.facts.get(&key) {
+            if at.elapsed() < FACTS_TTL && g == generation {
                 return Ok(facts);
             }
         }
@@ -415,7 +427,8 @@ impl AuthService {
                 leftover: false,
             },
         };
-        self.facts.insert(key, (Instant::now(), facts.clone()));
+        self.facts
+            .insert(key, (Instant::now(), generation, facts.clone()));
         Ok(facts)
     }
 
@@ -449,7 +462,7 @@ impl AuthService {
         let known = self
             .facts
             .get(&(repo.project().to_string(), owner.to_string()));
-        if known.is_some_and(|(at, f)| at.elapsed() < FACTS_TTL && f.public.is_some())
+        if known.is_some_and(|(at, _, f)| at.elapsed() < FACTS_TTL && f.public.is_some())
             || self.metadata.get_project(repo.project()).await?.is_some()
         {
             return Ok(());

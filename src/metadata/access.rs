@@ -328,6 +328,10 @@ pub trait UserStore: Send + Sync {
     async fn delete_user(&self, name: &str) -> Result<bool>;
     /// Zero means a fresh install (time to create the first admin).
     async fn count_users(&self) -> Result<u64>;
+    /// A number that changes with every committed change to users,
+    /// projects, members, robots or access tokens, by any process sharing
+    /// the store: what was cached from them before a change is stale.
+    async fn access_generation(&self) -> Result<i64>;
 }
 
 #[async_trait]

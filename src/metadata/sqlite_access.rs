@@ -221,6 +221,14 @@ impl UserStore for SqliteMetadata {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn access_generation(&self) -> Result<i64> {
+        // Kept by triggers (migration 0006), so a write from the CLI counts.
+        let value: i64 = sqlx::query_scalar("SELECT value FROM access_generation WHERE id = 1")
+            .fetch_one(&self.read)
+            .await?;
+        Ok(value)
+    }
+
     async fn count_users(&self) -> Result<u64> {
         let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
             .fetch_one(&self.read)

@@ -25,6 +25,7 @@ fn is_not_found<T: std::fmt::Debug>(r: Result<T>) -> bool {
 }
 
 async fn users(m: &dyn Metadata) {
+    let generation = m.access_generation().await.unwrap();
     let before = m.count_users().await.unwrap();
     let alice = m.create_user("alice", "hash-a", false).await.unwrap();
     assert_eq!(alice.name, "alice");
@@ -78,6 +79,10 @@ async fn users(m: &dyn Metadata) {
     assert!(m.set_disabled("alice", false).await.unwrap());
     let same = m.get_user("alice").await.unwrap().unwrap();
     assert_eq!(same.generation, back.generation);
+    assert_ne!(m.access_generation().await.unwrap(), generation);
+    let generation = m.access_generation().await.unwrap();
+    m.touch_access_token("none", 1).await.unwrap();
+    assert_eq!(m.access_generation().await.unwrap(), generation);
     // Bob was not touched by any of that.
     assert_eq!(m.get_user("bob").await.unwrap(), Some(bob));
 
