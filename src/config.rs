@@ -134,7 +134,9 @@ pub struct AuthConfig {
     /// The issuer named in tokens.
     pub issuer: String,
     /// The token endpoint URL announced in challenges. Unset: derived from
-    /// the request's scheme and Host, plus `/token`.
+    /// the request's scheme and Host (when it is a valid host and port;
+    /// otherwise `localhost`), plus `/token`. Set it behind a reverse proxy
+    /// or load balancer: `https://registry.example.com/token`.
     pub realm: Option<String>,
     /// Lifetime of issued access tokens, in seconds.
     pub token_ttl_seconds: u64,

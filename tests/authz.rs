@@ -2238,3 +2238,28 @@ async fn changes_made_with_the_cli_apply_at_once() {
     let r = world.send(&manifest, Some(&robot_auth)).await;
     assert_eq!(r.status, 401, "revoked robot: {}", r.text());
 }
+
+/// The token realm is built from `Host` only when it is a host: a forged
+/// one cannot add parameters to `WWW-Authenticate`.
+#[tokio::test]
+async fn a_forged_host_header_stays_out_of_the_challenge() {
+    let world = World::new().await;
+    let r = world
+        .send(&Req::get("/v2/").header("host", "evil\",error=\"x"), None)
+        .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Bearer realm=\"http://localhost/token\",service=\"berth\"")
+    );
+    let r = world
+        .send(
+            &Req::get("/v2/").header("host", "registry.example:5000"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Bearer realm=\"http://registry.example:5000/token\",service=\"berth\"")
+    );
+}
