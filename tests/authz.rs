@@ -2263,3 +2263,41 @@ async fn a_forged_host_header_stays_out_of_the_challenge() {
         Some("Bearer realm=\"http://registry.example:5000/token\",service=\"berth\"")
     );
 }
+
+/// The metadata database (password, robot and token hashes) with its WAL
+/// and shared-memory files, the token keys and the session key are readable
+/// by their owner only; a database left world-readable is narrowed on open.
+#[tokio::test]
+async fn files_holding_secrets_are_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let old = data.join("metadata.db-wal");
+    std::fs::write(&old, b"").unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let world = World::with(|c| c.data_dir = data.clone()).await;
+    let mut files = vec![
+        data.join("metadata.db"),
+        data.join("metadata.db-wal"),
+        data.join("metadata.db-shm"),
+        data.join("ui-session.key"),
+    ];
+    for key in std::fs::read_dir(data.join("keys")).unwrap() {
+        files.push(key.unwrap().path());
+    }
+    for file in &files {
+        let mode = std::fs::metadata(file)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "{}: {:o}",
+            file.display(),
+            mode & 0o777
+        );
+    }
+    drop(world);
+}

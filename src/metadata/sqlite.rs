@@ -69,8 +69,40 @@ fn visible_params(visible: &Visible) -> (bool, Option<String>, Option<String>) {
     }
 }
 
+/// The database holds password, robot and token hashes: only its owner may
+/// read it. SQLite gives its `-wal` and `-shm` files the database file's
+/// mode, so a database created 0600 keeps them 0600 too; files left more
+/// open by an older berth are narrowed.
+fn make_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let io = |e: std::io::Error| MetadataError::Db(sqlx::Error::Io(e));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        let file = std::path::PathBuf::from(file);
+        match std::fs::metadata(&file) {
+            Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                    .map_err(io)?;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+    }
+    Ok(())
+}
+
 impl SqliteMetadata {
     pub async fn open(path: &Path) -> Result<SqliteMetadata> {
+        make_private(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
