@@ -1,8 +1,8 @@
 //! Administration commands: the `/api/v1` operations on the local data
 //! directory, run as a system administrator (whoever can read the data
 //! directory already holds every secret in it). A running server picks the
-//! changes up at once, except for credentials it verified in the last
-//! `auth.credential_cache_seconds`.
+//! changes up at once: it checks the store's access generation before
+//! trusting anything it cached.
 
 use std::io::BufRead;
 
@@ -61,8 +61,15 @@ pub enum ProjectCommand {
         name: String,
         visibility: Visibility,
     },
-    /// Delete a project with its members and robot accounts.
-    Del { name: String },
+    /// Delete a project with its members and robot accounts; refused while
+    /// it holds repositories, unless --force (which deletes them too).
+    Del {
+        name: String,
+        /// Also delete the project's repositories (tags, manifests; the
+        /// blob bytes are left to garbage collection).
+        #[arg(long)]
+        force: bool,
+    },
     /// Members and roles of a project.
     Members { name: String },
     /// Add a member or change a role: guest, developer, maintainer, admin.
@@ -266,9 +273,9 @@ pub async fn project(config: &Config, cmd: ProjectCommand) -> anyhow::Result<()>
                 if public { "public" } else { "private" }
             );
         }
-        ProjectCommand::Del { name } => {
-            auth.delete_project(&a, &name).await?;
-            println!("deleted {name}");
+        ProjectCommand::Del { name, force } => {
+            let repositories = auth.delete_project(&a, &name, force).await?;
+            println!("deleted {name} and {repositories} repositories");
         }
         ProjectCommand::Members { name } => {
             for m in auth.members(&a, &name).await? {

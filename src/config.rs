@@ -142,14 +142,24 @@ pub struct AuthConfig {
     /// The issuer named in tokens.
     pub issuer: String,
     /// The token endpoint URL announced in challenges. Unset: derived from
-    /// the request's scheme and Host, plus `/token`.
+    /// the request's scheme and Host (when it is a valid host and port;
+    /// otherwise `localhost`), plus `/token`. Set it behind a reverse proxy
+    /// or load balancer: `https://registry.example.com/token`.
     pub realm: Option<String>,
     /// Lifetime of issued access tokens, in seconds.
     pub token_ttl_seconds: u64,
-    /// Lifetime of refresh tokens (OAuth2 `POST /token`), in seconds.
+    /// Lifetime of refresh tokens, in seconds; 0 (the default): no time
+    /// limit. A refresh token is handed out only when asked for
+    /// (`offline_token=true`, `access_type=offline`); docker keeps it as the
+    /// identity token of a `docker login`, so a limit here ends such logins.
+    /// Whatever the limit, a refresh token ends at once when its account's
+    /// password, admin flag or disabled flag changes, or the account (or
+    /// robot) is deleted or expires.
     pub refresh_ttl_seconds: u64,
     /// How long a verified password is remembered, in seconds, so that
-    /// Basic auth does not run bcrypt/argon2 on every request.
+    /// Basic auth does not run bcrypt/argon2 on every request. Any change
+    /// to accounts, projects, members, robots or tokens, through the API or
+    /// the CLI (another process), ends what was remembered at once.
     pub credential_cache_seconds: u64,
     /// Who may create a project by pushing into it: `admins` or `users`.
     pub project_creation: ProjectCreation,
@@ -171,7 +181,7 @@ impl Default for AuthConfig {
             issuer: "berth".into(),
             realm: None,
             token_ttl_seconds: 300,
-            refresh_ttl_seconds: 7 * 24 * 3600,
+            refresh_ttl_seconds: 0,
             credential_cache_seconds: 60,
             project_creation: ProjectCreation::Admins,
             login_max_failures: 10,
@@ -379,11 +389,8 @@ impl Config {
         if self.limits.max_manifest_bytes == 0 {
             problems.push("limits.max_manifest_bytes must be at least 1".to_string());
         }
-        if self.auth.token_ttl_seconds == 0 || self.auth.refresh_ttl_seconds == 0 {
-            problems.push(
-                "auth.token_ttl_seconds and auth.refresh_ttl_seconds must be at least 1"
-                    .to_string(),
-            );
+        if self.auth.token_ttl_seconds == 0 {
+            problems.push("auth.token_ttl_seconds must be at least 1".to_string());
         }
         let tls = &self.tls;
         match (&tls.cert_file, &tls.key_file, tls.self_signed) {

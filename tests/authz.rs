@@ -1847,3 +1847,457 @@ async fn htpasswd_accounts_push_into_new_projects_and_become_members() {
         .unwrap();
     assert_eq!(member.status(), StatusCode::NO_CONTENT);
 }
+
+// ---------------------------------------------------------------------------
+// Project deletion
+// ---------------------------------------------------------------------------
+
+/// Deleting a project that holds repositories is refused (409) unless
+/// forced; forced, its repositories go with it, and a user who creates the
+/// project again by pushing (`project_creation = "users"`) finds nothing of
+/// the old one, private images included.
+#[tokio::test]
+async fn a_deleted_project_leaves_nothing_to_the_next_owner_of_its_name() {
+    let world =
+        World::with(|c| c.auth.project_creation = berth::config::ProjectCreation::Users).await;
+    let padmin = basic("padmin", MEMBERS[3].1);
+    let delete = Req::new(Method::DELETE, "/api/v1/projects/privp");
+    let r = world.send(&delete, Some(&padmin)).await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(r.code().as_deref(), Some("CONFLICT"));
+    let manifest = Req::get("/v2/privp/app/manifests/v1").header("accept", OCI_MANIFEST);
+    assert_eq!(
+        world.send(&manifest, Some(&padmin)).await.status,
+        200,
+        "refused: still there"
+    );
+
+    let forced = Req::new(Method::DELETE, "/api/v1/projects/privp?force=true");
+    let r = world.send(&forced, Some(&padmin)).await;
+    assert_eq!(r.status, 204, "{}", r.text());
+
+    let stranger = basic(BYSTANDER, "bystander-password");
+    let r = world
+        .send(
+            &Req::new(Method::POST, "/v2/privp/app/blobs/uploads/"),
+            Some(&stranger),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        202,
+        "pushing re-creates the project: {}",
+        r.text()
+    );
+    let r = world.send(&manifest, Some(&stranger)).await;
+    assert_eq!(r.status, 404, "old manifest: {}", r.text());
+    // The upload just started made the repository again, empty.
+    let r = world
+        .send(&Req::get("/v2/privp/app/tags/list"), Some(&stranger))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["tags"], json!([]), "old tags");
+    let image = &world.images["privp"];
+    let blob = Req::get(format!("/v2/privp/app/blobs/{}", sha256(&image.layer)));
+    assert_eq!(
+        world.send(&blob, Some(&stranger)).await.status,
+        404,
+        "old layer"
+    );
+    let r = world
+        .send(&Req::get("/v2/_catalog"), Some(&world.admin))
+        .await;
+    assert!(!r.text().contains("privp/"), "catalog: {}", r.text());
+}
+
+/// Repositories whose project row is missing (left by an older berth that
+/// kept them when their project was deleted) are reachable by system admins
+/// only, even where any user may create a project by pushing.
+#[tokio::test]
+async fn repositories_without_a_project_are_for_system_admins_only() {
+    let world =
+        World::with(|c| c.auth.project_creation = berth::config::ProjectCreation::Users).await;
+    let image = Image::for_project("leftover");
+    for data in [&image.config, &image.layer] {
+        world.push_blob("hidden/app", data).await;
+    }
+    world
+        .push_manifest("hidden/app", "v1", &image.manifest(None))
+        .await;
+    // What an older berth did on project deletion: drop the row only.
+    let url = format!(
+        "sqlite://{}",
+        world.config.data_dir.join("metadata.db").display()
+    );
+    let db = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let done = sqlx::query("DELETE FROM projects WHERE name = 'hidden'")
+        .execute(&db)
+        .await
+        .unwrap();
+    assert_eq!(done.rows_affected(), 1);
+    db.close().await;
+    tokio::time::sleep(Duration::from_millis(2100)).await; // project facts TTL
+    let manifest = Req::get("/v2/hidden/app/manifests/v1").header("accept", OCI_MANIFEST);
+    for (who, auth, want) in [
+        ("developer", basic("dev", MEMBERS[1].1), 403),
+        ("bystander", basic(BYSTANDER, "bystander-password"), 403),
+        ("system admin", world.admin.clone(), 200),
+    ] {
+        let r = world.send(&manifest, Some(&auth)).await;
+        assert_eq!(r.status, want, "{who}: {}", r.text());
+    }
+    let push = Req::new(Method::POST, "/v2/hidden/app/blobs/uploads/");
+    let r = world
+        .send(&push, Some(&basic(BYSTANDER, "bystander-password")))
+        .await;
+    assert_eq!(r.status, 403, "pushing must not adopt them: {}", r.text());
+}
+
+// ---------------------------------------------------------------------------
+// Refresh tokens bound to the account
+// ---------------------------------------------------------------------------
+
+/// `GET /token?offline_token=true` as `auth`: the refresh token.
+async fn refresh_token_of(world: &World, auth: &str) -> String {
+    let r = world
+        .send(
+            &Req::get("/token?service=berth&scope=repository:privp/app:pull&offline_token=true"),
+            Some(auth),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["refresh_token"]
+        .as_str()
+        .expect("a refresh token")
+        .to_string()
+}
+
+/// `POST /token` with the refresh_token grant, asking for push on `repo`.
+async fn redeem(world: &World, refresh: &str, repo: &str) -> Resp {
+    let scope = format!("repository:{repo}:pull,push");
+    let form = serde_urlencoded::to_string([
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh),
+        ("service", "berth"),
+        ("scope", scope.as_str()),
+    ])
+    .unwrap();
+    world
+        .send(
+            &Req::new(Method::POST, "/token")
+                .bytes("application/x-www-form-urlencoded", form.into_bytes()),
+            None,
+        )
+        .await
+}
+
+fn assert_revoked(r: &Resp, what: &str) {
+    assert_eq!(r.status, 401, "{what}: {}", r.text());
+    assert_eq!(r.code().as_deref(), Some("UNAUTHORIZED"), "{what}");
+}
+
+/// A refresh token ends with a password reset, and a deleted account's
+/// token does not pass to a new account of the same name (an admin here).
+#[tokio::test]
+async fn refresh_tokens_end_when_the_account_changes_or_goes() {
+    let world = World::new().await;
+    let dev = basic("dev", MEMBERS[1].1);
+    let refresh = refresh_token_of(&world, &dev).await;
+    assert_eq!(
+        redeem(&world, &refresh, "privp/app").await.status,
+        200,
+        "control"
+    );
+    world
+        .admin(
+            Req::new(Method::PATCH, "/api/v1/users/dev")
+                .json(json!({"password": "new-dev-password"})),
+        )
+        .await;
+    assert_revoked(
+        &redeem(&world, &refresh, "privp/app").await,
+        "after a password reset",
+    );
+
+    world.create_user("temp", "temp-password").await;
+    let refresh = refresh_token_of(&world, &basic("temp", "temp-password")).await;
+    world
+        .admin(Req::new(Method::DELETE, "/api/v1/users/temp"))
+        .await;
+    assert_revoked(
+        &redeem(&world, &refresh, "privp/app").await,
+        "after deletion",
+    );
+    world
+        .admin(
+            Req::new(Method::POST, "/api/v1/users")
+                .json(json!({"name": "temp", "password": "other-password", "admin": true})),
+        )
+        .await;
+    assert_revoked(
+        &redeem(&world, &refresh, "privp/app").await,
+        "for a new account of the same name",
+    );
+}
+
+/// A robot's refresh token ends when the robot is disabled or expires.
+#[tokio::test]
+async fn robot_refresh_tokens_end_when_the_robot_is_disabled_or_expires() {
+    let world = World::new().await;
+    let (robot, secret) = world.robots["privp"].clone();
+    let refresh = refresh_token_of(&world, &basic(&robot, &secret)).await;
+    let r = redeem(&world, &refresh, "privp/app").await;
+    assert_eq!(r.status, 200, "control: {}", r.text());
+    assert_eq!(
+        granted_on(r.json()["access_token"].as_str().unwrap(), "privp/app"),
+        ["pull", "push"]
+    );
+    use berth::metadata::RobotStore as _;
+    let db = berth::metadata::SqliteMetadata::open(&world.config.data_dir.join("metadata.db"))
+        .await
+        .unwrap();
+    assert!(db.set_robot_disabled(&robot, true).await.unwrap());
+    assert_revoked(
+        &redeem(&world, &refresh, "privp/app").await,
+        "disabled robot",
+    );
+
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let expires_at = now_ms + 3000;
+    let r = world
+        .admin(
+            Req::new(Method::POST, "/api/v1/projects/privp/robots").json(
+                json!({"name": "brief", "actions": ["pull", "push"], "expires_at": expires_at}),
+            ),
+        )
+        .await;
+    let (name, secret) = (
+        r.json()["name"].as_str().unwrap().to_string(),
+        r.json()["secret"].as_str().unwrap().to_string(),
+    );
+    let refresh = refresh_token_of(&world, &basic(&name, &secret)).await;
+    assert_eq!(
+        redeem(&world, &refresh, "privp/app").await.status,
+        200,
+        "control"
+    );
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!(now_ms < expires_at, "the control ran after the expiry");
+    tokio::time::sleep(Duration::from_millis((expires_at - now_ms) as u64 + 100)).await;
+    assert_revoked(
+        &redeem(&world, &refresh, "privp/app").await,
+        "expired robot",
+    );
+}
+
+/// Refresh tokens have no time limit by default: `docker login` keeps one as
+/// its identity token, and a limit would end the login (it lasted 7 days).
+#[tokio::test]
+async fn refresh_tokens_last_as_long_as_the_account_by_default() {
+    let world = World::new().await;
+    let refresh = refresh_token_of(&world, &basic("dev", MEMBERS[1].1)).await;
+    let exp = jwt_part(&refresh, 1)["exp"].as_u64().expect("exp");
+    let years = (exp - unix_now()) / (365 * 24 * 3600);
+    assert!(years >= 99, "refresh token expires in {years} years");
+}
+
+// ---------------------------------------------------------------------------
+// Listings
+// ---------------------------------------------------------------------------
+
+/// Every name a caller learns by walking `/v2/_catalog?n=1` page by page:
+/// the names listed and the `last=` of each `Link`.
+async fn walk_catalog(world: &World, auth: Option<&str>) -> (Vec<String>, Vec<String>) {
+    let (mut names, mut cursors) = (Vec::new(), Vec::new());
+    let mut uri = "/v2/_catalog?n=1".to_string();
+    for _ in 0..20 {
+        let r = world.send(&Req::get(uri.clone()), auth).await;
+        assert_eq!(r.status, 200, "{uri}: {}", r.text());
+        for name in r.json()["repositories"].as_array().unwrap() {
+            names.push(name.as_str().unwrap().to_string());
+        }
+        let Some(link) = r.header("link") else {
+            return (names, cursors);
+        };
+        let next = link
+            .trim_start_matches('<')
+            .split('>')
+            .next()
+            .unwrap()
+            .to_string();
+        let last = next.split("last=").nth(1).unwrap_or("").to_string();
+        cursors.push(last);
+        uri = next;
+    }
+    panic!("the catalog did not end within 20 pages");
+}
+
+/// The catalog pages over what the caller may see: anonymous callers and
+/// strangers learn no private repository name, neither from a page nor
+/// from its `Link`; members see their project's; admins see all.
+#[tokio::test]
+async fn catalog_pages_and_links_name_only_visible_repositories() {
+    let world = World::new().await;
+    let stranger = basic(BYSTANDER, "bystander-password");
+    let guest = basic("guest", MEMBERS[0].1);
+    let (robot, secret) = world.robots["other"].clone();
+    let robot = basic(&robot, &secret);
+    let cases = [
+        ("anonymous", None, vec!["pubp/app"]),
+        ("stranger", Some(stranger.as_str()), vec!["pubp/app"]),
+        (
+            "robot of another project",
+            Some(robot.as_str()),
+            vec!["pubp/app"],
+        ),
+        (
+            "guest of privp",
+            Some(guest.as_str()),
+            vec!["privp/app", "pubp/app"],
+        ),
+        (
+            "system admin",
+            Some(world.admin.as_str()),
+            vec!["privp/app", "pubp/app"],
+        ),
+    ];
+    for (who, auth, want) in cases {
+        let (names, cursors) = walk_catalog(&world, auth).await;
+        assert_eq!(names, want, "{who}: names");
+        for cursor in &cursors {
+            assert!(
+                names.contains(cursor),
+                "{who}: Link names {cursor:?}, not listed"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Changes made by another process
+// ---------------------------------------------------------------------------
+
+/// What `berth user/project/robot …` does: its own `AuthService` on the same
+/// data directory, acting as a system admin, while the server runs.
+async fn cli(world: &World) -> berth::auth::AuthService {
+    let data = &world.config.data_dir;
+    let metadata = berth::metadata::SqliteMetadata::open(&data.join("metadata.db"))
+        .await
+        .unwrap();
+    berth::auth::AuthService::open(Arc::new(metadata), &world.config.auth, data)
+        .await
+        .unwrap()
+}
+
+/// Disabling a user, removing a member and revoking a robot from another
+/// process apply to the running server at once, although it remembers
+/// verified credentials for an hour here.
+#[tokio::test]
+async fn changes_made_with_the_cli_apply_at_once() {
+    let world = World::new().await;
+    let cli = cli(&world).await;
+    let admin = berth::auth::manage::Actor {
+        principal: berth::auth::Principal::User {
+            name: "admin".into(),
+            admin: true,
+        },
+        source: None,
+    };
+    let manifest = Req::get("/v2/privp/app/manifests/v1").header("accept", OCI_MANIFEST);
+    let dev = basic("dev", MEMBERS[1].1);
+    let guest = basic("guest", MEMBERS[0].1);
+    let (robot, secret) = world.robots["privp"].clone();
+    let robot_auth = basic(&robot, &secret);
+    for auth in [&dev, &guest, &robot_auth] {
+        assert_eq!(
+            world.send(&manifest, Some(auth)).await.status,
+            200,
+            "control"
+        );
+    }
+
+    let disable = berth::auth::manage::UserUpdate {
+        disabled: Some(true),
+        ..Default::default()
+    };
+    cli.update_user(&admin, "dev", &disable).await.unwrap();
+    let r = world.send(&manifest, Some(&dev)).await;
+    assert_eq!(r.status, 401, "disabled user: {}", r.text());
+
+    cli.remove_member(&admin, "privp", "guest").await.unwrap();
+    let r = world.send(&manifest, Some(&guest)).await;
+    assert_eq!(r.status, 403, "removed member: {}", r.text());
+
+    cli.delete_robot(&admin, "privp", &robot).await.unwrap();
+    let r = world.send(&manifest, Some(&robot_auth)).await;
+    assert_eq!(r.status, 401, "revoked robot: {}", r.text());
+}
+
+/// The token realm is built from `Host` only when it is a host: a forged
+/// one cannot add parameters to `WWW-Authenticate`.
+#[tokio::test]
+async fn a_forged_host_header_stays_out_of_the_challenge() {
+    let world = World::new().await;
+    let r = world
+        .send(&Req::get("/v2/").header("host", "evil\",error=\"x"), None)
+        .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Bearer realm=\"http://localhost/token\",service=\"berth\"")
+    );
+    let r = world
+        .send(
+            &Req::get("/v2/").header("host", "registry.example:5000"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Bearer realm=\"http://registry.example:5000/token\",service=\"berth\"")
+    );
+}
+
+/// The metadata database (password, robot and token hashes) with its WAL
+/// and shared-memory files, the token keys and the session key are readable
+/// by their owner only; a database left world-readable is narrowed on open.
+#[tokio::test]
+async fn files_holding_secrets_are_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let old = data.join("metadata.db-wal");
+    std::fs::write(&old, b"").unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let world = World::with(|c| c.data_dir = data.clone()).await;
+    let mut files = vec![
+        data.join("metadata.db"),
+        data.join("metadata.db-wal"),
+        data.join("metadata.db-shm"),
+        data.join("ui-session.key"),
+    ];
+    for key in std::fs::read_dir(data.join("keys")).unwrap() {
+        files.push(key.unwrap().path());
+    }
+    for file in &files {
+        let mode = std::fs::metadata(file)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "{}: {:o}",
+            file.display(),
+            mode & 0o777
+        );
+    }
+    drop(world);
+}

@@ -872,3 +872,117 @@ async fn digests_do_not_break_mid_word() {
         "{rule}"
     );
 }
+
+/// A web session ends at once when its account's password is reset, and a
+/// deleted account's session does not pass to a new account of the same
+/// name, even one that is a system admin.
+#[tokio::test]
+async fn sessions_end_with_a_password_reset_and_never_pass_to_a_new_account() {
+    let (app, _root) = open().await;
+    api(
+        &app,
+        Method::POST,
+        "/api/v1/users",
+        json!({"name": "dave", "password": "dave-password"}),
+    )
+    .await;
+    let mut dave = Browser::signed_in(&app, "dave", "dave-password").await;
+    assert_eq!(dave.get("/ui").await.status, StatusCode::OK, "control");
+    api(
+        &app,
+        Method::PATCH,
+        "/api/v1/users/dave",
+        json!({"password": "dave-new-password"}),
+    )
+    .await;
+    let res = dave.get("/ui").await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "after a password reset");
+    assert!(res.header("location").starts_with("/ui/login"));
+
+    let mut dave = Browser::signed_in(&app, "dave", "dave-new-password").await;
+    assert_eq!(dave.get("/ui").await.status, StatusCode::OK, "control");
+    api(&app, Method::DELETE, "/api/v1/users/dave", json!({})).await;
+    api(
+        &app,
+        Method::POST,
+        "/api/v1/users",
+        json!({"name": "dave", "password": "another-password", "admin": true}),
+    )
+    .await;
+    let res = dave.get("/ui/admin").await;
+    assert_eq!(
+        res.status,
+        StatusCode::SEE_OTHER,
+        "old session, new account"
+    );
+    assert!(res.header("location").starts_with("/ui/login"));
+}
+
+/// Every UI answer forbids framing, sniffing and code from elsewhere.
+#[tokio::test]
+async fn pages_send_security_headers() {
+    let (app, _root) = open().await;
+    let mut b = Browser::new(&app);
+    let mut answers = vec![
+        ("login form", b.get("/ui/login").await),
+        ("signed out", b.get("/ui").await),
+        ("asset", b.get("/ui/assets/ui.css").await),
+        ("missing page", b.get("/ui/nothing/here").await),
+    ];
+    let mut b = Browser::signed_in(&app, "admin", ADMIN_PASSWORD).await;
+    answers.push(("overview", b.get("/ui").await));
+    answers.push(("admin page", b.get("/ui/admin").await));
+    for (what, res) in &answers {
+        let csp = res.header("content-security-policy");
+        assert!(
+            csp.contains("default-src 'none'")
+                && csp.contains("script-src 'self'")
+                && csp.contains("frame-ancestors 'none'"),
+            "{what}: CSP {csp:?}"
+        );
+        assert_eq!(res.header("x-frame-options"), "DENY", "{what}");
+        assert_eq!(res.header("x-content-type-options"), "nosniff", "{what}");
+    }
+}
+
+/// Only a local UI path is a valid `next`: one with CR/LF (or leading off
+/// the site) sends the signed-in browser to `/ui`, instead of failing with
+/// the session cookie set.
+#[tokio::test]
+async fn login_follows_only_a_local_next() {
+    let (app, _root) = open().await;
+    for next in [
+        "/ui\r\nSet-Cookie: injected=1",
+        "/ui/r/x\nLocation: //evil.example",
+        "//evil.example/ui",
+        "/ui@evil.example",
+        "/ui\\evil",
+        "https://evil.example/ui",
+    ] {
+        let mut b = Browser::new(&app);
+        let csrf = b.get("/ui/login").await.csrf();
+        let res = b
+            .post(
+                "/ui/login",
+                &[
+                    ("username", "admin"),
+                    ("password", ADMIN_PASSWORD),
+                    ("csrf", &csrf),
+                    ("next", next),
+                ],
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::SEE_OTHER, "{next:?}: {}", res.body);
+        assert_eq!(res.header("location"), "/ui", "{next:?}");
+    }
+    let mut b = Browser::new(&app);
+    let csrf = b.get("/ui/login").await.csrf();
+    let form = [
+        ("username", "admin"),
+        ("password", ADMIN_PASSWORD),
+        ("csrf", csrf.as_str()),
+        ("next", "/ui/admin?tab=users"),
+    ];
+    let res = b.post("/ui/login", &form).await;
+    assert_eq!(res.header("location"), "/ui/admin?tab=users", "control");
+}

@@ -41,20 +41,65 @@ pub fn challenge(
 ) -> (HeaderName, String) {
     let config = state.auth.config();
     let realm = config.realm.clone().unwrap_or_else(|| {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("localhost");
+        let host = request_host(headers).unwrap_or("localhost");
         format!("{}://{host}/token", state.scheme)
     });
-    let mut value = format!("Bearer realm=\"{realm}\",service=\"{}\"", config.service);
+    let mut value = format!(
+        "Bearer realm={},service={}",
+        quoted(&realm),
+        quoted(&config.service)
+    );
     if let Some(scope) = scope {
-        value.push_str(&format!(",scope=\"{scope}\""));
+        value.push_str(&format!(",scope={}", quoted(&scope)));
     }
     if let Some(error) = error {
-        value.push_str(&format!(",error=\"{error}\""));
+        value.push_str(&format!(",error={}", quoted(error)));
     }
     (header::WWW_AUTHENTICATE, value)
+}
+
+/// The request's `Host` if it is one: a host name, an IPv4 address or a
+/// bracketed IPv6 address, with an optional port. Anything else (quotes,
+/// commas, spaces, `@`, `/`…) could rewrite a challenge or a link built
+/// from it, so it is not used.
+pub fn request_host(headers: &HeaderMap) -> Option<&str> {
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    let (name, port) = match host.strip_prefix('[') {
+        Some(rest) => {
+            let (v6, after) = rest.split_once(']')?;
+            v6.parse::<std::net::Ipv6Addr>().ok()?;
+            match after {
+                "" => (None, None),
+                after => (None, Some(after.strip_prefix(':')?)),
+            }
+        }
+        None => match host.rsplit_once(':') {
+            Some((name, port)) => (Some(name), Some(port)),
+            None => (Some(host), None),
+        },
+    };
+    let name_ok = name.is_none_or(|n| {
+        !n.is_empty()
+            && n.len() <= 253
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
+    });
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok());
+    (name_ok && port_ok).then_some(host)
+}
+
+/// An RFC 9110 quoted-string: `"` and `\` escaped.
+fn quoted(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
 }
 
 /// Splits a Basic `Authorization` header into user and secret.
@@ -191,4 +236,50 @@ pub async fn authorize_base(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(value: &str) -> Option<String> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, value.parse().unwrap());
+        request_host(&headers).map(str::to_string)
+    }
+
+    #[test]
+    fn only_real_hosts_make_a_realm() {
+        for good in [
+            "localhost",
+            "registry.example.com",
+            "127.0.0.1:5000",
+            "[::1]",
+            "[::1]:5000",
+            "my_host-1:443",
+        ] {
+            assert_eq!(host(good).as_deref(), Some(good), "{good}");
+        }
+        for bad in [
+            "evil\",error=\"x",
+            "a b",
+            "user@host",
+            "host/path",
+            "host:port",
+            "host:99999",
+            "[::1",
+            "[nothost]:80",
+            "[::1]x",
+            "",
+            "a,b",
+        ] {
+            assert_eq!(host(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn quoted_strings_escape_quotes_and_backslashes() {
+        assert_eq!(quoted("plain"), "\"plain\"");
+        assert_eq!(quoted("a\"b\\c"), "\"a\\\"b\\\\c\"");
+    }
 }

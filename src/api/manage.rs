@@ -67,7 +67,9 @@ impl From<ManageError> for ApiError {
             ManageError::Unauthenticated => ApiError::new(ErrorCode::Unauthorized, msg),
             ManageError::Forbidden(_) => ApiError::new(ErrorCode::Denied, msg),
             ManageError::NotFound(_) => ApiError::new(ErrorCode::NotFound, msg),
-            ManageError::Conflict(_) => ApiError::new(ErrorCode::Conflict, msg),
+            ManageError::Conflict(_) | ManageError::InUse(_) => {
+                ApiError::new(ErrorCode::Conflict, msg)
+            }
             ManageError::Invalid(_) => ApiError::new(ErrorCode::InvalidRequest, msg),
             ManageError::Metadata(m) => ApiError::from(crate::core::Error::Metadata(m)),
         }
@@ -260,10 +262,26 @@ async fn update_project(
     )
 }
 
-async fn delete_project(State(s): State<AppState>, Path(name): Path<String>, a: Actor) -> Response {
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteProjectQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+async fn delete_project(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    uri: Uri,
+    a: Actor,
+) -> Response {
     finish(
         async {
-            s.auth.delete_project(&a, &name).await?;
+            let q: DeleteProjectQuery = serde_urlencoded::from_str(uri.query().unwrap_or(""))
+                .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, format!("bad query: {e}")))?;
+            s.auth.delete_project(&a, &name, q.force).await?;
+            // Cached manifests of its repositories must not outlive them.
+            s.registry.forget_cached();
             Ok(done())
         }
         .await,

@@ -53,6 +53,17 @@ pub struct Access {
 }
 
 impl Access {
+    /// The repositories this caller may see in a listing.
+    pub fn visible(&self) -> crate::metadata::Visible {
+        match &self.grant {
+            crate::auth::Grant::Principal(p) => self.auth.visible_to(p),
+            // Listings resolve a token to its subject first (see `v2_endpoint`).
+            crate::auth::Grant::Token { .. } => {
+                self.auth.visible_to(&crate::auth::Principal::Anonymous)
+            }
+        }
+    }
+
     pub async fn may_pull(&self, repo: &crate::oci::RepoName) -> bool {
         self.auth
             .permits(&self.grant, repo, crate::metadata::Action::Pull)

@@ -105,6 +105,7 @@ pub async fn get_token(State(state): State<AppState>, req: Request) -> Response 
             body["refresh_token"] = json!(state
                 .auth
                 .issue_refresh_token(&who)
+                .await
                 .map_err(|e| token_error(&state, e))?);
         }
         Ok::<_, ApiError>(json_ok(body))
@@ -164,6 +165,7 @@ pub async fn post_token(State(state): State<AppState>, req: Request) -> Response
             body["refresh_token"] = json!(state
                 .auth
                 .issue_refresh_token(&who)
+                .await
                 .map_err(|e| token_error(&state, e))?);
         }
         Ok(json_ok(body))

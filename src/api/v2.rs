@@ -262,16 +262,10 @@ fn json_response(
 
 async fn catalog(reg: &Registry, req: Request) -> ApiResult {
     let n = page_size(&req.params)?;
-    let page = reg.catalog(n, req.params.last).await?;
-    let mut visible = Vec::with_capacity(page.items.len());
-    for name in &page.items {
-        if let Ok(repo) = name.parse() {
-            if req.access.may_pull(&repo).await {
-                visible.push(name);
-            }
-        }
-    }
-    let body = serde_json::json!({ "repositories": visible }).to_string();
+    let page = reg
+        .catalog(n, req.params.last, &req.access.visible())
+        .await?;
+    let body = serde_json::json!({ "repositories": page.items }).to_string();
     Ok(json_response(
         StatusCode::OK,
         link_next("/v2/_catalog", n, &page),

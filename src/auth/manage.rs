@@ -21,7 +21,7 @@ use super::service::{format_pat, AuthService, ROBOT_PREFIX};
 use crate::config::ProjectCreation;
 use crate::metadata::now_ms;
 use crate::metadata::{
-    Action, AuditEvent, AuditFilter, MetadataError, NewRobot, Project, Role, User,
+    Action, AuditEvent, AuditFilter, MetadataError, NewRobot, Project, ProjectDeletion, Role, User,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +36,9 @@ pub enum ManageError {
     Conflict(String),
     #[error("{0}")]
     Invalid(String),
+    /// Refused while something still depends on it (409).
+    #[error("{0}")]
+    InUse(String),
     #[error(transparent)]
     Metadata(MetadataError),
 }
@@ -389,11 +392,27 @@ impl AuthService {
         Ok(())
     }
 
-    pub async fn delete_project(&self, actor: &Actor, name: &str) -> Result<()> {
+    /// Deletes a project with its members and robots. A project that still
+    /// holds repositories is refused unless `force`, which deletes them too
+    /// (tags, manifests, links; the bytes are left to garbage collection).
+    /// Returns how many repositories went.
+    pub async fn delete_project(&self, actor: &Actor, name: &str, force: bool) -> Result<u64> {
         self.require_project_admin(actor, name).await?;
-        self.metadata().delete_project(name).await?;
-        self.audit_change(actor, "project.delete", name.to_string());
-        Ok(())
+        match self.metadata().delete_project(name, force).await? {
+            ProjectDeletion::Deleted { repositories } => {
+                self.audit_change(
+                    actor,
+                    "project.delete",
+                    format!("{name} repositories={repositories}"),
+                );
+                Ok(repositories)
+            }
+            ProjectDeletion::NotFound => Err(ManageError::NotFound(format!("project {name:?}"))),
+            ProjectDeletion::NotEmpty { repositories } => Err(ManageError::InUse(format!(
+                "project {name:?} still holds {repositories} repositories: delete them first, \
+                 or delete the project with force to delete them with it"
+            ))),
+        }
     }
 
     /// Members are visible to the project's members and to admins.

@@ -36,4 +36,4 @@ pub mod policy;
 mod service;
 
 pub use policy::{Principal, ProjectFacts};
-pub use service::{AuthError, AuthService, Grant, IssuedToken, PAT_PREFIX, ROBOT_PREFIX};
+pub use service::{AuthError, AuthService, Binding, Grant, IssuedToken, PAT_PREFIX, ROBOT_PREFIX};

@@ -11,6 +11,10 @@ pub struct ProjectFacts {
     pub public: Option<bool>,
     /// The caller's role in it, when the caller is a member.
     pub role: Option<Role>,
+    /// The project does not exist but repositories under its name do (left
+    /// by a project deleted before berth removed repositories with it):
+    /// only system administrators may reach them.
+    pub leftover: bool,
 }
 
 /// An authenticated (or anonymous) caller.
@@ -84,6 +88,7 @@ pub fn allowed_actions(
             (Some(_), Some(role)) => role_actions(role).to_vec(),
             (Some(true), None) => vec![Action::Pull],
             (Some(false), None) => Vec::new(),
+            (None, _) if facts.leftover => Vec::new(),
             // A project that does not exist yet: pushing creates it when the
             // configuration lets users create projects.
             (None, _) => match creation {
@@ -107,7 +112,11 @@ mod tests {
     }
 
     fn facts(public: Option<bool>, role: Option<Role>) -> ProjectFacts {
-        ProjectFacts { public, role }
+        ProjectFacts {
+            public,
+            role,
+            leftover: false,
+        }
     }
 
     const ADMINS: ProjectCreation = ProjectCreation::Admins;
@@ -156,6 +165,25 @@ mod tests {
         };
         assert_eq!(
             allowed_actions(&admin, "new", &facts(None, None), ADMINS).len(),
+            3
+        );
+    }
+
+    #[test]
+    fn repositories_left_without_their_project_are_for_system_admins_only() {
+        let leftover = ProjectFacts {
+            leftover: true,
+            ..ProjectFacts::default()
+        };
+        let creation = ProjectCreation::Users;
+        assert!(allowed_actions(&user(), "gone", &leftover, creation).is_empty());
+        assert!(allowed_actions(&Principal::Anonymous, "gone", &leftover, creation).is_empty());
+        let admin = Principal::User {
+            name: "a".into(),
+            admin: true,
+        };
+        assert_eq!(
+            allowed_actions(&admin, "gone", &leftover, creation).len(),
             3
         );
     }

@@ -14,13 +14,14 @@ use super::password::{generate_secret, hash_password, verify_password};
 use super::policy::{allowed_actions, Principal, ProjectFacts};
 use super::token::{Claims, ResourceActions, TokenError, TokenKeys};
 use crate::config::{AuthConfig, AuthMode};
-use crate::metadata::{Action, Metadata, MetadataError};
+use crate::metadata::{Action, Metadata, MetadataError, Visible};
 use crate::oci::RepoName;
 
 /// Prefix of personal access tokens: `berth_pat_<id>_<secret>`.
 pub const PAT_PREFIX: &str = "berth_pat_";
-/// How long project facts (visibility, roles) are remembered. Bounds how
-/// late a change made elsewhere (the CLI, another replica) is seen.
+/// How long project facts (visibility, roles) are remembered at most. A
+/// change of access control made anywhere (the CLI, another replica) is
+/// seen at once anyway, through the store's access generation.
 const FACTS_TTL: Duration = Duration::from_secs(2);
 /// The password hash of accounts that live in the htpasswd file: never a
 /// valid PHC string, so only the file can verify them.
@@ -69,6 +70,15 @@ impl Grant {
     }
 }
 
+/// What a refresh token or a web session is bound to: an account's id (a
+/// name can be reused, an id is not shared with a re-created account) and
+/// its credential generation when the token or session was issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Binding {
+    pub account: i64,
+    pub generation: i64,
+}
+
 /// An issued token as the token endpoint returns it.
 #[derive(Debug, Clone)]
 pub struct IssuedToken {
@@ -82,8 +92,11 @@ pub struct AuthService {
     metadata: Arc<dyn Metadata>,
     keys: TokenKeys,
     htpasswd: Option<Arc<HtpasswdFile>>,
-    verified: CredentialCache<Principal>,
-    facts: quick_cache::sync::Cache<(String, String), (Instant, ProjectFacts)>,
+    /// Each entry is tagged with the store's access generation read before
+    /// the check that filled it, and served only while that is current.
+    verified: CredentialCache<(i64, Principal)>,
+    /// Tagged like `verified`, and also kept at most `FACTS_TTL`.
+    facts: quick_cache::sync::Cache<(String, String), (Instant, i64, ProjectFacts)>,
     limiter: LoginLimiter,
     config: AuthConfig,
     audit: super::audit::AuditSink,
@@ -202,7 +215,12 @@ impl AuthService {
         self.limiter
             .check(user, source)
             .map_err(AuthError::RateLimited)?;
-        if let Some(p) = self.verified.get(user, secret) {
+        let generation = self.metadata.access_generation().await?;
+        if let Some((_, p)) = self
+            .verified
+            .get(user, secret)
+            .filter(|(g, _)| *g == generation)
+        {
             return Ok(p);
         }
         let found = self.verify(user, secret).await?;
@@ -211,7 +229,7 @@ impl AuthService {
         match found {
             Some(p) => {
                 self.limiter.record_success(user, source);
-                self.verified.put(user, secret, p.clone());
+                self.verified.put(user, secret, (generation, p.clone()));
                 Ok(p)
             }
             None => {
@@ -342,6 +360,30 @@ impl AuthService {
         })
     }
 
+    /// The repositories `who` may see in listings (the catalog, search):
+    /// exactly those it may pull.
+    pub fn visible_to(&self, who: &Principal) -> Visible {
+        let none = Visible::Projects {
+            member: None,
+            project: None,
+        };
+        match who {
+            _ if !self.enabled() => Visible::All,
+            Principal::User { admin: true, .. } => Visible::All,
+            Principal::User { name, .. } => Visible::Projects {
+                member: Some(name.clone()),
+                project: None,
+            },
+            Principal::Robot {
+                project, actions, ..
+            } if actions.contains(&Action::Pull) => Visible::Projects {
+                member: None,
+                project: Some(project.clone()),
+            },
+            Principal::Robot { .. } | Principal::Anonymous => none,
+        }
+    }
+
     /// The actions `who` may perform on `repo`.
     pub async fn actions_on(
         &self,
@@ -370,22 +412,30 @@ impl AuthService {
         project: &str,
     ) -> Result<ProjectFacts, AuthError> {
         let key = (project.to_string(), who.name().to_string());
-        if let Some((at, facts)) = self.facts.get(&key) {
-            if at.elapsed() < FACTS_TTL {
+        // Fresh: younger than FACTS_TTL, and no access-control change since
+        // (made here or by another process, such as the CLI).
+        let generation = self.metadata.access_generation().await?;
+        if let Some((at, g, facts)) = self.facts.get(&key) {
+            if at.elapsed() < FACTS_TTL && g == generation {
                 return Ok(facts);
             }
         }
         let facts = match self.metadata.get_project(project).await? {
-            None => ProjectFacts::default(),
+            None => ProjectFacts {
+                leftover: self.metadata.project_repository_count(project).await? > 0,
+                ..ProjectFacts::default()
+            },
             Some(p) => ProjectFacts {
                 public: Some(p.public),
                 role: match who {
                     Principal::User { name, .. } => self.metadata.role_of(project, name).await?,
                     _ => None,
                 },
+                leftover: false,
             },
         };
-        self.facts.insert(key, (Instant::now(), facts.clone()));
+        self.facts
+            .insert(key, (Instant::now(), generation, facts.clone()));
         Ok(facts)
     }
 
@@ -419,7 +469,7 @@ impl AuthService {
         let known = self
             .facts
             .get(&(repo.project().to_string(), owner.to_string()));
-        if known.is_some_and(|(at, f)| at.elapsed() < FACTS_TTL && f.public.is_some())
+        if known.is_some_and(|(at, _, f)| at.elapsed() < FACTS_TTL && f.public.is_some())
             || self.metadata.get_project(repo.project()).await?.is_some()
         {
             return Ok(());
@@ -490,6 +540,8 @@ impl AuthService {
             iat: now,
             jti: uuid::Uuid::new_v4().to_string(),
             access: granted.clone(),
+            account: None,
+            generation: None,
         };
         let token = self.keys.issue(&claims)?;
         self.audit
@@ -502,32 +554,102 @@ impl AuthService {
         })
     }
 
-    /// A long-lived refresh token for the OAuth2 flow (audience marked so it
-    /// can never pass as an access token).
-    pub fn issue_refresh_token(&self, who: &Principal) -> Result<String, AuthError> {
+    /// A refresh token for `who`, bound to its account's id and credential
+    /// generation (audience marked so it can never pass as an access
+    /// token). It has no time limit unless `auth.refresh_ttl_seconds` sets
+    /// one: it ends when the account changes (see [`AuthService::bound`]).
+    pub async fn issue_refresh_token(&self, who: &Principal) -> Result<String, AuthError> {
+        let binding = self
+            .binding_of(who.name())
+            .await?
+            .ok_or(AuthError::BadCredentials)?;
         let now = unix_now();
+        let ttl = match self.config.refresh_ttl_seconds {
+            // JWTs need an expiry: a century stands for none.
+            0 => 100 * 365 * 24 * 3600,
+            ttl => ttl,
+        };
         let claims = Claims {
             iss: self.config.issuer.clone(),
             sub: who.name().to_string(),
             aud: self.refresh_audience(),
-            exp: now + self.config.refresh_ttl_seconds,
+            exp: now + ttl,
             nbf: now.saturating_sub(1),
             iat: now,
             jti: uuid::Uuid::new_v4().to_string(),
             access: Vec::new(),
+            account: Some(binding.account),
+            generation: Some(binding.generation),
         };
         Ok(self.keys.issue(&claims)?)
     }
 
-    /// The principal a refresh token was issued to, if it is still valid.
+    /// The principal a refresh token was issued to, if it is still valid:
+    /// signed by us, and its account still the one, at the generation, it
+    /// was issued under.
     pub async fn redeem_refresh_token(&self, token: &str) -> Result<Principal, AuthError> {
         let claims = self
             .keys
             .verify(token, &self.refresh_audience(), &self.config.issuer)?;
-        match self.principal_named(&claims.sub).await? {
-            Principal::Anonymous => Err(AuthError::BadCredentials),
-            p => Ok(p),
+        let (Some(account), Some(generation)) = (claims.account, claims.generation) else {
+            // Issued before refresh tokens were bound to an account.
+            return Err(AuthError::InvalidToken(TokenError::Malformed));
+        };
+        self.bound(
+            &claims.sub,
+            Binding {
+                account,
+                generation,
+            },
+        )
+        .await?
+        .ok_or(AuthError::BadCredentials)
+    }
+
+    /// The account `name` as refresh tokens and web sessions bind to it now;
+    /// `None` when there is no such account.
+    pub async fn binding_of(&self, name: &str) -> Result<Option<Binding>, AuthError> {
+        Ok(if name.starts_with(ROBOT_PREFIX) {
+            self.metadata.get_robot(name).await?.map(|r| Binding {
+                account: r.id,
+                generation: r.generation,
+            })
+        } else {
+            self.metadata.get_user(name).await?.map(|u| Binding {
+                account: u.id,
+                generation: u.generation,
+            })
+        })
+    }
+
+    /// The principal `name` if its account is still the one `binding`
+    /// names, at the same credential generation, and may sign in (not
+    /// disabled, not expired). A deleted and re-created account has a new
+    /// id and generation; a changed password, admin or disabled flag, a new
+    /// generation.
+    pub async fn bound(
+        &self,
+        name: &str,
+        binding: Binding,
+    ) -> Result<Option<Principal>, AuthError> {
+        if name.starts_with(ROBOT_PREFIX) {
+            let now_ms = crate::metadata::now_ms();
+            return Ok(self.metadata.get_robot(name).await?.and_then(|r| {
+                let same = r.id == binding.account && r.generation == binding.generation;
+                (same && !r.disabled && !r.is_expired(now_ms)).then_some(Principal::Robot {
+                    name: r.name,
+                    project: r.project,
+                    actions: r.actions,
+                })
+            }));
         }
+        Ok(self.metadata.get_user(name).await?.and_then(|u| {
+            let same = u.id == binding.account && u.generation == binding.generation;
+            (same && !u.disabled).then_some(Principal::User {
+                name: u.name,
+                admin: u.admin,
+            })
+        }))
     }
 
     fn refresh_audience(&self) -> String {

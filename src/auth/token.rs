@@ -55,6 +55,14 @@ pub struct Claims {
     /// What the bearer may do.
     #[serde(default)]
     pub access: Vec<ResourceActions>,
+    /// Refresh tokens: the id of the account they were issued to, which a
+    /// new account of the same name does not share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<i64>,
+    /// Refresh tokens: the account's credential generation when they were
+    /// issued; a password, role or disabled change makes them void.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
 }
 
 /// Actions on one resource, as in a token's `access` claim or a `scope`.
@@ -515,6 +523,8 @@ mod tests {
             iat: now,
             jti: "j1".into(),
             access: parse_scopes(&["repository:team/app:pull,push"]),
+            account: None,
+            generation: None,
         }
     }
 

@@ -5,7 +5,7 @@ use serde_json::{json, Map, Value};
 
 use super::cache::ReadCache;
 use super::{Error, Registry, Result};
-use crate::metadata::{ManifestRecord, NewManifest, Page, Ref};
+use crate::metadata::{ManifestRecord, NewManifest, Page, Ref, Visible};
 use crate::oci::{media, Digest, ParsedManifest, Reference, RepoName};
 
 /// Largest page a client may ask for with `n`; more entries follow via `Link`.
@@ -200,15 +200,20 @@ impl Registry {
         Ok(paged(tags, limit))
     }
 
-    pub async fn catalog(&self, n: Option<u32>, last: Option<String>) -> Result<ListPage> {
+    /// A page of the repositories `visible` admits: paging runs over what
+    /// the caller may see, so neither the page nor its `Link` names others.
+    pub async fn catalog(
+        &self,
+        n: Option<u32>,
+        last: Option<String>,
+        visible: &Visible,
+    ) -> Result<ListPage> {
         let limit = n.unwrap_or(DEFAULT_CATALOG_PAGE).min(MAX_PAGE);
-        let repos = self
-            .metadata
-            .list_repositories(&Page {
-                last,
-                limit: limit + 1,
-            })
-            .await?;
+        let page = Page {
+            last,
+            limit: limit + 1,
+        };
+        let repos = self.metadata.list_repositories(&page, visible).await?;
         Ok(paged(repos, limit))
     }
 }

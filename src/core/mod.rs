@@ -126,6 +126,12 @@ impl Registry {
         &self.settings
     }
 
+    /// Drops every cached lookup, after a write made elsewhere (a project
+    /// deleted with its repositories) changed what they would answer.
+    pub fn forget_cached(&self) {
+        self.cache.invalidate();
+    }
+
     /// Whether the backends answer (readiness).
     pub async fn ready(&self) -> bool {
         self.metadata.ping().await.is_ok()

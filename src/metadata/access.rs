@@ -7,8 +7,10 @@
 //! Names are compared exactly. A write that refers to a missing user or
 //! project fails with `MetadataError::NotFound`; one that would repeat a
 //! unique name fails with `MetadataError::Duplicate`. Deleting a user drops
-//! its memberships and access tokens; deleting a project drops its members
-//! and robots. Times are Unix milliseconds.
+//! its memberships and access tokens; deleting a project drops its members,
+//! robots and repositories (their tags, manifests and blob links; the blob
+//! bytes are left to garbage collection), so a project created again under
+//! the name inherits nothing. Times are Unix milliseconds.
 
 use std::fmt;
 use std::str::FromStr;
@@ -112,6 +114,9 @@ pub struct User {
     pub admin: bool,
     pub disabled: bool,
     pub created_at: i64,
+    /// Bumped by every change of password, admin flag or disabled flag: the
+    /// refresh tokens and sessions issued under an older one are void.
+    pub generation: i64,
 }
 
 impl fmt::Debug for User {
@@ -123,6 +128,7 @@ impl fmt::Debug for User {
             .field("admin", &self.admin)
             .field("disabled", &self.disabled)
             .field("created_at", &self.created_at)
+            .field("generation", &self.generation)
             .finish()
     }
 }
@@ -158,6 +164,8 @@ pub struct Robot {
     pub created_by: String,
     pub created_at: i64,
     pub disabled: bool,
+    /// Bumped when the robot is disabled or enabled again (see `User`).
+    pub generation: i64,
 }
 
 impl Robot {
@@ -178,6 +186,7 @@ impl fmt::Debug for Robot {
             .field("created_by", &self.created_by)
             .field("created_at", &self.created_at)
             .field("disabled", &self.disabled)
+            .field("generation", &self.generation)
             .finish()
     }
 }
@@ -309,7 +318,9 @@ pub trait UserStore: Send + Sync {
     async fn get_user(&self, name: &str) -> Result<Option<User>>;
     /// Every user, ordered by name.
     async fn list_users(&self) -> Result<Vec<User>>;
-    /// The following setters return whether the user exists.
+    /// The following setters return whether the user exists. Each bumps the
+    /// user's `generation` when it changes something (a password is always
+    /// a change).
     async fn set_password(&self, name: &str, password_hash: &str) -> Result<bool>;
     async fn set_admin(&self, name: &str, admin: bool) -> Result<bool>;
     async fn set_disabled(&self, name: &str, disabled: bool) -> Result<bool>;
@@ -317,13 +328,19 @@ pub trait UserStore: Send + Sync {
     async fn delete_user(&self, name: &str) -> Result<bool>;
     /// Zero means a fresh install (time to create the first admin).
     async fn count_users(&self) -> Result<u64>;
+    /// A number that changes with every committed change to users,
+    /// projects, members, robots or access tokens, by any process sharing
+    /// the store: what was cached from them before a change is stale.
+    async fn access_generation(&self) -> Result<i64>;
 }
 
 #[async_trait]
 pub trait ProjectStore: Send + Sync {
     /// Creates the project and, in the same transaction, makes `owner` its
-    /// `Role::Admin`. `Duplicate` when the name is taken, `NotFound` when
-    /// the owner is unknown (then nothing is created).
+    /// `Role::Admin` and deletes any repository left under the name by a
+    /// project deleted earlier (it must not pass to the new owner).
+    /// `Duplicate` when the name is taken, `NotFound` when the owner is
+    /// unknown (then nothing is created).
     async fn create_project(
         &self,
         name: &str,
@@ -335,8 +352,26 @@ pub trait ProjectStore: Send + Sync {
     async fn list_projects(&self) -> Result<Vec<Project>>;
     /// Whether the project exists.
     async fn set_public(&self, name: &str, public: bool) -> Result<bool>;
-    /// Deletes the project with its members and robots; its repositories stay.
-    async fn delete_project(&self, name: &str) -> Result<bool>;
+    /// Deletes the project with its members and robots, in one transaction.
+    /// Its repositories (the names `name` and `name/…`) go too when
+    /// `with_repositories` is set; otherwise a project that still holds a
+    /// repository with a manifest is left as it was.
+    async fn delete_project(&self, name: &str, with_repositories: bool) -> Result<ProjectDeletion>;
+    /// Repositories under the project's name (`name` and `name/…`),
+    /// whether or not the project row exists: a repository left without its
+    /// project (deleted before berth removed repositories with it) counts.
+    async fn project_repository_count(&self, name: &str) -> Result<u64>;
+}
+
+/// What [`ProjectStore::delete_project`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProjectDeletion {
+    /// Deleted, with this many repositories.
+    Deleted { repositories: u64 },
+    /// No such project; nothing changed.
+    NotFound,
+    /// Refused: the project still holds this many repositories with a manifest.
+    NotEmpty { repositories: u64 },
 }
 
 #[async_trait]
@@ -361,7 +396,7 @@ pub trait RobotStore: Send + Sync {
     /// Robots of one project, or of all, ordered by name.
     async fn list_robots(&self, project: Option<&str>) -> Result<Vec<Robot>>;
     async fn delete_robot(&self, name: &str) -> Result<bool>;
-    /// Whether the robot exists.
+    /// Whether the robot exists; bumps its `generation` on a change.
     async fn set_robot_disabled(&self, name: &str, disabled: bool) -> Result<bool>;
 }
 
@@ -444,6 +479,7 @@ mod tests {
             admin: false,
             disabled: false,
             created_at: 0,
+            generation: 0,
         };
         let robot = Robot {
             id: 1,
@@ -455,6 +491,7 @@ mod tests {
             created_by: "alice".into(),
             created_at: 0,
             disabled: false,
+            generation: 0,
         };
         let new_robot = NewRobot {
             name: "robot".into(),

@@ -80,8 +80,14 @@ pub trait Browse: Send + Sync {
     ) -> Result<Option<TagPage>>;
     /// Tags of `repo` pointing at `digest`, lexically ordered.
     async fn tags_of(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<String>>;
-    /// Repositories whose name contains `needle`, lexically ordered, at most `limit`.
-    async fn search_repositories(&self, needle: &str, limit: u32) -> Result<Vec<RepoSummary>>;
+    /// Repositories whose name contains `needle` and that `visible` admits,
+    /// lexically ordered, at most `limit`.
+    async fn search_repositories(
+        &self,
+        needle: &str,
+        visible: &super::Visible,
+        limit: u32,
+    ) -> Result<Vec<RepoSummary>>;
 }
 
 /// Web UI sessions ended before their expiry (logout), so that a copy of an

@@ -111,10 +111,26 @@ pub struct Page {
     pub limit: u32,
 }
 
+/// Which repositories a listing may name. The filter runs inside the
+/// query, so a page holds `limit` names the caller may see and its last
+/// name (the next page's cursor) is one of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Visible {
+    /// Every repository (system admins, or authentication off).
+    All,
+    /// Repositories of existing projects that are public, that `member`
+    /// belongs to (any role may pull), or that are `project` (a robot's own).
+    Projects {
+        member: Option<String>,
+        project: Option<String>,
+    },
+}
+
 #[async_trait]
 pub trait RepoIndex: Send + Sync {
-    /// Repositories holding at least one manifest, lexically ordered.
-    async fn list_repositories(&self, page: &Page) -> Result<Vec<String>>;
+    /// Repositories holding at least one manifest that `visible` admits,
+    /// lexically ordered.
+    async fn list_repositories(&self, page: &Page, visible: &Visible) -> Result<Vec<String>>;
     async fn repository_exists(&self, repo: &RepoName) -> Result<bool>;
 }
 

@@ -38,9 +38,10 @@ where
         .map_err(|e: T::Err| MetadataError::Corrupt(format!("{s:?}: {e}")))
 }
 
-/// The write connection, held for one write. Dropped without
-/// [`Writer::finish`] seeing success, it closes the connection instead of
-/// returning it to the pool.
+/// The write connection, held for one write. Dropped before the write is
+/// marked successful ([`Writer::done`], or [`Writer::finish`] with an `Ok`),
+/// by an error's early return or a cancelled request, it closes the
+/// connection instead of returning it to the pool.
 pub(super) struct Writer {
     conn: Option<PoolConnection<Sqlite>>,
     clean: bool,
@@ -53,10 +54,17 @@ impl Writer {
             .expect("a writer holds its connection until dropped")
     }
 
+    /// The write succeeded (committed): the connection may serve the next.
+    pub(super) fn done(&mut self) {
+        self.clean = true;
+    }
+
     /// Hands `result` back; the connection returns to the pool only if it is
     /// a success.
     pub(super) fn finish<T>(mut self, result: Result<T>) -> Result<T> {
-        self.clean = result.is_ok();
+        if result.is_ok() {
+            self.done();
+        }
         result
     }
 }
@@ -79,8 +87,78 @@ impl Drop for Writer {
 
 pub(super) const REPO_ID: &str = "SELECT id FROM repositories WHERE name = ?";
 
+/// Whether repository `r` is visible (see [`Visible`]), with parameters
+/// ?1 = 1 for `Visible::All`, ?2 = the member's name, ?3 = the robot's
+/// project. The project is the name's first component, and must exist: a
+/// repository left without its project is for `Visible::All` only.
+pub(super) const VISIBLE_REPO: &str = "(?1 = 1 OR EXISTS (SELECT 1 FROM projects p \
+     WHERE p.name = CASE WHEN instr(r.name, '/') > 0 \
+                    THEN substr(r.name, 1, instr(r.name, '/') - 1) ELSE r.name END \
+     AND (p.public = 1 OR p.name = ?3 OR EXISTS (SELECT 1 FROM members mb \
+          JOIN users u ON u.id = mb.user_id WHERE mb.project_id = p.id AND u.name = ?2))))";
+
+/// Binds `VISIBLE_REPO`'s three parameters.
+pub(super) trait BindVisible: Sized {
+    fn bind_visible(self, visible: &Visible) -> Self;
+}
+
+impl<'q, O> BindVisible
+    for sqlx::query::QueryScalar<'q, Sqlite, O, sqlx::sqlite::SqliteArguments<'q>>
+{
+    fn bind_visible(self, visible: &Visible) -> Self {
+        let (all, member, project) = visible_params(visible);
+        self.bind(all).bind(member).bind(project)
+    }
+}
+
+impl<'q> BindVisible for sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    fn bind_visible(self, visible: &Visible) -> Self {
+        let (all, member, project) = visible_params(visible);
+        self.bind(all).bind(member).bind(project)
+    }
+}
+
+fn visible_params(visible: &Visible) -> (bool, Option<String>, Option<String>) {
+    match visible {
+        Visible::All => (true, None, None),
+        Visible::Projects { member, project } => (false, member.clone(), project.clone()),
+    }
+}
+
+/// The database holds password, robot and token hashes: only its owner may
+/// read it. SQLite gives its `-wal` and `-shm` files the database file's
+/// mode, so a database created 0600 keeps them 0600 too; files left more
+/// open by an older berth are narrowed.
+fn make_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let io = |e: std::io::Error| MetadataError::Db(sqlx::Error::Io(e));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        let file = std::path::PathBuf::from(file);
+        match std::fs::metadata(&file) {
+            Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                    .map_err(io)?;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+    }
+    Ok(())
+}
+
 impl SqliteMetadata {
     pub async fn open(path: &Path) -> Result<SqliteMetadata> {
+        make_private(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -211,13 +289,15 @@ fn split_names(joined: Option<String>) -> Vec<String> {
 
 #[async_trait]
 impl RepoIndex for SqliteMetadata {
-    async fn list_repositories(&self, page: &Page) -> Result<Vec<String>> {
-        let joined: Option<String> = sqlx::query_scalar(
+    async fn list_repositories(&self, page: &Page, visible: &Visible) -> Result<Vec<String>> {
+        let joined: Option<String> = sqlx::query_scalar(&format!(
             "SELECT group_concat(name, char(10) ORDER BY name) FROM ( \
-               SELECT name FROM repositories r WHERE name > ? \
+               SELECT name FROM repositories r WHERE name > ?4 \
                AND EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id) \
-               ORDER BY name LIMIT ?)",
-        )
+               AND {VISIBLE_REPO} \
+               ORDER BY name LIMIT ?5)"
+        ))
+        .bind_visible(visible)
         .bind(page.last.as_deref().unwrap_or(""))
         .bind(page.limit)
         .fetch_one(&self.read)

@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use sqlx::{Connection, QueryBuilder, Row, Sqlite, Transaction};
 
 use super::now_ms;
 use super::*;
@@ -52,6 +52,9 @@ fn actions_from_text(text: &str) -> Result<Vec<Action>> {
 
 const USER_ID: &str = "SELECT id FROM users WHERE name = ?";
 const PROJECT_ID: &str = "SELECT id FROM projects WHERE name = ?";
+/// Repositories under project `?1`: the name itself, and `?1/` up to (not
+/// including) `?10`, since '0' follows '/' in ASCII.
+const UNDER_PROJECT: &str = "(name = ?1 OR (name >= ?1 || '/' AND name < ?1 || '0'))";
 
 async fn id_of(
     tx: &mut Transaction<'_, Sqlite>,
@@ -66,7 +69,16 @@ async fn id_of(
         .ok_or_else(|| MetadataError::NotFound(format!("{what} {name:?}")))
 }
 
-const USER_COLUMNS: &str = "SELECT id, name, password_hash, admin, disabled, created_at FROM users";
+/// The generation of a new account: random, because SQLite may give a new
+/// row the id of a deleted one (the tables are not AUTOINCREMENT), and
+/// whatever was bound to the old account must not fit the new one. 52 bits,
+/// so that it survives a JSON number.
+fn first_generation() -> i64 {
+    (rand::random::<u64>() >> 12) as i64
+}
+
+const USER_COLUMNS: &str =
+    "SELECT id, name, password_hash, admin, disabled, created_at, generation FROM users";
 
 fn user_from_row(row: &SqliteRow) -> User {
     User {
@@ -76,6 +88,7 @@ fn user_from_row(row: &SqliteRow) -> User {
         admin: row.get("admin"),
         disabled: row.get("disabled"),
         created_at: row.get("created_at"),
+        generation: row.get("generation"),
     }
 }
 
@@ -91,7 +104,7 @@ fn project_from_row(row: &SqliteRow) -> Project {
 }
 
 const ROBOT_COLUMNS: &str = "SELECT r.id, r.name, r.secret_hash, p.name AS project, r.actions, \
-     r.expires_at, r.created_by, r.created_at, r.disabled \
+     r.expires_at, r.created_by, r.created_at, r.disabled, r.generation \
      FROM robots r JOIN projects p ON p.id = r.project_id";
 
 fn robot_from_row(row: &SqliteRow) -> Result<Robot> {
@@ -105,6 +118,7 @@ fn robot_from_row(row: &SqliteRow) -> Result<Robot> {
         created_by: row.get("created_by"),
         created_at: row.get("created_at"),
         disabled: row.get("disabled"),
+        generation: row.get("generation"),
     })
 }
 
@@ -127,17 +141,21 @@ fn token_from_row(row: &SqliteRow) -> AccessToken {
 impl UserStore for SqliteMetadata {
     async fn create_user(&self, name: &str, password_hash: &str, admin: bool) -> Result<User> {
         let created_at = now_ms();
+        let generation = first_generation();
+        let mut w = self.writer().await?;
         let id = sqlx::query_scalar::<_, i64>(
-            "INSERT INTO users (name, password_hash, admin, disabled, created_at) \
-             VALUES (?, ?, ?, 0, ?) RETURNING id",
+            "INSERT INTO users (name, password_hash, admin, disabled, created_at, generation) \
+             VALUES (?, ?, ?, 0, ?, ?) RETURNING id",
         )
         .bind(name)
         .bind(password_hash)
         .bind(admin)
         .bind(created_at)
-        .fetch_one(&self.write)
+        .bind(generation)
+        .fetch_one(w.conn())
         .await
         .map_err(duplicate(|| format!("user {name:?}")))?;
+        w.done();
         Ok(User {
             id,
             name: name.to_string(),
@@ -145,6 +163,7 @@ impl UserStore for SqliteMetadata {
             admin,
             disabled: false,
             created_at,
+            generation,
         })
     }
 
@@ -164,39 +183,60 @@ impl UserStore for SqliteMetadata {
     }
 
     async fn set_password(&self, name: &str, password_hash: &str) -> Result<bool> {
-        let done = sqlx::query("UPDATE users SET password_hash = ? WHERE name = ?")
-            .bind(password_hash)
-            .bind(name)
-            .execute(&self.write)
-            .await?;
+        let mut w = self.writer().await?;
+        let done = sqlx::query(
+            "UPDATE users SET password_hash = ?, generation = generation + 1 WHERE name = ?",
+        )
+        .bind(password_hash)
+        .bind(name)
+        .execute(w.conn())
+        .await?;
+        w.done();
         Ok(done.rows_affected() > 0)
     }
 
     async fn set_admin(&self, name: &str, admin: bool) -> Result<bool> {
-        let done = sqlx::query("UPDATE users SET admin = ? WHERE name = ?")
+        let mut w = self.writer().await?;
+        let done = sqlx::query("UPDATE users SET admin = ?1, generation = generation + (admin IS NOT ?1) WHERE name = ?2")
             .bind(admin)
             .bind(name)
-            .execute(&self.write)
+            .execute(w.conn())
             .await?;
+        w.done();
         Ok(done.rows_affected() > 0)
     }
 
     async fn set_disabled(&self, name: &str, disabled: bool) -> Result<bool> {
-        let done = sqlx::query("UPDATE users SET disabled = ? WHERE name = ?")
-            .bind(disabled)
-            .bind(name)
-            .execute(&self.write)
-            .await?;
+        let mut w = self.writer().await?;
+        let done = sqlx::query(
+            "UPDATE users SET disabled = ?1, generation = generation + (disabled IS NOT ?1) \
+             WHERE name = ?2",
+        )
+        .bind(disabled)
+        .bind(name)
+        .execute(w.conn())
+        .await?;
+        w.done();
         Ok(done.rows_affected() > 0)
     }
 
     async fn delete_user(&self, name: &str) -> Result<bool> {
         // Memberships and access tokens go with it (ON DELETE CASCADE).
+        let mut w = self.writer().await?;
         let done = sqlx::query("DELETE FROM users WHERE name = ?")
             .bind(name)
-            .execute(&self.write)
+            .execute(w.conn())
             .await?;
+        w.done();
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn access_generation(&self) -> Result<i64> {
+        // Kept by triggers (migration 0006), so a write from the CLI counts.
+        let value: i64 = sqlx::query_scalar("SELECT value FROM access_generation WHERE id = 1")
+            .fetch_one(&self.read)
+            .await?;
+        Ok(value)
     }
 
     async fn count_users(&self) -> Result<u64> {
@@ -215,7 +255,8 @@ impl ProjectStore for SqliteMetadata {
         public: bool,
         owner: Option<&str>,
     ) -> Result<Project> {
-        let mut tx = self.write.begin().await?;
+        let mut w = self.writer().await?;
+        let mut tx = w.conn().begin().await?;
         let owner_id = match owner {
             Some(owner) => Some(id_of(&mut tx, USER_ID, owner, "user").await?),
             None => None,
@@ -230,6 +271,10 @@ impl ProjectStore for SqliteMetadata {
         .fetch_one(&mut *tx)
         .await
         .map_err(duplicate(|| format!("project {name:?}")))?;
+        sqlx::query(&format!("DELETE FROM repositories WHERE {UNDER_PROJECT}"))
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
         if let Some(owner_id) = owner_id {
             sqlx::query("INSERT INTO members (project_id, user_id, role) VALUES (?, ?, ?)")
                 .bind(id)
@@ -239,6 +284,7 @@ impl ProjectStore for SqliteMetadata {
                 .await?;
         }
         tx.commit().await?;
+        w.done();
         Ok(Project {
             id,
             name: name.to_string(),
@@ -263,28 +309,70 @@ impl ProjectStore for SqliteMetadata {
     }
 
     async fn set_public(&self, name: &str, public: bool) -> Result<bool> {
+        let mut w = self.writer().await?;
         let done = sqlx::query("UPDATE projects SET public = ? WHERE name = ?")
             .bind(public)
             .bind(name)
-            .execute(&self.write)
+            .execute(w.conn())
             .await?;
+        w.done();
         Ok(done.rows_affected() > 0)
     }
 
-    async fn delete_project(&self, name: &str) -> Result<bool> {
-        // Members and robots go with it (ON DELETE CASCADE).
+    async fn delete_project(&self, name: &str, with_repositories: bool) -> Result<ProjectDeletion> {
+        let mut w = self.writer().await?;
+        let mut tx = w.conn().begin().await?;
+        // Members and robots go with it (ON DELETE CASCADE). Returning
+        // early drops the transaction, which rolls it back.
         let done = sqlx::query("DELETE FROM projects WHERE name = ?")
             .bind(name)
-            .execute(&self.write)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() > 0)
+        if done.rows_affected() == 0 {
+            return Ok(ProjectDeletion::NotFound);
+        }
+        if !with_repositories {
+            let holding: i64 = sqlx::query_scalar(&format!(
+                "SELECT COUNT(*) FROM repositories r WHERE {UNDER_PROJECT} \
+                 AND EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id)"
+            ))
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+            if holding > 0 {
+                return Ok(ProjectDeletion::NotEmpty {
+                    repositories: holding as u64,
+                });
+            }
+        }
+        // Tags, manifests, references, blob links and upload sessions go
+        // with each repository (ON DELETE CASCADE); blob bytes stay for GC.
+        let repositories = sqlx::query(&format!("DELETE FROM repositories WHERE {UNDER_PROJECT}"))
+            .bind(name)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        w.done();
+        Ok(ProjectDeletion::Deleted { repositories })
+    }
+
+    async fn project_repository_count(&self, name: &str) -> Result<u64> {
+        let count: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM repositories WHERE {UNDER_PROJECT}"
+        ))
+        .bind(name)
+        .fetch_one(&self.read)
+        .await?;
+        Ok(count as u64)
     }
 }
 
 #[async_trait]
 impl MemberStore for SqliteMetadata {
     async fn set_member(&self, project: &str, user: &str, role: Role) -> Result<()> {
-        let mut tx = self.write.begin().await?;
+        let mut w = self.writer().await?;
+        let mut tx = w.conn().begin().await?;
         let project_id = id_of(&mut tx, PROJECT_ID, project, "project").await?;
         let user_id = id_of(&mut tx, USER_ID, user, "user").await?;
         sqlx::query(
@@ -297,18 +385,21 @@ impl MemberStore for SqliteMetadata {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        w.done();
         Ok(())
     }
 
     async fn remove_member(&self, project: &str, user: &str) -> Result<bool> {
+        let mut w = self.writer().await?;
         let done = sqlx::query(
             "DELETE FROM members WHERE project_id = (SELECT id FROM projects WHERE name = ?) \
              AND user_id = (SELECT id FROM users WHERE name = ?)",
         )
         .bind(project)
         .bind(user)
-        .execute(&self.write)
+        .execute(w.conn())
         .await?;
+        w.done();
         Ok(done.rows_affected() > 0)
     }
 
@@ -360,12 +451,14 @@ impl MemberStore for SqliteMetadata {
 impl RobotStore for SqliteMetadata {
     async fn create_robot(&self, robot: &NewRobot) -> Result<Robot> {
         let actions = normalise_actions(&robot.actions);
-        let mut tx = self.write.begin().await?;
+        let mut w = self.writer().await?;
+        let mut tx = w.conn().begin().await?;
         let project_id = id_of(&mut tx, PROJECT_ID, &robot.project, "project").await?;
         let created_at = now_ms();
+        let generation = first_generation();
         let id = sqlx::query_scalar::<_, i64>(
-            "INSERT INTO robots (name, secret_hash, project_id, actions, expires_at, created_by, created_at, disabled) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, 0) RETURNING id",
+            "INSERT INTO robots (name, secret_hash, project_id, actions, expires_at, created_by, \
+             created_at, disabled, generation) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?) RETURNING id",
         )
         .bind(&robot.name)
         .bind(&robot.secret_hash)
@@ -374,10 +467,12 @@ impl RobotStore for SqliteMetadata {
         .bind(robot.expires_at)
         .bind(&robot.created_by)
         .bind(created_at)
+        .bind(generation)
         .fetch_one(&mut *tx)
         .await
         .map_err(duplicate(|| format!("robot {:?}", robot.name)))?;
         tx.commit().await?;
+        w.done();
         Ok(Robot {
             id,
             name: robot.name.clone(),
@@ -388,6 +483,7 @@ impl RobotStore for SqliteMetadata {
             created_by: robot.created_by.clone(),
             created_at,
             disabled: false,
+            generation,
         })
     }
 
@@ -411,19 +507,26 @@ impl RobotStore for SqliteMetadata {
     }
 
     async fn delete_robot(&self, name: &str) -> Result<bool> {
+        let mut w = self.writer().await?;
         let done = sqlx::query("DELETE FROM robots WHERE name = ?")
             .bind(name)
-            .execute(&self.write)
+            .execute(w.conn())
             .await?;
+        w.done();
         Ok(done.rows_affected() > 0)
     }
 
     async fn set_robot_disabled(&self, name: &str, disabled: bool) -> Result<bool> {
-        let done = sqlx::query("UPDATE robots SET disabled = ? WHERE name = ?")
-            .bind(disabled)
-            .bind(name)
-            .execute(&self.write)
-            .await?;
+        let mut w = self.writer().await?;
+        let done = sqlx::query(
+            "UPDATE robots SET disabled = ?1, generation = generation + (disabled IS NOT ?1) \
+             WHERE name = ?2",
+        )
+        .bind(disabled)
+        .bind(name)
+        .execute(w.conn())
+        .await?;
+        w.done();
         Ok(done.rows_affected() > 0)
     }
 }
@@ -437,7 +540,8 @@ impl AccessTokenStore for SqliteMetadata {
         secret_hash: &str,
         expires_at: Option<i64>,
     ) -> Result<AccessToken> {
-        let mut tx = self.write.begin().await?;
+        let mut w = self.writer().await?;
+        let mut tx = w.conn().begin().await?;
         let user_id = id_of(&mut tx, USER_ID, user, "user").await?;
         let id = uuid::Uuid::new_v4().simple().to_string();
         let created_at = now_ms();
@@ -457,6 +561,7 @@ impl AccessTokenStore for SqliteMetadata {
             format!("access token {name:?} of user {user:?}")
         }))?;
         tx.commit().await?;
+        w.done();
         Ok(AccessToken {
             id,
             user: user.to_string(),
@@ -485,23 +590,27 @@ impl AccessTokenStore for SqliteMetadata {
     }
 
     async fn delete_access_token(&self, user: &str, id: &str) -> Result<bool> {
+        let mut w = self.writer().await?;
         let done = sqlx::query(
             "DELETE FROM access_tokens WHERE id = ? \
              AND user_id = (SELECT id FROM users WHERE name = ?)",
         )
         .bind(id)
         .bind(user)
-        .execute(&self.write)
+        .execute(w.conn())
         .await?;
+        w.done();
         Ok(done.rows_affected() > 0)
     }
 
     async fn touch_access_token(&self, id: &str, at: i64) -> Result<()> {
+        let mut w = self.writer().await?;
         sqlx::query("UPDATE access_tokens SET last_used_at = ? WHERE id = ?")
             .bind(at)
             .bind(id)
-            .execute(&self.write)
+            .execute(w.conn())
             .await?;
+        w.done();
         Ok(())
     }
 }
@@ -511,7 +620,8 @@ impl AuditLog for SqliteMetadata {
     async fn record(&self, events: &[NewAuditEvent]) -> Result<()> {
         // One transaction per batch: a busy registry's pulls cost one fsync
         // per batch, not one per event.
-        let mut tx = self.write.begin().await?;
+        let mut w = self.writer().await?;
+        let mut tx = w.conn().begin().await?;
         for e in events {
             sqlx::query(
                 "INSERT INTO audit (at, actor, source, action, repository, digest, detail, success) \
@@ -529,6 +639,7 @@ impl AuditLog for SqliteMetadata {
             .await?;
         }
         tx.commit().await?;
+        w.done();
         Ok(())
     }
 

@@ -4,11 +4,11 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use sqlx::Row;
+use sqlx::{Connection, Row};
 
 use super::browse::{Browse, ProjectUsage, RepoSummary, TagOrder, TagPage, TagRow};
-use super::sqlite::{SqliteMetadata, REPO_ID};
-use super::{MetadataError, Result};
+use super::sqlite::{BindVisible as _, SqliteMetadata, REPO_ID, VISIBLE_REPO};
+use super::{MetadataError, Result, Visible};
 use crate::oci::{media, Digest, RepoName};
 
 /// Tag count, distinct blob bytes and last push of the repository `r`.
@@ -167,11 +167,18 @@ impl Browse for SqliteMetadata {
         Ok(tags)
     }
 
-    async fn search_repositories(&self, needle: &str, limit: u32) -> Result<Vec<RepoSummary>> {
+    async fn search_repositories(
+        &self,
+        needle: &str,
+        visible: &Visible,
+        limit: u32,
+    ) -> Result<Vec<RepoSummary>> {
         let rows = sqlx::query(&format!(
             "SELECT r.name, {REPO_STATS} FROM repositories r \
-             WHERE r.name LIKE ? ESCAPE '\\' AND {HAS_MANIFEST} ORDER BY r.name LIMIT ?"
+             WHERE r.name LIKE ?4 ESCAPE '\\' AND {HAS_MANIFEST} AND {VISIBLE_REPO} \
+             ORDER BY r.name LIMIT ?5"
         ))
+        .bind_visible(visible)
         .bind(contains_pattern(needle))
         .bind(limit)
         .fetch_all(&self.read)
@@ -184,7 +191,8 @@ impl Browse for SqliteMetadata {
 impl super::browse::EndedSessions for SqliteMetadata {
     async fn end_session(&self, id: &str, expires_at: i64) -> Result<()> {
         let now = super::now_ms() / 1000;
-        let mut tx = self.write.begin().await?;
+        let mut w = self.writer().await?;
+        let mut tx = w.conn().begin().await?;
         sqlx::query("DELETE FROM ui_ended_sessions WHERE expires_at < ?")
             .bind(now)
             .execute(&mut *tx)
@@ -197,6 +205,7 @@ impl super::browse::EndedSessions for SqliteMetadata {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        w.done();
         Ok(())
     }
 

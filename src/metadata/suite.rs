@@ -256,20 +256,23 @@ async fn catalog_pages(m: &dyn Metadata) {
             .await
             .unwrap();
     }
-    let names = m.list_repositories(&all()).await.unwrap();
+    let names = m.list_repositories(&all(), &Visible::All).await.unwrap();
     let ours: Vec<_> = names.iter().filter(|n| n.starts_with("catalog/")).collect();
     assert_eq!(ours, ["catalog/a", "catalog/m", "catalog/z"]);
     let page = Page {
         last: Some("catalog/a".into()),
         limit: 1,
     };
-    assert_eq!(m.list_repositories(&page).await.unwrap(), ["catalog/m"]);
+    assert_eq!(
+        m.list_repositories(&page, &Visible::All).await.unwrap(),
+        ["catalog/m"]
+    );
     assert!(m
         .delete_manifest(&repo("catalog/m"), &digest(11))
         .await
         .unwrap());
     assert!(!m
-        .list_repositories(&all())
+        .list_repositories(&all(), &Visible::All)
         .await
         .unwrap()
         .contains(&"catalog/m".to_string()));

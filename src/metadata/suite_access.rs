@@ -10,6 +10,8 @@ pub async fn run(m: &dyn Metadata) {
     robots(m).await;
     access_tokens(m).await;
     deletes_cascade(m).await;
+    project_deletion_takes_its_repositories(m).await;
+    listings_name_only_visible_repositories(m).await;
     audit_filters(m).await;
     audit_pages(m).await;
 }
@@ -23,6 +25,7 @@ fn is_not_found<T: std::fmt::Debug>(r: Result<T>) -> bool {
 }
 
 async fn users(m: &dyn Metadata) {
+    let generation = m.access_generation().await.unwrap();
     let before = m.count_users().await.unwrap();
     let alice = m.create_user("alice", "hash-a", false).await.unwrap();
     assert_eq!(alice.name, "alice");
@@ -70,6 +73,16 @@ async fn users(m: &dyn Metadata) {
     assert!(m.set_disabled("alice", false).await.unwrap());
     let back = m.get_user("alice").await.unwrap().unwrap();
     assert!(!back.admin && !back.disabled);
+    // Five changes, five generations; setting a flag to what it is is none.
+    assert_eq!(back.generation, alice.generation + 5);
+    assert!(m.set_admin("alice", false).await.unwrap());
+    assert!(m.set_disabled("alice", false).await.unwrap());
+    let same = m.get_user("alice").await.unwrap().unwrap();
+    assert_eq!(same.generation, back.generation);
+    assert_ne!(m.access_generation().await.unwrap(), generation);
+    let generation = m.access_generation().await.unwrap();
+    m.touch_access_token("none", 1).await.unwrap();
+    assert_eq!(m.access_generation().await.unwrap(), generation);
     // Bob was not touched by any of that.
     assert_eq!(m.get_user("bob").await.unwrap(), Some(bob));
 
@@ -127,8 +140,14 @@ async fn projects(m: &dyn Metadata) {
     m.create_project("scratch", false, Some("bob"))
         .await
         .unwrap();
-    assert!(m.delete_project("scratch").await.unwrap());
-    assert!(!m.delete_project("scratch").await.unwrap());
+    assert_eq!(
+        m.delete_project("scratch", false).await.unwrap(),
+        ProjectDeletion::Deleted { repositories: 0 }
+    );
+    assert_eq!(
+        m.delete_project("scratch", false).await.unwrap(),
+        ProjectDeletion::NotFound
+    );
     assert_eq!(m.get_project("scratch").await.unwrap(), None);
     assert_eq!(m.role_of("scratch", "bob").await.unwrap(), None);
 }
@@ -273,10 +292,13 @@ async fn robots(m: &dyn Metadata) {
     );
     assert!(m.list_robots(Some("nothing")).await.unwrap().is_empty());
 
+    let first = m.get_robot("team+ci").await.unwrap().unwrap().generation;
     assert!(m.set_robot_disabled("team+ci", true).await.unwrap());
     assert!(m.get_robot("team+ci").await.unwrap().unwrap().disabled);
     assert!(m.set_robot_disabled("team+ci", false).await.unwrap());
-    assert!(!m.get_robot("team+ci").await.unwrap().unwrap().disabled);
+    let enabled = m.get_robot("team+ci").await.unwrap().unwrap();
+    assert!(!enabled.disabled);
+    assert_eq!(enabled.generation, first + 2, "disabled, then enabled");
     assert!(!m.set_robot_disabled("nobody", true).await.unwrap());
 
     assert!(m.delete_robot("team+reader").await.unwrap());
@@ -381,7 +403,10 @@ async fn deletes_cascade(m: &dyn Metadata) {
     assert!(m.memberships("alice").await.unwrap().is_empty());
     assert!(m.access_tokens_of("alice").await.unwrap().is_empty());
 
-    assert!(m.delete_project("team").await.unwrap());
+    assert_eq!(
+        m.delete_project("team", false).await.unwrap(),
+        ProjectDeletion::Deleted { repositories: 0 }
+    );
     assert_eq!(m.get_robot("team+ci").await.unwrap(), None);
     assert!(m.list_robots(Some("team")).await.unwrap().is_empty());
     assert!(m.members("team").await.unwrap().is_empty());
@@ -393,6 +418,147 @@ async fn deletes_cascade(m: &dyn Metadata) {
     m.create_project("team", false, None).await.unwrap();
     assert!(m.members("team").await.unwrap().is_empty());
     assert!(m.list_robots(Some("team")).await.unwrap().is_empty());
+}
+
+fn image(repo: &str, tag: &str) -> NewManifest {
+    let content = bytes::Bytes::from(format!("{{\"r\":\"{repo}\"}}"));
+    NewManifest {
+        repo: repo.parse().unwrap(),
+        digest: crate::oci::Digest::sha256_of(&content),
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        content,
+        artifact_type: None,
+        subject: None,
+        annotations: None,
+        blobs: Vec::new(),
+        children: Vec::new(),
+        tag: Some(tag.parse().unwrap()),
+    }
+}
+
+/// A deleted project takes its repositories (`p`, `p/…`, never `p2/…` or
+/// `p-x`), or is refused while it has any; a project created again under
+/// the name, even over repositories left by an older berth, starts empty.
+async fn project_deletion_takes_its_repositories(m: &dyn Metadata) {
+    m.create_project("gone", false, None).await.unwrap();
+    for name in ["gone", "gone/app", "gone/deep/er", "gone0/x", "gone-x/y"] {
+        m.put_manifest(&image(name, "v1")).await.unwrap();
+    }
+    assert_eq!(m.project_repository_count("gone").await.unwrap(), 3);
+    assert_eq!(
+        m.delete_project("gone", false).await.unwrap(),
+        ProjectDeletion::NotEmpty { repositories: 3 }
+    );
+    assert!(
+        m.get_project("gone").await.unwrap().is_some(),
+        "refused: nothing changed"
+    );
+    assert_eq!(
+        m.delete_project("gone", true).await.unwrap(),
+        ProjectDeletion::Deleted { repositories: 3 }
+    );
+    assert_eq!(m.project_repository_count("gone").await.unwrap(), 0);
+    let app: RepoName = "gone/app".parse().unwrap();
+    assert!(!m.repository_exists(&app).await.unwrap());
+    for other in ["gone0/x", "gone-x/y"] {
+        assert!(
+            m.repository_exists(&other.parse().unwrap()).await.unwrap(),
+            "{other}"
+        );
+    }
+
+    // Repositories left without a project row are swept when it comes back.
+    m.put_manifest(&image("gone/left", "v1")).await.unwrap();
+    assert_eq!(m.project_repository_count("gone").await.unwrap(), 1);
+    m.create_project("gone", false, None).await.unwrap();
+    assert_eq!(m.project_repository_count("gone").await.unwrap(), 0);
+    let left: RepoName = "gone/left".parse().unwrap();
+    let page = Page {
+        last: None,
+        limit: 10,
+    };
+    assert_eq!(m.list_tags(&left, &page).await.unwrap(), None);
+}
+
+/// Catalog pages and searches run over what the caller may see: public
+/// projects, the member's projects, the robot's project; never a repository
+/// without its project, unless everything is visible.
+async fn listings_name_only_visible_repositories(m: &dyn Metadata) {
+    m.create_user("viewer", "hash", false).await.unwrap();
+    m.create_project("vis-pub", true, None).await.unwrap();
+    m.create_project("vis-mine", false, Some("viewer"))
+        .await
+        .unwrap();
+    m.create_project("vis-priv", false, None).await.unwrap();
+    m.create_project("vis-bot", false, None).await.unwrap();
+    for name in [
+        "vis-bot/a",
+        "vis-mine/a",
+        "vis-priv/a",
+        "vis-priv/b",
+        "vis-pub/a",
+        "vis-pub/b",
+        "vis-zorphan/a",
+    ] {
+        m.put_manifest(&image(name, "v1")).await.unwrap();
+    }
+    async fn names(
+        m: &dyn Metadata,
+        visible: Visible,
+        last: Option<&str>,
+        limit: u32,
+    ) -> Vec<String> {
+        let page = Page {
+            last: Some(last.unwrap_or("vis-").to_string()),
+            limit,
+        };
+        let names = m.list_repositories(&page, &visible).await.unwrap();
+        names
+            .into_iter()
+            .filter(|n| n.starts_with("vis-"))
+            .collect()
+    }
+    let anonymous = || Visible::Projects {
+        member: None,
+        project: None,
+    };
+    assert_eq!(
+        names(m, anonymous(), None, 100).await,
+        ["vis-pub/a", "vis-pub/b"]
+    );
+    // A page of one after vis-pub/a: the next visible one, not vis-priv/…
+    assert_eq!(names(m, anonymous(), None, 1).await, ["vis-pub/a"]);
+    assert_eq!(
+        names(m, anonymous(), Some("vis-pub/a"), 1).await,
+        ["vis-pub/b"]
+    );
+    let member = Visible::Projects {
+        member: Some("viewer".into()),
+        project: None,
+    };
+    assert_eq!(
+        names(m, member.clone(), None, 100).await,
+        ["vis-mine/a", "vis-pub/a", "vis-pub/b"]
+    );
+    let robot = Visible::Projects {
+        member: None,
+        project: Some("vis-bot".into()),
+    };
+    assert_eq!(
+        names(m, robot, None, 100).await,
+        ["vis-bot/a", "vis-pub/a", "vis-pub/b"]
+    );
+    assert_eq!(names(m, Visible::All, None, 100).await.len(), 7);
+
+    let found: Vec<String> = m
+        .search_repositories("/a", &member, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .filter(|n| n.starts_with("vis-"))
+        .collect();
+    assert_eq!(found, ["vis-mine/a", "vis-pub/a"]);
 }
 
 const T0: i64 = 1_000_000;

@@ -75,8 +75,37 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/admin/users/{name}", post(admin::update_user))
         .route("/ui/admin/projects", post(admin::create_project))
         .route("/ui/admin/audit", get(admin::audit))
-        .fallback(|| async { UiError::NotFound("no such page".into()) })
+        // A merged router's fallback gives way to the application's: name
+        // the rest of /ui, so that its pages answer as UI pages.
+        .route("/ui/{*rest}", axum::routing::any(no_such_page))
+        .fallback(no_such_page)
         .layer(axum::middleware::from_fn(server_timing))
+        .layer(axum::middleware::from_fn(security_headers))
+}
+
+async fn no_such_page() -> UiError {
+    UiError::NotFound("no such page".into())
+}
+
+/// Pages load only this server's script and style sheet (no inline code, so
+/// injected markup cannot run), may not be framed (clickjacking), and are
+/// never sniffed into another content type.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; \
+     base-uri 'none'";
+
+async fn security_headers(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let mut response = next.run(req).await;
+    let headers = response.headers_mut();
+    for (name, value) in [
+        ("content-security-policy", CONTENT_SECURITY_POLICY),
+        ("x-frame-options", "DENY"),
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "same-origin"),
+    ] {
+        headers.insert(name, axum::http::HeaderValue::from_static(value));
+    }
+    response
 }
 
 /// Adds `Server-Timing: app;dur=<ms>`: the time the handler took to build the
@@ -112,7 +141,7 @@ impl From<ManageError> for UiError {
                 UiError::NotFound(e.to_string())
             }
             ManageError::Forbidden(m) => UiError::Forbidden(m),
-            ManageError::Conflict(_) | ManageError::Invalid(_) => {
+            ManageError::Conflict(_) | ManageError::Invalid(_) | ManageError::InUse(_) => {
                 UiError::BadRequest(e.to_string())
             }
             ManageError::Metadata(m) => UiError::Internal(m.to_string()),
@@ -282,8 +311,13 @@ impl FromRequestParts<AppState> for Viewer {
         if state.ui.metadata.session_ended(&id).await? {
             return Err(login());
         }
-        let principal = pages::resolve_user(state, &session.user)
+        // The account must still be the one signed in, as it was then: a
+        // password or role change, a disable, or a deletion ends the session.
+        let principal = state
+            .auth
+            .bound(&session.user, session.binding)
             .await?
+            .filter(|p| matches!(p, Principal::User { .. }))
             .ok_or_else(login)?;
         Ok(Viewer {
             csrf: state.ui.key.csrf(&cookie),
@@ -341,10 +375,16 @@ struct NextQuery {
     next: Option<String>,
 }
 
-/// Only local UI paths are followed after login (no open redirect).
+/// Only local UI paths are followed after login: no open redirect (`//host`,
+/// `/ui@host`, a backslash that browsers read as `/`), and nothing that is
+/// not a valid `Location` (CR, LF, spaces, non-ASCII).
 fn safe_next(next: Option<&str>) -> String {
+    let local = |n: &str| {
+        (n == "/ui" || n.starts_with("/ui/") || n.starts_with("/ui?"))
+            && n.bytes().all(|b| b.is_ascii_graphic() && b != b'\\')
+    };
     match next {
-        Some(n) if n.starts_with("/ui") && !n.starts_with("//") => n.to_string(),
+        Some(n) if local(n) => n.to_string(),
         _ => "/ui".to_string(),
     }
 }
@@ -418,8 +458,15 @@ async fn login(
     }
     match pages::sign_in(&state, &form.username, &form.password, source).await {
         Ok(user) => {
+            let binding = match state.auth.binding_of(&user).await {
+                Ok(Some(binding)) => binding,
+                Ok(None) => {
+                    return UiError::Internal(format!("account {user:?} vanished")).into_response()
+                }
+                Err(e) => return UiError::from(e).into_response(),
+            };
             let expires = now_ms() / 1000 + session::SESSION_SECONDS;
-            let value = state.ui.key.seal(&user, expires);
+            let value = state.ui.key.seal(&user, binding, expires);
             let secure = state.scheme == "https";
             let mut response = Redirect::to(&next).into_response();
             let headers = response.headers_mut();

@@ -22,24 +22,6 @@ const TAGS_PER_PAGE: u32 = 50;
 /// Image configs are small; a larger one is not read into memory.
 const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
-/// The account behind a session, if it may still sign in: disabled and
-/// deleted accounts are out at once.
-pub async fn resolve_user(state: &AppState, name: &str) -> Result<Option<Principal>, UiError> {
-    Ok(match state.ui.metadata.get_user(name).await? {
-        Some(u) if !u.disabled => Some(Principal::User {
-            name: u.name,
-            admin: u.admin,
-        }),
-        Some(_) => None,
-        // Accounts from the htpasswd file have no row.
-        None if state.auth.config().htpasswd_file.is_some() => Some(Principal::User {
-            name: name.to_string(),
-            admin: false,
-        }),
-        None => None,
-    })
-}
-
 /// Checks a login; the account name on success, else status and message.
 pub async fn sign_in(
     state: &AppState,
@@ -138,17 +120,13 @@ fn repo_table(repos: &[RepoSummary], id: &str) -> Markup {
 pub async fn search(state: &AppState, viewer: &Viewer, q: &str) -> Result<Markup, UiError> {
     let mut found = Vec::new();
     if !q.is_empty() {
-        for r in state.ui.metadata.search_repositories(q, 500).await? {
-            let Ok(name) = r.name.parse::<RepoName>() else {
-                continue;
-            };
-            if actions(state, viewer, &name).await?.contains(&Action::Pull) {
-                found.push(r);
-            }
-            if found.len() == 100 {
-                break;
-            }
-        }
+        // Filtered in the query: 100 matches the viewer may read.
+        let visible = state.auth.visible_to(viewer.principal());
+        found = state
+            .ui
+            .metadata
+            .search_repositories(q, &visible, 100)
+            .await?;
     }
     let body = html! {
         h1 { "Search" }
@@ -273,7 +251,7 @@ pub async fn project(
                 }
             }
             " "
-            (confirm_form(&format!("{base}/delete"), csrf, &format!("Delete project {name} and its members and robots?"), "Delete project", html! {}))
+            (confirm_form(&format!("{base}/delete"), csrf, &format!("Delete project {name} with its repositories, members and robots?"), "Delete project", html! {}))
         }
     };
     Ok(layout(name, Some(viewer), body))
@@ -321,7 +299,9 @@ pub async fn project_action(
                 .await?
         }
         "delete" => {
-            state.auth.delete_project(&viewer.actor, name).await?;
+            // The confirmation names the repositories: they go too.
+            state.auth.delete_project(&viewer.actor, name, true).await?;
+            state.registry.forget_cached();
             return Ok(Redirect::to("/ui").into_response());
         }
         "members" => {

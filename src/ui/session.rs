@@ -1,5 +1,7 @@
 //! Browser sessions without server-side state: the session cookie carries
-//! the user name and an expiry, signed with HMAC-SHA256 under a random key
+//! the user name, the account's id and credential generation (so that a
+//! password change, or an account re-created under the name, ends it) and
+//! an expiry, signed with HMAC-SHA256 under a random key
 //! kept at `<data_dir>/ui-session.key` (mode 0600), so every replica that
 //! shares the data directory accepts it and a restart logs nobody out.
 //! CSRF tokens are HMACs of the session cookie under the same key: a page
@@ -16,6 +18,8 @@ use rand::RngCore as _;
 use sha2::Sha256;
 use subtle::ConstantTimeEq as _;
 
+use crate::auth::Binding;
+
 pub const SESSION_COOKIE: &str = "berth_session";
 /// A random nonce set with the login form, tying its CSRF token to the browser.
 pub const LOGIN_COOKIE: &str = "berth_login";
@@ -30,6 +34,8 @@ pub struct SessionKey([u8; 32]);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
     pub user: String,
+    /// The account it was opened for, as it was then.
+    pub binding: Binding,
     pub expires_at: i64,
 }
 
@@ -90,13 +96,16 @@ impl SessionKey {
         mac.finalize().into_bytes().into()
     }
 
-    /// The cookie value of a new session: `user.expiry.nonce.signature`.
-    pub fn seal(&self, user: &str, expires_at: i64) -> String {
+    /// The cookie value of a new session:
+    /// `user.account.generation.expiry.nonce.signature`.
+    pub fn seal(&self, user: &str, binding: Binding, expires_at: i64) -> String {
         let mut nonce = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let body = format!(
-            "{}.{expires_at}.{}",
+            "{}.{}.{}.{expires_at}.{}",
             URL_SAFE_NO_PAD.encode(user),
+            binding.account,
+            binding.generation,
             URL_SAFE_NO_PAD.encode(nonce)
         );
         let sig = URL_SAFE_NO_PAD.encode(self.mac("session", &body));
@@ -113,8 +122,16 @@ impl SessionKey {
         }
         let mut parts = body.split('.');
         let user = String::from_utf8(URL_SAFE_NO_PAD.decode(parts.next()?).ok()?).ok()?;
+        let binding = Binding {
+            account: parts.next()?.parse().ok()?,
+            generation: parts.next()?.parse().ok()?,
+        };
         let expires_at: i64 = parts.next()?.parse().ok()?;
-        (expires_at > now_s).then_some(Session { user, expires_at })
+        (expires_at > now_s).then_some(Session {
+            user,
+            binding,
+            expires_at,
+        })
     }
 
     /// A stable identifier of a session cookie (for ending it early); the
@@ -161,17 +178,26 @@ pub fn set_cookie(name: &str, value: &str, max_age: i64, secure: bool) -> String
 mod tests {
     use super::*;
 
+    const ALICE: Binding = Binding {
+        account: 3,
+        generation: 42,
+    };
+
     #[test]
     fn sessions_are_signed_and_expire() {
         let key = SessionKey::fixed([7; 32]);
-        let value = key.seal("alice", 1_000);
+        let value = key.seal("alice", ALICE, 1_000);
         assert_eq!(
             key.open(&value, 999),
             Some(Session {
                 user: "alice".into(),
+                binding: ALICE,
                 expires_at: 1_000
             })
         );
+        let other_generation = value.replacen(".3.42.", ".3.43.", 1);
+        assert_ne!(other_generation, value);
+        assert_eq!(key.open(&other_generation, 999), None, "edited generation");
         assert_eq!(key.open(&value, 1_000), None, "expired");
         let forged = value.replacen(
             &URL_SAFE_NO_PAD.encode("alice"),
@@ -189,7 +215,7 @@ mod tests {
     #[test]
     fn csrf_tokens_belong_to_one_session() {
         let key = SessionKey::fixed([7; 32]);
-        let (a, b) = (key.seal("alice", 10), key.seal("alice", 10));
+        let (a, b) = (key.seal("alice", ALICE, 10), key.seal("alice", ALICE, 10));
         assert!(key.csrf_ok(&a, &key.csrf(&a)));
         assert!(!key.csrf_ok(&b, &key.csrf(&a)));
         assert!(!key.csrf_ok(&a, ""));
