@@ -189,7 +189,7 @@ fn forget_before(times: &mut VecDeque<Instant>, now: Instant, window: Duration) 
 
 /// The unit a source is limited by: an IPv4 address, or an IPv6 /64 (one
 /// host usually controls a whole /64, so single addresses are free to it).
-fn source_network(source: IpAddr) -> IpAddr {
+pub fn source_network(source: IpAddr) -> IpAddr {
     match source.to_canonical() {
         IpAddr::V6(v6) => {
             let network = u128::from(v6) & !((1u128 << 64) - 1);
