@@ -56,6 +56,11 @@ pub async fn open_state(config: &Config) -> anyhow::Result<AppState> {
     let auth = AuthService::open(metadata, &config.auth, dir)
         .await
         .context("setting up authentication")?;
+    auth.audit()
+        .keep_for(Duration::from_secs(
+            config.audit.retention_days.saturating_mul(24 * 3600),
+        ))
+        .await;
     let tls_on = config.tls.self_signed || config.tls.cert_file.is_some();
     Ok(AppState {
         registry: Arc::new(registry),

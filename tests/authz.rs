@@ -1584,6 +1584,32 @@ async fn logins_beyond_the_password_check_queue_get_429() {
     }
 }
 
+/// Anonymous token grants (anyone may ask for any number) are counted,
+/// not written as a row each.
+#[tokio::test]
+async fn anonymous_token_grants_are_audited_as_one_aggregate() {
+    let world = World::new().await;
+    for _ in 0..50 {
+        let r = send(
+            &world.app,
+            &Req::get("/token?service=berth&scope=repository:pubp/app:pull"),
+            None,
+            ip(70),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let r = world
+        .admin(Req::get(
+            "/api/v1/audit?action=token&actor=anonymous&limit=1000",
+        ))
+        .await;
+    let rows = r.json();
+    let rows = rows.as_array().expect("a list of events");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["detail"], "50 anonymous token grants (aggregated)");
+}
+
 /// A wrong password costs one password check whether or not the name
 /// exists, so timing tells no user or robot names apart.
 #[tokio::test]
