@@ -197,7 +197,7 @@ pub struct AuthConfig {
     pub project_creation: ProjectCreation,
     /// Failed logins allowed for one account from one client address
     /// before that pair must back off: each further failure doubles the
-    /// wait (1 s, 2 s, 4 s…, at most `login_window_seconds`) and attempts
+    /// wait (5 s, 10 s, 20 s…, at most `login_window_seconds`) and attempts
     /// in the wait get 429. The same account from another address is not
     /// affected. 0 turns login limiting off.
     pub login_max_failures: u32,

@@ -2,8 +2,8 @@
 //!
 //! Failures are counted per (account, source address) pair and per source
 //! address. A pair that failed `max_failures` times backs off: each further
-//! failure doubles the wait before the next attempt (1 s, 2 s, 4 s…, at
-//! most `window`). The same account from another address is untouched, so
+//! failure doubles the wait before the next attempt (5 s, 10 s, 20 s…,
+//! at most `window`). The same account from another address is untouched, so
 //! nobody can lock an owner (or `admin`) out from elsewhere. A source that
 //! failed `address_max_failures` times on any accounts backs off the same
 //! way, except for accounts that logged in from it before: one guesser
@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 
 /// Keys tracked at most, by default.
 const DEFAULT_CAPACITY: usize = 50_000;
+/// The first back-off; each further failure doubles it.
+const BACKOFF_BASE: Duration = Duration::from_secs(5);
 /// How long a successful login exempts its (account, address) pair from
 /// the address's budget.
 const TRUSTED_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -180,13 +182,14 @@ impl LoginLimiter {
     }
 
     /// The back-off after `bucket`'s last failure: none while within the
-    /// free failures, then 1 s doubling with each failure, at most `window`.
+    /// free failures, then `BACKOFF_BASE` doubling with each failure, at most
+    /// `window`.
     fn backoff(&self, bucket: &Bucket, free: u32) -> Duration {
         if bucket.failures < free {
             return Duration::ZERO;
         }
         let doublings = (bucket.failures - free).min(20);
-        Duration::from_secs(1u64 << doublings).min(self.window)
+        (BACKOFF_BASE * (1u32 << doublings)).min(self.window)
     }
 
     /// How long `bucket` must still wait at `now`.
@@ -359,13 +362,13 @@ mod tests {
         let limiter = LoginLimiter::new(3, 100, WINDOW);
         let t0 = Instant::now();
         fail(&limiter, "admin", "203.0.113.9", 3, t0);
-        // The guesser waits 1 s, then 2 s, then 4 s…
+        // The guesser waits 5 s, then 10 s, then 20 s…
         assert_eq!(
             limiter.check_at("admin", ip("203.0.113.9"), t0),
-            Err(secs(1))
+            Err(secs(5))
         );
         let mut at = t0;
-        for expected in [1, 2, 4, 8, 16] {
+        for expected in [5, 10, 20, 40, 80] {
             at += secs(expected);
             assert!(limiter.check_at("admin", ip("203.0.113.9"), at).is_ok());
             limiter
@@ -454,7 +457,7 @@ mod tests {
         for account in ["a", "b", "c"] {
             fail(&limiter, account, "192.0.2.7", 1, t0);
         }
-        assert_eq!(limiter.check_at("d", ip("192.0.2.7"), t0), Err(secs(1)));
+        assert_eq!(limiter.check_at("d", ip("192.0.2.7"), t0), Err(secs(5)));
         assert!(limiter.check_at("d", ip("192.0.2.8"), t0).is_ok());
         // The known owner from that address still gets in.
         limiter
