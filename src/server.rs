@@ -329,7 +329,7 @@ fn raise_fd_limit() -> u64 {
             }
         }
     }
-    u64::try_from(limit.rlim_cur).unwrap_or(u64::MAX)
+    limit.rlim_cur
 }
 
 /// Counts open connections, in all and per client address, and refuses
