@@ -24,6 +24,54 @@ pub struct Config {
     pub cache: CacheConfig,
     pub auth: AuthConfig,
     pub tls: TlsConfig,
+    pub connections: ConnectionsConfig,
+    pub audit: AuditConfig,
+}
+
+/// Bounds on client connections, so that one careless or hostile client
+/// cannot use up the file descriptors or the memory of the others.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectionsConfig {
+    /// Open client connections in all. A new connection beyond it is closed
+    /// at once (and logged). berth also keeps it below its open-file limit,
+    /// whose soft value it raises to the hard one at start.
+    pub max: usize,
+    /// Open connections from one client address (an IPv6 /64 counts as one
+    /// address). A new connection beyond it is closed at once (and logged).
+    pub max_per_address: usize,
+    /// Seconds a client has to send the headers of a request, including
+    /// the wait for the next request on a kept-alive HTTP/1 connection.
+    pub header_read_timeout_seconds: u64,
+    /// A connection on which nothing was read or written for this many
+    /// seconds is closed. A transfer that moves bytes is never idle.
+    pub idle_timeout_seconds: u64,
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        ConnectionsConfig {
+            max: 10_000,
+            max_per_address: 512,
+            header_read_timeout_seconds: 20,
+            idle_timeout_seconds: 120,
+        }
+    }
+}
+
+/// The audit trail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Audit events older than this many days are deleted by a background
+    /// task (hourly). 0 keeps them forever.
+    pub retention_days: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig { retention_days: 90 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,6 +145,8 @@ impl Default for Config {
             cache: CacheConfig::default(),
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
+            connections: ConnectionsConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -163,11 +213,26 @@ pub struct AuthConfig {
     pub credential_cache_seconds: u64,
     /// Who may create a project by pushing into it: `admins` or `users`.
     pub project_creation: ProjectCreation,
-    /// Failed logins allowed per account and per source address within
-    /// `login_window_seconds` before further attempts get 429.
+    /// Failed logins allowed for one account from one client address
+    /// before that pair must back off: each further failure doubles the
+    /// wait (5 s, 10 s, 20 s…, at most `login_window_seconds`) and attempts
+    /// in the wait get 429. The same account from another address is not
+    /// affected. 0 turns login limiting off.
     pub login_max_failures: u32,
-    /// The window of `login_max_failures`, in seconds.
+    /// Failed logins allowed from one client address on all accounts
+    /// together before the address backs off the same way. Accounts that
+    /// logged in from that address before are exempt, so one guesser
+    /// behind a NAT or CI host does not lock out its neighbours.
+    pub login_address_max_failures: u32,
+    /// How long failures are remembered after the last one, and the
+    /// longest back-off, in seconds.
     pub login_window_seconds: u64,
+    /// Password checks (argon2id, bcrypt) run at once; 0 means one per CPU
+    /// core. Each argon2id check holds about 19 MiB while it runs.
+    pub password_checks: usize,
+    /// Password checks allowed to wait for a free slot; a login beyond it
+    /// gets 429 with `Retry-After` instead of queueing without bound.
+    pub password_check_queue: usize,
 }
 
 impl Default for AuthConfig {
@@ -185,7 +250,10 @@ impl Default for AuthConfig {
             credential_cache_seconds: 60,
             project_creation: ProjectCreation::Admins,
             login_max_failures: 10,
+            login_address_max_failures: 100,
             login_window_seconds: 300,
+            password_checks: 0,
+            password_check_queue: 256,
         }
     }
 }
@@ -282,7 +350,7 @@ pub struct LogOverrides {
 }
 
 /// Top-level keys of `Config`, the names `BERTH_*` variables may start with.
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 12] = [
     "listen",
     "data_dir",
     "log",
@@ -292,6 +360,8 @@ const SECTIONS: [&str; 10] = [
     "cache",
     "auth",
     "tls",
+    "connections",
+    "audit",
     "admin_password",
 ];
 

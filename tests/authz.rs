@@ -505,6 +505,7 @@ impl Image {
 
 struct World {
     app: Router,
+    auth: Arc<berth::auth::AuthService>,
     config: Config,
     _root: tempfile::TempDir,
     admin: String,
@@ -514,7 +515,14 @@ struct World {
     seq: AtomicUsize,
 }
 
-async fn open(tweak: impl FnOnce(&mut Config)) -> (Router, Config, tempfile::TempDir) {
+async fn open(
+    tweak: impl FnOnce(&mut Config),
+) -> (
+    Router,
+    Arc<berth::auth::AuthService>,
+    Config,
+    tempfile::TempDir,
+) {
     let root = tempfile::tempdir().expect("temp dir");
     let mut config = Config {
         data_dir: root.path().join("data"),
@@ -525,10 +533,11 @@ async fn open(tweak: impl FnOnce(&mut Config)) -> (Router, Config, tempfile::Tem
     // The matrix runs for a while; one verification per account is enough.
     config.auth.credential_cache_seconds = 3600;
     tweak(&mut config);
-    let app = berth::server::build_app(&config)
+    let state = berth::server::open_state(&config)
         .await
         .expect("open registry");
-    (app, config, root)
+    let auth = state.auth.clone();
+    (berth::api::router(state), auth, config, root)
 }
 
 impl World {
@@ -537,9 +546,10 @@ impl World {
     }
 
     async fn with(tweak: impl FnOnce(&mut Config)) -> World {
-        let (app, config, root) = open(tweak).await;
+        let (app, auth, config, root) = open(tweak).await;
         let mut world = World {
             app,
+            auth,
             config,
             _root: root,
             admin: basic("admin", ADMIN_PASSWORD),
@@ -1369,8 +1379,11 @@ fn assert_limited(r: &Resp, what: &str) {
     assert!((1..=300).contains(&wait), "{what}: Retry-After {wait}");
 }
 
+/// A guesser backs off on its own address; the owner, with the right
+/// password from another address, gets in at once (anyone could otherwise
+/// lock out any account, `admin` included).
 #[tokio::test]
-async fn repeated_failures_lock_the_account_from_any_address() {
+async fn repeated_failures_make_the_guessing_address_back_off_not_the_owner() {
     let world = limited_world().await;
     world.create_user("victim", "victim-password").await;
     for _ in 0..3 {
@@ -1378,12 +1391,19 @@ async fn repeated_failures_lock_the_account_from_any_address() {
         assert_eq!(r.status, 401, "{}", r.text());
     }
     assert_limited(
-        &base_from(&world, "victim", "wrong-guess", ip(2)).await,
-        "4th wrong password, from another address",
+        &base_from(&world, "victim", "wrong-guess", ip(1)).await,
+        "4th wrong password from the same address",
     );
     assert_limited(
-        &base_from(&world, "victim", "victim-password", ip(3)).await,
-        "the right password during the lockout",
+        &base_from(&world, "victim", "victim-password", ip(1)).await,
+        "the right password from the guessing address during its back-off",
+    );
+    let r = base_from(&world, "victim", "victim-password", ip(3)).await;
+    assert_eq!(
+        r.status,
+        200,
+        "the owner from another address: {}",
+        r.text()
     );
     let r = send(
         &world.app,
@@ -1392,7 +1412,12 @@ async fn repeated_failures_lock_the_account_from_any_address() {
         ip(4),
     )
     .await;
-    assert_limited(&r, "GET /token during the lockout");
+    assert_eq!(
+        r.status,
+        200,
+        "GET /token from another address: {}",
+        r.text()
+    );
     let form = "grant_type=password&username=victim&password=victim-password&service=berth";
     let r = send(
         &world.app,
@@ -1404,19 +1429,27 @@ async fn repeated_failures_lock_the_account_from_any_address() {
         ip(5),
     )
     .await;
-    assert_limited(&r, "POST /token during the lockout");
-    // Only that account is locked.
     assert_eq!(
-        base_from(&world, "dev", MEMBERS[1].1, ip(3)).await.status,
-        200
+        r.status,
+        200,
+        "POST /token from another address: {}",
+        r.text()
     );
+    let r = send(
+        &world.app,
+        &Req::get("/token?service=berth"),
+        Some(&basic("victim", "wrong-guess")),
+        ip(1),
+    )
+    .await;
+    assert_limited(&r, "GET /token from the guessing address");
 }
 
-/// The lockout must hold even when the right password was used (and its
+/// The back-off must hold even when the right password was used (and its
 /// verification cached) just before: otherwise, while it is cached, wrong
 /// guesses get 429 and the right one 200, an oracle with no rate limit.
 #[tokio::test]
-async fn a_recently_used_password_is_refused_during_the_lockout() {
+async fn a_recently_used_password_is_refused_during_the_back_off() {
     let world = limited_world().await;
     world.create_user("victim", "victim-password").await;
     assert_eq!(
@@ -1430,19 +1463,29 @@ async fn a_recently_used_password_is_refused_during_the_lockout() {
         assert_eq!(r.status, 401, "{}", r.text());
     }
     assert_limited(
-        &base_from(&world, "victim", "another-guess", ip(12)).await,
+        &base_from(&world, "victim", "another-guess", ip(11)).await,
         "4th wrong password",
     );
     assert_limited(
-        &base_from(&world, "victim", "victim-password", ip(12)).await,
-        "the right (cached) password from the attacker's address during the lockout",
+        &base_from(&world, "victim", "victim-password", ip(11)).await,
+        "the right (cached) password from the guessing address during its back-off",
     );
 }
 
 #[tokio::test]
-async fn repeated_failures_lock_the_source_address_across_accounts() {
-    let world = limited_world().await;
-    for (user, _, _) in &MEMBERS[..3] {
+async fn an_address_guessing_across_accounts_backs_off_but_its_known_users_get_in() {
+    let world = World::with(|c| {
+        c.auth.login_max_failures = 3;
+        c.auth.login_address_max_failures = 3;
+    })
+    .await;
+    // A colleague behind the same address logged in before.
+    let (dev, dev_password, _) = MEMBERS[1];
+    assert_eq!(
+        base_from(&world, dev, dev_password, ip(20)).await.status,
+        200
+    );
+    for user in [MEMBERS[0].0, MEMBERS[2].0, BYSTANDER] {
         let r = base_from(&world, user, "wrong-guess", ip(20)).await;
         assert_eq!(r.status, 401, "{}", r.text());
     }
@@ -1452,7 +1495,13 @@ async fn repeated_failures_lock_the_source_address_across_accounts() {
     );
     assert_limited(
         &base_from(&world, "padmin", MEMBERS[3].1, ip(20)).await,
-        "a right password from the locked address",
+        "a right password never used from the guessing address",
+    );
+    // The colleague is not locked out by the guesser.
+    world.auth.forget(dev);
+    assert_eq!(
+        base_from(&world, dev, dev_password, ip(20)).await.status,
+        200
     );
     // The accounts themselves are not locked: one failure each.
     for (user, password, _) in MEMBERS {
@@ -1460,6 +1509,128 @@ async fn repeated_failures_lock_the_source_address_across_accounts() {
             base_from(&world, user, password, ip(21)).await.status,
             200,
             "{user} from another address"
+        );
+    }
+}
+
+/// The limit is checked and counted in one step: 42 different guesses at
+/// once get exactly the 10 evaluations the limit allows.
+#[tokio::test]
+async fn concurrent_guesses_cannot_race_past_the_limit() {
+    let world = World::with(|c| {
+        c.auth.login_max_failures = 10;
+        c.auth.password_check_queue = 64;
+    })
+    .await;
+    world.create_user("victim", "victim-password").await;
+    let checks_before = world.auth.password_checks_completed();
+    let guesses = (0..42).map(|i| {
+        let world = &world;
+        async move {
+            base_from(world, "victim", &format!("guess-{i}"), ip(30))
+                .await
+                .status
+        }
+    });
+    let statuses = futures_util::future::join_all(guesses).await;
+    let count = |status: u16| statuses.iter().filter(|s| **s == status).count();
+    assert_eq!((count(401), count(429)), (10, 32), "{statuses:?}");
+    assert_eq!(world.auth.password_checks_completed() - checks_before, 10);
+}
+
+/// Identical logins at once are checked once; the rest share the answer.
+#[tokio::test]
+async fn identical_concurrent_logins_are_checked_once() {
+    let world = World::with(|c| c.auth.credential_cache_seconds = 0).await;
+    world.create_user("builder", "builder-password").await;
+    let checks_before = world.auth.password_checks_completed();
+    let logins = (0..20).map(|_| {
+        let world = &world;
+        async move {
+            base_from(world, "builder", "builder-password", ip(40))
+                .await
+                .status
+        }
+    });
+    let statuses = futures_util::future::join_all(logins).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(world.auth.password_checks_completed() - checks_before, 1);
+}
+
+/// Password checks run a bounded number at a time with a bounded queue;
+/// logins beyond it are refused with 429 and `Retry-After` instead of
+/// growing the server.
+#[tokio::test]
+async fn logins_beyond_the_password_check_queue_get_429() {
+    let world = World::with(|c| {
+        c.auth.password_checks = 1;
+        c.auth.password_check_queue = 0;
+        c.auth.credential_cache_seconds = 0;
+    })
+    .await;
+    let logins = MEMBERS.iter().map(|(user, password, _)| {
+        let world = &world;
+        async move { base_from(world, user, password, ip(50)).await }
+    });
+    let answers = futures_util::future::join_all(logins).await;
+    let refused: Vec<&Resp> = answers.iter().filter(|r| r.status == 429).collect();
+    let served = answers.iter().filter(|r| r.status == 200).count();
+    assert_eq!(served + refused.len(), MEMBERS.len(), "only 200 and 429");
+    assert!(served >= 1, "the check that got the slot is answered");
+    assert!(!refused.is_empty(), "four at once, room for one");
+    for r in refused {
+        assert_limited(r, "a login beyond the queue");
+        assert_eq!(r.json()["errors"][0]["code"], "TOOMANYREQUESTS");
+    }
+}
+
+/// Anonymous token grants (anyone may ask for any number) are counted,
+/// not written as a row each.
+#[tokio::test]
+async fn anonymous_token_grants_are_audited_as_one_aggregate() {
+    let world = World::new().await;
+    for _ in 0..50 {
+        let r = send(
+            &world.app,
+            &Req::get("/token?service=berth&scope=repository:pubp/app:pull"),
+            None,
+            ip(70),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let r = world
+        .admin(Req::get(
+            "/api/v1/audit?action=token&actor=anonymous&limit=1000",
+        ))
+        .await;
+    let rows = r.json();
+    let rows = rows.as_array().expect("a list of events");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["detail"], "50 anonymous token grants (aggregated)");
+}
+
+/// A wrong password costs one password check whether or not the name
+/// exists, so timing tells no user or robot names apart.
+#[tokio::test]
+async fn unknown_and_disabled_names_cost_a_password_check_too() {
+    let world = World::new().await;
+    world
+        .admin(Req::new(Method::PATCH, "/api/v1/users/bystander").json(json!({"disabled": true})))
+        .await;
+    for (user, what) in [
+        ("dev", "an existing user"),
+        ("no-such-user", "an unknown user"),
+        ("robot$privp+nobody", "an unknown robot"),
+        ("bystander", "a disabled user"),
+    ] {
+        let before = world.auth.password_checks_completed();
+        let r = base_from(&world, user, "wrong-guess", ip(60)).await;
+        assert_eq!(r.status, 401, "{what}: {}", r.text());
+        assert_eq!(
+            world.auth.password_checks_completed() - before,
+            1,
+            "{what} costs one check"
         );
     }
 }
@@ -1621,7 +1792,7 @@ async fn timed_base(app: &Router, auth: &str) -> Duration {
 
 #[tokio::test]
 async fn repeated_basic_credentials_are_verified_once() {
-    let (app, _config, _root) = open(|c| c.auth.credential_cache_seconds = 60).await;
+    let (app, _auth, _config, _root) = open(|c| c.auth.credential_cache_seconds = 60).await;
     let admin = basic("admin", ADMIN_PASSWORD);
     for (name, password) in [("one", "password-one"), ("two", "password-two")] {
         let r = send(

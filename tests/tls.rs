@@ -283,14 +283,27 @@ async fn v2_answers_over_https_with_hsts() {
         .await
         .is_err());
 
-    // Plain HTTP on the TLS port gets nothing useful.
+    // Plain HTTP on the TLS port gets a 400 that says what to do, as an
+    // OCI error body, and the connection closes.
     let mut tcp = TcpStream::connect(server.addr).await.unwrap();
     tcp.write_all(b"GET /v2/ HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .unwrap();
     let mut reply = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut reply)).await;
-    assert!(!reply.starts_with(b"HTTP/1.1 200"));
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut reply))
+        .await
+        .expect("the answer comes and the connection closes")
+        .unwrap();
+    let reply = String::from_utf8(reply).unwrap();
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 400 "), "{reply}");
+    assert!(head.contains("content-type: application/json"), "{reply}");
+    let body: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(body["errors"][0]["code"], "INVALID_REQUEST");
+    assert_eq!(
+        body["errors"][0]["message"],
+        "this port speaks HTTPS: use https:// in the registry address"
+    );
 
     server.stop().await;
 }

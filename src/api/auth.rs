@@ -128,8 +128,10 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 /// Maps a failed login to its answer.
 pub fn login_error(e: AuthError, challenge: (HeaderName, String)) -> ApiError {
     match e {
-        AuthError::RateLimited(wait) => ApiError::new(ErrorCode::TooManyRequests, e.to_string())
-            .with_header(header::RETRY_AFTER, wait.as_secs().max(1).to_string()),
+        AuthError::RateLimited(wait) | AuthError::Busy(wait) => {
+            ApiError::new(ErrorCode::TooManyRequests, e.to_string())
+                .with_header(header::RETRY_AFTER, wait.as_secs().max(1).to_string())
+        }
         AuthError::BadCredentials | AuthError::InvalidToken(_) => {
             ApiError::new(ErrorCode::Unauthorized, e.to_string())
                 .with_header(challenge.0, challenge.1)

@@ -5,6 +5,14 @@
 //! the `argon2` crate's default cost, which keeps one verification around
 //! 20–40 ms on one core in a release build. The parameters travel inside each
 //! PHC string, so raising the cost later leaves existing hashes verifiable.
+//!
+//! [`PasswordChecks`] runs the checks of a server: a fixed number at once
+//! on threads of their own, a bounded number waiting, and a refusal
+//! ([`Busy`]) beyond, so a burst of logins costs time, never memory.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -38,6 +46,108 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
     Argon2::default()
         .verify_password(password.as_bytes(), &parsed)
         .is_ok()
+}
+
+/// The hash checked for names that have none (unknown users and robots,
+/// disabled accounts), so that a wrong password costs the same whether or
+/// not the name exists: timing tells no names apart.
+pub fn dummy_hash() -> &'static str {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    DUMMY.get_or_init(|| hash_password(&generate_secret("")))
+}
+
+/// Refused: as many password checks are running and waiting as allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Busy;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Runs password checks on `workers` threads of their own, with at most
+/// `queue` more waiting. Dedicated threads, rather than the async
+/// runtime's blocking pool (up to 512 threads), also bound the memory the
+/// allocator keeps: each thread reuses its one argon2 buffer (19 MiB)
+/// instead of every pool thread keeping one.
+pub struct PasswordChecks {
+    jobs: Mutex<mpsc::Sender<Job>>,
+    pending: Arc<AtomicUsize>,
+    max_pending: usize,
+    completed: Arc<AtomicU64>,
+}
+
+impl PasswordChecks {
+    /// `workers == 0` means one per CPU core.
+    pub fn new(workers: usize, queue: usize) -> PasswordChecks {
+        let workers = if workers == 0 {
+            std::thread::available_parallelism().map_or(1, usize::from)
+        } else {
+            workers
+        };
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..workers {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("berth-password-{i}"))
+                .spawn(move || loop {
+                    // The lock is only held while waiting for the next job.
+                    let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                })
+                .expect("starting a password-check thread");
+        }
+        PasswordChecks {
+            jobs: Mutex::new(tx),
+            pending: Arc::new(AtomicUsize::new(0)),
+            max_pending: workers + queue,
+            completed: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Whether `secret` matches the PHC string `phc`.
+    pub async fn verify(&self, secret: &str, phc: &str) -> Result<bool, Busy> {
+        let (secret, phc) = (secret.to_string(), phc.to_string());
+        self.run(move || verify_password(&secret, &phc)).await
+    }
+
+    /// Runs `check` on a check thread, or refuses when the queue is full.
+    /// A check whose caller gave up still runs to the end (it holds its
+    /// place in the bound meanwhile); a panicking one answers `false`.
+    pub async fn run(&self, check: impl FnOnce() -> bool + Send + 'static) -> Result<bool, Busy> {
+        let taken = self
+            .pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_pending).then_some(n + 1)
+            });
+        if taken.is_err() {
+            return Err(Busy);
+        }
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let (pending, completed) = (self.pending.clone(), self.completed.clone());
+        let job: Job = Box::new(move || {
+            let matched = std::panic::catch_unwind(AssertUnwindSafe(check)).unwrap_or(false);
+            pending.fetch_sub(1, Ordering::AcqRel);
+            completed.fetch_add(1, Ordering::Relaxed);
+            let _ = done.send(matched);
+        });
+        let sent = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(job);
+        if sent.is_err() {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            return Ok(false);
+        }
+        Ok(answer.await.unwrap_or(false))
+    }
+
+    /// Checks finished so far.
+    pub fn completed(&self) -> u64 {
+        self.completed.load(Ordering::Relaxed)
+    }
 }
 
 /// A fresh random secret: `prefix` followed by 32 random bytes from the
@@ -84,6 +194,48 @@ mod tests {
         ] {
             assert!(!verify_password("pw", phc), "{phc:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn checks_beyond_the_workers_and_the_queue_are_refused() {
+        let checks = Arc::new(PasswordChecks::new(1, 2));
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let gate = Arc::new(Mutex::new(gate));
+        let mut running = Vec::new();
+        // One runs (blocked on the gate), two wait: the bound is full.
+        for _ in 0..3 {
+            let (checks, gate) = (checks.clone(), gate.clone());
+            running.push(tokio::spawn(async move {
+                checks
+                    .run(move || gate.lock().unwrap().recv().is_ok())
+                    .await
+            }));
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while checks.pending.load(Ordering::Acquire) < 3 {
+            assert!(std::time::Instant::now() < deadline, "checks never queued");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(checks.run(|| true).await, Err(Busy));
+        for _ in 0..3 {
+            release.send(()).unwrap();
+        }
+        for check in running {
+            assert_eq!(check.await.unwrap(), Ok(true));
+        }
+        assert_eq!(checks.completed(), 3);
+        // Room again once they are done.
+        assert_eq!(checks.run(|| true).await, Ok(true));
+        assert_eq!(checks.run(|| panic!("a broken check")).await, Ok(false));
+        assert_eq!(checks.run(|| true).await, Ok(true));
+    }
+
+    #[tokio::test]
+    async fn the_dummy_hash_is_a_real_argon2id_hash() {
+        assert!(dummy_hash().starts_with("$argon2id$"));
+        let checks = PasswordChecks::new(0, 4);
+        assert_eq!(checks.verify("anything", dummy_hash()).await, Ok(false));
+        assert_eq!(checks.completed(), 1);
     }
 
     #[test]

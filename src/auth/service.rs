@@ -2,15 +2,16 @@
 //! principal, decides what it may do, issues bearer tokens and keeps the
 //! audit trail. The HTTP layer calls it; it calls the metadata layer.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::credcache::CredentialCache;
 use super::htpasswd::HtpasswdFile;
 use super::limiter::LoginLimiter;
-use super::password::{generate_secret, hash_password, verify_password};
+use super::password::{dummy_hash, generate_secret, hash_password, Busy, PasswordChecks};
 use super::policy::{allowed_actions, Principal, ProjectFacts};
 use super::token::{Claims, ResourceActions, TokenError, TokenKeys};
 use crate::config::{AuthConfig, AuthMode};
@@ -35,6 +36,8 @@ pub enum AuthError {
     BadCredentials,
     #[error("too many failed logins; retry in {} s", .0.as_secs().max(1))]
     RateLimited(Duration),
+    #[error("too many logins at once; retry in {} s", .0.as_secs().max(1))]
+    Busy(Duration),
     #[error("invalid token: {0}")]
     InvalidToken(#[from] TokenError),
     #[error(transparent)]
@@ -98,6 +101,11 @@ pub struct AuthService {
     /// Tagged like `verified`, and also kept at most `FACTS_TTL`.
     facts: quick_cache::sync::Cache<(String, String), (Instant, i64, ProjectFacts)>,
     limiter: LoginLimiter,
+    checks: PasswordChecks,
+    /// Logins being checked, by a keyed hash of (user, secret): identical
+    /// concurrent logins wait for the first one's answer.
+    logins_in_flight: Mutex<HashMap<[u8; 32], LoginWait>>,
+    login_key: [u8; 32],
     config: AuthConfig,
     audit: super::audit::AuditSink,
 }
@@ -131,8 +139,12 @@ impl AuthService {
             facts: quick_cache::sync::Cache::new(10_000),
             limiter: LoginLimiter::new(
                 config.login_max_failures,
+                config.login_address_max_failures,
                 Duration::from_secs(config.login_window_seconds),
             ),
+            checks: PasswordChecks::new(config.password_checks, config.password_check_queue),
+            logins_in_flight: Mutex::new(HashMap::new()),
+            login_key: rand::random(),
             config: config.clone(),
         };
         if config.mode == AuthMode::Token {
@@ -160,6 +172,11 @@ impl AuthService {
 
     pub fn audit(&self) -> &super::audit::AuditSink {
         &self.audit
+    }
+
+    /// Password checks (argon2id, bcrypt) computed since start.
+    pub fn password_checks_completed(&self) -> u64 {
+        self.checks.completed()
     }
 
     async fn bootstrap_admin(&self) -> anyhow::Result<()> {
@@ -210,7 +227,7 @@ impl AuthService {
         secret: &str,
         source: IpAddr,
     ) -> Result<Principal, AuthError> {
-        // The limiter comes first: during a lockout even a correct (cached)
+        // The limiter comes first: during a back-off even a correct (cached)
         // password is refused, or the answers would tell guesses apart.
         self.limiter
             .check(user, source)
@@ -223,36 +240,125 @@ impl AuthService {
         {
             return Ok(p);
         }
-        let found = self.verify(user, secret).await?;
+        let key = self.login_tag(user, secret);
+        let role = {
+            let mut in_flight = self.lock_logins();
+            match in_flight.get(&key) {
+                Some(wait) => Err(wait.clone()),
+                None => {
+                    let (publish, wait) = tokio::sync::watch::channel(None);
+                    in_flight.insert(key, wait);
+                    Ok(publish)
+                }
+            }
+        };
+        let publish = match role {
+            Ok(publish) => publish,
+            Err(mut wait) => {
+                // The same secret is being checked: its answer is this
+                // one's. Nothing is counted again, for it tells nothing new.
+                if let Ok(answer) = wait.wait_for(Option::is_some).await {
+                    return answer.clone().flatten().ok_or(AuthError::BadCredentials);
+                }
+                // The first one ended without an answer: check on our own.
+                return self.login_once(user, secret, source, generation).await;
+            }
+        };
+        let _done = InFlight {
+            logins: &self.logins_in_flight,
+            key,
+        };
+        let answer = self.login_once(user, secret, source, generation).await;
+        match &answer {
+            Ok(p) => publish.send_replace(Some(Some(p.clone()))),
+            Err(AuthError::BadCredentials) => publish.send_replace(Some(None)),
+            Err(_) => None,
+        };
+        answer
+    }
+
+    /// One login check: counted by the limiter as it starts, refunded if
+    /// it succeeds or could not run. A success is cached under the access
+    /// `generation` read before the check.
+    async fn login_once(
+        &self,
+        user: &str,
+        secret: &str,
+        source: IpAddr,
+        generation: i64,
+    ) -> Result<Principal, AuthError> {
+        let attempt = self
+            .limiter
+            .begin(user, source)
+            .map_err(AuthError::RateLimited)?;
+        let found = match self.verify(user, secret).await {
+            Ok(found) => found,
+            Err(e) => {
+                attempt.cancel();
+                return Err(e);
+            }
+        };
         self.audit
             .record(super::audit::login(user, source, found.is_some()));
         match found {
             Some(p) => {
-                self.limiter.record_success(user, source);
+                attempt.succeeded();
                 self.verified.put(user, secret, (generation, p.clone()));
                 Ok(p)
             }
             None => {
-                self.limiter.record_failure(user, source);
+                attempt.failed();
                 Err(AuthError::BadCredentials)
             }
         }
     }
 
+    fn lock_logins(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], LoginWait>> {
+        // Every update leaves the map consistent, so a poisoned lock is safe.
+        self.logins_in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A keyed hash of (user, secret): the map of logins in flight never
+    /// holds a secret.
+    fn login_tag(&self, user: &str, secret: &str) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.login_key)
+            .expect("HMAC takes a key of any length");
+        mac.update(&(user.len() as u64).to_be_bytes());
+        mac.update(user.as_bytes());
+        mac.update(secret.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    /// A password check on the bounded check threads.
+    async fn slow_verify(&self, secret: &str, hash: &str) -> Result<bool, AuthError> {
+        self.checks.verify(secret, hash).await.map_err(busy)
+    }
+
+    /// The same work as a password check, for a name without a hash, so a
+    /// wrong password costs the same whether or not the name exists.
+    async fn verify_nothing(&self, secret: &str) -> Result<Option<Principal>, AuthError> {
+        self.slow_verify(secret, dummy_hash()).await?;
+        Ok(None)
+    }
+
     async fn verify(&self, user: &str, secret: &str) -> Result<Option<Principal>, AuthError> {
         let now_ms = (unix_now() * 1000) as i64;
         if user.starts_with(ROBOT_PREFIX) {
-            let Some(robot) = self.metadata.get_robot(user).await? else {
-                return Ok(None);
+            let robot = match self.metadata.get_robot(user).await? {
+                Some(robot) if !robot.disabled && !robot.is_expired(now_ms) => robot,
+                _ => return self.verify_nothing(secret).await,
             };
-            let live = !robot.disabled && !robot.is_expired(now_ms);
-            return Ok(
-                (live && slow_verify(secret, &robot.secret_hash).await).then(|| Principal::Robot {
+            return Ok(self
+                .slow_verify(secret, &robot.secret_hash)
+                .await?
+                .then(|| Principal::Robot {
                     name: robot.name.clone(),
                     project: robot.project.clone(),
                     actions: robot.actions.clone(),
-                }),
-            );
+                }));
         }
         let record = self.metadata.get_user(user).await?;
         if let Some(u) = record
@@ -260,19 +366,19 @@ impl AuthService {
             .filter(|u| u.password_hash != EXTERNAL_ACCOUNT)
         {
             if u.disabled {
-                return Ok(None);
+                return self.verify_nothing(secret).await;
             }
             let principal = Principal::User {
                 name: u.name.clone(),
                 admin: u.admin,
             };
-            if slow_verify(secret, &u.password_hash).await {
+            if self.slow_verify(secret, &u.password_hash).await? {
                 return Ok(Some(principal));
             }
             if let Some((id, random)) = parse_pat(secret) {
                 if let Some(t) = self.metadata.get_access_token(id).await? {
                     let live = t.user == u.name && !t.is_expired(now_ms);
-                    if live && slow_verify(random, &t.secret_hash).await {
+                    if live && self.slow_verify(random, &t.secret_hash).await? {
                         // Recording each use is a write: once a minute is enough.
                         if t.last_used_at.is_none_or(|at| now_ms - at > 60_000) {
                             self.metadata.touch_access_token(id, now_ms).await?;
@@ -286,13 +392,17 @@ impl AuthService {
         let htpasswd_ok = match self.htpasswd.clone() {
             Some(file) => {
                 let (user, secret) = (user.to_string(), secret.to_string());
-                tokio::task::spawn_blocking(move || file.verify(&user, &secret))
+                self.checks
+                    .run(move || {
+                        file.verify(&user, &secret).unwrap_or_else(|| {
+                            // Not in the file either: the same work as a check.
+                            super::password::verify_password(&secret, dummy_hash())
+                        })
+                    })
                     .await
-                    .ok()
-                    .flatten()
-                    .unwrap_or(false)
+                    .map_err(busy)?
             }
-            None => false,
+            None => return self.verify_nothing(secret).await,
         };
         if !htpasswd_ok || record.as_ref().is_some_and(|u| u.disabled) {
             return Ok(None);
@@ -544,8 +654,13 @@ impl AuthService {
             generation: None,
         };
         let token = self.keys.issue(&claims)?;
-        self.audit
-            .record(super::audit::token_issued(who.name(), source, &granted));
+        if *who == Principal::Anonymous {
+            // Anyone may ask for any number: counted, not a row each.
+            self.audit.count_anonymous_token();
+        } else {
+            self.audit
+                .record(super::audit::token_issued(who.name(), source, &granted));
+        }
         Ok(IssuedToken {
             token,
             expires_in: ttl,
@@ -657,13 +772,29 @@ impl AuthService {
     }
 }
 
-/// Password hashes are slow by design (tens of milliseconds): verify them
-/// off the async workers.
-async fn slow_verify(secret: &str, hash: &str) -> bool {
-    let (secret, hash) = (secret.to_string(), hash.to_string());
-    tokio::task::spawn_blocking(move || verify_password(&secret, &hash))
-        .await
-        .unwrap_or(false)
+fn busy(_: Busy) -> AuthError {
+    AuthError::Busy(Duration::from_secs(1))
+}
+
+/// Where identical concurrent logins wait for the first one's answer:
+/// `Some(Some(principal))`, or `Some(None)` for wrong credentials, once
+/// known; closed without one if the first check failed or was dropped.
+type LoginWait = tokio::sync::watch::Receiver<Option<Option<Principal>>>;
+
+/// Takes a login off the in-flight map when its check ends, however it
+/// ends (a client that goes away cancels the future).
+struct InFlight<'a> {
+    logins: &'a Mutex<HashMap<[u8; 32], LoginWait>>,
+    key: [u8; 32],
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.logins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+    }
 }
 
 /// Splits a personal access token `berth_pat_<id>_<random>`; only the

@@ -427,6 +427,10 @@ pub trait AuditLog: Send + Sync {
     async fn record(&self, events: &[NewAuditEvent]) -> Result<()>;
     /// Matching events, newest (highest id) first, at most `filter.limit`.
     async fn query(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>>;
+    /// Deletes the events recorded before `before` (Unix ms), `batch` per
+    /// transaction so that other writers wait for one batch at most;
+    /// returns how many were deleted.
+    async fn prune(&self, before: i64, batch: u32) -> Result<u64>;
 }
 
 /// Everything access control needs from a metadata backend.

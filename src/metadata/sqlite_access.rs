@@ -643,6 +643,29 @@ impl AuditLog for SqliteMetadata {
         Ok(())
     }
 
+    async fn prune(&self, before: i64, batch: u32) -> Result<u64> {
+        let mut deleted = 0;
+        loop {
+            // Oldest first, by the `at` index; one batch per statement, so
+            // other writes get the connection between batches.
+            let mut w = self.writer().await?;
+            let done = sqlx::query(
+                "DELETE FROM audit WHERE id IN \
+                 (SELECT id FROM audit WHERE at < ? ORDER BY at LIMIT ?)",
+            )
+            .bind(before)
+            .bind(batch.max(1))
+            .execute(w.conn())
+            .await?
+            .rows_affected();
+            w.done();
+            deleted += done;
+            if done < u64::from(batch.max(1)) {
+                return Ok(deleted);
+            }
+        }
+    }
+
     async fn query(&self, f: &AuditFilter) -> Result<Vec<AuditEvent>> {
         // Only the given conditions go into the SQL, so SQLite can pick the
         // matching index instead of scanning past `? IS NULL OR …` terms.

@@ -14,6 +14,7 @@ pub async fn run(m: &dyn Metadata) {
     listings_name_only_visible_repositories(m).await;
     audit_filters(m).await;
     audit_pages(m).await;
+    audit_prune(m).await;
 }
 
 fn is_duplicate<T: std::fmt::Debug>(r: Result<T>) -> bool {
@@ -714,6 +715,34 @@ async fn audit_pages(m: &dyn Metadata) {
     m.record(&[event(0)]).await.unwrap();
     page.before_id = Some(first[1].id);
     assert_eq!(indices(&m.query(&page).await.unwrap()), [2, 1]);
+}
+
+/// Events older than a cut-off go, in batches; newer ones stay.
+async fn audit_prune(m: &dyn Metadata) {
+    let old: Vec<NewAuditEvent> = (1..=5)
+        .map(|i| NewAuditEvent { at: i, ..event(0) })
+        .collect();
+    m.record(&old).await.unwrap();
+    let before_t0 = AuditFilter {
+        until: Some(T0),
+        ..AuditFilter::default()
+    };
+    assert_eq!(m.prune(4, 2).await.unwrap(), 3);
+    let left: Vec<i64> = m
+        .query(&before_t0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.at)
+        .collect();
+    assert_eq!(left, [5, 4]);
+    assert_eq!(m.prune(T0, 100).await.unwrap(), 2);
+    assert!(m.query(&before_t0).await.unwrap().is_empty());
+    assert_eq!(
+        m.query(&filter()).await.unwrap().len(),
+        11,
+        "newer events stay"
+    );
 }
 
 #[tokio::test]

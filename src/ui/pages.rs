@@ -35,7 +35,9 @@ pub async fn sign_in(
             StatusCode::FORBIDDEN,
             "Robot accounts cannot sign in to the web UI.".into(),
         )),
-        Err(e @ AuthError::RateLimited(_)) => Err((StatusCode::TOO_MANY_REQUESTS, e.to_string())),
+        Err(e @ (AuthError::RateLimited(_) | AuthError::Busy(_))) => {
+            Err((StatusCode::TOO_MANY_REQUESTS, e.to_string()))
+        }
         Err(AuthError::BadCredentials | AuthError::InvalidToken(_)) => Err((
             StatusCode::UNAUTHORIZED,
             "Wrong user name or password.".into(),
