@@ -34,7 +34,7 @@ use crate::metadata::SqliteMetadata;
 use crate::oci::ErrorCode;
 use crate::storage::FsStore;
 use crate::tls::{self, Tls};
-use crate::workers::{UploadExpiry, Workers};
+use crate::workers::{AuditRetention, UploadExpiry, Workers};
 
 /// Opens the embedded default backends under the data directory: the
 /// registry and the authentication service over one metadata database.
@@ -57,11 +57,6 @@ pub async fn open_state(config: &Config) -> anyhow::Result<AppState> {
     let auth = AuthService::open(metadata, &config.auth, dir)
         .await
         .context("setting up authentication")?;
-    auth.audit()
-        .keep_for(Duration::from_secs(
-            config.audit.retention_days.saturating_mul(24 * 3600),
-        ))
-        .await;
     let tls_on = config.tls.self_signed || config.tls.cert_file.is_some();
     Ok(AppState {
         registry: Arc::new(registry),
@@ -109,6 +104,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 /// Starts the background workers over the opened state.
 pub fn start_workers(state: &AppState, config: &Config) -> Workers {
     let mut workers = Workers::default();
+    if config.audit.retention_days > 0 {
+        workers.spawn(AuditRetention {
+            audit: state.auth.audit().clone(),
+            retention: Duration::from_secs(config.audit.retention_days.saturating_mul(24 * 3600)),
+        });
+    }
     if config.uploads.session_ttl_seconds > 0 {
         workers.spawn(UploadExpiry {
             registry: state.registry.clone(),

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::auth::audit::AuditSink;
 use crate::core::Registry;
 
 #[async_trait]
@@ -138,5 +139,34 @@ impl Worker for UploadExpiry {
             "removed {} idle upload sessions and {} unowned staging files, {} bytes freed ({} busy, skipped)",
             done.sessions, done.orphans, done.bytes, done.busy
         ))
+    }
+}
+
+/// Deletes audit events older than `audit.retention_days`.
+pub struct AuditRetention {
+    pub audit: AuditSink,
+    pub retention: Duration,
+}
+
+#[async_trait]
+impl Worker for AuditRetention {
+    fn name(&self) -> &'static str {
+        "audit-retention"
+    }
+
+    fn interval(&self) -> Duration {
+        Duration::from_secs(3600)
+    }
+
+    async fn run_once(&self) -> anyhow::Result<String> {
+        let deleted = self.audit.prune_older_than(self.retention).await?;
+        Ok(if deleted == 0 {
+            String::new()
+        } else {
+            format!(
+                "deleted {deleted} audit events older than {} days",
+                self.retention.as_secs() / 86_400
+            )
+        })
     }
 }

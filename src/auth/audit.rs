@@ -28,8 +28,6 @@ const SPILL: usize = 65_536;
 const BATCH: usize = 1_000;
 /// How often anonymous token grants are written, as one event.
 const AGGREGATE_EVERY: Duration = Duration::from_secs(60);
-/// How often old events are pruned.
-const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// Events deleted per transaction when pruning.
 const PRUNE_BATCH: u32 = 10_000;
 /// Waits between the attempts at writing one batch.
@@ -42,13 +40,13 @@ const RETRY_WAITS: [Duration; 3] = [
 enum Message {
     Event(NewAuditEvent),
     Flush(oneshot::Sender<()>),
-    Retention(Duration),
 }
 
 #[derive(Clone)]
 pub struct AuditSink {
     tx: mpsc::Sender<Message>,
     shared: Arc<Shared>,
+    metadata: Arc<dyn Metadata>,
 }
 
 /// What request handlers and the writer task share.
@@ -151,14 +149,21 @@ impl AuditSink {
             anonymous_tokens: AtomicU64::new(0),
             unwritten: AtomicU64::new(0),
         });
-        tokio::spawn(write_events(metadata, rx, shared.clone()));
-        AuditSink { tx, shared }
+        tokio::spawn(write_events(metadata.clone(), rx, shared.clone()));
+        AuditSink {
+            tx,
+            shared,
+            metadata,
+        }
     }
 
-    /// Deletes events older than `retention` now and then hourly
-    /// (`Duration::ZERO` keeps them forever).
-    pub async fn keep_for(&self, retention: Duration) {
-        let _ = self.tx.send(Message::Retention(retention)).await;
+    /// Deletes events older than `retention`, in batches so that other
+    /// writes go between them; returns how many (the `audit-retention`
+    /// worker calls it).
+    pub async fn prune_older_than(&self, retention: Duration) -> anyhow::Result<u64> {
+        let keep_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        let before = now_ms().saturating_sub(keep_ms);
+        Ok(self.metadata.prune(before, PRUNE_BATCH).await?)
     }
 
     /// Queues an event; never blocks a request. When the writer is that far
@@ -208,7 +213,7 @@ impl AuditSink {
 }
 
 /// The writer task: batches from the queue, then the spill buffer; the
-/// anonymous aggregate every minute; pruning every hour.
+/// anonymous aggregate every minute.
 async fn write_events(
     metadata: Arc<dyn Metadata>,
     mut rx: mpsc::Receiver<Message>,
@@ -217,9 +222,6 @@ async fn write_events(
     let mut messages = Vec::with_capacity(BATCH);
     let mut aggregate = tokio::time::interval(AGGREGATE_EVERY);
     aggregate.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut prune = tokio::time::interval(PRUNE_EVERY);
-    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut retention = Duration::ZERO;
     loop {
         tokio::select! {
             biased;
@@ -234,10 +236,6 @@ async fn write_events(
                 }
                 continue;
             }
-            _ = prune.tick(), if !retention.is_zero() => {
-                prune_older_than(&*metadata, retention).await;
-                continue;
-            }
         }
         let mut events = Vec::with_capacity(messages.len());
         let mut waiting = Vec::new();
@@ -245,13 +243,6 @@ async fn write_events(
             match m {
                 Message::Event(e) => events.push(e),
                 Message::Flush(done) => waiting.push(done),
-                Message::Retention(keep) => {
-                    retention = keep;
-                    if !keep.is_zero() {
-                        prune_older_than(&*metadata, keep).await;
-                        prune.reset();
-                    }
-                }
             }
         }
         if !waiting.is_empty() {
@@ -292,16 +283,6 @@ async fn write_batch(metadata: &dyn Metadata, shared: &Shared, events: Vec<NewAu
         events.len() as u64,
         &format!("writing them failed: {error}"),
     );
-}
-
-async fn prune_older_than(metadata: &dyn Metadata, retention: Duration) {
-    let keep_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-    let before = now_ms().saturating_sub(keep_ms);
-    match metadata.prune(before, PRUNE_BATCH).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(deleted = n, "pruned audit events past the retention"),
-        Err(e) => tracing::warn!(error = %e, "pruning the audit log failed"),
-    }
 }
 
 #[cfg(test)]
@@ -389,8 +370,11 @@ mod tests {
         recent.at = now_ms() - 89 * day;
         metadata.record(&[old, recent]).await.unwrap();
         let sink = AuditSink::start(metadata.clone());
-        sink.keep_for(Duration::from_secs(90 * 24 * 3600)).await;
-        sink.flush().await;
+        let pruned = sink
+            .prune_older_than(Duration::from_secs(90 * 24 * 3600))
+            .await
+            .unwrap();
+        assert_eq!(pruned, 1);
         let left: Vec<Option<String>> = stored(&metadata, "pull")
             .await
             .into_iter()
