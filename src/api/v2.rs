@@ -447,7 +447,7 @@ fn upload_progress(status: StatusCode, repo: &RepoName, id: &str, size: u64) -> 
 }
 
 /// Where a mount may take the blob from: `from`, then (automatic mounts)
-/// any repository holding it; only repositories the caller may pull.
+/// one repository holding it; only repositories the caller may pull.
 async fn mount_sources(
     reg: &Registry,
     params: &Params,
@@ -456,13 +456,20 @@ async fn mount_sources(
 ) -> Result<Vec<RepoName>, ApiError> {
     // An unparsable `from` cannot name a readable repository: fall back to
     // an upload as the spec asks, instead of failing the push.
-    let from = params.from.as_deref().and_then(|f| f.parse().ok());
+    let from: Option<RepoName> = params.from.as_deref().and_then(|f| f.parse().ok());
     let mut sources = Vec::new();
-    for repo in from.into_iter().chain(reg.mount_candidates(digest).await?) {
-        if !sources.contains(&repo) && access.may_pull(&repo).await {
-            sources.push(repo);
+    if let Some(from) = from {
+        if access.may_pull(&from).await {
+            // The repository the client names usually has it: done.
+            if reg.stat_blob(&from, digest).await.is_ok() {
+                return Ok(vec![from]);
+            }
+            sources.push(from);
         }
     }
+    // One indexed lookup, already limited to what the caller may pull: the
+    // cost does not grow with the number of repositories holding the blob.
+    sources.extend(reg.mount_candidate(digest, &access.visible()).await?);
     Ok(sources)
 }
 

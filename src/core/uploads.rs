@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use futures_util::{stream, StreamExt};
 
 use super::{Error, Registry, Result};
+use crate::metadata::Visible;
 use crate::oci::{Algorithm, Digest, Hasher, RepoName};
 use crate::storage::{ByteStream, StagedUpload, StorageError};
 
@@ -70,13 +71,17 @@ impl Registry {
         Ok(None)
     }
 
-    /// Repositories holding `digest`: candidates for an automatic mount
-    /// (empty when automatic mounts are off).
-    pub async fn mount_candidates(&self, digest: &Digest) -> Result<Vec<RepoName>> {
+    /// A repository holding `digest` that `visible` admits: the source of
+    /// an automatic mount (none when automatic mounts are off).
+    pub async fn mount_candidate(
+        &self,
+        digest: &Digest,
+        visible: &Visible,
+    ) -> Result<Option<RepoName>> {
         if !self.settings.auto_mount {
-            return Ok(Vec::new());
+            return Ok(None);
         }
-        Ok(self.metadata.repositories_with_blob(digest).await?)
+        Ok(self.metadata.visible_holder(digest, visible).await?)
     }
 
     /// `POST ?digest=` with the whole blob as body.

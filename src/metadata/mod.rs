@@ -139,7 +139,9 @@ pub trait BlobIndex: Send + Sync {
     /// Size of `digest` if this repository links it.
     async fn linked_blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>>;
     /// Repositories linking `digest` (candidates for a cross-repository mount).
-    async fn repositories_with_blob(&self, digest: &Digest) -> Result<Vec<RepoName>>;
+    /// A repository holding `digest` that `visible` admits, if any: one
+    /// indexed lookup, whatever the number of repositories holding it.
+    async fn visible_holder(&self, digest: &Digest, visible: &Visible) -> Result<Option<RepoName>>;
 }
 
 #[async_trait]

@@ -248,8 +248,14 @@ impl SqliteMetadata {
 const LINKED_BLOB_SIZE: &str = "SELECT b.size FROM repositories r \
      JOIN repo_blobs l ON l.repo_id = r.id JOIN blobs b ON b.digest = l.digest \
      WHERE r.name = ? AND l.digest = ?";
-const REPOS_WITH_BLOB: &str = "SELECT r.name FROM repo_blobs l \
-     JOIN repositories r ON r.id = l.repo_id WHERE l.digest = ? ORDER BY r.name";
+/// One repository holding blob ?4 that the caller may see: the first one
+/// found, never a list of them all.
+fn visible_holder_query() -> String {
+    format!(
+        "SELECT r.name FROM repo_blobs l JOIN repositories r ON r.id = l.repo_id \
+         WHERE l.digest = ?4 AND {VISIBLE_REPO} LIMIT 1"
+    )
+}
 const MANIFEST_BY_TAG: &str = "SELECT m.digest, m.media_type, m.content FROM repositories r \
      JOIN tags t ON t.repo_id = r.id JOIN manifests m ON m.repo_id = r.id AND m.digest = t.digest \
      WHERE r.name = ? AND t.name = ?";
@@ -325,12 +331,13 @@ impl BlobIndex for SqliteMetadata {
         Ok(size.map(|s| s as u64))
     }
 
-    async fn repositories_with_blob(&self, digest: &Digest) -> Result<Vec<RepoName>> {
-        let names: Vec<String> = sqlx::query_scalar(REPOS_WITH_BLOB)
+    async fn visible_holder(&self, digest: &Digest, visible: &Visible) -> Result<Option<RepoName>> {
+        let name: Option<String> = sqlx::query_scalar(&visible_holder_query())
+            .bind_visible(visible)
             .bind(digest.to_string())
-            .fetch_all(&self.read)
+            .fetch_optional(&self.read)
             .await?;
-        names.into_iter().map(parse).collect()
+        name.map(parse).transpose()
     }
 }
 
@@ -634,7 +641,7 @@ mod tests {
         for (name, query) in [
             ("REPO_ID", REPO_ID),
             ("LINKED_BLOB_SIZE", LINKED_BLOB_SIZE),
-            ("REPOS_WITH_BLOB", REPOS_WITH_BLOB),
+            ("visible_holder_query", &visible_holder_query()),
             ("MANIFEST_BY_TAG", MANIFEST_BY_TAG),
             ("MANIFEST_BY_DIGEST", MANIFEST_BY_DIGEST),
             ("REFERRERS", REFERRERS),

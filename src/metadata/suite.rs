@@ -57,9 +57,19 @@ async fn blob_links(m: &dyn Metadata) {
     assert_eq!(m.linked_blob_size(&a, &digest(1)).await.unwrap(), Some(10));
     assert_eq!(m.linked_blob_size(&b, &digest(1)).await.unwrap(), None);
     assert_eq!(
-        m.repositories_with_blob(&digest(1)).await.unwrap(),
-        vec![a.clone()]
+        m.visible_holder(&digest(1), &Visible::All).await.unwrap(),
+        Some(a.clone())
     );
+    assert_eq!(
+        m.visible_holder(&digest(2), &Visible::All).await.unwrap(),
+        None
+    );
+    // `links` is no project: only `Visible::All` sees its repositories.
+    let stranger = Visible::Projects {
+        member: Some("nobody".into()),
+        project: None,
+    };
+    assert_eq!(m.visible_holder(&digest(1), &stranger).await.unwrap(), None);
     assert!(m.unlink_blob(&a, &digest(1)).await.unwrap());
     assert!(!m.unlink_blob(&a, &digest(1)).await.unwrap());
     assert_eq!(m.linked_blob_size(&a, &digest(1)).await.unwrap(), None);
