@@ -199,9 +199,9 @@ pub struct AuthConfig {
     /// Lifetime of issued access tokens, in seconds.
     pub token_ttl_seconds: u64,
     /// Lifetime of refresh tokens, in seconds; 0 (the default): no time
-    /// limit. A refresh token is handed out only when asked for
-    /// (`offline_token=true`, `access_type=offline`); docker keeps it as the
-    /// identity token of a `docker login`, so a limit here ends such logins.
+    /// limit. Refresh tokens come only from the OAuth2 `POST /token` with
+    /// `access_type=offline`; `docker login` (the `GET /token` flow) gets
+    /// none and keeps the password instead.
     /// Whatever the limit, a refresh token ends at once when its account's
     /// password, admin flag or disabled flag changes, or the account (or
     /// robot) is deleted or expires.

@@ -1309,18 +1309,7 @@ async fn token_beyond_the_grant_lacks_the_action() {
 #[tokio::test]
 async fn refresh_token_is_not_an_access_token() {
     let world = World::new().await;
-    let dev = basic("dev", MEMBERS[1].1);
-    let r = world
-        .send(
-            &Req::get("/token?service=berth&scope=repository:privp/app:pull&offline_token=true"),
-            Some(&dev),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let refresh = r.json()["refresh_token"]
-        .as_str()
-        .expect("a refresh token")
-        .to_string();
+    let refresh = refresh_token_of(&world, "dev", MEMBERS[1].1).await;
     assert_refused(
         &pull_with(&world, &refresh).await,
         "refresh token as access token",
@@ -2128,14 +2117,47 @@ async fn repositories_without_a_project_are_for_system_admins_only() {
 // Refresh tokens bound to the account
 // ---------------------------------------------------------------------------
 
-/// `GET /token?offline_token=true` as `auth`: the refresh token.
-async fn refresh_token_of(world: &World, auth: &str) -> String {
+/// `docker login` asks `GET /token` with `offline_token=true` and would keep
+/// a refresh token as its identity token, which podman then refuses in a
+/// shared auth file. The GET flow hands out none: docker keeps the password,
+/// and its login lasts as long as the password does (as with Distribution
+/// and Harbor). Refresh tokens come from the OAuth2 `POST /token` only.
+#[tokio::test]
+async fn docker_style_get_token_hands_out_no_refresh_token() {
+    let world = World::new().await;
+    let dev = basic("dev", MEMBERS[1].1);
     let r = world
         .send(
-            &Req::get("/token?service=berth&scope=repository:privp/app:pull&offline_token=true"),
-            Some(auth),
+            &Req::get(
+                "/token?account=dev&client_id=docker&offline_token=true&service=berth\
+                 &scope=repository:privp/app:pull",
+            ),
+            Some(&dev),
         )
         .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.json();
+    assert!(body["token"].is_string(), "{body}");
+    assert!(body.get("refresh_token").is_none(), "{body}");
+}
+
+/// `POST /token` (OAuth2 password grant, `access_type=offline`) as `user`:
+/// the refresh token.
+async fn refresh_token_of(world: &World, user: &str, secret: &str) -> String {
+    let form = serde_urlencoded::to_string([
+        ("grant_type", "password"),
+        ("username", user),
+        ("password", secret),
+        ("access_type", "offline"),
+        ("client_id", "berth-tests"),
+        ("service", "berth"),
+        ("scope", "repository:privp/app:pull"),
+    ])
+    .unwrap();
+    let mut req = Req::new(Method::POST, "/token")
+        .bytes("application/x-www-form-urlencoded", form.into_bytes());
+    req.no_auth_header = true;
+    let r = world.send(&req, None).await;
     assert_eq!(r.status, 200, "{}", r.text());
     r.json()["refresh_token"]
         .as_str()
@@ -2172,8 +2194,7 @@ fn assert_revoked(r: &Resp, what: &str) {
 #[tokio::test]
 async fn refresh_tokens_end_when_the_account_changes_or_goes() {
     let world = World::new().await;
-    let dev = basic("dev", MEMBERS[1].1);
-    let refresh = refresh_token_of(&world, &dev).await;
+    let refresh = refresh_token_of(&world, "dev", MEMBERS[1].1).await;
     assert_eq!(
         redeem(&world, &refresh, "privp/app").await.status,
         200,
@@ -2191,7 +2212,7 @@ async fn refresh_tokens_end_when_the_account_changes_or_goes() {
     );
 
     world.create_user("temp", "temp-password").await;
-    let refresh = refresh_token_of(&world, &basic("temp", "temp-password")).await;
+    let refresh = refresh_token_of(&world, "temp", "temp-password").await;
     world
         .admin(Req::new(Method::DELETE, "/api/v1/users/temp"))
         .await;
@@ -2216,7 +2237,7 @@ async fn refresh_tokens_end_when_the_account_changes_or_goes() {
 async fn robot_refresh_tokens_end_when_the_robot_is_disabled_or_expires() {
     let world = World::new().await;
     let (robot, secret) = world.robots["privp"].clone();
-    let refresh = refresh_token_of(&world, &basic(&robot, &secret)).await;
+    let refresh = refresh_token_of(&world, &robot, &secret).await;
     let r = redeem(&world, &refresh, "privp/app").await;
     assert_eq!(r.status, 200, "control: {}", r.text());
     assert_eq!(
@@ -2249,7 +2270,7 @@ async fn robot_refresh_tokens_end_when_the_robot_is_disabled_or_expires() {
         r.json()["name"].as_str().unwrap().to_string(),
         r.json()["secret"].as_str().unwrap().to_string(),
     );
-    let refresh = refresh_token_of(&world, &basic(&name, &secret)).await;
+    let refresh = refresh_token_of(&world, &name, &secret).await;
     assert_eq!(
         redeem(&world, &refresh, "privp/app").await.status,
         200,
@@ -2272,7 +2293,7 @@ async fn robot_refresh_tokens_end_when_the_robot_is_disabled_or_expires() {
 #[tokio::test]
 async fn refresh_tokens_last_as_long_as_the_account_by_default() {
     let world = World::new().await;
-    let refresh = refresh_token_of(&world, &basic("dev", MEMBERS[1].1)).await;
+    let refresh = refresh_token_of(&world, "dev", MEMBERS[1].1).await;
     let exp = jwt_part(&refresh, 1)["exp"].as_u64().expect("exp");
     let years = (exp - unix_now()) / (365 * 24 * 3600);
     assert!(years >= 99, "refresh token expires in {years} years");

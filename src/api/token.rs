@@ -73,7 +73,7 @@ async fn grant(
         .map_err(|e| token_error(state, e))
 }
 
-/// `GET /token?service=…&scope=…[&offline_token=true]`
+/// `GET /token?service=…&scope=…` (an `offline_token` asks for nothing more: see below)
 pub async fn get_token(State(state): State<AppState>, req: Request) -> Response {
     let (req, _) = req.into_parts();
     let source = source_of(&req.extensions);
@@ -92,22 +92,17 @@ pub async fn get_token(State(state): State<AppState>, req: Request) -> Response 
             None => Principal::Anonymous,
         };
         let issued = grant(&state, &who, &all_scopes(&pairs), source).await?;
-        let mut body = json!({
+        let body = json!({
             "token": issued.token,
             "access_token": issued.token,
             "expires_in": issued.expires_in,
             "issued_at": rfc3339(issued.issued_at),
         });
-        let offline = pairs
-            .iter()
-            .any(|(k, v)| k == "offline_token" && v == "true");
-        if offline && who != Principal::Anonymous {
-            body["refresh_token"] = json!(state
-                .auth
-                .issue_refresh_token(&who)
-                .await
-                .map_err(|e| token_error(&state, e))?);
-        }
+        // No refresh token here, even for `offline_token=true`: docker asks
+        // for one on every login and would keep it as its identity token
+        // (which podman refuses in a shared auth file). Without one docker
+        // keeps the password, so its login lasts as long as the password
+        // does. OAuth2 clients get refresh tokens from `POST /token`.
         Ok::<_, ApiError>(json_ok(body))
     }
     .await;

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # A `docker login` outlives every token lifetime, as with Distribution and Harbor:
-# berth runs with 2-second access tokens, a 1-second credential cache and
-# auth.refresh_ttl_seconds = 0 (no time limit on refresh tokens), and docker, which
-# asks for a refresh token at login (offline_token=true) and keeps it as its identity
-# token, still pushes and pulls once the clock has passed every lifetime and the
-# 30-second leeway of token checks; so does podman (which keeps the password). The
-# identity token ends at once when the account's password changes.
+# berth runs with 2-second access tokens and a 1-second credential cache. docker asks
+# for a refresh token at login (offline_token=true); berth's GET /token hands out none,
+# so docker keeps the password, and podman can log in with the same auth file (it
+# refuses one holding an identity token). Both still push and pull once the clock has
+# passed every lifetime and the 30-second leeway of token checks, and docker's login
+# ends at once when the account's password changes.
 # e2e-timeout: 600
 # shellcheck disable=SC2317  # (functions run indirectly, through check/step)
 set -euo pipefail
@@ -44,8 +44,11 @@ setup() {
 logins() {
 	printf '%s' "$ALICE_PW" | dockerc alice login -u alice --password-stdin "$REG" | tee "$E2E_TMP/login.out"
 	grep -q 'Login Succeeded' "$E2E_TMP/login.out"
-	# docker asked for a refresh token and keeps it instead of the password.
-	jq -e --arg r "$REG" '.auths[$r].identitytoken | length > 0' "$E2E_TMP/docker-config/alice/config.json"
+	# docker keeps the password (no identity token), so podman takes the same file.
+	jq -e --arg r "$REG" '(.auths[$r].auth | length > 0) and (.auths[$r].identitytoken == null)' \
+		"$E2E_TMP/docker-config/alice/config.json"
+	printf '%s' "$ALICE_PW" | tmo podman login --tls-verify=false --authfile "$E2E_TMP/docker-config/alice/config.json" \
+		-u alice --password-stdin "$REG"
 	printf '%s' "$ALICE_PW" | tmo podman login --tls-verify=false -u alice --password-stdin "$REG"
 	sleep "$PAST_TTLS"
 }
