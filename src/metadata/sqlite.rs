@@ -39,7 +39,7 @@ where
 }
 
 /// The write connection, held for one write. Dropped before the write is
-/// marked successful ([`Writer::done`], or [`Writer::finish`] with an `Ok`),
+/// marked successful ([`Writer::done`], after the commit),
 /// by an error's early return or a cancelled request, it closes the
 /// connection instead of returning it to the pool.
 pub(super) struct Writer {
@@ -57,15 +57,6 @@ impl Writer {
     /// The write succeeded (committed): the connection may serve the next.
     pub(super) fn done(&mut self) {
         self.clean = true;
-    }
-
-    /// Hands `result` back; the connection returns to the pool only if it is
-    /// a success.
-    pub(super) fn finish<T>(mut self, result: Result<T>) -> Result<T> {
-        if result.is_ok() {
-            self.done();
-        }
-        result
     }
 }
 
@@ -345,7 +336,6 @@ impl BlobIndex for SqliteMetadata {
 impl BlobLinks for SqliteMetadata {
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
         let mut w = self.writer().await?;
-        let result = async {
         let mut tx = w.conn().begin().await?;
         let repo_id = Self::repo_id_or_create(&mut tx, repo).await?;
         let now = now_ms();
@@ -364,10 +354,8 @@ impl BlobLinks for SqliteMetadata {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        w.done();
         Ok(())
-        }
-        .await;
-        w.finish(result)
     }
 
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
@@ -376,9 +364,9 @@ impl BlobLinks for SqliteMetadata {
             .bind(repo.as_str())
             .bind(digest.to_string())
             .execute(w.conn())
-            .await;
-        w.finish(done.map_err(Into::into))
-            .map(|d| d.rows_affected() > 0)
+            .await?;
+        w.done();
+        Ok(done.rows_affected() > 0)
     }
 }
 
@@ -463,14 +451,13 @@ impl ManifestIndex for SqliteMetadata {
 impl ManifestWrites for SqliteMetadata {
     async fn put_manifest(&self, m: &NewManifest) -> Result<()> {
         let mut w = self.writer().await?;
-        let result = async {
-            let mut tx = w.conn().begin().await?;
-            let repo_id = Self::repo_id_or_create(&mut tx, &m.repo).await?;
-            Self::check_refs(&mut tx, repo_id, &m.blobs, BLOB_SIZES).await?;
-            Self::check_refs(&mut tx, repo_id, &m.children, CHILD_SIZES).await?;
-            let now = now_ms();
-            let digest = m.digest.to_string();
-            sqlx::query(
+        let mut tx = w.conn().begin().await?;
+        let repo_id = Self::repo_id_or_create(&mut tx, &m.repo).await?;
+        Self::check_refs(&mut tx, repo_id, &m.blobs, BLOB_SIZES).await?;
+        Self::check_refs(&mut tx, repo_id, &m.children, CHILD_SIZES).await?;
+        let now = now_ms();
+        let digest = m.digest.to_string();
+        sqlx::query(
                 "INSERT INTO manifests (repo_id, digest, media_type, artifact_type, subject, annotations, size, content, created_at) \
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             )
@@ -485,24 +472,24 @@ impl ManifestWrites for SqliteMetadata {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-            for (kind, refs) in [(0, &m.blobs), (1, &m.children)] {
-                if refs.is_empty() {
-                    continue;
-                }
-                // One statement for all references, however many there are.
-                sqlx::query(
-                    "INSERT INTO manifest_refs (repo_id, manifest_digest, child_digest, kind) \
-                     SELECT ?, ?, value, ? FROM json_each(?) WHERE true ON CONFLICT DO NOTHING",
-                )
-                .bind(repo_id)
-                .bind(&digest)
-                .bind(kind)
-                .bind(digests_json(refs))
-                .execute(&mut *tx)
-                .await?;
+        for (kind, refs) in [(0, &m.blobs), (1, &m.children)] {
+            if refs.is_empty() {
+                continue;
             }
-            if let Some(tag) = &m.tag {
-                sqlx::query(
+            // One statement for all references, however many there are.
+            sqlx::query(
+                "INSERT INTO manifest_refs (repo_id, manifest_digest, child_digest, kind) \
+                     SELECT ?, ?, value, ? FROM json_each(?) WHERE true ON CONFLICT DO NOTHING",
+            )
+            .bind(repo_id)
+            .bind(&digest)
+            .bind(kind)
+            .bind(digests_json(refs))
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some(tag) = &m.tag {
+            sqlx::query(
                     "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES (?, ?, ?, ?) \
                      ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
                 )
@@ -512,46 +499,41 @@ impl ManifestWrites for SqliteMetadata {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
-            }
-            tx.commit().await?;
-            Ok(())
         }
-        .await;
-        w.finish(result)
+        tx.commit().await?;
+        w.done();
+        Ok(())
     }
 
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
         let mut w = self.writer().await?;
-        let result = async {
-            let mut tx = w.conn().begin().await?;
-            let Some(repo_id) = sqlx::query_scalar::<_, i64>(REPO_ID)
-                .bind(repo.as_str())
-                .fetch_optional(&mut *tx)
-                .await?
-            else {
-                return Ok(false);
-            };
-            let digest = digest.to_string();
-            let done = sqlx::query("DELETE FROM manifests WHERE repo_id = ? AND digest = ?")
+        let mut tx = w.conn().begin().await?;
+        let Some(repo_id) = sqlx::query_scalar::<_, i64>(REPO_ID)
+            .bind(repo.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(false);
+        };
+        let digest = digest.to_string();
+        let done = sqlx::query("DELETE FROM manifests WHERE repo_id = ? AND digest = ?")
+            .bind(repo_id)
+            .bind(&digest)
+            .execute(&mut *tx)
+            .await?;
+        for table in [
+            "DELETE FROM tags WHERE repo_id = ? AND digest = ?",
+            "DELETE FROM manifest_refs WHERE repo_id = ? AND manifest_digest = ?",
+        ] {
+            sqlx::query(table)
                 .bind(repo_id)
                 .bind(&digest)
                 .execute(&mut *tx)
                 .await?;
-            for table in [
-                "DELETE FROM tags WHERE repo_id = ? AND digest = ?",
-                "DELETE FROM manifest_refs WHERE repo_id = ? AND manifest_digest = ?",
-            ] {
-                sqlx::query(table)
-                    .bind(repo_id)
-                    .bind(&digest)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-            Ok(done.rows_affected() > 0)
         }
-        .await;
-        w.finish(result)
+        tx.commit().await?;
+        w.done();
+        Ok(done.rows_affected() > 0)
     }
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
@@ -560,9 +542,9 @@ impl ManifestWrites for SqliteMetadata {
             .bind(repo.as_str())
             .bind(tag.as_str())
             .execute(w.conn())
-            .await;
-        w.finish(done.map_err(Into::into))
-            .map(|d| d.rows_affected() > 0)
+            .await?;
+        w.done();
+        Ok(done.rows_affected() > 0)
     }
 }
 
@@ -570,20 +552,17 @@ impl ManifestWrites for SqliteMetadata {
 impl UploadIndex for SqliteMetadata {
     async fn create_upload(&self, id: &str, repo: &RepoName) -> Result<()> {
         let mut w = self.writer().await?;
-        let result = async {
-            let mut tx = w.conn().begin().await?;
-            let repo_id = Self::repo_id_or_create(&mut tx, repo).await?;
-            sqlx::query("INSERT INTO uploads (id, repo_id, created_at) VALUES (?, ?, ?)")
-                .bind(id)
-                .bind(repo_id)
-                .bind(now_ms())
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(())
-        }
-        .await;
-        w.finish(result)
+        let mut tx = w.conn().begin().await?;
+        let repo_id = Self::repo_id_or_create(&mut tx, repo).await?;
+        sqlx::query("INSERT INTO uploads (id, repo_id, created_at) VALUES (?, ?, ?)")
+            .bind(id)
+            .bind(repo_id)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        w.done();
+        Ok(())
     }
 
     async fn upload_repository(&self, id: &str) -> Result<Option<RepoName>> {
@@ -596,11 +575,12 @@ impl UploadIndex for SqliteMetadata {
 
     async fn delete_upload(&self, id: &str) -> Result<()> {
         let mut w = self.writer().await?;
-        let done = sqlx::query("DELETE FROM uploads WHERE id = ?")
+        sqlx::query("DELETE FROM uploads WHERE id = ?")
             .bind(id)
             .execute(w.conn())
-            .await;
-        w.finish(done.map_err(Into::into)).map(drop)
+            .await?;
+        w.done();
+        Ok(())
     }
 
     async fn list_uploads(&self) -> Result<Vec<(String, i64)>> {
