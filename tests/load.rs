@@ -327,8 +327,26 @@ async fn push_and_pull(addr: SocketAddr) {
     );
 }
 
-/// A child process (this test binary, running [`idle_connection_holder`])
-/// that opens idle connections from 127.0.0.2 and holds them until dropped.
+/// Opens `count` connections to `addr` from [`IDLER`], prints `held N`,
+/// and keeps them until its stdin closes. A process of its own, since one
+/// process's open-file limit may be too low for all the idle connections.
+const HOLDER_SCRIPT: &str = r#"
+import resource, socket, sys
+host, port, count, source = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+held = []
+for _ in range(count):
+    try:
+        held.append(socket.create_connection((host, port), timeout=5, source_address=(source, 0)))
+    except OSError:
+        pass
+print("held", len(held), flush=True)
+sys.stdin.readline()
+"#;
+
+/// A child process (Python, running [`HOLDER_SCRIPT`]) that opens idle
+/// connections from [`IDLER`] and holds them until dropped.
 struct Holder {
     child: Child,
     lines: std::sync::mpsc::Receiver<String>,
@@ -336,15 +354,14 @@ struct Holder {
 
 impl Holder {
     fn start(addr: SocketAddr, count: usize) -> Holder {
-        let mut child = Command::new(std::env::current_exe().unwrap())
+        let mut child = Command::new("python3")
+            .args(["-c", HOLDER_SCRIPT])
             .args([
-                "--ignored",
-                "--exact",
-                "idle_connection_holder",
-                "--nocapture",
+                addr.ip().to_string(),
+                addr.port().to_string(),
+                count.to_string(),
+                IDLER.to_string(),
             ])
-            .env("LOAD_HOLD_ADDR", addr.to_string())
-            .env("LOAD_HOLD_COUNT", count.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -386,55 +403,6 @@ impl Drop for Holder {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Run by [`Holder`], not on its own: opens `LOAD_HOLD_COUNT` connections
-/// to `LOAD_HOLD_ADDR` from 127.0.0.2, prints `held N`, and keeps them
-/// until its stdin closes.
-#[test]
-#[ignore = "a helper process of the load test, started by it"]
-fn idle_connection_holder() {
-    let (Ok(addr), Ok(count)) = (
-        std::env::var("LOAD_HOLD_ADDR"),
-        std::env::var("LOAD_HOLD_COUNT"),
-    ) else {
-        return;
-    };
-    let addr: SocketAddr = addr.parse().unwrap();
-    let count: usize = count.parse().unwrap();
-    raise_fd_limit(count as u64 + 256);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let held = runtime.block_on(async {
-        let tasks: Vec<_> = (0..50)
-            .map(|_| {
-                tokio::spawn(async move {
-                    let mut held = Vec::new();
-                    for _ in 0..count / 50 {
-                        let connect = connect_from(addr, IDLER);
-                        if let Ok(Ok(tcp)) =
-                            tokio::time::timeout(Duration::from_secs(5), connect).await
-                        {
-                            held.push(tcp);
-                        }
-                    }
-                    held
-                })
-            })
-            .collect();
-        let mut held = Vec::new();
-        for task in tasks {
-            held.extend(task.await.unwrap());
-        }
-        held
-    });
-    println!("held {}", held.len());
-    let mut rest = String::new();
-    let _ = std::io::stdin().read_line(&mut rest);
-    drop(held);
 }
 
 /// Resident memory of `pid` now and at its peak, in KiB.
