@@ -80,6 +80,21 @@ fn first_generation() -> i64 {
 const USER_COLUMNS: &str =
     "SELECT id, name, password_hash, admin, disabled, created_at, generation FROM users";
 
+impl SqliteMetadata {
+    /// Runs `update`, which sets a flag to ?1 on the row named ?2; whether
+    /// such a row exists.
+    async fn set_flag(&self, update: &str, flag: bool, name: &str) -> Result<bool> {
+        let mut w = self.writer().await?;
+        let done = sqlx::query(update)
+            .bind(flag)
+            .bind(name)
+            .execute(w.conn())
+            .await?;
+        w.done();
+        Ok(done.rows_affected() > 0)
+    }
+}
+
 fn user_from_row(row: &SqliteRow) -> User {
     User {
         id: row.get("id"),
@@ -196,28 +211,22 @@ impl UserStore for SqliteMetadata {
     }
 
     async fn set_admin(&self, name: &str, admin: bool) -> Result<bool> {
-        let mut w = self.writer().await?;
-        let done = sqlx::query("UPDATE users SET admin = ?1, generation = generation + (admin IS NOT ?1) WHERE name = ?2")
-            .bind(admin)
-            .bind(name)
-            .execute(w.conn())
-            .await?;
-        w.done();
-        Ok(done.rows_affected() > 0)
+        self.set_flag(
+            "UPDATE users SET admin = ?1, generation = generation + (admin IS NOT ?1) WHERE name = ?2",
+            admin,
+            name,
+        )
+        .await
     }
 
     async fn set_disabled(&self, name: &str, disabled: bool) -> Result<bool> {
-        let mut w = self.writer().await?;
-        let done = sqlx::query(
+        self.set_flag(
             "UPDATE users SET disabled = ?1, generation = generation + (disabled IS NOT ?1) \
              WHERE name = ?2",
+            disabled,
+            name,
         )
-        .bind(disabled)
-        .bind(name)
-        .execute(w.conn())
-        .await?;
-        w.done();
-        Ok(done.rows_affected() > 0)
+        .await
     }
 
     async fn delete_user(&self, name: &str) -> Result<bool> {
@@ -309,14 +318,12 @@ impl ProjectStore for SqliteMetadata {
     }
 
     async fn set_public(&self, name: &str, public: bool) -> Result<bool> {
-        let mut w = self.writer().await?;
-        let done = sqlx::query("UPDATE projects SET public = ? WHERE name = ?")
-            .bind(public)
-            .bind(name)
-            .execute(w.conn())
-            .await?;
-        w.done();
-        Ok(done.rows_affected() > 0)
+        self.set_flag(
+            "UPDATE projects SET public = ?1 WHERE name = ?2",
+            public,
+            name,
+        )
+        .await
     }
 
     async fn delete_project(&self, name: &str, with_repositories: bool) -> Result<ProjectDeletion> {
@@ -517,17 +524,13 @@ impl RobotStore for SqliteMetadata {
     }
 
     async fn set_robot_disabled(&self, name: &str, disabled: bool) -> Result<bool> {
-        let mut w = self.writer().await?;
-        let done = sqlx::query(
+        self.set_flag(
             "UPDATE robots SET disabled = ?1, generation = generation + (disabled IS NOT ?1) \
              WHERE name = ?2",
+            disabled,
+            name,
         )
-        .bind(disabled)
-        .bind(name)
-        .execute(w.conn())
-        .await?;
-        w.done();
-        Ok(done.rows_affected() > 0)
+        .await
     }
 }
 
