@@ -446,41 +446,28 @@ fn upload_progress(status: StatusCode, repo: &RepoName, id: &str, size: u64) -> 
     respond(status, headers, Body::empty())
 }
 
-/// Where a mount may take the blob from: `from`, then (automatic mounts)
-/// one repository holding it; only repositories the caller may pull.
-async fn mount_sources(
-    reg: &Registry,
-    params: &Params,
-    access: &super::Access,
-    digest: &Digest,
-) -> Result<Vec<RepoName>, ApiError> {
-    // An unparsable `from` cannot name a readable repository: fall back to
-    // an upload as the spec asks, instead of failing the push.
-    let from: Option<RepoName> = params.from.as_deref().and_then(|f| f.parse().ok());
-    let mut sources = Vec::new();
-    if let Some(from) = from {
-        if access.may_pull(&from).await {
-            // The repository the client names usually has it: done.
-            if reg.stat_blob(&from, digest).await.is_ok() {
-                return Ok(vec![from]);
-            }
-            sources.push(from);
-        }
-    }
-    // One indexed lookup, already limited to what the caller may pull: the
-    // cost does not grow with the number of repositories holding the blob.
-    sources.extend(reg.mount_candidate(digest, &access.visible()).await?);
-    Ok(sources)
+/// The mount's `from`, when it names a repository the caller may pull. An
+/// unparsable one names none: the mount falls back to an upload, as the
+/// spec asks, instead of failing the push.
+async fn readable_from(params: &Params, access: &super::Access) -> Option<RepoName> {
+    let from: RepoName = params.from.as_deref()?.parse().ok()?;
+    access.may_pull(&from).await.then_some(from)
 }
 
 async fn start_upload(reg: &Registry, repo: RepoName, req: Request) -> ApiResult {
     if let Some(mount) = req.params.mount.as_deref() {
         let mount = digest(mount)?;
-        let sources = mount_sources(reg, &req.params, &req.access, &mount).await?;
+        let from = readable_from(&req.params, &req.access).await;
+        let visible = req.access.visible();
         // Without `from` and with automatic mounts off nothing is mounted,
         // not even a blob the repository already holds: a new session.
         let wanted = req.params.from.is_some() || reg.settings().auto_mount;
-        if wanted && reg.mount_blob(&repo, &mount, &sources).await?.is_some() {
+        if wanted
+            && reg
+                .mount_blob(&repo, &mount, from.as_ref(), &visible)
+                .await?
+                .is_some()
+        {
             return Ok(blob_created(&repo, &mount));
         }
     } else if let Some(d) = req.params.digest.as_deref() {

@@ -45,43 +45,39 @@ impl Registry {
         Ok(UploadStatus { id, size: 0 })
     }
 
-    /// Links an existing blob into `repo` without uploading it, from the
-    /// first of `sources` (repositories the caller may read) that has it.
-    /// Returns the blob's size, or `None` when a regular upload is needed.
+    /// Links an existing blob into `repo` without uploading it: from
+    /// `from` (a repository the caller may read) when it has the blob, else,
+    /// with automatic mounts, from one repository that `visible` admits
+    /// (one indexed lookup, however many repositories hold it). Returns the
+    /// blob's size, or `None` when a regular upload is needed.
     pub async fn mount_blob(
         &self,
         repo: &RepoName,
         digest: &Digest,
-        sources: &[RepoName],
+        from: Option<&RepoName>,
+        visible: &Visible,
     ) -> Result<Option<u64>> {
         if let Some(size) = self.metadata.linked_blob_size(repo, digest).await? {
             return Ok(Some(size));
         }
-        for source in sources {
-            let Some(size) = self.metadata.linked_blob_size(source, digest).await? else {
-                continue;
-            };
-            // The bytes must really be there: metadata alone is not proof.
-            if self.storage.stat(digest).await? != Some(size) {
-                return Ok(None);
+        let mut size = match from {
+            Some(from) => self.metadata.linked_blob_size(from, digest).await?,
+            None => None,
+        };
+        if size.is_none() && self.settings.auto_mount {
+            if let Some(other) = self.metadata.visible_holder(digest, visible).await? {
+                size = self.metadata.linked_blob_size(&other, digest).await?;
             }
-            self.metadata.link_blob(repo, digest, size).await?;
-            return Ok(Some(size));
         }
-        Ok(None)
-    }
-
-    /// A repository holding `digest` that `visible` admits: the source of
-    /// an automatic mount (none when automatic mounts are off).
-    pub async fn mount_candidate(
-        &self,
-        digest: &Digest,
-        visible: &Visible,
-    ) -> Result<Option<RepoName>> {
-        if !self.settings.auto_mount {
+        let Some(size) = size else {
+            return Ok(None);
+        };
+        // The bytes must really be there: metadata alone is not proof.
+        if self.storage.stat(digest).await? != Some(size) {
             return Ok(None);
         }
-        Ok(self.metadata.visible_holder(digest, visible).await?)
+        self.metadata.link_blob(repo, digest, size).await?;
+        Ok(Some(size))
     }
 
     /// `POST ?digest=` with the whole blob as body.
