@@ -22,7 +22,8 @@ use sha2::Sha256;
 /// Entries kept at most, by default.
 const DEFAULT_CAPACITY: usize = 10_000;
 
-type Tag = [u8; 32];
+/// A keyed hash standing for a `(user, secret)` pair or a user.
+pub type Tag = [u8; 32];
 
 /// A cache of verified `(user, secret)` pairs and what they resolved to.
 pub struct CredentialCache<T: Clone> {
@@ -97,8 +98,9 @@ impl<T: Clone> CredentialCache<T> {
     }
 
     /// HMAC(key, 0x00 || len(user) || user || 0x00 || secret): the length
-    /// keeps `("a\0b", "c")` apart from `("a", "b\0c")`.
-    fn entry_tag(&self, user: &str, secret: &str) -> Tag {
+    /// keeps `("a\0b", "c")` apart from `("a", "b\0c")`. Also what other
+    /// per-login state is keyed by, so that it never holds a secret.
+    pub fn entry_tag(&self, user: &str, secret: &str) -> Tag {
         let mut mac = self.mac();
         mac.update(&[0]);
         mac.update(&(user.len() as u64).to_be_bytes());

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::credcache::CredentialCache;
+use super::credcache::{CredentialCache, Tag};
 use super::htpasswd::HtpasswdFile;
 use super::limiter::LoginLimiter;
 use super::password::{dummy_hash, generate_secret, hash_password, Busy, PasswordChecks};
@@ -104,8 +104,7 @@ pub struct AuthService {
     checks: PasswordChecks,
     /// Logins being checked, by a keyed hash of (user, secret): identical
     /// concurrent logins wait for the first one's answer.
-    logins_in_flight: Mutex<HashMap<[u8; 32], LoginWait>>,
-    login_key: [u8; 32],
+    logins_in_flight: Mutex<HashMap<Tag, LoginWait>>,
     config: AuthConfig,
     audit: super::audit::AuditSink,
 }
@@ -144,7 +143,6 @@ impl AuthService {
             ),
             checks: PasswordChecks::new(config.password_checks, config.password_check_queue),
             logins_in_flight: Mutex::new(HashMap::new()),
-            login_key: rand::random(),
             config: config.clone(),
         };
         if config.mode == AuthMode::Token {
@@ -240,7 +238,8 @@ impl AuthService {
         {
             return Ok(p);
         }
-        let key = self.login_tag(user, secret);
+        // Keyed like the credential cache: the map never holds a secret.
+        let key = self.verified.entry_tag(user, secret);
         let role = {
             let mut in_flight = self.lock_logins();
             match in_flight.get(&key) {
@@ -313,23 +312,11 @@ impl AuthService {
         }
     }
 
-    fn lock_logins(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], LoginWait>> {
+    fn lock_logins(&self) -> std::sync::MutexGuard<'_, HashMap<Tag, LoginWait>> {
         // Every update leaves the map consistent, so a poisoned lock is safe.
         self.logins_in_flight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// A keyed hash of (user, secret): the map of logins in flight never
-    /// holds a secret.
-    fn login_tag(&self, user: &str, secret: &str) -> [u8; 32] {
-        use hmac::{Hmac, Mac};
-        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.login_key)
-            .expect("HMAC takes a key of any length");
-        mac.update(&(user.len() as u64).to_be_bytes());
-        mac.update(user.as_bytes());
-        mac.update(secret.as_bytes());
-        mac.finalize().into_bytes().into()
     }
 
     /// A password check on the bounded check threads.
@@ -784,8 +771,8 @@ type LoginWait = tokio::sync::watch::Receiver<Option<Option<Principal>>>;
 /// Takes a login off the in-flight map when its check ends, however it
 /// ends (a client that goes away cancels the future).
 struct InFlight<'a> {
-    logins: &'a Mutex<HashMap<[u8; 32], LoginWait>>,
-    key: [u8; 32],
+    logins: &'a Mutex<HashMap<Tag, LoginWait>>,
+    key: Tag,
 }
 
 impl Drop for InFlight<'_> {
