@@ -6,13 +6,15 @@
 //! 20–40 ms on one core in a release build. The parameters travel inside each
 //! PHC string, so raising the cost later leaves existing hashes verifiable.
 //!
-//! [`PasswordChecks`] runs the checks of a server: a fixed number at once
-//! on threads of their own, a bounded number waiting, and a refusal
-//! ([`Busy`]) beyond, so a burst of logins costs time, never memory.
+//! [`PasswordChecks`] runs the checks of a server: a fixed number at once,
+//! a bounded number waiting, and a refusal ([`Busy`]) beyond, so a burst of
+//! logins costs time, never memory.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use tokio::sync::Semaphore;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -60,17 +62,12 @@ pub fn dummy_hash() -> &'static str {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Busy;
 
-type Job = Box<dyn FnOnce() + Send>;
-
-/// Runs password checks on `workers` threads of their own, with at most
-/// `queue` more waiting. Dedicated threads, rather than the async
-/// runtime's blocking pool (up to 512 threads), also bound the memory the
-/// allocator keeps: each thread reuses its one argon2 buffer (19 MiB)
-/// instead of every pool thread keeping one.
+/// Runs password checks on the runtime's blocking threads, at most
+/// `workers` at once and `queue` more waiting: two semaphores, one for the
+/// places in line, one for the checks running.
 pub struct PasswordChecks {
-    jobs: Mutex<mpsc::Sender<Job>>,
-    pending: Arc<AtomicUsize>,
-    max_pending: usize,
+    admitted: Arc<Semaphore>,
+    running: Arc<Semaphore>,
     completed: Arc<AtomicU64>,
 }
 
@@ -82,26 +79,9 @@ impl PasswordChecks {
         } else {
             workers
         };
-        let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
-        for i in 0..workers {
-            let rx = rx.clone();
-            std::thread::Builder::new()
-                .name(format!("berth-password-{i}"))
-                .spawn(move || loop {
-                    // The lock is only held while waiting for the next job.
-                    let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                    match job {
-                        Ok(job) => job(),
-                        Err(_) => return,
-                    }
-                })
-                .expect("starting a password-check thread");
-        }
         PasswordChecks {
-            jobs: Mutex::new(tx),
-            pending: Arc::new(AtomicUsize::new(0)),
-            max_pending: workers + queue,
+            admitted: Arc::new(Semaphore::new(workers + queue)),
+            running: Arc::new(Semaphore::new(workers)),
             completed: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -112,36 +92,29 @@ impl PasswordChecks {
         self.run(move || verify_password(&secret, &phc)).await
     }
 
-    /// Runs `check` on a check thread, or refuses when the queue is full.
+    /// Runs `check` on a blocking thread, or refuses when the line is full.
     /// A check whose caller gave up still runs to the end (it holds its
     /// place in the bound meanwhile); a panicking one answers `false`.
     pub async fn run(&self, check: impl FnOnce() -> bool + Send + 'static) -> Result<bool, Busy> {
-        let taken = self
-            .pending
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max_pending).then_some(n + 1)
-            });
-        if taken.is_err() {
-            return Err(Busy);
-        }
-        let (done, answer) = tokio::sync::oneshot::channel();
-        let (pending, completed) = (self.pending.clone(), self.completed.clone());
-        let job: Job = Box::new(move || {
+        let place = self
+            .admitted
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Busy)?;
+        let turn = self
+            .running
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let completed = self.completed.clone();
+        let job = tokio::task::spawn_blocking(move || {
             let matched = std::panic::catch_unwind(AssertUnwindSafe(check)).unwrap_or(false);
-            pending.fetch_sub(1, Ordering::AcqRel);
             completed.fetch_add(1, Ordering::Relaxed);
-            let _ = done.send(matched);
+            drop((turn, place));
+            matched
         });
-        let sent = self
-            .jobs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .send(job);
-        if sent.is_err() {
-            self.pending.fetch_sub(1, Ordering::AcqRel);
-            return Ok(false);
-        }
-        Ok(answer.await.unwrap_or(false))
+        Ok(job.await.unwrap_or(false))
     }
 
     /// Checks finished so far.
@@ -167,6 +140,7 @@ pub fn generate_secret(prefix: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
 
     #[test]
     fn hash_then_verify() {
@@ -212,7 +186,8 @@ mod tests {
             }));
         }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while checks.pending.load(Ordering::Acquire) < 3 {
+        // All three places in line taken (1 + 2).
+        while checks.admitted.available_permits() > 0 {
             assert!(std::time::Instant::now() < deadline, "checks never queued");
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
