@@ -275,7 +275,12 @@ pub async fn project(config: &Config, cmd: ProjectCommand) -> anyhow::Result<()>
         }
         ProjectCommand::Del { name, force } => {
             let repositories = auth.delete_project(&a, &name, force).await?;
-            println!("deleted {name} and {repositories} repositories");
+            let noun = if repositories == 1 {
+                "repository"
+            } else {
+                "repositories"
+            };
+            println!("deleted {name} and {repositories} {noun}");
         }
         ProjectCommand::Members { name } => {
             for m in auth.members(&a, &name).await? {

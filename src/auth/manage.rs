@@ -409,8 +409,9 @@ impl AuthService {
             }
             ProjectDeletion::NotFound => Err(ManageError::NotFound(format!("project {name:?}"))),
             ProjectDeletion::NotEmpty { repositories } => Err(ManageError::InUse(format!(
-                "project {name:?} still holds {repositories} repositories: delete them first, \
-                 or delete the project with force to delete them with it"
+                "project {name:?} still holds {repositories} {}: delete the repositories first, or \
+                 force the deletion (`--force`, `?force=true`) to delete them with it",
+                if repositories == 1 { "repository" } else { "repositories" }
             ))),
         }
     }
