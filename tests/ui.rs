@@ -986,3 +986,80 @@ async fn login_follows_only_a_local_next() {
     let res = b.post("/ui/login", &form).await;
     assert_eq!(res.header("location"), "/ui/admin?tab=users", "control");
 }
+
+/// The overview and a project page show 100 rows a page, with a "Next"
+/// link that continues after the last one, and counts from the counters
+/// the writes keep.
+#[tokio::test]
+async fn overview_and_project_pages_come_in_pages_of_100() {
+    let (app, _root) = open().await;
+    for i in 0..101 {
+        api(
+            &app,
+            Method::POST,
+            "/api/v1/projects",
+            json!({"name": format!("p{i:03}")}),
+        )
+        .await;
+    }
+    let config = br#"{"architecture":"amd64","os":"linux"}"#;
+    let config_digest = push_blob(&app, "p000/r000", config).await;
+    let manifest = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": []})
+    .to_string();
+    for i in 0..101 {
+        let repo = format!("p000/r{i:03}");
+        if i > 0 {
+            let res = call(
+                &app,
+                Method::POST,
+                &format!("/v2/{repo}/blobs/uploads/?mount={config_digest}&from=p000/r000"),
+                &[admin()],
+                Body::empty(),
+            )
+            .await;
+            assert_eq!(res.status, StatusCode::CREATED, "{}", res.body);
+        }
+        let res = call(
+            &app,
+            Method::PUT,
+            &format!("/v2/{repo}/manifests/v1"),
+            &[admin(), ("content-type", OCI_MANIFEST.into())],
+            manifest.clone(),
+        )
+        .await;
+        assert_eq!(res.status, StatusCode::CREATED, "{}", res.body);
+    }
+    let mut b = Browser::signed_in(&app, "admin", ADMIN_PASSWORD).await;
+
+    let first = b.get("/ui").await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.body.matches("<tr data-name=").count(), 100);
+    assert!(first.body.contains(r#"<tr data-name="p000">"#));
+    assert!(!first.body.contains(r#"<tr data-name="p100">"#));
+    // p000: 101 repositories holding one shared config, counted once.
+    let row = &first.body[first.body.find(r#"<tr data-name="p000">"#).unwrap()..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    assert!(row.contains(">101<"), "{row}");
+    assert!(row.contains(&format!(">{} B<", config.len())), "{row}");
+    assert!(
+        first.body.contains(r#"href="/ui?after=p099""#),
+        "a next link after p099"
+    );
+    let second = b.get("/ui?after=p099").await;
+    assert_eq!(second.body.matches("<tr data-name=").count(), 1);
+    assert!(second.body.contains(r#"<tr data-name="p100">"#));
+    assert!(!second.body.contains("rel=\"next\""));
+
+    let project = b.get("/ui/projects/p000").await;
+    assert_eq!(project.status, StatusCode::OK);
+    let repos = |body: &str| body.matches(r#"<tr data-name="p000/"#).count();
+    assert_eq!(repos(&project.body), 100);
+    assert!(project
+        .body
+        .contains(r#"href="/ui/projects/p000?after=p000/r099""#));
+    let rest = b.get("/ui/projects/p000?after=p000%2Fr099").await;
+    assert_eq!(repos(&rest.body), 1);
+    assert!(rest.body.contains(r#"<tr data-name="p000/r100">"#));
+}

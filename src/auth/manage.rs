@@ -22,6 +22,7 @@ use crate::config::ProjectCreation;
 use crate::metadata::now_ms;
 use crate::metadata::{
     Action, AuditEvent, AuditFilter, MetadataError, NewRobot, Project, ProjectDeletion, Role, User,
+    Visible,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -295,47 +296,79 @@ impl AuthService {
     /// Projects the caller can see: all for admins; public ones and the
     /// caller's own for everyone else.
     pub async fn list_projects(&self, actor: &Actor) -> Result<Vec<ProjectView>> {
-        let m = self.metadata();
-        let (me, admin) = match &actor.principal {
-            Principal::User { name, admin } => (Some(name.as_str()), *admin),
-            _ => (None, false),
+        self.projects_page(actor, "", u32::MAX).await
+    }
+
+    /// At most `limit` of the projects `actor` may see, ordered by name, the
+    /// first after `after`: read from the projects they may see (their own,
+    /// the public ones), not by testing every project.
+    pub async fn projects_page(
+        &self,
+        actor: &Actor,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<ProjectView>> {
+        let (visible, user) = match &actor.principal {
+            Principal::User { name, admin: true } => (Visible::All, Some(name.as_str())),
+            Principal::User { name, .. } => (
+                Visible::Projects {
+                    member: Some(name.clone()),
+                    project: None,
+                },
+                Some(name.as_str()),
+            ),
+            Principal::Robot { project, .. } => (
+                Visible::Projects {
+                    member: None,
+                    project: Some(project.clone()),
+                },
+                None,
+            ),
+            Principal::Anonymous => (
+                Visible::Projects {
+                    member: None,
+                    project: None,
+                },
+                None,
+            ),
         };
-        let roles = match me {
-            Some(me) => m.memberships(me).await?,
-            None => Vec::new(),
-        };
-        let role_in = |p: &str| roles.iter().find(|(n, _)| n == p).map(|(_, r)| *r);
-        let robot_project = match &actor.principal {
-            Principal::Robot { project, .. } => Some(project.as_str()),
-            _ => None,
-        };
-        Ok(m.list_projects()
-            .await?
+        let page = self
+            .metadata()
+            .projects_page(&visible, user, after, limit)
+            .await?;
+        Ok(page
             .into_iter()
-            .filter(|p| {
-                admin || p.public || role_in(&p.name).is_some() || robot_project == Some(&p.name)
-            })
-            .map(|p| ProjectView {
-                role: role_in(&p.name),
+            .map(|(p, role)| ProjectView {
                 name: p.name,
                 public: p.public,
                 created_at: p.created_at,
+                role,
             })
             .collect())
     }
 
     pub async fn get_project(&self, actor: &Actor, name: &str) -> Result<ProjectView> {
-        let found = self
-            .list_projects(actor)
-            .await?
-            .into_iter()
-            .find(|p| p.name == name);
-        match found {
-            Some(p) => Ok(p),
+        let m = self.metadata();
+        let role = match &actor.principal {
+            Principal::User { name: me, .. } => m.role_of(name, me).await?,
+            _ => None,
+        };
+        let sees = |p: &Project| match &actor.principal {
+            Principal::User { admin: true, .. } => true,
+            Principal::Robot { project, .. } => p.public || project == name,
+            _ => p.public || role.is_some(),
+        };
+        match m.get_project(name).await? {
+            Some(p) if sees(&p) => Ok(ProjectView {
+                name: p.name,
+                public: p.public,
+                created_at: p.created_at,
+                role,
+            }),
             // Anonymous callers see public projects only; anything else asks
             // them to sign in rather than saying whether it exists.
-            None if actor.principal == Principal::Anonymous => Err(ManageError::Unauthenticated),
-            None => Err(ManageError::NotFound(format!("project {name:?}"))),
+            _ if actor.principal == Principal::Anonymous => Err(ManageError::Unauthenticated),
+            _ => Err(ManageError::NotFound(format!("project {name:?}"))),
         }
     }
 

@@ -350,6 +350,17 @@ pub trait ProjectStore: Send + Sync {
     async fn get_project(&self, name: &str) -> Result<Option<Project>>;
     /// Every project, ordered by name.
     async fn list_projects(&self) -> Result<Vec<Project>>;
+    /// At most `limit` of the projects `visible` admits, ordered by name,
+    /// the first after `after` (`""` for the first page), each with
+    /// `user`'s role in it. Reads the visible projects only (for a caller
+    /// restricted to some) or one page of names (for one who sees all).
+    async fn projects_page(
+        &self,
+        visible: &super::Visible,
+        user: Option<&str>,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<(Project, Option<Role>)>>;
     /// Whether the project exists.
     async fn set_public(&self, name: &str, public: bool) -> Result<bool>;
     /// Deletes the project with its members and robots, in one transaction.

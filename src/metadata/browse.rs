@@ -4,7 +4,7 @@
 //!
 //! Contract: these reads never change anything and never decide who may see
 //! what (the caller filters by permission). Every list is bounded: tag pages
-//! by `limit`, search by `limit`. Sizes are the bytes of distinct blobs
+//! by `limit`, search by `limit`, a project's repositories by `limit`. Sizes are the bytes of distinct blobs
 //! (configs and layers), so a layer shared by two tags counts once. Times
 //! are Unix milliseconds.
 
@@ -64,11 +64,19 @@ pub struct TagPage {
 
 #[async_trait]
 pub trait Browse: Send + Sync {
-    /// Usage of every project that has a repository with a manifest.
-    async fn project_usage(&self) -> Result<Vec<ProjectUsage>>;
-    /// Repositories of `project` (its name and `project/...`) holding a
-    /// manifest, lexically ordered.
-    async fn repositories_in(&self, project: &str) -> Result<Vec<RepoSummary>>;
+    /// Usage of those of `projects` that have a repository with a manifest,
+    /// ordered by name: read from counters kept up to date by every write,
+    /// so its cost is one row per project, whatever the projects hold.
+    async fn project_usage(&self, projects: &[String]) -> Result<Vec<ProjectUsage>>;
+    /// At most `limit` repositories of `project` (its name and
+    /// `project/...`) holding a manifest, lexically ordered, the first after
+    /// `after` (`""` for the first page).
+    async fn repositories_in(
+        &self,
+        project: &str,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<RepoSummary>>;
     /// `limit` tags of `repo` after skipping `offset`; `None` when the
     /// repository is unknown.
     async fn tags_page(

@@ -78,41 +78,20 @@ impl Drop for Writer {
 
 pub(super) const REPO_ID: &str = "SELECT id FROM repositories WHERE name = ?";
 
-/// Whether repository `r` is visible (see [`Visible`]), with parameters
-/// ?1 = 1 for `Visible::All`, ?2 = the member's name, ?3 = the robot's
-/// project. The project is the name's first component, and must exist: a
-/// repository left without its project is for `Visible::All` only.
-pub(super) const VISIBLE_REPO: &str = "(?1 = 1 OR EXISTS (SELECT 1 FROM projects p \
-     WHERE p.name = CASE WHEN instr(r.name, '/') > 0 \
-                    THEN substr(r.name, 1, instr(r.name, '/') - 1) ELSE r.name END \
-     AND (p.public = 1 OR p.name = ?3 OR EXISTS (SELECT 1 FROM members mb \
-          JOIN users u ON u.id = mb.user_id WHERE mb.project_id = p.id AND u.name = ?2))))";
+/// The names of the projects a caller restricted to projects may see, with
+/// parameters ?1 = the member's name, ?2 = the robot's project (see
+/// [`Visible::Projects`]). Each branch is an index lookup: the public
+/// projects by `projects_public`, the member's by `members`' key.
+pub(super) const VISIBLE_PROJECTS: &str = "SELECT name FROM projects WHERE public = 1 \
+     UNION SELECT p.name FROM users u JOIN members mb ON mb.user_id = u.id \
+       JOIN projects p ON p.id = mb.project_id WHERE u.name = ?1 \
+     UNION SELECT name FROM projects WHERE name = ?2";
 
-/// Binds `VISIBLE_REPO`'s three parameters.
-pub(super) trait BindVisible: Sized {
-    fn bind_visible(self, visible: &Visible) -> Self;
-}
-
-impl<'q, O> BindVisible
-    for sqlx::query::QueryScalar<'q, Sqlite, O, sqlx::sqlite::SqliteArguments<'q>>
-{
-    fn bind_visible(self, visible: &Visible) -> Self {
-        let (all, member, project) = visible_params(visible);
-        self.bind(all).bind(member).bind(project)
-    }
-}
-
-impl<'q> BindVisible for sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
-    fn bind_visible(self, visible: &Visible) -> Self {
-        let (all, member, project) = visible_params(visible);
-        self.bind(all).bind(member).bind(project)
-    }
-}
-
-fn visible_params(visible: &Visible) -> (bool, Option<String>, Option<String>) {
+/// `VISIBLE_PROJECTS`' parameters, or `None` for [`Visible::All`].
+pub(super) fn visible_params(visible: &Visible) -> Option<(Option<&str>, Option<&str>)> {
     match visible {
-        Visible::All => (true, None, None),
-        Visible::Projects { member, project } => (false, member.clone(), project.clone()),
+        Visible::All => None,
+        Visible::Projects { member, project } => Some((member.as_deref(), project.as_deref())),
     }
 }
 
@@ -187,9 +166,10 @@ impl SqliteMetadata {
             return Ok(id);
         }
         let id = sqlx::query_scalar::<_, i64>(
-            "INSERT INTO repositories (name, created_at) VALUES (?, ?) RETURNING id",
+            "INSERT INTO repositories (name, project, created_at) VALUES (?, ?, ?) RETURNING id",
         )
         .bind(repo.as_str())
+        .bind(repo.project())
         .bind(now_ms())
         .fetch_one(&mut **tx)
         .await?;
@@ -239,12 +219,69 @@ impl SqliteMetadata {
 const LINKED_BLOB_SIZE: &str = "SELECT b.size FROM repositories r \
      JOIN repo_blobs l ON l.repo_id = r.id JOIN blobs b ON b.digest = l.digest \
      WHERE r.name = ? AND l.digest = ?";
-/// One repository holding blob ?4 that the caller may see: the first one
-/// found, never a list of them all.
+/// Holders of a blob, or visible repositories, that a mount looks through
+/// for a source before it gives up (and the client uploads instead).
+const HOLDER_PROBE: u32 = 1_000;
+
+/// One repository holding blob ?3 that the caller may see (parameters as
+/// in [`VISIBLE_PROJECTS`]): the first found among the first
+/// [`HOLDER_PROBE`] holders, else among the first [`HOLDER_PROBE`]
+/// repositories the caller may see. Never a list of them all: a mount costs
+/// the same whether ten repositories or a million hold the blob.
 fn visible_holder_query() -> String {
     format!(
-        "SELECT r.name FROM repo_blobs l JOIN repositories r ON r.id = l.repo_id \
-         WHERE l.digest = ?4 AND {VISIBLE_REPO} LIMIT 1"
+        "SELECT name FROM (SELECT r.name FROM \
+           (SELECT repo_id FROM repo_blobs WHERE digest = ?3 LIMIT {HOLDER_PROBE}) l \
+           JOIN repositories r ON r.id = l.repo_id WHERE +r.project IN ({VISIBLE_PROJECTS}) LIMIT 1) \
+         UNION ALL \
+         SELECT name FROM (SELECT v.name FROM \
+           (SELECT r.id, r.name FROM ({VISIBLE_PROJECTS}) p \
+              CROSS JOIN repositories r ON r.project = p.name LIMIT {HOLDER_PROBE}) v \
+           JOIN repo_blobs l ON l.repo_id = v.id AND l.digest = ?3 LIMIT 1) \
+         LIMIT 1"
+    )
+}
+/// Any repository holding blob ?1 (for callers who may see every one).
+const ANY_HOLDER: &str = "SELECT r.name FROM repo_blobs l JOIN repositories r ON r.id = l.repo_id \
+     WHERE l.digest = ?1 LIMIT 1";
+
+/// A catalog page for a caller who may see everything: ?1 = the last name
+/// of the previous page, ?2 = the page size.
+const CATALOG_ALL: &str = "SELECT group_concat(name, char(10) ORDER BY name) FROM ( \
+     SELECT r.name FROM repositories r JOIN repo_stats s ON s.repo_id = r.id \
+     WHERE r.name > ?1 AND s.manifests > 0 ORDER BY r.name LIMIT ?2)";
+/// A catalog page read from the projects the caller may see (parameters as
+/// in [`VISIBLE_PROJECTS`], then ?3 = last name, ?4 = page size): touches
+/// the visible repositories after ?3 only, so a user in one project of
+/// thousands reads that project's rows.
+fn catalog_by_project() -> String {
+    format!(
+        "SELECT group_concat(name, char(10) ORDER BY name) FROM ( \
+           SELECT r.name FROM ({VISIBLE_PROJECTS}) p CROSS JOIN repositories r ON r.project = p.name \
+           JOIN repo_stats s ON s.repo_id = r.id \
+           WHERE r.name > ?3 AND s.manifests > 0 ORDER BY r.name LIMIT ?4)"
+    )
+}
+/// A catalog page read in name order, skipping what the caller may not see
+/// (parameters as in [`catalog_by_project`]): for callers who may see much
+/// of the registry, where it touches about page size × total / visible rows.
+fn catalog_by_name() -> String {
+    format!(
+        "SELECT group_concat(name, char(10) ORDER BY name) FROM ( \
+           SELECT r.name FROM repositories r JOIN repo_stats s ON s.repo_id = r.id \
+           WHERE r.name > ?3 AND s.manifests > 0 AND +r.project IN ({VISIBLE_PROJECTS}) \
+           ORDER BY r.name LIMIT ?4)"
+    )
+}
+/// Repositories holding a manifest that the caller may see (parameters as
+/// in [`VISIBLE_PROJECTS`]; one counter row per visible project), and the
+/// repositories ever created (the largest id: one index step), an upper
+/// bound of the registry's size that is all the choice of a plan needs.
+fn visible_counts() -> String {
+    format!(
+        "SELECT (SELECT COALESCE(SUM(repositories), 0) FROM project_stats \
+                 WHERE project IN ({VISIBLE_PROJECTS})), \
+                (SELECT COALESCE(MAX(id), 0) FROM repositories)"
     )
 }
 const MANIFEST_BY_TAG: &str = "SELECT m.digest, m.media_type, m.content FROM repositories r \
@@ -287,18 +324,37 @@ fn split_names(joined: Option<String>) -> Vec<String> {
 #[async_trait]
 impl RepoIndex for SqliteMetadata {
     async fn list_repositories(&self, page: &Page, visible: &Visible) -> Result<Vec<String>> {
-        let joined: Option<String> = sqlx::query_scalar(&format!(
-            "SELECT group_concat(name, char(10) ORDER BY name) FROM ( \
-               SELECT name FROM repositories r WHERE name > ?4 \
-               AND EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id) \
-               AND {VISIBLE_REPO} \
-               ORDER BY name LIMIT ?5)"
-        ))
-        .bind_visible(visible)
-        .bind(page.last.as_deref().unwrap_or(""))
-        .bind(page.limit)
-        .fetch_one(&self.read)
-        .await?;
+        let last = page.last.as_deref().unwrap_or("");
+        let Some((member, project)) = visible_params(visible) else {
+            let joined: Option<String> = sqlx::query_scalar(CATALOG_ALL)
+                .bind(last)
+                .bind(page.limit)
+                .fetch_one(&self.read)
+                .await?;
+            return Ok(split_names(joined));
+        };
+        // Read from the side that touches fewer rows: the visible
+        // repositories after `last` (at most `seen`), or the names in order
+        // until a page is found (about limit × total / seen). Either way at
+        // most sqrt(limit × total) rows, and `seen` for a narrow caller.
+        let (seen, total): (i64, i64) = sqlx::query_as(&visible_counts())
+            .bind(member)
+            .bind(project)
+            .fetch_one(&self.read)
+            .await?;
+        let by_name = (seen as f64) * (seen as f64) > f64::from(page.limit) * total as f64;
+        let query = if by_name {
+            catalog_by_name()
+        } else {
+            catalog_by_project()
+        };
+        let joined: Option<String> = sqlx::query_scalar(&query)
+            .bind(member)
+            .bind(project)
+            .bind(last)
+            .bind(page.limit)
+            .fetch_one(&self.read)
+            .await?;
         Ok(split_names(joined))
     }
 
@@ -323,11 +379,22 @@ impl BlobIndex for SqliteMetadata {
     }
 
     async fn visible_holder(&self, digest: &Digest, visible: &Visible) -> Result<Option<RepoName>> {
-        let name: Option<String> = sqlx::query_scalar(&visible_holder_query())
-            .bind_visible(visible)
-            .bind(digest.to_string())
-            .fetch_optional(&self.read)
-            .await?;
+        let name: Option<String> = match visible_params(visible) {
+            None => {
+                sqlx::query_scalar(ANY_HOLDER)
+                    .bind(digest.to_string())
+                    .fetch_optional(&self.read)
+                    .await?
+            }
+            Some((member, project)) => {
+                sqlx::query_scalar(&visible_holder_query())
+                    .bind(member)
+                    .bind(project)
+                    .bind(digest.to_string())
+                    .fetch_optional(&self.read)
+                    .await?
+            }
+        };
         name.map(parse).transpose()
     }
 }
@@ -601,7 +668,7 @@ impl Health for SqliteMetadata {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// Every hot query reaches its rows through an index lookup (`SEARCH`):
@@ -622,6 +689,11 @@ mod tests {
             ("REPO_ID", REPO_ID),
             ("LINKED_BLOB_SIZE", LINKED_BLOB_SIZE),
             ("visible_holder_query", &visible_holder_query()),
+            ("ANY_HOLDER", ANY_HOLDER),
+            ("CATALOG_ALL", CATALOG_ALL),
+            ("catalog_by_project", &catalog_by_project()),
+            ("catalog_by_name", &catalog_by_name()),
+            ("visible_counts", &visible_counts()),
             ("MANIFEST_BY_TAG", MANIFEST_BY_TAG),
             ("MANIFEST_BY_DIGEST", MANIFEST_BY_DIGEST),
             ("REFERRERS", REFERRERS),
@@ -631,16 +703,147 @@ mod tests {
             ("BLOB_SIZES", BLOB_SIZES),
             ("CHILD_SIZES", CHILD_SIZES),
         ] {
-            let plan = query_plan(&m.read, query).await;
-            let scans: Vec<&String> = plan
-                .iter()
-                // A subquery's rows (bounded by its own plan) and json_each's
-                // input are not tables.
-                .filter(|step| step.starts_with("SCAN ") && !step.starts_with("SCAN ("))
-                .filter(|step| !step.contains("VIRTUAL TABLE"))
-                .collect();
-            assert!(scans.is_empty(), "{name} scans a table: {plan:#?}");
+            assert_no_scans(&m.read, name, query).await;
         }
+    }
+
+    /// The two ways of reading a restricted catalog page give the same pages.
+    #[tokio::test]
+    async fn catalog_strategies_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = SqliteMetadata::open(&dir.path().join("metadata.db"))
+            .await
+            .unwrap();
+        m.create_user("viewer", "hash", false).await.unwrap();
+        m.create_project("c-pub", true, None).await.unwrap();
+        m.create_project("c-mine", false, Some("viewer"))
+            .await
+            .unwrap();
+        m.create_project("c-priv", false, None).await.unwrap();
+        m.create_project("c", false, Some("viewer")).await.unwrap();
+        let mut names = vec!["c".to_string()];
+        for project in ["c-pub", "c-mine", "c-priv", "c"] {
+            for i in 0..5 {
+                names.push(format!("{project}/r{i}"));
+            }
+        }
+        for name in &names {
+            let repo: RepoName = name.parse().unwrap();
+            let d = Digest::sha256_of(name.as_bytes());
+            m.put_manifest(&NewManifest {
+                repo,
+                digest: d,
+                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                content: Bytes::from_static(b"{}"),
+                artifact_type: None,
+                subject: None,
+                annotations: None,
+                blobs: Vec::new(),
+                children: Vec::new(),
+                tag: Some("t".parse().unwrap()),
+            })
+            .await
+            .unwrap();
+        }
+        for (member, project) in [(Some("viewer"), None), (None, Some("c-priv")), (None, None)] {
+            for limit in [1u32, 3, 100] {
+                let mut last = String::new();
+                for _ in 0..30 {
+                    let mut pages = Vec::new();
+                    for query in [catalog_by_name(), catalog_by_project()] {
+                        let joined: Option<String> = sqlx::query_scalar(&query)
+                            .bind(member)
+                            .bind(project)
+                            .bind(&last)
+                            .bind(limit)
+                            .fetch_one(&m.read)
+                            .await
+                            .unwrap();
+                        pages.push(split_names(joined));
+                    }
+                    assert_eq!(pages[0], pages[1], "{member:?} {project:?} after {last:?}");
+                    match pages[0].last() {
+                        Some(l) => last = l.clone(),
+                        None => break,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fails when the plan of `query` scans a table or a whole index. What
+    /// is not one: a subquery's rows (bounded by its own plan, checked in
+    /// the same list), json_each's input, and the partial index of public
+    /// projects (exactly the rows a caller restricted to projects may see).
+    pub(in crate::metadata) async fn assert_no_scans(pool: &SqlitePool, name: &str, query: &str) {
+        let plan = query_plan(pool, query).await;
+        let subqueries: Vec<String> = plan
+            .iter()
+            .filter_map(|step| {
+                step.strip_prefix("MATERIALIZE ")
+                    .or_else(|| step.strip_prefix("CO-ROUTINE "))
+                    .map(str::to_owned)
+            })
+            .collect();
+        let scans: Vec<&String> = plan
+            .iter()
+            .filter(|step| step.starts_with("SCAN ") && !step.starts_with("SCAN ("))
+            .filter(|step| !step.contains("VIRTUAL TABLE"))
+            .filter(|step| !step.contains("INDEX projects_public") && *step != "SCAN CONSTANT ROW")
+            .filter(|step| {
+                let table = step["SCAN ".len()..].split(' ').next().unwrap_or("");
+                !subqueries.iter().any(|s| s == table)
+            })
+            .collect();
+        assert!(scans.is_empty(), "{name} scans a table: {plan:#?}");
+    }
+
+    /// The usage counters (`repo_stats`, `project_stats`, `project_blobs`)
+    /// equal what the tables they summarise say, as recounted from scratch.
+    pub(in crate::metadata) async fn assert_counters_consistent(m: &SqliteMetadata) {
+        let repos: Vec<(String, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT r.name, COALESCE(s.manifests, -1), \
+               (SELECT COUNT(*) FROM manifests WHERE repo_id = r.id), COALESCE(s.tags, -1), \
+               (SELECT COUNT(*) FROM tags WHERE repo_id = r.id), COALESCE(s.bytes, -1), \
+               (SELECT COALESCE(SUM(b.size), 0) FROM repo_blobs l JOIN blobs b ON b.digest = l.digest \
+                  WHERE l.repo_id = r.id) \
+             FROM repositories r LEFT JOIN repo_stats s ON s.repo_id = r.id",
+        )
+        .fetch_all(&m.read)
+        .await
+        .unwrap();
+        assert!(!repos.is_empty());
+        for (name, manifests, m2, tags, t2, bytes, b2) in repos {
+            assert_eq!((manifests, tags, bytes), (m2, t2, b2), "counters of {name}");
+        }
+        let projects: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
+            "WITH actual AS (SELECT r.project, \
+                 SUM(EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id)) AS holding, \
+                 (SELECT COALESCE(SUM(b.size), 0) FROM blobs b WHERE b.digest IN \
+                    (SELECT l.digest FROM repo_blobs l JOIN repositories q ON q.id = l.repo_id \
+                     WHERE q.project = r.project)) AS bytes \
+               FROM repositories r GROUP BY r.project) \
+             SELECT a.project, a.holding, COALESCE(p.repositories, -1), a.bytes, COALESCE(p.bytes, -1) \
+             FROM actual a LEFT JOIN project_stats p ON p.project = a.project",
+        )
+        .fetch_all(&m.read)
+        .await
+        .unwrap();
+        for (name, holding, repositories, actual, bytes) in projects {
+            assert_eq!(
+                (repositories, bytes),
+                (holding, actual),
+                "counters of project {name}"
+            );
+        }
+        let stray: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM project_stats p WHERE (p.repositories <> 0 OR p.bytes <> 0) \
+             AND NOT EXISTS (SELECT 1 FROM repositories r WHERE r.project = p.project)",
+        )
+        .fetch_one(&m.read)
+        .await
+        .unwrap();
+        assert_eq!(stray, 0, "usage left behind by deleted repositories");
     }
 
     /// The steps of `EXPLAIN QUERY PLAN query` (parameters bound to NULL).

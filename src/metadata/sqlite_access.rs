@@ -8,6 +8,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Connection, QueryBuilder, Row, Sqlite, Transaction};
 
 use super::now_ms;
+use super::sqlite::{visible_params, VISIBLE_PROJECTS};
 use super::*;
 
 fn parse<T: FromStr>(s: &str) -> Result<T>
@@ -52,9 +53,26 @@ fn actions_from_text(text: &str) -> Result<Vec<Action>> {
 
 const USER_ID: &str = "SELECT id FROM users WHERE name = ?";
 const PROJECT_ID: &str = "SELECT id FROM projects WHERE name = ?";
-/// Repositories under project `?1`: the name itself, and `?1/` up to (not
-/// including) `?10`, since '0' follows '/' in ASCII.
-const UNDER_PROJECT: &str = "(name = ?1 OR (name >= ?1 || '/' AND name < ?1 || '0'))";
+/// Repositories under project `?1`: the name itself and `?1/...`.
+const UNDER_PROJECT: &str = "project = ?1";
+
+/// Deletes the repositories under project `name`, with their tags,
+/// manifests, references, blob links and upload sessions (ON DELETE
+/// CASCADE; blob bytes stay for GC), and the project's usage counters.
+async fn delete_repositories_of(tx: &mut Transaction<'_, Sqlite>, name: &str) -> Result<u64> {
+    let deleted = sqlx::query(&format!("DELETE FROM repositories WHERE {UNDER_PROJECT}"))
+        .bind(name)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    for counters in [
+        "DELETE FROM project_blobs WHERE project = ?",
+        "DELETE FROM project_stats WHERE project = ?",
+    ] {
+        sqlx::query(counters).bind(name).execute(&mut **tx).await?;
+    }
+    Ok(deleted)
+}
 
 async fn id_of(
     tx: &mut Transaction<'_, Sqlite>,
@@ -108,6 +126,29 @@ fn user_from_row(row: &SqliteRow) -> User {
 }
 
 const PROJECT_COLUMNS: &str = "SELECT id, name, public, created_at FROM projects";
+
+/// The role of user ?1 in project `p`.
+const ROLE_IN_P: &str = "(SELECT mb.role FROM users u JOIN members mb ON mb.user_id = u.id \
+     WHERE u.name = ?1 AND mb.project_id = p.id) AS role";
+
+/// A page of every project (?2 = last name of the previous page, ?3 = page
+/// size), with user ?1's role.
+fn projects_page_all() -> String {
+    format!(
+        "SELECT p.id, p.name, p.public, p.created_at, {ROLE_IN_P} FROM projects p \
+         WHERE p.name > ?2 ORDER BY p.name LIMIT ?3"
+    )
+}
+
+/// A page of the projects `VISIBLE_PROJECTS` (?1, ?2) names, read from
+/// that set (?3, ?4 as in [`projects_page_all`]).
+fn projects_page_visible() -> String {
+    format!(
+        "SELECT p.id, p.name, p.public, p.created_at, {ROLE_IN_P} \
+         FROM ({VISIBLE_PROJECTS}) v CROSS JOIN projects p ON p.name = v.name \
+         WHERE p.name > ?3 ORDER BY p.name LIMIT ?4"
+    )
+}
 
 fn project_from_row(row: &SqliteRow) -> Project {
     Project {
@@ -280,10 +321,7 @@ impl ProjectStore for SqliteMetadata {
         .fetch_one(&mut *tx)
         .await
         .map_err(duplicate(|| format!("project {name:?}")))?;
-        sqlx::query(&format!("DELETE FROM repositories WHERE {UNDER_PROJECT}"))
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
+        delete_repositories_of(&mut tx, name).await?;
         if let Some(owner_id) = owner_id {
             sqlx::query("INSERT INTO members (project_id, user_id, role) VALUES (?, ?, ?)")
                 .bind(id)
@@ -317,6 +355,44 @@ impl ProjectStore for SqliteMetadata {
         Ok(rows.iter().map(project_from_row).collect())
     }
 
+    async fn projects_page(
+        &self,
+        visible: &Visible,
+        user: Option<&str>,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<(Project, Option<Role>)>> {
+        let rows = match visible_params(visible) {
+            None => {
+                sqlx::query(&projects_page_all())
+                    .bind(user)
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(&self.read)
+                    .await?
+            }
+            Some((member, robot)) => {
+                // The role is the member's: `user` is the member here.
+                sqlx::query(&projects_page_visible())
+                    .bind(member)
+                    .bind(robot)
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(&self.read)
+                    .await?
+            }
+        };
+        rows.iter()
+            .map(|row| {
+                let role: Option<String> = row.get("role");
+                Ok((
+                    project_from_row(row),
+                    role.as_deref().map(parse).transpose()?,
+                ))
+            })
+            .collect()
+    }
+
     async fn set_public(&self, name: &str, public: bool) -> Result<bool> {
         self.set_flag(
             "UPDATE projects SET public = ?1 WHERE name = ?2",
@@ -339,10 +415,9 @@ impl ProjectStore for SqliteMetadata {
             return Ok(ProjectDeletion::NotFound);
         }
         if !with_repositories {
-            let holding: i64 = sqlx::query_scalar(&format!(
-                "SELECT COUNT(*) FROM repositories r WHERE {UNDER_PROJECT} \
-                 AND EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id)"
-            ))
+            let holding: i64 = sqlx::query_scalar(
+                "SELECT COALESCE((SELECT repositories FROM project_stats WHERE project = ?), 0)",
+            )
             .bind(name)
             .fetch_one(&mut *tx)
             .await?;
@@ -352,13 +427,7 @@ impl ProjectStore for SqliteMetadata {
                 });
             }
         }
-        // Tags, manifests, references, blob links and upload sessions go
-        // with each repository (ON DELETE CASCADE); blob bytes stay for GC.
-        let repositories = sqlx::query(&format!("DELETE FROM repositories WHERE {UNDER_PROJECT}"))
-            .bind(name)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let repositories = delete_repositories_of(&mut tx, name).await?;
         tx.commit().await?;
         w.done();
         Ok(ProjectDeletion::Deleted { repositories })
@@ -710,5 +779,28 @@ impl AuditLog for SqliteMetadata {
                 success: row.get("success"),
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{projects_page_all, projects_page_visible};
+    use crate::metadata::sqlite::tests::assert_no_scans;
+    use crate::metadata::sqlite::SqliteMetadata;
+
+    /// A page of projects reads one page of names (for who sees all) or the
+    /// projects the caller may see, by index.
+    #[tokio::test]
+    async fn project_pages_use_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = SqliteMetadata::open(&dir.path().join("metadata.db"))
+            .await
+            .unwrap();
+        for (name, query) in [
+            ("projects_page_all", projects_page_all()),
+            ("projects_page_visible", projects_page_visible()),
+        ] {
+            assert_no_scans(&m.read, name, &query).await;
+        }
     }
 }

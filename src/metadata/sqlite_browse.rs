@@ -7,18 +7,27 @@ use bytes::Bytes;
 use sqlx::{Connection, Row};
 
 use super::browse::{Browse, ProjectUsage, RepoSummary, TagOrder, TagPage, TagRow};
-use super::sqlite::{BindVisible as _, SqliteMetadata, REPO_ID, VISIBLE_REPO};
+use super::sqlite::{visible_params, SqliteMetadata, REPO_ID, VISIBLE_PROJECTS};
 use super::{MetadataError, Result, Visible};
 use crate::oci::{media, Digest, RepoName};
 
-/// Tag count, distinct blob bytes and last push of the repository `r`.
-const REPO_STATS: &str = "(SELECT COUNT(*) FROM tags t WHERE t.repo_id = r.id), \
-     (SELECT COALESCE(SUM(b.size), 0) FROM repo_blobs l JOIN blobs b ON b.digest = l.digest \
-      WHERE l.repo_id = r.id), \
-     (SELECT MAX(at) FROM (SELECT MAX(updated_at) AS at FROM tags WHERE repo_id = r.id \
-      UNION ALL SELECT MAX(created_at) FROM manifests WHERE repo_id = r.id))";
+/// Tag count, distinct blob bytes and last push of the repository `r`,
+/// from its counters `s` (`repo_stats`).
+const REPO_STATS: &str = "s.tags, s.bytes, s.last_push";
 
-const HAS_MANIFEST: &str = "EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id)";
+/// Usage of the projects named in the JSON array ?1: one counter row each.
+const PROJECT_USAGE: &str = "SELECT project, repositories, bytes, last_push FROM project_stats \
+     WHERE project IN (SELECT value FROM json_each(?1)) AND repositories > 0 ORDER BY project";
+
+/// A page of project ?1's repositories holding a manifest, after name ?2.
+fn repositories_in_query() -> String {
+    format!(
+        "SELECT r.name, {REPO_STATS} FROM repositories r JOIN repo_stats s ON s.repo_id = r.id \
+         WHERE r.project = ?1 AND r.name > ?2 AND s.manifests > 0 ORDER BY r.name LIMIT ?3"
+    )
+}
+
+const TAG_COUNT: &str = "SELECT tags FROM repo_stats WHERE repo_id = ?";
 
 fn summary(row: sqlx::sqlite::SqliteRow) -> Result<RepoSummary> {
     Ok(RepoSummary {
@@ -45,21 +54,13 @@ fn contains_pattern(needle: &str) -> String {
 
 #[async_trait]
 impl Browse for SqliteMetadata {
-    async fn project_usage(&self) -> Result<Vec<ProjectUsage>> {
-        let rows = sqlx::query(
-            "WITH rp AS (SELECT r.id, CASE WHEN instr(r.name, '/') > 0 \
-                 THEN substr(r.name, 1, instr(r.name, '/') - 1) ELSE r.name END AS project \
-                 FROM repositories r WHERE EXISTS (SELECT 1 FROM manifests m WHERE m.repo_id = r.id)) \
-             SELECT p.project, COUNT(*), \
-               (SELECT COALESCE(SUM(b.size), 0) FROM blobs b WHERE b.digest IN \
-                  (SELECT l.digest FROM repo_blobs l JOIN rp q ON q.id = l.repo_id WHERE q.project = p.project)), \
-               (SELECT MAX(at) FROM ( \
-                  SELECT t.updated_at AS at FROM tags t JOIN rp q ON q.id = t.repo_id WHERE q.project = p.project \
-                  UNION ALL SELECT m.created_at FROM manifests m JOIN rp q ON q.id = m.repo_id WHERE q.project = p.project)) \
-             FROM rp p GROUP BY p.project ORDER BY p.project",
-        )
-        .fetch_all(&self.read)
-        .await?;
+    async fn project_usage(&self, projects: &[String]) -> Result<Vec<ProjectUsage>> {
+        let names = serde_json::to_string(projects)
+            .map_err(|e| MetadataError::Corrupt(format!("project names: {e}")))?;
+        let rows = sqlx::query(PROJECT_USAGE)
+            .bind(names)
+            .fetch_all(&self.read)
+            .await?;
         rows.into_iter()
             .map(|row| {
                 Ok(ProjectUsage {
@@ -72,17 +73,18 @@ impl Browse for SqliteMetadata {
             .collect()
     }
 
-    async fn repositories_in(&self, project: &str) -> Result<Vec<RepoSummary>> {
-        // `project/` up to (not including) `project0`: '0' follows '/' in
-        // ASCII, so this range is exactly the names under `project/`.
-        let rows = sqlx::query(&format!(
-            "SELECT r.name, {REPO_STATS} FROM repositories r \
-             WHERE (r.name = ?1 OR (r.name >= ?1 || '/' AND r.name < ?1 || '0')) AND {HAS_MANIFEST} \
-             ORDER BY r.name"
-        ))
-        .bind(project)
-        .fetch_all(&self.read)
-        .await?;
+    async fn repositories_in(
+        &self,
+        project: &str,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<RepoSummary>> {
+        let rows = sqlx::query(&repositories_in_query())
+            .bind(project)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.read)
+            .await?;
         rows.into_iter().map(summary).collect()
     }
 
@@ -100,7 +102,7 @@ impl Browse for SqliteMetadata {
         else {
             return Ok(None);
         };
-        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tags WHERE repo_id = ?")
+        let total: i64 = sqlx::query_scalar(TAG_COUNT)
             .bind(repo_id)
             .fetch_one(&self.read)
             .await?;
@@ -173,16 +175,36 @@ impl Browse for SqliteMetadata {
         visible: &Visible,
         limit: u32,
     ) -> Result<Vec<RepoSummary>> {
-        let rows = sqlx::query(&format!(
-            "SELECT r.name, {REPO_STATS} FROM repositories r \
-             WHERE r.name LIKE ?4 ESCAPE '\\' AND {HAS_MANIFEST} AND {VISIBLE_REPO} \
-             ORDER BY r.name LIMIT ?5"
-        ))
-        .bind_visible(visible)
-        .bind(contains_pattern(needle))
-        .bind(limit)
-        .fetch_all(&self.read)
-        .await?;
+        let pattern = contains_pattern(needle);
+        let rows = match visible_params(visible) {
+            None => {
+                sqlx::query(&format!(
+                    "SELECT r.name, {REPO_STATS} FROM repositories r \
+                     JOIN repo_stats s ON s.repo_id = r.id \
+                     WHERE r.name LIKE ?1 ESCAPE '\\' AND s.manifests > 0 \
+                     ORDER BY r.name LIMIT ?2"
+                ))
+                .bind(pattern)
+                .bind(limit)
+                .fetch_all(&self.read)
+                .await?
+            }
+            Some((member, project)) => {
+                sqlx::query(&format!(
+                    "SELECT r.name, {REPO_STATS} FROM ({VISIBLE_PROJECTS}) p \
+                     CROSS JOIN repositories r ON r.project = p.name \
+                     JOIN repo_stats s ON s.repo_id = r.id \
+                     WHERE r.name LIKE ?3 ESCAPE '\\' AND s.manifests > 0 \
+                     ORDER BY r.name LIMIT ?4"
+                ))
+                .bind(member)
+                .bind(project)
+                .bind(pattern)
+                .bind(limit)
+                .fetch_all(&self.read)
+                .await?
+            }
+        };
         rows.into_iter().map(summary).collect()
     }
 }
@@ -220,7 +242,26 @@ impl super::browse::EndedSessions for SqliteMetadata {
 
 #[cfg(test)]
 mod tests {
-    use super::contains_pattern;
+    use super::{contains_pattern, repositories_in_query, PROJECT_USAGE, TAG_COUNT};
+    use crate::metadata::sqlite::tests::assert_no_scans;
+    use crate::metadata::sqlite::SqliteMetadata;
+
+    /// The overview, project and repository pages read counters and one
+    /// page of rows by index, however many repositories and tags there are.
+    #[tokio::test]
+    async fn ui_queries_use_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = SqliteMetadata::open(&dir.path().join("metadata.db"))
+            .await
+            .unwrap();
+        for (name, query) in [
+            ("PROJECT_USAGE", PROJECT_USAGE),
+            ("repositories_in_query", &repositories_in_query()),
+            ("TAG_COUNT", TAG_COUNT),
+        ] {
+            assert_no_scans(&m.read, name, query).await;
+        }
+    }
 
     #[test]
     fn search_patterns_escape_wildcards() {

@@ -46,6 +46,7 @@ pub async fn run(m: &dyn Metadata) {
     references_are_checked(m).await;
     referrers(m).await;
     catalog_pages(m).await;
+    usage(m).await;
     uploads(m).await;
     m.ping().await.unwrap();
 }
@@ -288,6 +289,130 @@ async fn catalog_pages(m: &dyn Metadata) {
         .contains(&"catalog/m".to_string()));
 }
 
+fn usage_of(projects: &[ProjectUsage], name: &str) -> Option<(u64, u64)> {
+    projects
+        .iter()
+        .find(|u| u.project == name)
+        .map(|u| (u.repositories, u.storage_bytes))
+}
+
+async fn repos_of(m: &dyn Metadata, project: &str, after: &str) -> Vec<(String, u64, u64)> {
+    m.repositories_in(project, after, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.name, r.tags, r.storage_bytes))
+        .collect()
+}
+
+/// Usage follows every write: repositories holding a manifest, tags, bytes
+/// of distinct blobs (a blob shared by two repositories counts once for
+/// their project), last push.
+async fn usage(m: &dyn Metadata) {
+    let projects = ["use".to_string(), "use-other".to_string()];
+    let (a, b, bare) = (repo("use/a"), repo("use/b"), repo("use"));
+    let (shared, own) = (digest(20), digest(21));
+    m.link_blob(&a, &shared, 100).await.unwrap();
+    m.link_blob(&a, &own, 50).await.unwrap();
+    m.link_blob(&b, &shared, 100).await.unwrap();
+    m.link_blob(&repo("use-other/x"), &shared, 100)
+        .await
+        .unwrap();
+    // Blobs alone make no repository of the project's.
+    assert_eq!(
+        usage_of(&m.project_usage(&projects).await.unwrap(), "use"),
+        None
+    );
+    let blobs = |d: &[&Digest]| {
+        d.iter()
+            .map(|d| Ref {
+                digest: (*d).clone(),
+                size: if **d == shared { 100 } else { 50 },
+            })
+            .collect()
+    };
+    m.put_manifest(&manifest(
+        "use/a",
+        digest(22),
+        Some("v1"),
+        blobs(&[&shared, &own]),
+        None,
+    ))
+    .await
+    .unwrap();
+    m.put_manifest(&manifest(
+        "use/b",
+        digest(23),
+        Some("v1"),
+        blobs(&[&shared]),
+        None,
+    ))
+    .await
+    .unwrap();
+    m.put_manifest(&manifest("use", digest(24), Some("v1"), vec![], None))
+        .await
+        .unwrap();
+    let used = m.project_usage(&projects).await.unwrap();
+    assert_eq!(usage_of(&used, "use"), Some((3, 150)));
+    assert_eq!(usage_of(&used, "use-other"), None, "no manifest there");
+    assert!(used[0].last_push.is_some());
+    assert_eq!(
+        repos_of(m, "use", "").await,
+        [
+            ("use".into(), 1, 0),
+            ("use/a".into(), 1, 150),
+            ("use/b".into(), 1, 100)
+        ]
+    );
+    assert_eq!(
+        repos_of(m, "use", "use").await,
+        [("use/a".into(), 1, 150), ("use/b".into(), 1, 100)]
+    );
+    assert_eq!(m.repositories_in("use", "", 1).await.unwrap().len(), 1);
+
+    // A second tag, then its deletion.
+    m.put_manifest(&manifest(
+        "use/a",
+        digest(22),
+        Some("v2"),
+        blobs(&[&shared, &own]),
+        None,
+    ))
+    .await
+    .unwrap();
+    let page = m
+        .tags_page(&a, TagOrder::Name, 0, 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((page.total, page.tags.len()), (2, 1));
+    assert!(m.delete_tag(&a, &"v2".parse().unwrap()).await.unwrap());
+    assert_eq!(repos_of(m, "use", "use").await[0], ("use/a".into(), 1, 150));
+
+    // Unlinking: the project keeps a blob's bytes while any repository links it.
+    assert!(m.unlink_blob(&a, &own).await.unwrap());
+    assert!(m.unlink_blob(&a, &shared).await.unwrap());
+    assert_eq!(repos_of(m, "use", "use").await[0], ("use/a".into(), 1, 0));
+    assert_eq!(
+        usage_of(&m.project_usage(&projects).await.unwrap(), "use"),
+        Some((3, 100))
+    );
+    assert!(m.unlink_blob(&b, &shared).await.unwrap());
+    assert_eq!(
+        usage_of(&m.project_usage(&projects).await.unwrap(), "use"),
+        Some((3, 0))
+    );
+
+    // A repository without manifests leaves the project's count and list.
+    assert!(m.delete_manifest(&b, &digest(23)).await.unwrap());
+    assert!(m.delete_manifest(&bare, &digest(24)).await.unwrap());
+    assert_eq!(
+        usage_of(&m.project_usage(&projects).await.unwrap(), "use"),
+        Some((1, 0))
+    );
+    assert_eq!(repos_of(m, "use", "").await, [("use/a".into(), 1, 0)]);
+}
+
 async fn uploads(m: &dyn Metadata) {
     let id = uuid::Uuid::new_v4().to_string();
     m.create_upload(&id, &repo("uploads/app")).await.unwrap();
@@ -319,6 +444,7 @@ async fn sqlite_passes_suite() {
         .await
         .unwrap();
     run(&m).await;
+    super::sqlite::tests::assert_counters_consistent(&m).await;
     // Reopening keeps what was stored.
     drop(m);
     let m = SqliteMetadata::open(&dir.path().join("metadata.db"))

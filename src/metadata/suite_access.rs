@@ -551,6 +551,47 @@ async fn listings_name_only_visible_repositories(m: &dyn Metadata) {
     );
     assert_eq!(names(m, Visible::All, None, 100).await.len(), 7);
 
+    // Pages of projects, with the caller's role.
+    async fn projects(
+        m: &dyn Metadata,
+        visible: &Visible,
+        user: Option<&str>,
+        after: &str,
+        limit: u32,
+    ) -> Vec<(String, Option<Role>)> {
+        m.projects_page(visible, user, after, limit)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|(p, _)| p.name.starts_with("vis-"))
+            .map(|(p, role)| (p.name, role))
+            .collect()
+    }
+    assert_eq!(
+        projects(m, &member, Some("viewer"), "", 100).await,
+        [
+            ("vis-mine".to_string(), Some(Role::Admin)),
+            ("vis-pub".to_string(), None)
+        ]
+    );
+    assert_eq!(
+        projects(m, &member, Some("viewer"), "vis-mine", 100).await,
+        [("vis-pub".to_string(), None)]
+    );
+    assert_eq!(
+        projects(m, &anonymous(), None, "", 100).await,
+        [("vis-pub".to_string(), None)]
+    );
+    let all = projects(m, &Visible::All, Some("viewer"), "vis-", 3).await;
+    assert_eq!(
+        all,
+        [
+            ("vis-bot".to_string(), None),
+            ("vis-mine".to_string(), Some(Role::Admin)),
+            ("vis-priv".to_string(), None)
+        ]
+    );
+
     let found: Vec<String> = m
         .search_repositories("/a", &member, 10)
         .await
@@ -751,6 +792,7 @@ async fn sqlite_passes_access_suite() {
     let path = dir.path().join("metadata.db");
     let m = SqliteMetadata::open(&path).await.unwrap();
     run(&m).await;
+    super::sqlite::tests::assert_counters_consistent(&m).await;
     // Reopening keeps what was stored.
     drop(m);
     let m = SqliteMetadata::open(&path).await.unwrap();

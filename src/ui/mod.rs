@@ -520,17 +520,32 @@ async fn logout(
     Ok(([(header::SET_COOKIE, cookie)], Redirect::to("/ui/login")).into_response())
 }
 
+/// The cursor of a page listed by name: the last name of the page before.
+#[derive(Deserialize, Default)]
+struct AfterQuery {
+    #[serde(default)]
+    after: String,
+}
+
 async fn overview(
     State(state): State<AppState>,
     Visitor(viewer): Visitor,
+    Query(q): Query<AfterQuery>,
 ) -> Result<Response, UiError> {
     if let Some(next) = &viewer.login_next {
         // With no public project there is nothing to browse unsigned.
-        if state.auth.list_projects(&viewer.actor).await?.is_empty() {
+        if state
+            .auth
+            .projects_page(&viewer.actor, "", 1)
+            .await?
+            .is_empty()
+        {
             return Err(UiError::Login { next: next.clone() });
         }
     }
-    Ok(pages::overview(&state, &viewer).await?.into_response())
+    Ok(pages::overview(&state, &viewer, &q.after)
+        .await?
+        .into_response())
 }
 
 #[derive(Deserialize, Default)]
@@ -552,8 +567,9 @@ async fn project(
     State(state): State<AppState>,
     Visitor(viewer): Visitor,
     UrlPath(project): UrlPath<String>,
+    Query(q): Query<AfterQuery>,
 ) -> Result<Response, UiError> {
-    let page = pages::project(&state, &viewer, &project, None).await;
+    let page = pages::project(&state, &viewer, &project, &q.after, None).await;
     Ok(page.map_err(|e| viewer.or_login(e))?.into_response())
 }
 

@@ -19,6 +19,10 @@ use crate::metadata::{Action, RepoSummary, Role, TagOrder};
 use crate::oci::{Digest, Reference, RepoName, Tag};
 
 const TAGS_PER_PAGE: u32 = 50;
+/// Projects on one page of the overview, repositories on one page of a
+/// project: a page costs the same however many there are.
+const PROJECTS_PER_PAGE: u32 = 100;
+const REPOS_PER_PAGE: u32 = 100;
 /// Image configs are small; a larger one is not read into memory.
 const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
@@ -69,16 +73,38 @@ fn image_href(repo: &str, reference: &str) -> String {
     format!("/ui/r/{}/-/image/{}", urlencode(repo), urlencode(reference))
 }
 
-pub async fn overview(state: &AppState, viewer: &Viewer) -> Result<Markup, UiError> {
-    let projects = state.auth.list_projects(&viewer.actor).await?;
-    let usage = state.ui.metadata.project_usage().await?;
+/// "First page" and "Next" links of a page listed by name after a cursor;
+/// `next` is the cursor of the following page, if there is one.
+fn cursor_pager(base: &str, after: &str, next: Option<&str>) -> Markup {
+    html! {
+        @if !after.is_empty() || next.is_some() {
+            nav.pager aria-label="Pages" {
+                @if !after.is_empty() { a href=(base) { "← First page" } }
+                @if let Some(next) = next { a rel="next" href={ (base) "?after=" (urlencode(next)) } { "Next →" } }
+            }
+        }
+    }
+}
+
+pub async fn overview(state: &AppState, viewer: &Viewer, after: &str) -> Result<Markup, UiError> {
+    let mut projects = state
+        .auth
+        .projects_page(&viewer.actor, after, PROJECTS_PER_PAGE + 1)
+        .await?;
+    let more = projects.len() > PROJECTS_PER_PAGE as usize;
+    projects.truncate(PROJECTS_PER_PAGE as usize);
+    let next = more
+        .then(|| projects.last().map(|p| p.name.as_str()))
+        .flatten();
+    let names: Vec<String> = projects.iter().map(|p| p.name.clone()).collect();
+    let usage = state.ui.metadata.project_usage(&names).await?;
     let now = now_ms();
     let body = html! {
         h1 { "Projects" }
-        @if projects.is_empty() {
+        @if projects.is_empty() && after.is_empty() {
             p.empty { "No projects you can see yet. Push an image (" code { "docker push " (viewer.host) "/PROJECT/IMAGE:TAG" } ") or ask an administrator to add you to a project." }
         } @else {
-            label.filter { "Filter " input type="search" data-filter="projects" placeholder="project name"; }
+            label.filter { "Filter this page " input type="search" data-filter="projects" placeholder="project name"; }
             table #projects {
                 thead { tr { th { "Project" } th { "Visibility" } th { "Your role" } th.num { "Repositories" } th.num { "Storage" } th { "Last push" } } }
                 tbody {
@@ -95,6 +121,7 @@ pub async fn overview(state: &AppState, viewer: &Viewer) -> Result<Markup, UiErr
                     }
                 }
             }
+            (cursor_pager("/ui", after, next))
         }
     };
     Ok(layout("Projects", Some(viewer), body))
@@ -152,10 +179,20 @@ pub async fn project(
     state: &AppState,
     viewer: &Viewer,
     name: &str,
+    after: &str,
     secret: Option<(String, String)>,
 ) -> Result<Markup, UiError> {
     let project = state.auth.get_project(&viewer.actor, name).await?;
-    let repos = state.ui.metadata.repositories_in(name).await?;
+    let mut repos = state
+        .ui
+        .metadata
+        .repositories_in(name, after, REPOS_PER_PAGE + 1)
+        .await?;
+    let more = repos.len() > REPOS_PER_PAGE as usize;
+    repos.truncate(REPOS_PER_PAGE as usize);
+    let next = more
+        .then(|| repos.last().map(|r| r.name.as_str()))
+        .flatten();
     let members = state.auth.members(&viewer.actor, name).await.ok();
     let robots = state.auth.list_robots(&viewer.actor, name).await.ok();
     let csrf = &viewer.csrf;
@@ -171,11 +208,12 @@ pub async fn project(
             }
         }
         h2 { "Repositories" }
-        @if repos.is_empty() {
+        @if repos.is_empty() && after.is_empty() {
             p.empty { "No repositories yet: push with " code { "docker push " (viewer.host) "/" (name) "/IMAGE:TAG" } }
         } @else {
-            label.filter { "Filter " input type="search" data-filter="repos" placeholder="repository name"; }
+            label.filter { "Filter this page " input type="search" data-filter="repos" placeholder="repository name"; }
             (repo_table(&repos, "repos"))
+            (cursor_pager(&base, after, next))
         }
         @if let Some(members) = &members {
             h2 { "Members" }
@@ -348,6 +386,7 @@ pub async fn project_action(
                 state,
                 viewer,
                 name,
+                "",
                 Some((created.item.name, created.secret)),
             )
             .await?;
