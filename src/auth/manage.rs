@@ -205,6 +205,18 @@ impl AuthService {
         Ok(users.into_iter().map(UserView::from).collect())
     }
 
+    /// At most `limit` users ordered by name, the first after `after`.
+    pub async fn users_page(
+        &self,
+        actor: &Actor,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<UserView>> {
+        self.require_admin(actor)?;
+        let users = self.metadata().users_page(after, limit).await?;
+        Ok(users.into_iter().map(UserView::from).collect())
+    }
+
     pub async fn create_user(
         &self,
         actor: &Actor,

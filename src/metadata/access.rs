@@ -318,6 +318,8 @@ pub trait UserStore: Send + Sync {
     async fn get_user(&self, name: &str) -> Result<Option<User>>;
     /// Every user, ordered by name.
     async fn list_users(&self) -> Result<Vec<User>>;
+    /// At most `limit` users ordered by name, the first after `after`.
+    async fn users_page(&self, after: &str, limit: u32) -> Result<Vec<User>>;
     /// The following setters return whether the user exists. Each bumps the
     /// user's `generation` when it changes something (a password is always
     /// a change).

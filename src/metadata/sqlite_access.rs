@@ -238,6 +238,17 @@ impl UserStore for SqliteMetadata {
         Ok(rows.iter().map(user_from_row).collect())
     }
 
+    async fn users_page(&self, after: &str, limit: u32) -> Result<Vec<User>> {
+        let rows = sqlx::query(&format!(
+            "{USER_COLUMNS} WHERE name > ? ORDER BY name LIMIT ?"
+        ))
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.iter().map(user_from_row).collect())
+    }
+
     async fn set_password(&self, name: &str, password_hash: &str) -> Result<bool> {
         let mut w = self.writer().await?;
         let done = sqlx::query(

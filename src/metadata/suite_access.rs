@@ -59,6 +59,14 @@ async fn users(m: &dyn Metadata) {
         .filter(|n| ["aaron", "alice", "bob"].contains(&n.as_str()))
         .collect();
     assert_eq!(names, ["aaron", "alice", "bob"]);
+    let page: Vec<String> = m
+        .users_page("aaron", 2)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    assert_eq!(page, ["alice", "bob"]);
 
     assert!(m.set_password("alice", "hash-a2").await.unwrap());
     assert!(m.set_admin("alice", true).await.unwrap());

@@ -14,9 +14,37 @@ use crate::api::AppState;
 use crate::auth::manage::UserUpdate;
 use crate::metadata::AuditFilter;
 
-pub async fn page(State(state): State<AppState>, viewer: Viewer) -> Result<Response, UiError> {
-    let users = state.auth.list_users(&viewer.actor).await?;
-    let projects = state.auth.list_projects(&viewer.actor).await?;
+/// Users on one page of the administration page; the projects listed
+/// there are the first ones (the overview pages through them all).
+const USERS_PER_PAGE: u32 = 100;
+const PROJECTS_SHOWN: u32 = 100;
+
+#[derive(Deserialize, Default)]
+pub struct AdminQuery {
+    #[serde(default)]
+    users_after: String,
+}
+
+pub async fn page(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Query(q): Query<AdminQuery>,
+) -> Result<Response, UiError> {
+    let mut users = state
+        .auth
+        .users_page(&viewer.actor, &q.users_after, USERS_PER_PAGE + 1)
+        .await?;
+    let more_users = users.len() > USERS_PER_PAGE as usize;
+    users.truncate(USERS_PER_PAGE as usize);
+    let next_users = more_users
+        .then(|| users.last().map(|u| u.name.clone()))
+        .flatten();
+    let mut projects = state
+        .auth
+        .projects_page(&viewer.actor, "", PROJECTS_SHOWN + 1)
+        .await?;
+    let more_projects = projects.len() > PROJECTS_SHOWN as usize;
+    projects.truncate(PROJECTS_SHOWN as usize);
     let now = now_ms();
     let csrf = &viewer.csrf;
     let body = html! {
@@ -53,6 +81,12 @@ pub async fn page(State(state): State<AppState>, viewer: Viewer) -> Result<Respo
                 }
             } }
         }
+        @if !q.users_after.is_empty() || next_users.is_some() {
+            nav.pager aria-label="Pages of users" {
+                @if !q.users_after.is_empty() { a href="/ui/admin" { "← First users" } }
+                @if let Some(next) = &next_users { a rel="next" href={ "/ui/admin?users_after=" (urlencode(next)) } { "Next users →" } }
+            }
+        }
         form.card method="post" action="/ui/admin/users" {
             h3 { "New user" }
             input type="hidden" name="csrf" value=(csrf);
@@ -63,6 +97,7 @@ pub async fn page(State(state): State<AppState>, viewer: Viewer) -> Result<Respo
         }
         h2 { "Projects" }
         ul { @for p in &projects { li { a href={ "/ui/projects/" (urlencode(&p.name)) } { (p.name) } " (" (if p.public { "public" } else { "private" }) ")" } } }
+        @if more_projects { p { "The first " (PROJECTS_SHOWN) " projects; " a href="/ui" { "the overview" } " lists them all." } }
         form.card method="post" action="/ui/admin/projects" {
             h3 { "New project" }
             input type="hidden" name="csrf" value=(csrf);
