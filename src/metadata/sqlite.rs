@@ -707,6 +707,82 @@ pub(super) mod tests {
         }
     }
 
+    /// A registry made before the usage counters gets them, right, from what
+    /// it holds when it is first opened by this version.
+    #[tokio::test]
+    async fn counters_are_filled_for_an_existing_registry() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metadata.db");
+        let old = dir.path().join("old-migrations");
+        std::fs::create_dir(&old).unwrap();
+        for entry in
+            std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite")).unwrap()
+        {
+            let entry = entry.unwrap();
+            let name = entry.file_name().into_string().unwrap();
+            if name.as_str() < "0007" {
+                std::fs::copy(entry.path(), old.join(&name)).unwrap();
+            }
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .unwrap();
+        sqlx::migrate::Migrator::new(old.as_path())
+            .await
+            .unwrap()
+            .run(&pool)
+            .await
+            .unwrap();
+        for statement in [
+            "INSERT INTO repositories (id, name, created_at) VALUES (1, 'old/a', 1), (2, 'old/b', 1), \
+               (3, 'old', 1), (4, 'other/x', 1)",
+            "INSERT INTO blobs (digest, size, created_at) VALUES ('sha256:aa', 100, 1), ('sha256:bb', 7, 1)",
+            "INSERT INTO repo_blobs (repo_id, digest, created_at) VALUES (1, 'sha256:aa', 1), \
+               (1, 'sha256:bb', 1), (2, 'sha256:aa', 1), (4, 'sha256:bb', 1)",
+            "INSERT INTO manifests (repo_id, digest, media_type, size, content, created_at) VALUES \
+               (1, 'sha256:m1', 'x', 2, X'7B7D', 10), (2, 'sha256:m2', 'x', 2, X'7B7D', 20)",
+            "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES (1, 'v1', 'sha256:m1', 30), \
+               (1, 'v2', 'sha256:m1', 40), (2, 'v1', 'sha256:m2', 25)",
+        ] {
+            sqlx::query(statement).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+
+        let m = SqliteMetadata::open(&path).await.unwrap();
+        assert_counters_consistent(&m).await;
+        let usage = m
+            .project_usage(&["old".to_string(), "other".to_string()])
+            .await
+            .unwrap();
+        assert_eq!(usage.len(), 1, "{usage:?}");
+        assert_eq!(
+            (
+                usage[0].repositories,
+                usage[0].storage_bytes,
+                usage[0].last_push
+            ),
+            (2, 107, Some(40))
+        );
+        let repos = m.repositories_in("old", "", 10).await.unwrap();
+        let summary: Vec<(&str, u64, u64)> = repos
+            .iter()
+            .map(|r| (r.name.as_str(), r.tags, r.storage_bytes))
+            .collect();
+        assert_eq!(summary, [("old/a", 2, 107), ("old/b", 1, 100)]);
+        // And the triggers keep them from there.
+        let repo: RepoName = "old/b".parse().unwrap();
+        m.link_blob(&repo, &Digest::sha256_of(b"new"), 5)
+            .await
+            .unwrap();
+        assert_counters_consistent(&m).await;
+    }
+
     /// The two ways of reading a restricted catalog page give the same pages.
     #[tokio::test]
     async fn catalog_strategies_agree() {
