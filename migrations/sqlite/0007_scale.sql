@@ -151,3 +151,20 @@ BEGIN
     DELETE FROM project_blobs WHERE digest = OLD.digest AND links <= 0
       AND project = (SELECT project FROM repositories WHERE id = OLD.repo_id);
 END;
+
+-- Repository search by substring: a trigram index of the names, so that a
+-- search for a rare part of a name reads its matches, not every name.
+CREATE VIRTUAL TABLE repository_names USING fts5(
+    name, content = 'repositories', content_rowid = 'id', tokenize = 'trigram'
+);
+INSERT INTO repository_names (repository_names) VALUES ('rebuild');
+
+CREATE TRIGGER repositories_names_insert AFTER INSERT ON repositories
+BEGIN
+    INSERT INTO repository_names (rowid, name) VALUES (NEW.id, NEW.name);
+END;
+
+CREATE TRIGGER repositories_names_delete AFTER DELETE ON repositories
+BEGIN
+    INSERT INTO repository_names (repository_names, rowid, name) VALUES ('delete', OLD.id, OLD.name);
+END;

@@ -175,38 +175,91 @@ impl Browse for SqliteMetadata {
         visible: &Visible,
         limit: u32,
     ) -> Result<Vec<RepoSummary>> {
-        let pattern = contains_pattern(needle);
-        let rows = match visible_params(visible) {
-            None => {
-                sqlx::query(&format!(
-                    "SELECT r.name, {REPO_STATS} FROM repositories r \
-                     JOIN repo_stats s ON s.repo_id = r.id \
-                     WHERE r.name LIKE ?1 ESCAPE '\\' AND s.manifests > 0 \
-                     ORDER BY r.name LIMIT ?2"
-                ))
-                .bind(pattern)
-                .bind(limit)
-                .fetch_all(&self.read)
-                .await?
-            }
-            Some((member, project)) => {
-                sqlx::query(&format!(
-                    "SELECT r.name, {REPO_STATS} FROM ({VISIBLE_PROJECTS}) p \
-                     CROSS JOIN repositories r ON r.project = p.name \
-                     JOIN repo_stats s ON s.repo_id = r.id \
-                     WHERE r.name LIKE ?3 ESCAPE '\\' AND s.manifests > 0 \
-                     ORDER BY r.name LIMIT ?4"
-                ))
-                .bind(member)
-                .bind(project)
-                .bind(pattern)
-                .bind(limit)
-                .fetch_all(&self.read)
-                .await?
-            }
+        let needle = needle.to_ascii_lowercase();
+        if !needle.bytes().all(name_byte) {
+            // Names are made of these bytes only: nothing can match.
+            return Ok(Vec::new());
+        }
+        // A part of three characters or more is looked up in the trigram
+        // index; if it matches many names, reading names in order finds a
+        // page of matches early instead.
+        let indexed = needle.len() >= 3 && {
+            let matches: i64 = sqlx::query_scalar(SEARCH_MATCH_COUNT)
+                .bind(format!("*{needle}*"))
+                .bind(SEARCH_MATCHES_READ + 1)
+                .fetch_one(&self.read)
+                .await?;
+            matches <= i64::from(SEARCH_MATCHES_READ)
         };
+        let (query, pattern) = match (visible_params(visible).is_some(), indexed) {
+            (false, true) => (search_all_indexed(), format!("*{needle}*")),
+            (true, true) => (search_visible_indexed(), format!("*{needle}*")),
+            (false, false) => (search_all_by_name(), contains_pattern(&needle)),
+            (true, false) => (search_visible_by_project(), contains_pattern(&needle)),
+        };
+        let q = sqlx::query(&query);
+        let q = match visible_params(visible) {
+            None => q,
+            Some((member, project)) => q.bind(member).bind(project),
+        };
+        let rows = q.bind(pattern).bind(limit).fetch_all(&self.read).await?;
         rows.into_iter().map(summary).collect()
     }
+}
+
+/// The bytes repository names are made of.
+fn name_byte(b: u8) -> bool {
+    b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/".contains(&b)
+}
+
+/// Matches a search reads from the trigram index before it reads names in
+/// order instead (where so many match, a page is found early).
+const SEARCH_MATCHES_READ: u32 = 10_000;
+
+/// Names matching GLOB ?1 in the trigram index, counted up to ?2.
+const SEARCH_MATCH_COUNT: &str = "SELECT COUNT(*) FROM \
+     (SELECT rowid FROM repository_names WHERE name GLOB ?1 LIMIT ?2)";
+
+/// Search by the trigram index: ?1 = GLOB pattern, ?2 = limit.
+fn search_all_indexed() -> String {
+    format!(
+        "SELECT r.name, {REPO_STATS} FROM repository_names f \
+         JOIN repositories r ON r.id = f.rowid JOIN repo_stats s ON s.repo_id = r.id \
+         WHERE f.name GLOB ?1 AND s.manifests > 0 ORDER BY r.name LIMIT ?2"
+    )
+}
+
+/// As [`search_all_indexed`], for a restricted caller: ?1, ?2 as in
+/// `VISIBLE_PROJECTS`, ?3 = GLOB pattern, ?4 = limit.
+fn search_visible_indexed() -> String {
+    format!(
+        "SELECT r.name, {REPO_STATS} FROM repository_names f \
+         JOIN repositories r ON r.id = f.rowid JOIN repo_stats s ON s.repo_id = r.id \
+         WHERE f.name GLOB ?3 AND s.manifests > 0 AND +r.project IN ({VISIBLE_PROJECTS}) \
+         ORDER BY r.name LIMIT ?4"
+    )
+}
+
+/// Search reading names in order: ?1 = LIKE pattern, ?2 = limit.
+fn search_all_by_name() -> String {
+    format!(
+        "SELECT r.name, {REPO_STATS} FROM repositories r \
+         JOIN repo_stats s ON s.repo_id = r.id \
+         WHERE r.name LIKE ?1 ESCAPE '\\' AND s.manifests > 0 \
+         ORDER BY r.name LIMIT ?2"
+    )
+}
+
+/// Search reading the restricted caller's repositories (?1, ?2 as in
+/// `VISIBLE_PROJECTS`, ?3 = LIKE pattern, ?4 = limit).
+fn search_visible_by_project() -> String {
+    format!(
+        "SELECT r.name, {REPO_STATS} FROM ({VISIBLE_PROJECTS}) p \
+         CROSS JOIN repositories r ON r.project = p.name \
+         JOIN repo_stats s ON s.repo_id = r.id \
+         WHERE r.name LIKE ?3 ESCAPE '\\' AND s.manifests > 0 \
+         ORDER BY r.name LIMIT ?4"
+    )
 }
 
 #[async_trait]
@@ -242,7 +295,10 @@ impl super::browse::EndedSessions for SqliteMetadata {
 
 #[cfg(test)]
 mod tests {
-    use super::{contains_pattern, repositories_in_query, PROJECT_USAGE, TAG_COUNT};
+    use super::{
+        contains_pattern, repositories_in_query, search_all_indexed, search_visible_by_project,
+        search_visible_indexed, PROJECT_USAGE, SEARCH_MATCH_COUNT, TAG_COUNT,
+    };
     use crate::metadata::sqlite::tests::assert_no_scans;
     use crate::metadata::sqlite::SqliteMetadata;
 
@@ -258,6 +314,10 @@ mod tests {
             ("PROJECT_USAGE", PROJECT_USAGE),
             ("repositories_in_query", &repositories_in_query()),
             ("TAG_COUNT", TAG_COUNT),
+            ("SEARCH_MATCH_COUNT", SEARCH_MATCH_COUNT),
+            ("search_all_indexed", &search_all_indexed()),
+            ("search_visible_indexed", &search_visible_indexed()),
+            ("search_visible_by_project", &search_visible_by_project()),
         ] {
             assert_no_scans(&m.read, name, query).await;
         }

@@ -609,6 +609,28 @@ async fn listings_name_only_visible_repositories(m: &dyn Metadata) {
         .filter(|n| n.starts_with("vis-"))
         .collect();
     assert_eq!(found, ["vis-mine/a", "vis-pub/a"]);
+    async fn search(m: &dyn Metadata, needle: &str, visible: &Visible) -> Vec<String> {
+        m.search_repositories(needle, visible, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.name)
+            .filter(|n| n.starts_with("vis-"))
+            .collect()
+    }
+    // Three characters or more: through the trigram index, same answers.
+    assert_eq!(search(m, "s-p", &member).await, ["vis-pub/a", "vis-pub/b"]);
+    assert_eq!(search(m, "VIS-MINE/", &member).await, ["vis-mine/a"]);
+    assert_eq!(search(m, "vis-priv", &member).await, Vec::<String>::new());
+    assert_eq!(
+        search(m, "vis-priv", &Visible::All).await,
+        ["vis-priv/a", "vis-priv/b"]
+    );
+    assert_eq!(
+        search(m, "is-zorphan/", &Visible::All).await,
+        ["vis-zorphan/a"]
+    );
+    assert_eq!(search(m, "vis*", &Visible::All).await, Vec::<String>::new());
 }
 
 const T0: i64 = 1_000_000;
