@@ -41,7 +41,8 @@ use crate::registry::{
     manifest, push_monolithic, push_small, put_manifest, sha256_digest, Image, OCI_MANIFEST,
 };
 use crate::server::{
-    log_tail, proc_status_kib, random_hex, start_berth_with, start_distribution, BerthAuth, Server,
+    log_tail, proc_status_kib, random_hex, start_berth_with, start_distribution, BerthAuth,
+    ForeignLoad, Server,
 };
 use crate::workloads::{digest_of, median, run_concurrent, sync_disks, Ctx};
 
@@ -689,6 +690,10 @@ pub async fn run(ctx: &Ctx) -> Result<ScaleReport> {
             steps.len(),
             fmt_count(n)
         );
+        let mut pids = ctx.launch.pids.clone();
+        pids.extend(sides.iter().map(|s| s.server.pid));
+        let load = ForeignLoad::start(pids);
+        let step_start = Instant::now();
         let mut step_vals = [Vals::new(), Vals::new()];
         for (s, v) in sides.iter_mut().zip(step_vals.iter_mut()) {
             if s.broken.is_none() {
@@ -718,6 +723,13 @@ pub async fn run(ctx: &Ctx) -> Result<ScaleReport> {
         }
         for (i, v) in step_vals.into_iter().enumerate() {
             vals[i].push(v);
+        }
+        if let Some(cores) = load.cores() {
+            sh.notes.push(format!(
+                "step {} ({:.0} s): other processes and kernel threads kept {cores:.2} cores busy",
+                fmt_count(n),
+                step_start.elapsed().as_secs_f64()
+            ));
         }
     }
 
