@@ -60,6 +60,9 @@ const AUDIT_PER_REPO: usize = 10;
 const AUDIT_WAIT: Duration = Duration::from_secs(120);
 /// Untimed requests before each measure's samples.
 const WARMUP: usize = 3;
+/// Time one measure may take at one step: warm-up stops after a quarter of
+/// it, sampling after all of it (at least one sample is taken).
+const SAMPLE_BUDGET: Duration = Duration::from_secs(30);
 const LAYER_LEN: u64 = 1 << 20;
 const PAGE: usize = 100;
 /// The password of every created user (`u000000`, ...).
@@ -336,21 +339,38 @@ fn ms_since(t0: Instant) -> f64 {
     t0.elapsed().as_secs_f64() * 1e3
 }
 
-/// `warmup` untimed runs, then the median of `n` timed ones; `f(k)` returns
-/// its own figure in ms (client-measured, or the server's).
-async fn sample<F, Fut>(warmup: usize, n: usize, mut f: F) -> Result<f64>
+/// The median of the samples of one measure, and how many were taken.
+struct Sampled {
+    median: f64,
+    taken: usize,
+}
+
+/// `warmup` untimed runs, then the median of `n` timed ones, within
+/// `SAMPLE_BUDGET`; `f(k)` returns its own figure in ms (client-measured, or
+/// the server's). `k` counts from 0 to `warmup + n` whether or not all run.
+async fn sample<F, Fut>(warmup: usize, n: usize, mut f: F) -> Result<Sampled>
 where
     F: FnMut(usize) -> Fut,
     Fut: Future<Output = Result<f64>>,
 {
+    let start = Instant::now();
     for k in 0..warmup {
         within("warm-up", f(k)).await?;
+        if start.elapsed() > SAMPLE_BUDGET / 4 {
+            break;
+        }
     }
     let mut v = Vec::with_capacity(n);
     for k in warmup..warmup + n {
         v.push(within("sample", f(k)).await?);
+        if start.elapsed() > SAMPLE_BUDGET {
+            break;
+        }
     }
-    Ok(median(v))
+    Ok(Sampled {
+        taken: v.len(),
+        median: median(v),
+    })
 }
 
 /// Percent-encodes a query value (RFC 3986 unreserved characters kept).
@@ -608,6 +628,26 @@ impl Shared {
             self.notes.push(note);
         }
     }
+
+    /// Sets a measure's value; notes when the budget cut its samples short.
+    fn record(&mut self, who: &str, n: usize, v: &mut Vals, m: M, r: Result<Sampled>) {
+        match r {
+            Ok(sm) => {
+                if sm.taken < self.samples {
+                    self.note(format!(
+                        "{who}, step {}: {}: {} of {} samples (the {} s budget of a measure)",
+                        fmt_count(n),
+                        m.spec().0,
+                        sm.taken,
+                        self.samples,
+                        SAMPLE_BUDGET.as_secs()
+                    ));
+                }
+                v.set(m, Ok(sm.median));
+            }
+            Err(e) => v.set(m, Err(format!("{e:#}"))),
+        }
+    }
 }
 
 pub async fn run(ctx: &Ctx) -> Result<ScaleReport> {
@@ -701,8 +741,11 @@ pub async fn run(ctx: &Ctx) -> Result<ScaleReport> {
                 fail_side(s, &format!("growing to {n} repositories"), r).await;
             }
         }
-        for (s, v) in sides.iter_mut().zip(step_vals.iter_mut()) {
+        // Distribution first: berth's slowest requests (at scale the UI
+        // overview) come last and cannot load the machine under others.
+        for (s, v) in sides.iter_mut().zip(step_vals.iter_mut()).rev() {
             if s.broken.is_none() {
+                sync_disks().await;
                 let t0 = Instant::now();
                 measure(s, &mut sh, k, n, v).await;
                 eprintln!(
@@ -1088,10 +1131,6 @@ async fn top_up_audit(s: &Side, sh: &mut Shared, k: usize, n: usize) -> Cell {
     })
 }
 
-fn fmt_err(r: Result<f64>) -> Cell {
-    r.map_err(|e| format!("{e:#}"))
-}
-
 /// The timed requests of one step; a failed one fails its own figure only.
 async fn measure(s: &mut Side, sh: &mut Shared, k: usize, n: usize, v: &mut Vals) {
     measure_registry(s, sh, k, n, v).await;
@@ -1107,7 +1146,7 @@ async fn measure_registry(s: &mut Side, sh: &mut Shared, k: usize, n: usize, v: 
     let img = sh.img.clone();
     let (w, ns) = (WARMUP, sh.samples);
     let is_berth = s.name == "berth";
-    let fmt = fmt_err;
+    let who = s.name;
 
     // 1. Push of a new image: a fresh repository per sample.
     let base = s.pushes;
@@ -1124,7 +1163,7 @@ async fn measure_registry(s: &mut Side, sh: &mut Shared, k: usize, n: usize, v: 
     })
     .await;
     s.pushes += w + ns;
-    v.set(M::Push, fmt(r));
+    sh.record(who, n, v, M::Push, r);
 
     // 2. Manifest GET and blob HEAD on the first repository.
     let repo0 = sh.plan.repo_name(0);
@@ -1154,7 +1193,7 @@ async fn measure_registry(s: &mut Side, sh: &mut Shared, k: usize, n: usize, v: 
         }
     })
     .await;
-    v.set(M::ManifestGet, fmt(r));
+    sh.record(who, n, v, M::ManifestGet, r);
     let url = format!("/v2/{repo0}/blobs/{}", img.layer_digest);
     let r = sample(w, ns, |_| {
         let (t, url) = (&t, &url);
@@ -1174,7 +1213,7 @@ async fn measure_registry(s: &mut Side, sh: &mut Shared, k: usize, n: usize, v: 
         }
     })
     .await;
-    v.set(M::BlobHead, fmt(r));
+    sh.record(who, n, v, M::BlobHead, r);
 
     // 3. The big repository's first tags page.
     let url = format!("/v2/{BIG}/tags/list?n={PAGE}");
@@ -1227,7 +1266,7 @@ async fn measure_registry(s: &mut Side, sh: &mut Shared, k: usize, n: usize, v: 
             s.name
         ));
     }
-    v.set(M::TagsPage, fmt(r));
+    sh.record(who, n, v, M::TagsPage, r);
 
     // 4. The first catalog page, as admin and as the viewer.
     let url = format!("/v2/_catalog?n={PAGE}");
@@ -1259,18 +1298,18 @@ async fn measure_registry(s: &mut Side, sh: &mut Shared, k: usize, n: usize, v: 
         }
     })
     .await;
-    v.set(M::CatalogAdmin, fmt(r));
+    sh.record(who, n, v, M::CatalogAdmin, r);
 }
 
 /// What only berth has: the catalog as a user who sees 10 repositories, the
 /// UI pages' server time, fresh logins.
-async fn measure_berth(s: &mut Side, sh: &Shared, n: usize, v: &mut Vals) {
+async fn measure_berth(s: &mut Side, sh: &mut Shared, n: usize, v: &mut Vals) {
     let Some(b) = &s.berth else {
         return;
     };
     let t = s.admin.clone();
     let (w, ns) = (WARMUP, sh.samples);
-    let fmt = fmt_err;
+    let who = s.name;
     let url = format!("/v2/_catalog?n={PAGE}");
     let want: Vec<String> = (0..SEEN_REPOS).map(seen_repo).collect();
     let entries = std::sync::atomic::AtomicUsize::new(0);
@@ -1297,36 +1336,9 @@ async fn measure_berth(s: &mut Side, sh: &Shared, n: usize, v: &mut Vals) {
         Ok(_) => v.set(M::ViewerEntries, Ok(entries.into_inner() as f64)),
         Err(e) => v.set(M::ViewerEntries, Err(format!("{e:#}"))),
     }
-    v.set(M::CatalogViewer, fmt(r));
+    sh.record(who, n, v, M::CatalogViewer, r);
 
-    // 5. UI pages, the server's time, signed in as admin.
-    let browser = Target {
-        authorization: None,
-        ..t.clone()
-    };
-    let projects = s.projects + FIXED_PROJECTS.len();
-    let in_p0000 = sh.plan.in_first_project(s.repos);
-    let pages: [(M, String); 3] = [
-        (M::UiOverview, "/ui".to_string()),
-        (M::UiProject, format!("/ui/projects/{}", project_name(0))),
-        (M::UiRepo, format!("/ui/r/{BIG}")),
-    ];
-    for (m, url) in pages {
-        let r = sample(w, ns, |_| {
-            let (t, url, cookie) = (&browser, &url, &b.cookie);
-            async move {
-                let (body, dur) = crate::ui::get_page(t, url, cookie).await?;
-                let html = String::from_utf8_lossy(&body);
-                check_ui(m, url, &html, projects, in_p0000, n)?;
-                Ok(dur)
-            }
-        })
-        .await;
-        v.set(m, fmt(r));
-    }
-    v.set(M::ProjectRepos, Ok(in_p0000 as f64));
-
-    // 6. Fresh logins: a user that never logged in before, per sample.
+    // 5. Fresh logins: a user that never logged in before, per sample.
     let base = s.logins;
     let url = format!(
         "/token?service={}&scope={}",
@@ -1362,7 +1374,35 @@ async fn measure_berth(s: &mut Side, sh: &Shared, n: usize, v: &mut Vals) {
     })
     .await;
     s.logins += w + ns;
-    v.set(M::Login, fmt(r));
+    sh.record(who, n, v, M::Login, r);
+
+    // 6. UI pages, the server's time, signed in as admin.
+    let browser = Target {
+        authorization: None,
+        ..t.clone()
+    };
+    let projects = s.projects + FIXED_PROJECTS.len();
+    let in_p0000 = sh.plan.in_first_project(s.repos);
+    // The overview last: at scale it has been the slowest page by far.
+    let pages: [(M, String); 3] = [
+        (M::UiProject, format!("/ui/projects/{}", project_name(0))),
+        (M::UiRepo, format!("/ui/r/{BIG}")),
+        (M::UiOverview, "/ui".to_string()),
+    ];
+    for (m, url) in pages {
+        let r = sample(w, ns, |_| {
+            let (t, url, cookie) = (&browser, &url, &b.cookie);
+            async move {
+                let (body, dur) = crate::ui::get_page(t, url, cookie).await?;
+                let html = String::from_utf8_lossy(&body);
+                check_ui(m, url, &html, projects, in_p0000, n)?;
+                Ok(dur)
+            }
+        })
+        .await;
+        sh.record(who, n, v, m, r);
+    }
+    v.set(M::ProjectRepos, Ok(in_p0000 as f64));
 }
 
 /// Checks that a UI page shows what it should, so a lost session or an
