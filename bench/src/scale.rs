@@ -56,8 +56,12 @@ const PROJECT_CONC: usize = 4;
 /// Connections for the manifest GETs that top up the audit log.
 const AUDIT_CONNS: usize = 64;
 const AUDIT_PER_REPO: usize = 10;
-/// How long the audit writer may take to catch up after the top-up.
+/// How long the audit writer may take to catch up after a round of the
+/// top-up, and how long it may write nothing before the rest counts as lost.
 const AUDIT_WAIT: Duration = Duration::from_secs(120);
+const AUDIT_STALL: Duration = Duration::from_secs(5);
+/// Rounds of GETs at most to reach 10·N rows when events were lost.
+const AUDIT_ROUNDS: usize = 4;
 /// Untimed requests before each measure's samples.
 const WARMUP: usize = 3;
 /// Time one measure may take at one step: warm-up stops after a quarter of
@@ -108,6 +112,7 @@ enum M {
     Projects,
     Users,
     AuditRows,
+    AuditLost,
     CreatePerRepo,
     CreateTotal,
     Push,
@@ -130,12 +135,13 @@ enum M {
     Rss,
 }
 
-const MEASURES: [M; 25] = [
+const MEASURES: [M; 26] = [
     M::Repos,
     M::Tags,
     M::Projects,
     M::Users,
     M::AuditRows,
+    M::AuditLost,
     M::CreatePerRepo,
     M::CreateTotal,
     M::Push,
@@ -168,6 +174,7 @@ impl M {
             M::Projects => ("projects (p*, and 4 fixed)", Amount, false),
             M::Users => ("users (u*, viewer, admin)", Amount, false),
             M::AuditRows => ("audit rows (newest event id)", Amount, false),
+            M::AuditLost => ("audit events lost (GETs 200, no row)", Amount, false),
             M::CreatePerRepo => ("creation of the new repos, per repo (ms)", Time, true),
             M::CreateTotal => ("creation of the new repos, wall (s)", Amount, true),
             M::Push => ("push of a new image mounting the layer (ms)", Target, true),
@@ -184,9 +191,17 @@ impl M {
             M::Login => ("fresh login, GET /token with Basic (ms)", Target, false),
             M::Disk => ("disk: data dir, sum of file sizes (MiB)", Amount, true),
             M::DiskPerRepo => ("disk per new repo, file sizes (bytes)", Amount, true),
-            M::DiskPerRepoAlloc => ("disk per new repo, allocated (bytes)", Amount, true),
+            M::DiskPerRepoAlloc => (
+                "disk per new repo, allocated, dirs too (bytes)",
+                Amount,
+                true,
+            ),
             M::DiskPerTag => ("disk per new tag, file sizes (bytes)", Amount, true),
-            M::DiskPerTagAlloc => ("disk per new tag, allocated (bytes)", Amount, true),
+            M::DiskPerTagAlloc => (
+                "disk per new tag, allocated, dirs too (bytes)",
+                Amount,
+                true,
+            ),
             M::Rss => ("peak RSS, VmHWM (MiB)", Amount, true),
         }
     }
@@ -564,7 +579,8 @@ fn check_sorted_distinct(url: &str, names: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Sums the sizes of the files under `dir`: (file sizes, allocated bytes).
+/// Sums the sizes under `dir`: (file sizes, allocated blocks of files and
+/// directories).
 fn disk_usage(dir: &Path) -> std::io::Result<(u64, u64)> {
     use std::os::unix::fs::MetadataExt as _;
     let (mut len, mut alloc) = (0u64, 0u64);
@@ -583,11 +599,11 @@ fn disk_usage(dir: &Path) -> std::io::Result<(u64, u64)> {
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(err) => return Err(err),
             };
+            alloc += md.blocks() * 512;
             if md.is_dir() {
                 stack.push(e.path());
             } else {
                 len += md.len();
-                alloc += md.blocks() * 512;
             }
         }
     }
@@ -737,7 +753,7 @@ pub async fn run(ctx: &Ctx) -> Result<ScaleReport> {
         let mut step_vals = [Vals::new(), Vals::new()];
         for (s, v) in sides.iter_mut().zip(step_vals.iter_mut()) {
             if s.broken.is_none() {
-                let r = grow(s, &mut sh, k, n, v).await;
+                let r = grow(s, &mut sh, n, v).await;
                 fail_side(s, &format!("growing to {n} repositories"), r).await;
             }
         }
@@ -932,7 +948,7 @@ async fn bootstrap(
 
 /// Grows one side to step `n`: projects and users (berth), the new
 /// repositories (timed), the big repository's tags, the audit log (berth).
-async fn grow(s: &mut Side, sh: &mut Shared, k: usize, n: usize, v: &mut Vals) -> Result<()> {
+async fn grow(s: &mut Side, sh: &mut Shared, n: usize, v: &mut Vals) -> Result<()> {
     let t = s.admin.clone();
     let plan = sh.plan.clone();
     let img = sh.img.clone();
@@ -1057,78 +1073,137 @@ async fn grow(s: &mut Side, sh: &mut Shared, k: usize, n: usize, v: &mut Vals) -
     v.set(M::Disk, Ok(tagged.0 as f64 / f64::from(1 << 20)));
 
     if is_berth {
-        v.set(M::AuditRows, top_up_audit(s, sh, k, n).await);
+        let (rows, lost) = top_up_audit(s, sh, n).await;
+        v.set(M::AuditRows, rows);
+        v.set(M::AuditLost, lost);
     }
     Ok(())
 }
 
-/// Manifest GETs (each an audit row on berth) until the log holds 10·N rows;
-/// then waits, bounded, for the writer. A shortfall fails the figure with
-/// the numbers; the run goes on.
-async fn top_up_audit(s: &Side, sh: &mut Shared, k: usize, n: usize) -> Cell {
+/// `gets` manifest GETs spread over the repositories, `AUDIT_CONNS` in flight;
+/// returns their wall time (s).
+async fn audit_gets(t: &Target, plan: &Arc<Plan>, repos: usize, gets: usize) -> Result<f64> {
+    let t0 = Instant::now();
+    let (t, plan) = (t.clone(), plan.clone());
+    run_concurrent(gets, AUDIT_CONNS, move |j| {
+        let (t, plan) = (t.clone(), plan.clone());
+        async move {
+            let url = format!("/v2/{}/manifests/latest", plan.repo_name(j % repos));
+            within(&format!("GET {url}"), async {
+                let r = t
+                    .request(
+                        Method::GET,
+                        &url,
+                        &[("accept", OCI_MANIFEST)],
+                        ReqBody::Empty,
+                        &[200],
+                    )
+                    .await?;
+                drain(r).await?;
+                Ok(())
+            })
+            .await
+        }
+    })
+    .await?;
+    Ok(t0.elapsed().as_secs_f64())
+}
+
+/// The last `unwritten_total=` berth's audit writer logged (events it gave up).
+fn logged_unwritten(log: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let key = "unwritten_total=";
+    let at = text.rfind(key)? + key.len();
+    let digits: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// Rounds of manifest GETs (each an audit row on berth) until the log holds
+/// 10·N rows, each followed by a bounded wait for the writer: until it has
+/// caught up, written nothing for `AUDIT_STALL`, or `AUDIT_WAIT` passed.
+/// Returns the newest event id and the GETs (all answered 200) that left no
+/// row; lost events are also noted, with berth's own count from its log.
+async fn top_up_audit(s: &Side, sh: &mut Shared, n: usize) -> (Cell, Cell) {
+    let t = s.admin.clone();
+    let plan = sh.plan.clone();
+    let mut losses = Vec::new();
     let r = async {
-        let t = s.admin.clone();
         let want = (AUDIT_PER_REPO * n) as i64;
-        let have = within("GET /api/v1/audit", audit_newest(&t)).await?;
-        let gets = (want - have).max(0) as usize;
-        let t0 = Instant::now();
-        let (t2, plan) = (t.clone(), sh.plan.clone());
-        let repos = s.repos;
-        run_concurrent(gets, AUDIT_CONNS, move |j| {
-            let (t, plan) = (t2.clone(), plan.clone());
-            async move {
-                let url = format!("/v2/{}/manifests/latest", plan.repo_name(j % repos));
-                within(&format!("GET {url}"), async {
-                    let r = t
-                        .request(
-                            Method::GET,
-                            &url,
-                            &[("accept", OCI_MANIFEST)],
-                            ReqBody::Empty,
-                            &[200],
-                        )
-                        .await?;
-                    drain(r).await?;
-                    Ok(())
-                })
-                .await
-            }
-        })
-        .await?;
-        let get_secs = t0.elapsed().as_secs_f64();
-        let deadline = Instant::now() + AUDIT_WAIT;
-        let expected = have + gets as i64;
+        let mut lost = 0i64;
         let mut now = within("GET /api/v1/audit", audit_newest(&t)).await?;
-        while now < expected && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(500)).await;
+        for _ in 0..AUDIT_ROUNDS {
+            if now >= want {
+                break;
+            }
+            let (have, gets) = (now, (want - now) as usize);
+            let get_secs = audit_gets(&t, &plan, s.repos, gets).await?;
+            let expected = have + gets as i64;
+            let waited = Instant::now();
+            let mut changed = Instant::now();
             now = within("GET /api/v1/audit", audit_newest(&t)).await?;
-        }
-        eprintln!(
-            "[{}] step {}: {gets} manifest GETs at {AUDIT_CONNS} conns in {get_secs:.1} s \
-             ({:.0} req/s), audit log at {now} (waited {:.1} s; untimed)",
-            s.name,
-            fmt_count(n),
-            gets as f64 / get_secs.max(1e-9),
-            (Instant::now() + AUDIT_WAIT - deadline).as_secs_f64()
-        );
-        if now < expected {
-            bail!(
-                "audit log short: before {gets} manifest GETs (all 200) the newest event id \
-                 was {have}; {} s after them it is {now}, expected at least {expected} \
-                 ({} events missing)",
-                AUDIT_WAIT.as_secs(),
-                expected - now
+            while now < expected && waited.elapsed() < AUDIT_WAIT && changed.elapsed() < AUDIT_STALL
+            {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let next = within("GET /api/v1/audit", audit_newest(&t)).await?;
+                if next != now {
+                    changed = Instant::now();
+                }
+                now = next;
+            }
+            let rate = gets as f64 / get_secs.max(1e-9);
+            eprintln!(
+                "[{}] step {}: {gets} manifest GETs at {AUDIT_CONNS} conns in {get_secs:.1} s \
+                 ({rate:.0} req/s), audit log at {now} (waited {:.1} s; untimed)",
+                s.name,
+                fmt_count(n),
+                waited.elapsed().as_secs_f64()
             );
+            if now < expected {
+                let missing = expected - now;
+                lost += missing;
+                losses.push(format!(
+                    "{missing} of {gets} manifest GETs (all answered 200, {rate:.0}/s over \
+                     {AUDIT_CONNS} connections) left no audit row: the newest event id went \
+                     from {have} to {now}, not {expected}, and stayed there {} s",
+                    AUDIT_STALL.as_secs()
+                ));
+            }
         }
-        Ok::<_, anyhow::Error>(now as f64)
+        ensure!(
+            now >= want,
+            "audit log: newest event id {now} after {AUDIT_ROUNDS} rounds of manifest GETs, \
+             expected {want}"
+        );
+        Ok::<_, anyhow::Error>((now, lost))
     }
     .await;
-    r.map_err(|e| {
-        let msg = format!("{e:#}");
-        sh.notes
-            .push(format!("berth, step {} ({}): {msg}", k + 1, fmt_count(n)));
-        msg
-    })
+    if !losses.is_empty() {
+        let logged = logged_unwritten(&s.server.log).map_or_else(
+            || "no unwritten_total in its log".to_string(),
+            |u| {
+                format!(
+                    "its log says \"audit events not written: the audit queue and its \
+                     overflow are full\", one ERROR line per event, up to unwritten_total={u}"
+                )
+            },
+        );
+        sh.note(format!(
+            "berth, step {}: {}; {logged}",
+            fmt_count(n),
+            losses.join("; then ")
+        ));
+    }
+    match r {
+        Ok((now, lost)) => (Ok(now as f64), Ok(lost as f64)),
+        Err(e) => {
+            let msg = format!("{e:#}");
+            sh.note(format!("berth, step {}: {msg}", fmt_count(n)));
+            (Err(msg.clone()), Err(msg))
+        }
+    }
 }
 
 /// The timed requests of one step; a failed one fails its own figure only.
@@ -1720,6 +1795,7 @@ mod tests {
             }
         }
         assert!(values(&report, M::AuditRows, "berth")[1] >= 600.0);
+        assert_eq!(values(&report, M::AuditLost, "berth"), [0.0, 0.0]);
         let json = report.to_json();
         assert_eq!(
             json["rows"].as_array().map(Vec::len),
