@@ -9,6 +9,7 @@ mod data;
 mod hammer;
 mod http;
 mod registry;
+mod scale;
 mod server;
 mod ui;
 mod workloads;
@@ -52,8 +53,8 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Run only these workloads (comma-separated): mono, chunked, pull, concurrent,
-    /// manifest-put, manifest-get, blob-head, tags, catalog, ui, auth. Peak RSS is always
-    /// reported.
+    /// manifest-put, manifest-get, blob-head, tags, catalog, ui, auth, scale. Peak RSS is
+    /// always reported. `scale` is not in the default set and prints a table of its own.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Also run the `auth` workload (push and pull with and without HTTP Basic
@@ -71,6 +72,14 @@ struct Args {
     /// registry goes first; each figure is the median over rounds.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
+    /// `scale`: the repositories at each step, comma-separated (default
+    /// 1000,10000,100000; with --quick 100,1000).
+    #[arg(long, value_delimiter = ',')]
+    scale_steps: Vec<usize>,
+    /// `scale`: timed samples of each measure at each step (default 30; with
+    /// --quick 10).
+    #[arg(long)]
+    scale_samples: Option<usize>,
     /// Where the registries' temporary data directories go.
     #[arg(long, default_value_os_t = std::env::temp_dir())]
     tmp_dir: PathBuf,
@@ -224,11 +233,65 @@ async fn run(args: Args) -> Result<bool> {
     let workloads = selected(&args.only, args.auth)?;
     anyhow::ensure!(args.runs >= 1, "--runs must be at least 1");
     anyhow::ensure!(args.rounds >= 1, "--rounds must be at least 1");
-    let p = Params::new(args.quick, args.runs);
+    let mut p = Params::new(args.quick, args.runs);
+    if !args.scale_steps.is_empty() {
+        p.scale_steps = args.scale_steps.clone();
+    }
+    if let Some(n) = args.scale_samples {
+        p.scale_samples = n;
+    }
+    // `scale` grows registries of its own and prints a table of its own.
+    let (scale, workloads): (Vec<Workload>, Vec<Workload>) =
+        workloads.into_iter().partition(|w| *w == Workload::Scale);
     let started = Instant::now();
     let machine = machine();
     eprintln!("machine: {machine}");
+    eprintln!("generating the data pool");
+    let mut ctx = Ctx {
+        pool: Pool::new(64 << 20),
+        p,
+        launch: Launch {
+            berth_bin: args.berth_bin.clone(),
+            dist_bin: args.dist_bin.clone(),
+            tmp_dir: args.tmp_dir.clone(),
+            pids: Vec::new(),
+        },
+    };
+    let mut ok = true;
+    let mut json = serde_json::json!({ "quick": args.quick, "machine": machine });
+    if !workloads.is_empty() {
+        let (all_ok, j) = side_by_side(&args, &mut ctx, &workloads, &machine).await?;
+        ok &= all_ok;
+        json = j;
+    }
+    if !scale.is_empty() {
+        eprintln!("== scale");
+        let report = scale::run(&ctx).await?;
+        if !workloads.is_empty() {
+            println!();
+        }
+        print!("{}", report.table());
+        ok &= report.ok();
+        json["scale"] = report.to_json();
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&json)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    eprintln!("done in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(ok)
+}
 
+/// The side-by-side workloads against the run's two registries: prints their
+/// table; returns whether every figure was measured, and the JSON report.
+async fn side_by_side(
+    args: &Args,
+    ctx: &mut Ctx,
+    workloads: &[Workload],
+    machine: &str,
+) -> Result<(bool, serde_json::Value)> {
+    let p = &ctx.p;
     eprintln!(
         "ceilings: SHA-256, loopback copies and a durable write of {}",
         size_label(p.big)
@@ -239,27 +302,17 @@ async fn run(args: Args) -> Result<bool> {
         ceilings.sha256, ceilings.loopback_file, ceilings.loopback_cached, ceilings.durable_write
     );
 
-    eprintln!("generating the data pool");
-    let pool = Pool::new(64 << 20);
-    let mut regs = start(&args).await?;
+    let mut regs = start(args).await?;
     for r in &regs {
         eprintln!("{}: {}", r.target.name, r.source);
     }
 
     let pids: Vec<u32> = regs.iter().filter_map(|r| r.target.pid).collect();
-    let ctx = Ctx {
-        pool,
-        p,
-        launch: Launch {
-            berth_bin: args.berth_bin.clone(),
-            dist_bin: args.dist_bin.clone(),
-            tmp_dir: args.tmp_dir.clone(),
-            pids: pids.clone(),
-        },
-    };
+    ctx.launch.pids = pids.clone();
+    let ctx = &*ctx;
     let mut busy: Vec<(String, (String, String))> = Vec::new();
     let mut rows: Vec<Row> = Vec::new();
-    for w in &workloads {
+    for w in workloads {
         let specs = w.figures(&ctx.p);
         let mut values: [Vec<Vec<f64>>; 2] = Default::default();
         let mut failed: [Option<String>; 2] = Default::default();
@@ -273,7 +326,7 @@ async fn run(args: Args) -> Result<bool> {
                 }
                 let reg = &mut regs[i];
                 reg.state.round = round;
-                match run_one(*w, &ctx, reg, &pids, &mut busy).await {
+                match run_one(*w, ctx, reg, &pids, &mut busy).await {
                     Ok(v) => values[i].push(v),
                     Err(e) => {
                         eprintln!("[{}] {} FAILED: {e}", reg.target.name, w.name());
@@ -331,15 +384,9 @@ async fn run(args: Args) -> Result<bool> {
         }
     }
 
-    print_table(&rows, &ceilings, &machine, &sources, &notes);
-    if let Some(path) = &args.json {
-        let j = to_json(&rows, &ceilings, &machine, &sources, &notes, args.quick);
-        std::fs::write(path, serde_json::to_vec_pretty(&j)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
-    }
-    eprintln!("done in {:.0} s", started.elapsed().as_secs_f64());
-    Ok(rows.iter().all(|r| r.cells.iter().all(Result::is_ok)))
+    print_table(&rows, &ceilings, machine, &sources, &notes);
+    let j = to_json(&rows, &ceilings, machine, &sources, &notes, args.quick);
+    Ok((rows.iter().all(|r| r.cells.iter().all(Result::is_ok)), j))
 }
 
 /// Runs one workload once against one registry, bounded in time, and notes when

@@ -18,6 +18,8 @@ pub struct Server {
     pub pid: u32,
     pub base: String,
     pub log: PathBuf,
+    /// The registry's data directory (inside the temp dir removed on drop).
+    pub data: PathBuf,
     _dir: TempDir,
 }
 
@@ -100,7 +102,7 @@ pub async fn start_berth_with(bin: &Path, tmp_root: &Path, auth: BerthAuth<'_>) 
     }
     let child =
         spawn_logged(cmd, &log).with_context(|| format!("cannot start {}", bin.display()))?;
-    finish_start(child, format!("http://{listen}"), log, dir, auth_on).await
+    finish_start(child, format!("http://{listen}"), log, data, dir, auth_on).await
 }
 
 /// Starts Distribution on a fresh data dir; with `htpasswd`, its `auth: htpasswd`
@@ -143,6 +145,7 @@ pub async fn start_distribution(
         child,
         format!("http://{listen}"),
         log,
+        data,
         dir,
         htpasswd.is_some(),
     )
@@ -155,6 +158,7 @@ async fn finish_start(
     mut child: Child,
     base: String,
     log: PathBuf,
+    data: PathBuf,
     dir: TempDir,
     auth: bool,
 ) -> Result<Server> {
@@ -200,6 +204,7 @@ async fn finish_start(
         pid,
         base,
         log,
+        data,
         _dir: dir,
     })
 }

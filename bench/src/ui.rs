@@ -27,7 +27,7 @@ use crate::server::{log_tail, random_hex, start_berth_with, BerthAuth};
 use crate::workloads::{fig, median, run_concurrent, Better, Ctx, FigureSpec, Params, State};
 
 const REPO: &str = "uibench/app";
-const SESSION_COOKIE: &str = "berth_session";
+pub const SESSION_COOKIE: &str = "berth_session";
 const LOGIN_COOKIE: &str = "berth_login";
 
 /// The timed views: a label and the query string of the repository page.
@@ -107,7 +107,9 @@ async fn measure(ctx: &Ctx, api: &Target, password: &str) -> Result<Vec<f64>> {
         authorization: None,
         ..api.clone()
     };
-    let session = login(&browser, password).await.context("signing in")?;
+    let session = login(&browser, "admin", password)
+        .await
+        .context("signing in")?;
     let cookie = format!("{SESSION_COOKIE}={session}");
 
     let mut out = Vec::new();
@@ -182,7 +184,7 @@ fn set_cookie<B>(resp: &http::Response<B>, name: &str) -> Option<String> {
 }
 
 /// Signs in as the browser does; returns the session cookie's value.
-async fn login(t: &Target, password: &str) -> Result<String> {
+pub async fn login(t: &Target, user: &str, password: &str) -> Result<String> {
     let r = t
         .request(Method::GET, "/ui/login", &[], ReqBody::Empty, &[200])
         .await?;
@@ -206,10 +208,12 @@ async fn login(t: &Target, password: &str) -> Result<String> {
         "GET /ui/login: unexpected CSRF token {csrf:?}"
     );
     ensure!(
-        password.bytes().all(|b| b.is_ascii_alphanumeric()),
-        "password needs URL encoding"
+        user.bytes()
+            .chain(password.bytes())
+            .all(|b| b.is_ascii_alphanumeric()),
+        "user name or password needs URL encoding"
     );
-    let form = format!("username=admin&password={password}&csrf={csrf}&next=%2Fui");
+    let form = format!("username={user}&password={password}&csrf={csrf}&next=%2Fui");
     let cookie = format!("{LOGIN_COOKIE}={nonce}");
     let len = form.len().to_string();
     let r = t
@@ -239,7 +243,7 @@ async fn login(t: &Target, password: &str) -> Result<String> {
 
 /// GET of a UI page with the session cookie: its body, and the server's
 /// `Server-Timing` `app;dur=` in ms.
-async fn get_page(t: &Target, url: &str, cookie: &str) -> Result<(Bytes, f64)> {
+pub async fn get_page(t: &Target, url: &str, cookie: &str) -> Result<(Bytes, f64)> {
     let r = t
         .request(
             Method::GET,

@@ -69,6 +69,10 @@ pub struct Params {
     /// `ui`: tags of the repository whose page is shown, and GETs timed per view.
     pub ui_tags: usize,
     pub ui_iters: usize,
+    /// `scale`: repositories at each step (`--scale-steps`), and the timed
+    /// samples of each measure per step (`--scale-samples`).
+    pub scale_steps: Vec<usize>,
+    pub scale_samples: usize,
 }
 
 impl Params {
@@ -99,6 +103,8 @@ impl Params {
                 auth_pull_conc: 3,
                 ui_tags: 2000,
                 ui_iters: 10,
+                scale_steps: vec![100, 1000],
+                scale_samples: 10,
             }
         } else {
             Params {
@@ -125,6 +131,8 @@ impl Params {
                 auth_pull_conc: 3,
                 ui_tags: 2000,
                 ui_iters: 50,
+                scale_steps: vec![1000, 10_000, 100_000],
+                scale_samples: 30,
             }
         }
     }
@@ -163,6 +171,7 @@ pub enum Workload {
     Catalog,
     Ui,
     Auth,
+    Scale,
 }
 
 pub fn size_label(bytes: u64) -> String {
@@ -197,7 +206,8 @@ const REPO_MANIFESTS: &str = "bench/manifests";
 const REPO_TAGS: &str = "bench/tags";
 
 impl Workload {
-    /// What runs without `--only`: all but `auth` (which `--auth` adds).
+    /// What runs without `--only`: all but `auth` (which `--auth` adds) and
+    /// `scale` (which only `--only scale` runs).
     pub const DEFAULT: [Workload; 10] = [
         Workload::Mono,
         Workload::Chunked,
@@ -211,7 +221,7 @@ impl Workload {
         Workload::Ui,
     ];
 
-    pub const ALL: [Workload; 11] = [
+    pub const ALL: [Workload; 12] = [
         Workload::Mono,
         Workload::Chunked,
         Workload::Pull,
@@ -223,6 +233,7 @@ impl Workload {
         Workload::Catalog,
         Workload::Ui,
         Workload::Auth,
+        Workload::Scale,
     ];
 
     pub fn name(self) -> &'static str {
@@ -238,6 +249,7 @@ impl Workload {
             Workload::Catalog => "catalog",
             Workload::Ui => "ui",
             Workload::Auth => "auth",
+            Workload::Scale => "scale",
         }
     }
 
@@ -290,6 +302,8 @@ impl Workload {
             ],
             Workload::Ui => crate::ui::figures(p),
             Workload::Auth => crate::auth::figures(p),
+            // A table of its own, a column per step (`crate::scale`).
+            Workload::Scale => Vec::new(),
         }
     }
 
@@ -306,13 +320,16 @@ impl Workload {
             Workload::Catalog => catalog(ctx, t, st).await,
             Workload::Ui => crate::ui::run(ctx, t, st).await,
             Workload::Auth => crate::auth::run(ctx, t, st).await,
+            Workload::Scale => {
+                anyhow::bail!("the scale workload runs apart from the side-by-side table")
+            }
         }
     }
 
     /// Whether the workload starts registries of its own (rather than using the
     /// two the run started), and so measures the machine's other load itself.
     pub fn starts_servers(self) -> bool {
-        matches!(self, Workload::Auth | Workload::Ui)
+        matches!(self, Workload::Auth | Workload::Ui | Workload::Scale)
     }
 }
 
