@@ -5,10 +5,10 @@
 //! `BERTH_ADMIN_PASSWORD`) and a Distribution of its own (no auth), and grows
 //! both in steps (`--scale-steps`, default 1,000, 10,000, 100,000
 //! repositories). Everything grows with the step's N: N repositories
-//! `p{i % projects:04}/r{i:06}`, all holding one shared config and one shared
+//! `p{i % projects:04}/r{i:06}` (the first 100 in `p0000`), all holding one shared config and one shared
 //! 1 MiB layer (cross-repository mounts from `base/src`) and a manifest of
 //! their own; one repository (`big/app`) with N tags; on berth also
-//! max(1, N/100) private projects, max(1, N/10) users and at least 10·N audit
+//! max(101, N/100) private projects, max(1, N/10) users and at least 10·N audit
 //! rows. A project `seen` holds 10 repositories, of which the user `viewer`
 //! is a guest.
 //!
@@ -250,8 +250,11 @@ struct Plan {
     steps: Vec<usize>,
 }
 
+/// N/100 projects, and never fewer than a UI page holds and one more, so
+/// that the overview shows a full page at every step (its time then grows
+/// with the registry, not with the rows on the page).
 fn projects_at(n: usize) -> usize {
-    (n / 100).max(1)
+    (n / 100).max(PAGE + 1)
 }
 
 fn users_at(n: usize) -> usize {
@@ -287,13 +290,23 @@ impl Plan {
         projects_at(n)
     }
 
+    /// The first page's worth go to `p0000` (so its UI page is full at
+    /// every step), the rest round the projects of their step.
+    fn project_of(&self, i: usize) -> usize {
+        if i < PAGE {
+            0
+        } else {
+            i % self.projects_for(i)
+        }
+    }
+
     fn repo_name(&self, i: usize) -> String {
-        format!("p{:04}/r{i:06}", i % self.projects_for(i))
+        format!("p{:04}/r{i:06}", self.project_of(i))
     }
 
     /// How many of the first `n` repositories are in `p0000`.
     fn in_first_project(&self, n: usize) -> usize {
-        (0..n).filter(|i| i % self.projects_for(*i) == 0).count()
+        (0..n).filter(|i| self.project_of(*i) == 0).count()
     }
 }
 
@@ -1718,10 +1731,11 @@ mod tests {
             steps: vec![1000, 10_000],
         };
         assert_eq!(plan.repo_name(0), "p0000/r000000");
-        assert_eq!(plan.repo_name(999), "p0009/r000999");
-        assert_eq!(plan.repo_name(1234), "p0034/r001234");
-        assert_eq!(plan.in_first_project(1000), 100);
-        assert_eq!(plan.in_first_project(10_000), 190);
+        assert_eq!(plan.repo_name(99), "p0000/r000099");
+        assert_eq!(plan.repo_name(999), "p0090/r000999");
+        assert_eq!(plan.repo_name(1234), "p0022/r001234");
+        assert_eq!(plan.in_first_project(1000), 109);
+        assert_eq!(plan.in_first_project(10_000), 199);
         assert_eq!(fmt_count(100_000), "100,000");
         assert_eq!(fmt_count(999), "999");
     }

@@ -12,7 +12,7 @@
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -60,16 +60,50 @@ struct Shared {
     spill_capacity: usize,
     anonymous_tokens: AtomicU64,
     unwritten: AtomicU64,
+    /// `unwritten` as of the last log line about losses, and when that
+    /// line was written (Unix ms): an overload that loses thousands of
+    /// events a second logs one line a second, not one per event.
+    logged_unwritten: AtomicU64,
+    logged_at: AtomicI64,
 }
+
+/// The least time between two log lines about lost events.
+const LOSS_LOG_EVERY_MS: i64 = 1_000;
 
 impl Shared {
     fn lose(&self, n: u64, why: &str) {
-        let total = self.unwritten.fetch_add(n, Ordering::Relaxed) + n;
-        tracing::error!(
-            lost = n,
-            unwritten_total = total,
-            "audit events not written: {why}"
-        );
+        self.unwritten.fetch_add(n, Ordering::Relaxed);
+        self.log_losses(why, false);
+    }
+
+    /// Logs the events lost since the last line, if any: at most once a
+    /// second unless `now` (the writer's catch-up after an overload).
+    fn log_losses(&self, why: &str, now: bool) {
+        let at = now_ms();
+        let last = self.logged_at.load(Ordering::Relaxed);
+        if !now && at - last < LOSS_LOG_EVERY_MS {
+            return;
+        }
+        if self
+            .logged_at
+            .compare_exchange(last, at, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        let total = self.unwritten.load(Ordering::Relaxed);
+        let lost = total
+            - self
+                .logged_unwritten
+                .swap(total, Ordering::Relaxed)
+                .min(total);
+        if lost > 0 {
+            tracing::error!(
+                lost,
+                unwritten_total = total,
+                "audit events not written: {why}"
+            );
+        }
     }
 
     fn take_spill(&self) -> Vec<NewAuditEvent> {
@@ -152,6 +186,8 @@ impl AuditSink {
             spill_capacity: spill,
             anonymous_tokens: AtomicU64::new(0),
             unwritten: AtomicU64::new(0),
+            logged_unwritten: AtomicU64::new(0),
+            logged_at: AtomicI64::new(0),
         });
         tokio::spawn(write_events(metadata.clone(), rx, shared.clone()));
         AuditSink {
@@ -262,6 +298,8 @@ async fn write_events(
             }
             write_batch(&*metadata, &shared, spilled).await;
         }
+        // Caught up: whatever was lost since the last line gets its line.
+        shared.log_losses("lost while the writer was behind or failing", true);
         for done in waiting {
             let _ = done.send(());
         }
