@@ -191,14 +191,15 @@ impl Browse for SqliteMetadata {
                 .await?;
             matches <= i64::from(SEARCH_MATCHES_READ)
         };
-        let (query, pattern) = match (visible_params(visible).is_some(), indexed) {
+        let restricted = visible_params(visible);
+        let (query, pattern) = match (restricted.is_some(), indexed) {
             (false, true) => (search_all_indexed(), format!("*{needle}*")),
             (true, true) => (search_visible_indexed(), format!("*{needle}*")),
             (false, false) => (search_all_by_name(), contains_pattern(&needle)),
             (true, false) => (search_visible_by_project(), contains_pattern(&needle)),
         };
         let q = sqlx::query(&query);
-        let q = match visible_params(visible) {
+        let q = match restricted {
             None => q,
             Some((member, project)) => q.bind(member).bind(project),
         };

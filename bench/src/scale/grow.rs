@@ -1,6 +1,5 @@
 //! Growing a registry to a step: projects, users, repositories, tags, audit rows.
 
-#[allow(unused_imports)]
 use super::*;
 
 pub(super) async fn side(

@@ -1,6 +1,5 @@
 //! Measuring a registry at a step.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// The timed requests of one step; a failed one fails its own figure only.

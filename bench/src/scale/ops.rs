@@ -1,6 +1,5 @@
 //! The scale workload's requests and disk readings.
 
-#[allow(unused_imports)]
 use super::*;
 
 /// `POST /v2/<repo>/blobs/uploads/?mount=<digest>&from=<from>`: 201.

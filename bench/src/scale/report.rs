@@ -1,6 +1,5 @@
 //! The scale table and its JSON.
 
-#[allow(unused_imports)]
 use super::*;
 
 impl ScaleReport {
