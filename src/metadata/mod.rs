@@ -196,31 +196,20 @@ pub trait Health: Send + Sync {
     async fn ping(&self) -> Result<()>;
 }
 
-/// Everything the registry needs from a metadata backend.
-pub trait Metadata:
-    RepoIndex
-    + BlobIndex
-    + BlobLinks
-    + ManifestIndex
-    + ManifestWrites
-    + UploadIndex
-    + Health
-    + AccessMetadata
-    + Browse
-    + EndedSessions
+/// What the registry core needs from a metadata backend: repositories,
+/// blob links, manifests, tags and upload sessions.
+pub trait RegistryStore:
+    RepoIndex + BlobIndex + BlobLinks + ManifestIndex + ManifestWrites + UploadIndex + Health
 {
 }
 impl<
-        T: RepoIndex
-            + BlobIndex
-            + BlobLinks
-            + ManifestIndex
-            + ManifestWrites
-            + UploadIndex
-            + Health
-            + AccessMetadata
-            + Browse
-            + EndedSessions,
-    > Metadata for T
+        T: RepoIndex + BlobIndex + BlobLinks + ManifestIndex + ManifestWrites + UploadIndex + Health,
+    > RegistryStore for T
 {
 }
+
+/// A whole metadata backend: every role. Only the server's assembly (and
+/// the CLI, which opens the store) names it; each consumer takes the roles
+/// it uses (`RegistryStore`, `AccessMetadata`, `Browse`, `EndedSessions`).
+pub trait Metadata: RegistryStore + AccessMetadata + Browse + EndedSessions {}
+impl<T: RegistryStore + AccessMetadata + Browse + EndedSessions> Metadata for T {}
