@@ -14,11 +14,18 @@ mod access;
 mod browse;
 mod sqlite;
 mod sqlite_access;
+mod sqlite_audit;
 mod sqlite_browse;
+mod sqlite_catalog;
+mod sqlite_tokens;
 #[cfg(test)]
 mod suite;
 #[cfg(test)]
 mod suite_access;
+#[cfg(test)]
+mod suite_audit;
+#[cfg(test)]
+mod suite_visibility;
 
 use async_trait::async_trait;
 use bytes::Bytes;

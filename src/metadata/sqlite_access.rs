@@ -5,13 +5,13 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Connection, QueryBuilder, Row, Sqlite, Transaction};
+use sqlx::{Connection, Row, Sqlite, Transaction};
 
 use super::now_ms;
 use super::sqlite::{visible_params, VISIBLE_PROJECTS};
 use super::*;
 
-fn parse<T: FromStr>(s: &str) -> Result<T>
+pub(super) fn parse<T: FromStr>(s: &str) -> Result<T>
 where
     T::Err: std::fmt::Display,
 {
@@ -21,7 +21,9 @@ where
 
 /// A unique-constraint failure becomes `Duplicate(what)`; anything else stays
 /// a database error.
-fn duplicate(what: impl FnOnce() -> String) -> impl FnOnce(sqlx::Error) -> MetadataError {
+pub(super) fn duplicate(
+    what: impl FnOnce() -> String,
+) -> impl FnOnce(sqlx::Error) -> MetadataError {
     move |e| match &e {
         sqlx::Error::Database(db) if db.is_unique_violation() => MetadataError::Duplicate(what()),
         _ => MetadataError::Db(e),
@@ -29,14 +31,14 @@ fn duplicate(what: impl FnOnce() -> String) -> impl FnOnce(sqlx::Error) -> Metad
 }
 
 /// Actions as stored: sorted, without repeats, comma-separated.
-fn normalise_actions(actions: &[Action]) -> Vec<Action> {
+pub(super) fn normalise_actions(actions: &[Action]) -> Vec<Action> {
     let mut actions = actions.to_vec();
     actions.sort();
     actions.dedup();
     actions
 }
 
-fn actions_text(actions: &[Action]) -> String {
+pub(super) fn actions_text(actions: &[Action]) -> String {
     actions
         .iter()
         .map(|a| a.as_str())
@@ -44,15 +46,15 @@ fn actions_text(actions: &[Action]) -> String {
         .join(",")
 }
 
-fn actions_from_text(text: &str) -> Result<Vec<Action>> {
+pub(super) fn actions_from_text(text: &str) -> Result<Vec<Action>> {
     text.split(',')
         .filter(|a| !a.is_empty())
         .map(parse)
         .collect()
 }
 
-const USER_ID: &str = "SELECT id FROM users WHERE name = ?";
-const PROJECT_ID: &str = "SELECT id FROM projects WHERE name = ?";
+pub(super) const USER_ID: &str = "SELECT id FROM users WHERE name = ?";
+pub(super) const PROJECT_ID: &str = "SELECT id FROM projects WHERE name = ?";
 /// Repositories under project `?1`: the name itself and `?1/...`.
 const UNDER_PROJECT: &str = "project = ?1";
 
@@ -74,7 +76,7 @@ async fn delete_repositories_of(tx: &mut Transaction<'_, Sqlite>, name: &str) ->
     Ok(deleted)
 }
 
-async fn id_of(
+pub(super) async fn id_of(
     tx: &mut Transaction<'_, Sqlite>,
     query: &'static str,
     name: &str,
@@ -91,7 +93,7 @@ async fn id_of(
 /// row the id of a deleted one (the tables are not AUTOINCREMENT), and
 /// whatever was bound to the old account must not fit the new one. 52 bits,
 /// so that it survives a JSON number.
-fn first_generation() -> i64 {
+pub(super) fn first_generation() -> i64 {
     (rand::random::<u64>() >> 12) as i64
 }
 
@@ -101,7 +103,7 @@ const USER_COLUMNS: &str =
 impl SqliteMetadata {
     /// Runs `update`, which sets a flag to ?1 on the row named ?2; whether
     /// such a row exists.
-    async fn set_flag(&self, update: &str, flag: bool, name: &str) -> Result<bool> {
+    pub(super) async fn set_flag(&self, update: &str, flag: bool, name: &str) -> Result<bool> {
         let mut w = self.writer().await?;
         let done = sqlx::query(update)
             .bind(flag)
@@ -127,15 +129,6 @@ fn user_from_row(row: &SqliteRow) -> User {
 
 const PROJECT_COLUMNS: &str = "SELECT id, name, public, created_at FROM projects";
 
-/// Audit events from the JSON array ?1 of
-/// `[at, actor, source, action, repository, digest, detail, success]`, in
-/// its order (ids ascending).
-const RECORD_AUDIT: &str = "INSERT INTO audit \
-     (at, actor, source, action, repository, digest, detail, success) \
-     SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, \
-       j.value ->> 5, j.value ->> 6, j.value ->> 7 FROM json_each(?1) j ORDER BY j.key";
-
-/// The role of user ?1 in project `p`.
 const ROLE_IN_P: &str = "(SELECT mb.role FROM users u JOIN members mb ON mb.user_id = u.id \
      WHERE u.name = ?1 AND mb.project_id = p.id) AS role";
 
@@ -164,40 +157,6 @@ fn project_from_row(row: &SqliteRow) -> Project {
         name: row.get("name"),
         public: row.get("public"),
         created_at: row.get("created_at"),
-    }
-}
-
-const ROBOT_COLUMNS: &str = "SELECT r.id, r.name, r.secret_hash, p.name AS project, r.actions, \
-     r.expires_at, r.created_by, r.created_at, r.disabled, r.generation \
-     FROM robots r JOIN projects p ON p.id = r.project_id";
-
-fn robot_from_row(row: &SqliteRow) -> Result<Robot> {
-    Ok(Robot {
-        id: row.get("id"),
-        name: row.get("name"),
-        secret_hash: row.get("secret_hash"),
-        project: row.get("project"),
-        actions: actions_from_text(row.get("actions"))?,
-        expires_at: row.get("expires_at"),
-        created_by: row.get("created_by"),
-        created_at: row.get("created_at"),
-        disabled: row.get("disabled"),
-        generation: row.get("generation"),
-    })
-}
-
-const TOKEN_COLUMNS: &str = "SELECT t.id, u.name AS user, t.name, t.secret_hash, t.expires_at, \
-     t.created_at, t.last_used_at FROM access_tokens t JOIN users u ON u.id = t.user_id";
-
-fn token_from_row(row: &SqliteRow) -> AccessToken {
-    AccessToken {
-        id: row.get("id"),
-        user: row.get("user"),
-        name: row.get("name"),
-        secret_hash: row.get("secret_hash"),
-        expires_at: row.get("expires_at"),
-        created_at: row.get("created_at"),
-        last_used_at: row.get("last_used_at"),
     }
 }
 
@@ -539,271 +498,6 @@ impl MemberStore for SqliteMetadata {
         rows.iter()
             .map(|row| Ok((row.get("name"), parse(row.get("role"))?)))
             .collect()
-    }
-}
-
-#[async_trait]
-impl RobotStore for SqliteMetadata {
-    async fn create_robot(&self, robot: &NewRobot) -> Result<Robot> {
-        let actions = normalise_actions(&robot.actions);
-        let mut w = self.writer().await?;
-        let mut tx = w.conn().begin().await?;
-        let project_id = id_of(&mut tx, PROJECT_ID, &robot.project, "project").await?;
-        let created_at = now_ms();
-        let generation = first_generation();
-        let id = sqlx::query_scalar::<_, i64>(
-            "INSERT INTO robots (name, secret_hash, project_id, actions, expires_at, created_by, \
-             created_at, disabled, generation) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?) RETURNING id",
-        )
-        .bind(&robot.name)
-        .bind(&robot.secret_hash)
-        .bind(project_id)
-        .bind(actions_text(&actions))
-        .bind(robot.expires_at)
-        .bind(&robot.created_by)
-        .bind(created_at)
-        .bind(generation)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(duplicate(|| format!("robot {:?}", robot.name)))?;
-        tx.commit().await?;
-        w.done();
-        Ok(Robot {
-            id,
-            name: robot.name.clone(),
-            secret_hash: robot.secret_hash.clone(),
-            project: robot.project.clone(),
-            actions,
-            expires_at: robot.expires_at,
-            created_by: robot.created_by.clone(),
-            created_at,
-            disabled: false,
-            generation,
-        })
-    }
-
-    async fn get_robot(&self, name: &str) -> Result<Option<Robot>> {
-        let row = sqlx::query(&format!("{ROBOT_COLUMNS} WHERE r.name = ?"))
-            .bind(name)
-            .fetch_optional(&self.read)
-            .await?;
-        row.as_ref().map(robot_from_row).transpose()
-    }
-
-    async fn list_robots(&self, project: Option<&str>) -> Result<Vec<Robot>> {
-        let rows = sqlx::query(&format!(
-            "{ROBOT_COLUMNS} WHERE (? IS NULL OR p.name = ?) ORDER BY r.name"
-        ))
-        .bind(project)
-        .bind(project)
-        .fetch_all(&self.read)
-        .await?;
-        rows.iter().map(robot_from_row).collect()
-    }
-
-    async fn delete_robot(&self, name: &str) -> Result<bool> {
-        let mut w = self.writer().await?;
-        let done = sqlx::query("DELETE FROM robots WHERE name = ?")
-            .bind(name)
-            .execute(w.conn())
-            .await?;
-        w.done();
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn set_robot_disabled(&self, name: &str, disabled: bool) -> Result<bool> {
-        self.set_flag(
-            "UPDATE robots SET disabled = ?1, generation = generation + (disabled IS NOT ?1) \
-             WHERE name = ?2",
-            disabled,
-            name,
-        )
-        .await
-    }
-}
-
-#[async_trait]
-impl AccessTokenStore for SqliteMetadata {
-    async fn create_access_token(
-        &self,
-        user: &str,
-        name: &str,
-        secret_hash: &str,
-        expires_at: Option<i64>,
-    ) -> Result<AccessToken> {
-        let mut w = self.writer().await?;
-        let mut tx = w.conn().begin().await?;
-        let user_id = id_of(&mut tx, USER_ID, user, "user").await?;
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let created_at = now_ms();
-        sqlx::query(
-            "INSERT INTO access_tokens (id, user_id, name, secret_hash, expires_at, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&id)
-        .bind(user_id)
-        .bind(name)
-        .bind(secret_hash)
-        .bind(expires_at)
-        .bind(created_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(duplicate(|| {
-            format!("access token {name:?} of user {user:?}")
-        }))?;
-        tx.commit().await?;
-        w.done();
-        Ok(AccessToken {
-            id,
-            user: user.to_string(),
-            name: name.to_string(),
-            secret_hash: secret_hash.to_string(),
-            expires_at,
-            created_at,
-            last_used_at: None,
-        })
-    }
-
-    async fn get_access_token(&self, id: &str) -> Result<Option<AccessToken>> {
-        let row = sqlx::query(&format!("{TOKEN_COLUMNS} WHERE t.id = ?"))
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?;
-        Ok(row.as_ref().map(token_from_row))
-    }
-
-    async fn access_tokens_of(&self, user: &str) -> Result<Vec<AccessToken>> {
-        let rows = sqlx::query(&format!("{TOKEN_COLUMNS} WHERE u.name = ? ORDER BY t.name"))
-            .bind(user)
-            .fetch_all(&self.read)
-            .await?;
-        Ok(rows.iter().map(token_from_row).collect())
-    }
-
-    async fn delete_access_token(&self, user: &str, id: &str) -> Result<bool> {
-        let mut w = self.writer().await?;
-        let done = sqlx::query(
-            "DELETE FROM access_tokens WHERE id = ? \
-             AND user_id = (SELECT id FROM users WHERE name = ?)",
-        )
-        .bind(id)
-        .bind(user)
-        .execute(w.conn())
-        .await?;
-        w.done();
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn touch_access_token(&self, id: &str, at: i64) -> Result<()> {
-        let mut w = self.writer().await?;
-        sqlx::query("UPDATE access_tokens SET last_used_at = ? WHERE id = ?")
-            .bind(at)
-            .bind(id)
-            .execute(w.conn())
-            .await?;
-        w.done();
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl AuditLog for SqliteMetadata {
-    async fn record(&self, events: &[NewAuditEvent]) -> Result<()> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        // One statement per batch, however many events: a busy registry's
-        // pulls cost one statement and one fsync per batch, not per event.
-        let rows: Vec<_> = events
-            .iter()
-            .map(|e| {
-                (
-                    e.at,
-                    &e.actor,
-                    &e.source,
-                    &e.action,
-                    &e.repository,
-                    &e.digest,
-                    &e.detail,
-                    e.success,
-                )
-            })
-            .collect();
-        let rows = serde_json::to_string(&rows)
-            .map_err(|e| MetadataError::Corrupt(format!("audit events: {e}")))?;
-        let mut w = self.writer().await?;
-        sqlx::query(RECORD_AUDIT)
-            .bind(rows)
-            .execute(w.conn())
-            .await?;
-        w.done();
-        Ok(())
-    }
-
-    async fn prune(&self, before: i64, batch: u32) -> Result<u64> {
-        let mut deleted = 0;
-        loop {
-            // Oldest first, by the `at` index; one batch per statement, so
-            // other writes get the connection between batches.
-            let mut w = self.writer().await?;
-            let done = sqlx::query(
-                "DELETE FROM audit WHERE id IN \
-                 (SELECT id FROM audit WHERE at < ? ORDER BY at LIMIT ?)",
-            )
-            .bind(before)
-            .bind(batch.max(1))
-            .execute(w.conn())
-            .await?
-            .rows_affected();
-            w.done();
-            deleted += done;
-            if done < u64::from(batch.max(1)) {
-                return Ok(deleted);
-            }
-        }
-    }
-
-    async fn query(&self, f: &AuditFilter) -> Result<Vec<AuditEvent>> {
-        // Only the given conditions go into the SQL, so SQLite can pick the
-        // matching index instead of scanning past `? IS NULL OR …` terms.
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT id, at, actor, source, action, repository, digest, detail, success \
-             FROM audit WHERE 1 = 1",
-        );
-        if let Some(actor) = &f.actor {
-            q.push(" AND actor = ").push_bind(actor);
-        }
-        if let Some(action) = &f.action {
-            q.push(" AND action = ").push_bind(action);
-        }
-        if let Some(repository) = &f.repository {
-            q.push(" AND repository = ").push_bind(repository);
-        }
-        if let Some(since) = f.since {
-            q.push(" AND at >= ").push_bind(since);
-        }
-        if let Some(until) = f.until {
-            q.push(" AND at < ").push_bind(until);
-        }
-        if let Some(before_id) = f.before_id {
-            q.push(" AND id < ").push_bind(before_id);
-        }
-        q.push(" ORDER BY id DESC LIMIT ").push_bind(f.limit);
-        let rows = q.build().fetch_all(&self.read).await?;
-        Ok(rows
-            .iter()
-            .map(|row| AuditEvent {
-                id: row.get("id"),
-                at: row.get("at"),
-                actor: row.get("actor"),
-                source: row.get("source"),
-                action: row.get("action"),
-                repository: row.get("repository"),
-                digest: row.get("digest"),
-                detail: row.get("detail"),
-                success: row.get("success"),
-            })
-            .collect())
     }
 }
 

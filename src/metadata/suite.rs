@@ -51,7 +51,7 @@ pub async fn run(m: &dyn Metadata) {
     m.ping().await.unwrap();
 }
 
-async fn blob_links(m: &dyn Metadata) {
+async fn blob_links(m: &dyn RegistryStore) {
     let (a, b) = (repo("links/a"), repo("links/b"));
     m.link_blob(&a, &digest(1), 10).await.unwrap();
     m.link_blob(&a, &digest(1), 10).await.unwrap();
@@ -76,7 +76,7 @@ async fn blob_links(m: &dyn Metadata) {
     assert_eq!(m.linked_blob_size(&a, &digest(1)).await.unwrap(), None);
 }
 
-async fn manifests_and_tags(m: &dyn Metadata) {
+async fn manifests_and_tags(m: &dyn RegistryStore) {
     let r = repo("tags/app");
     m.link_blob(&r, &digest(2), 5).await.unwrap();
     let blobs = vec![Ref {
@@ -154,7 +154,7 @@ async fn manifests_and_tags(m: &dyn Metadata) {
     assert_eq!(m.list_tags(&r, &all()).await.unwrap().unwrap(), ["a"]);
 }
 
-async fn references_are_checked(m: &dyn Metadata) {
+async fn references_are_checked(m: &dyn RegistryStore) {
     let r = repo("refs/app");
     let missing = manifest(
         "refs/app",
@@ -213,7 +213,7 @@ async fn references_are_checked(m: &dyn Metadata) {
     m.put_manifest(&index).await.unwrap();
 }
 
-async fn referrers(m: &dyn Metadata) {
+async fn referrers(m: &dyn RegistryStore) {
     let r = repo("referrers/app");
     let subject = digest(100);
     m.put_manifest(&manifest(
@@ -258,7 +258,7 @@ async fn referrers(m: &dyn Metadata) {
         .is_empty());
 }
 
-async fn catalog_pages(m: &dyn Metadata) {
+async fn catalog_pages(m: &dyn RegistryStore) {
     m.link_blob(&repo("catalog/blob-only"), &digest(10), 1)
         .await
         .unwrap();
@@ -413,7 +413,7 @@ async fn usage(m: &dyn Metadata) {
     assert_eq!(repos_of(m, "use", "").await, [("use/a".into(), 1, 0)]);
 }
 
-async fn uploads(m: &dyn Metadata) {
+async fn uploads(m: &dyn RegistryStore) {
     let id = uuid::Uuid::new_v4().to_string();
     m.create_upload(&id, &repo("uploads/app")).await.unwrap();
     assert_eq!(
