@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::token::ResourceActions;
 use crate::metadata::now_ms;
-use crate::metadata::{Metadata, NewAuditEvent};
+use crate::metadata::{AuditLog, NewAuditEvent};
 
 const QUEUE: usize = 65_536;
 /// Events the spill buffer holds beyond the queue.
@@ -50,7 +50,7 @@ enum Message {
 pub struct AuditSink {
     tx: mpsc::Sender<Message>,
     shared: Arc<Shared>,
-    metadata: Arc<dyn Metadata>,
+    metadata: Arc<dyn AuditLog>,
 }
 
 /// What request handlers and the writer task share.
@@ -173,13 +173,13 @@ pub fn token_issued(actor: &str, source: IpAddr, granted: &[ResourceActions]) ->
 
 impl AuditSink {
     /// Starts the background writer.
-    pub fn start(metadata: Arc<dyn Metadata>) -> AuditSink {
+    pub fn start(metadata: Arc<dyn AuditLog>) -> AuditSink {
         AuditSink::with_capacity(metadata, QUEUE, SPILL)
     }
 
     /// Like [`AuditSink::start`], with a queue of `queue` events and a
     /// spill buffer of `spill` more.
-    pub fn with_capacity(metadata: Arc<dyn Metadata>, queue: usize, spill: usize) -> AuditSink {
+    pub fn with_capacity(metadata: Arc<dyn AuditLog>, queue: usize, spill: usize) -> AuditSink {
         let (tx, rx) = mpsc::channel::<Message>(queue.max(1));
         let shared = Arc::new(Shared {
             spill: Mutex::new(VecDeque::new()),
@@ -255,7 +255,7 @@ impl AuditSink {
 /// The writer task: batches from the queue, then the spill buffer; the
 /// anonymous aggregate every minute.
 async fn write_events(
-    metadata: Arc<dyn Metadata>,
+    metadata: Arc<dyn AuditLog>,
     mut rx: mpsc::Receiver<Message>,
     shared: Arc<Shared>,
 ) {
@@ -308,7 +308,7 @@ async fn write_events(
 
 /// Writes `events` in one transaction, retrying a failed write a few times
 /// before the events are counted as unwritten.
-async fn write_batch(metadata: &dyn Metadata, shared: &Shared, events: Vec<NewAuditEvent>) {
+async fn write_batch(metadata: &dyn AuditLog, shared: &Shared, events: Vec<NewAuditEvent>) {
     if events.is_empty() {
         return;
     }
@@ -330,7 +330,7 @@ async fn write_batch(metadata: &dyn Metadata, shared: &Shared, events: Vec<NewAu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metadata::{AuditFilter, AuditLog as _, SqliteMetadata};
+    use crate::metadata::{AuditFilter, SqliteMetadata};
 
     async fn open() -> (tempfile::TempDir, Arc<SqliteMetadata>) {
         let dir = tempfile::tempdir().unwrap();

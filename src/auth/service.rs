@@ -15,7 +15,7 @@ use super::password::{dummy_hash, generate_secret, hash_password, Busy, Password
 use super::policy::{allowed_actions, Principal, ProjectFacts};
 use super::token::{Claims, ResourceActions, TokenError, TokenKeys};
 use crate::config::{AuthConfig, AuthMode};
-use crate::metadata::{Action, Metadata, MetadataError, Visible};
+use crate::metadata::{AccessMetadata, Action, MetadataError, Visible};
 use crate::oci::RepoName;
 
 /// Prefix of personal access tokens: `berth_pat_<id>_<secret>`.
@@ -92,7 +92,7 @@ pub struct IssuedToken {
 }
 
 pub struct AuthService {
-    metadata: Arc<dyn Metadata>,
+    metadata: Arc<dyn AccessMetadata>,
     keys: TokenKeys,
     htpasswd: Option<Arc<HtpasswdFile>>,
     /// Each entry is tagged with the store's access generation read before
@@ -120,7 +120,7 @@ impl AuthService {
     /// Opens the service: token keys under `<data_dir>/keys`, the htpasswd
     /// file, and the first admin account when there is no account yet.
     pub async fn open(
-        metadata: Arc<dyn Metadata>,
+        metadata: Arc<dyn AccessMetadata>,
         config: &AuthConfig,
         data_dir: &Path,
     ) -> anyhow::Result<AuthService> {
@@ -164,7 +164,7 @@ impl AuthService {
         &self.config
     }
 
-    pub(super) fn metadata(&self) -> &dyn Metadata {
+    pub(super) fn metadata(&self) -> &dyn AccessMetadata {
         &*self.metadata
     }
 

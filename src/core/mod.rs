@@ -11,7 +11,7 @@ mod uploads;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::metadata::{Metadata, MetadataError};
+use crate::metadata::{MetadataError, RegistryStore};
 use crate::oci::Digest;
 use crate::storage::{Storage, StorageError};
 
@@ -101,7 +101,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// The registry: one instance per process, shared by every request.
 pub struct Registry {
     storage: Arc<dyn Storage>,
-    metadata: Arc<dyn Metadata>,
+    metadata: Arc<dyn RegistryStore>,
     settings: Settings,
     uploads: uploads::LocalState,
     cache: cache::ReadCache,
@@ -110,7 +110,7 @@ pub struct Registry {
 impl Registry {
     pub fn new(
         storage: Arc<dyn Storage>,
-        metadata: Arc<dyn Metadata>,
+        metadata: Arc<dyn RegistryStore>,
         settings: Settings,
     ) -> Registry {
         Registry {
