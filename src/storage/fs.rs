@@ -12,8 +12,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::{
-    mapped, BlobAdmin, BlobRead, ByteStream, Result, Staged, StagedUpload, StorageError,
-    UploadStore,
+    mapped, BlobAdmin, BlobRead, ByteStream, DigestStream, Result, Staged, StagedUpload,
+    StorageError, UploadStore,
 };
 use crate::oci::{Algorithm, Digest, Hasher};
 
@@ -182,30 +182,43 @@ impl BlobAdmin for FsStore {
         }
     }
 
-    async fn list(&self) -> Result<Vec<Digest>> {
+    fn list(&self) -> DigestStream {
         let root = self.root.join("blobs");
+        let (tx, rx) = tokio::sync::mpsc::channel(LIST_BUFFER);
         tokio::task::spawn_blocking(move || {
-            let mut out = Vec::new();
-            for alg in std::fs::read_dir(&root)? {
-                let alg = alg?;
-                for prefix in std::fs::read_dir(alg.path())? {
-                    for blob in std::fs::read_dir(prefix?.path())? {
-                        let name = format!(
-                            "{}:{}",
-                            alg.file_name().to_string_lossy(),
-                            blob?.file_name().to_string_lossy()
-                        );
-                        if let Ok(d) = name.parse() {
-                            out.push(d);
-                        }
+            if let Err(e) = walk_blobs(&root, &tx) {
+                // The receiver may be gone; then nobody needs the error.
+                let _ = tx.blocking_send(Err(e.into()));
+            }
+        });
+        Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+    }
+}
+
+/// Digests listed ahead of their consumer, at most.
+const LIST_BUFFER: usize = 1024;
+
+/// Sends the digest of every blob under `root` (`<algorithm>/<prefix>/<hex>`)
+/// until the receiver hangs up.
+fn walk_blobs(root: &Path, tx: &tokio::sync::mpsc::Sender<Result<Digest>>) -> io::Result<()> {
+    for alg in std::fs::read_dir(root)? {
+        let alg = alg?;
+        for prefix in std::fs::read_dir(alg.path())? {
+            for blob in std::fs::read_dir(prefix?.path())? {
+                let name = format!(
+                    "{}:{}",
+                    alg.file_name().to_string_lossy(),
+                    blob?.file_name().to_string_lossy()
+                );
+                if let Ok(d) = name.parse() {
+                    if tx.blocking_send(Ok(d)).is_err() {
+                        return Ok(());
                     }
                 }
             }
-            Ok(out)
-        })
-        .await
-        .map_err(io::Error::other)?
+        }
     }
+    Ok(())
 }
 
 #[async_trait]

@@ -17,7 +17,7 @@ mod suite;
 
 use std::io;
 use std::pin::Pin;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -28,6 +28,8 @@ use crate::oci::{Algorithm, Digest, Hasher};
 pub use fs::FsStore;
 
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+/// Digests of committed blobs, produced as the backend reads them.
+pub type DigestStream = Pin<Box<dyn Stream<Item = Result<Digest>> + Send>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -52,13 +54,21 @@ pub trait BlobRead: Send + Sync {
     async fn stat(&self, digest: &Digest) -> Result<Option<u64>>;
     /// The blob's bytes; `range` is (offset, length) and must lie inside it.
     async fn get(&self, digest: &Digest, range: Option<(u64, u64)>) -> Result<ByteStream>;
+    /// A URL from which a client may fetch the blob directly for `ttl` (an
+    /// object store's presigned URL), when the backend can offer one; the
+    /// registry then answers a pull with a redirect instead of the bytes.
+    /// By default there is none and the bytes go through the registry.
+    async fn redirect_url(&self, _digest: &Digest, _ttl: Duration) -> Result<Option<String>> {
+        Ok(None)
+    }
 }
 
 /// Removes and enumerates committed blobs (garbage collection).
 #[async_trait]
 pub trait BlobAdmin: Send + Sync {
     async fn delete(&self, digest: &Digest) -> Result<()>;
-    async fn list(&self) -> Result<Vec<Digest>>;
+    /// Every committed blob, streamed: memory does not grow with the store.
+    fn list(&self) -> DigestStream;
 }
 
 /// Staging area of upload sessions.

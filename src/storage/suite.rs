@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use futures_util::{stream, StreamExt, TryStreamExt};
 
-use super::{ByteStream, StagedUpload, Storage, StorageError};
+use super::{BlobRead as _, ByteStream, StagedUpload, Storage, StorageError};
 use crate::oci::{Algorithm, Digest};
 
 fn body(parts: &[&'static [u8]]) -> ByteStream {
@@ -31,6 +31,7 @@ pub async fn run(store: &dyn Storage) {
     commit_of_existing_blob_dedupes(store).await;
     abort_and_unknown_sessions(store).await;
     delete_and_list(store).await;
+    many_blobs_are_listed(store).await;
     large_blobs_read_whole_and_in_ranges(store).await;
     staged_sessions_are_listed(store).await;
 }
@@ -192,6 +193,31 @@ async fn abort_and_unknown_sessions(store: &dyn Storage) {
     ));
 }
 
+async fn listed(store: &dyn Storage) -> Vec<Digest> {
+    store.list().try_collect().await.unwrap()
+}
+
+/// Listing streams every committed blob, however many there are.
+async fn many_blobs_are_listed(store: &dyn Storage) {
+    let mut committed = Vec::new();
+    for i in 0..2_100u32 {
+        let data = format!("listed blob {i}").into_bytes();
+        let digest = Digest::sha256_of(&data);
+        let id = new_id();
+        store.create(&id).await.unwrap();
+        let mut staged = store.open_upload(&id).await.unwrap();
+        let part = stream::iter([Ok(Bytes::from(data))]).boxed();
+        staged.append(part, None).await.unwrap();
+        staged.commit(&digest).await.unwrap();
+        committed.push(digest);
+    }
+    let listed = listed(store).await;
+    assert!(committed.iter().all(|d| listed.contains(d)));
+    // A consumer that stops early is not an error for the backend.
+    let first: Vec<_> = store.list().take(3).collect().await;
+    assert_eq!(first.len(), 3);
+}
+
 async fn delete_and_list(store: &dyn Storage) {
     let digest = Digest::sha256_of(b"to delete");
     stage(store, b"to delete")
@@ -199,10 +225,10 @@ async fn delete_and_list(store: &dyn Storage) {
         .commit(&digest)
         .await
         .unwrap();
-    assert!(store.list().await.unwrap().contains(&digest));
+    assert!(listed(store).await.contains(&digest));
     store.delete(&digest).await.unwrap();
     assert_eq!(store.stat(&digest).await.unwrap(), None);
-    assert!(!store.list().await.unwrap().contains(&digest));
+    assert!(!listed(store).await.contains(&digest));
     store.delete(&digest).await.unwrap();
 }
 
@@ -238,6 +264,10 @@ async fn fs_store_passes_suite() {
     let dir = tempfile::tempdir().unwrap();
     let store = super::FsStore::open(dir.path()).await.unwrap();
     run(&store).await;
+    // The filesystem serves every blob's bytes itself: no redirect.
+    let digest = Digest::sha256_of(b"to delete");
+    let ttl = std::time::Duration::from_secs(60);
+    assert_eq!(store.redirect_url(&digest, ttl).await.unwrap(), None);
     let second = super::FsStore::open(dir.path()).await;
     assert!(
         second.is_err(),
