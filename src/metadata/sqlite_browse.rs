@@ -110,47 +110,15 @@ impl Browse for SqliteMetadata {
             TagOrder::Name => "name",
             TagOrder::Pushed => "updated_at DESC, name",
         };
-        // The page is chosen first (materialized), so the per-tag size and
-        // the manifest content are read for its rows only, not for every
-        // tag before sorting. Size: the manifest's own blobs plus, for an
-        // index, its children's, each distinct blob once.
-        let rows = sqlx::query(&format!(
-            "WITH page AS MATERIALIZED (SELECT repo_id, name, digest, updated_at FROM tags \
-               WHERE repo_id = ?1 ORDER BY {order_by} LIMIT ?4 OFFSET ?5) \
-             SELECT t.name, t.digest, m.media_type, t.updated_at, \
-               (SELECT COALESCE(SUM(b.size), 0) FROM blobs b WHERE b.digest IN ( \
-                  SELECT x.child_digest FROM manifest_refs x \
-                   WHERE x.repo_id = t.repo_id AND x.manifest_digest = t.digest AND x.kind = 0 \
-                  UNION SELECT y.child_digest FROM manifest_refs x CROSS JOIN manifest_refs y \
-                   ON y.repo_id = x.repo_id AND y.manifest_digest = x.child_digest AND y.kind = 0 \
-                   WHERE x.repo_id = t.repo_id AND x.manifest_digest = t.digest AND x.kind = 1)), \
-               CASE WHEN m.media_type IN (?2, ?3) THEN m.content END \
-             FROM page t JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest \
-             ORDER BY {order_by}"
-        ))
-        .bind(repo_id)
-        .bind(media::OCI_INDEX)
-        .bind(media::DOCKER_LIST)
-        .bind(limit)
-        .bind(offset as i64)
-        .fetch_all(&self.read)
-        .await?;
-        let tags = rows
-            .into_iter()
-            .map(|row| {
-                let digest: String = row.try_get(1)?;
-                Ok(TagRow {
-                    name: row.try_get(0)?,
-                    digest: digest
-                        .parse()
-                        .map_err(|e| MetadataError::Corrupt(format!("{digest:?}: {e}")))?,
-                    media_type: row.try_get(2)?,
-                    pushed_at: row.try_get(3)?,
-                    size_bytes: row.try_get::<i64, _>(4)? as u64,
-                    index: row.try_get::<Option<Vec<u8>>, _>(5)?.map(Bytes::from),
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let rows = sqlx::query(&tags_page_query(order_by))
+            .bind(repo_id)
+            .bind(media::OCI_INDEX)
+            .bind(media::DOCKER_LIST)
+            .bind(limit)
+            .bind(offset as i64)
+            .fetch_all(&self.read)
+            .await?;
+        let tags = rows.iter().map(tag_row).collect::<Result<Vec<_>>>()?;
         Ok(Some(TagPage {
             total: total as u64,
             tags,
@@ -292,6 +260,43 @@ impl super::browse::EndedSessions for SqliteMetadata {
             .await?;
         Ok(found.is_some())
     }
+}
+
+/// One page of a repository's tags (?1 repo id, ?4 limit, ?5 offset) with
+/// each tag's size and, for an index (?2, ?3), its content.
+fn tags_page_query(order_by: &str) -> String {
+    // The page is chosen first (materialized), so the per-tag size and
+    // the manifest content are read for its rows only, not for every
+    // tag before sorting. Size: the manifest's own blobs plus, for an
+    // index, its children's, each distinct blob once.
+    format!(
+        "WITH page AS MATERIALIZED (SELECT repo_id, name, digest, updated_at FROM tags \
+           WHERE repo_id = ?1 ORDER BY {order_by} LIMIT ?4 OFFSET ?5) \
+         SELECT t.name, t.digest, m.media_type, t.updated_at, \
+           (SELECT COALESCE(SUM(b.size), 0) FROM blobs b WHERE b.digest IN ( \
+              SELECT x.child_digest FROM manifest_refs x \
+               WHERE x.repo_id = t.repo_id AND x.manifest_digest = t.digest AND x.kind = 0 \
+              UNION SELECT y.child_digest FROM manifest_refs x CROSS JOIN manifest_refs y \
+               ON y.repo_id = x.repo_id AND y.manifest_digest = x.child_digest AND y.kind = 0 \
+               WHERE x.repo_id = t.repo_id AND x.manifest_digest = t.digest AND x.kind = 1)), \
+           CASE WHEN m.media_type IN (?2, ?3) THEN m.content END \
+         FROM page t JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest \
+         ORDER BY {order_by}"
+    )
+}
+
+fn tag_row(row: &sqlx::sqlite::SqliteRow) -> Result<TagRow> {
+    let digest: String = row.try_get(1)?;
+    Ok(TagRow {
+        name: row.try_get(0)?,
+        digest: digest
+            .parse()
+            .map_err(|e| MetadataError::Corrupt(format!("{digest:?}: {e}")))?,
+        media_type: row.try_get(2)?,
+        pushed_at: row.try_get(3)?,
+        size_bytes: row.try_get::<i64, _>(4)? as u64,
+        index: row.try_get::<Option<Vec<u8>>, _>(5)?.map(Bytes::from),
+    })
 }
 
 #[cfg(test)]

@@ -105,6 +105,20 @@ impl ParsedManifest {
         ) {
             return Err(ManifestError::Schema1);
         }
+        let raw = Raw::read(body)?;
+        let media_type = raw.media_type_given(header)?;
+        if media::is_index(&media_type) {
+            raw.into_index(media_type)
+        } else {
+            raw.into_image(media_type)
+        }
+    }
+}
+
+impl Raw {
+    /// The JSON body, refused when it is (or looks like) schema 1 or is not
+    /// schema version 2.
+    fn read(body: &[u8]) -> Result<Raw, ManifestError> {
         let raw: Raw = serde_json::from_slice(body).map_err(|e| {
             // A schema1 body fails typed parsing on its descriptors; say why.
             if looks_like_schema1(body) {
@@ -117,16 +131,21 @@ impl ParsedManifest {
             return Err(ManifestError::Schema1);
         }
         match raw.schema_version.as_ref().and_then(Value::as_i64) {
-            Some(2) => {}
-            Some(1) => return Err(ManifestError::Schema1),
-            _ => return Err(ManifestError::SchemaVersion),
+            Some(2) => Ok(raw),
+            Some(1) => Err(ManifestError::Schema1),
+            _ => Err(ManifestError::SchemaVersion),
         }
-        let inferred = if raw.manifests.is_some() {
+    }
+
+    /// The media type: the body's, which must agree with the `Content-Type`
+    /// header when both are given; else the header's; else inferred.
+    fn media_type_given(&self, header: Option<&str>) -> Result<String, ManifestError> {
+        let inferred = if self.manifests.is_some() {
             media::OCI_INDEX
         } else {
             media::OCI_MANIFEST
         };
-        let media_type = match (&raw.media_type, header) {
+        let media_type = match (&self.media_type, header) {
             (Some(body), Some(h)) if body != h => {
                 return Err(ManifestError::MediaTypeMismatch {
                     body: body.clone(),
@@ -146,50 +165,54 @@ impl ParsedManifest {
         if !media::ALL.contains(&media_type.as_str()) {
             return Err(ManifestError::UnsupportedMediaType(media_type));
         }
-        if media::is_index(&media_type) {
-            let children = raw.manifests.ok_or_else(|| {
-                ManifestError::Invalid("an index needs a \"manifests\" array".into())
-            })?;
-            if raw.config.is_some() || raw.layers.is_some() {
-                return Err(ManifestError::Invalid(
-                    "an index cannot have config or layers".into(),
-                ));
-            }
-            Ok(ParsedManifest {
-                media_type,
-                artifact_type: raw.artifact_type,
-                subject: raw.subject,
-                blobs: Vec::new(),
-                children,
-                annotations: raw.annotations,
-            })
-        } else {
-            let config = raw.config.ok_or_else(|| {
-                ManifestError::Invalid("an image manifest needs a \"config\" descriptor".into())
-            })?;
-            let layers = raw.layers.ok_or_else(|| {
-                ManifestError::Invalid("an image manifest needs a \"layers\" array".into())
-            })?;
-            if raw.manifests.is_some() {
-                return Err(ManifestError::Invalid(
-                    "an image manifest cannot list manifests".into(),
-                ));
-            }
-            let artifact_type = raw
-                .artifact_type
-                .or_else(|| Some(config.media_type.clone()));
-            let mut blobs = vec![config];
-            // Foreign (non-distributable) layers live elsewhere and are never pushed here.
-            blobs.extend(layers.into_iter().filter(|l| !is_foreign(l)));
-            Ok(ParsedManifest {
-                media_type,
-                artifact_type,
-                subject: raw.subject,
-                blobs,
-                children: Vec::new(),
-                annotations: raw.annotations,
-            })
+        Ok(media_type)
+    }
+
+    fn into_index(self, media_type: String) -> Result<ParsedManifest, ManifestError> {
+        let children = self
+            .manifests
+            .ok_or_else(|| ManifestError::Invalid("an index needs a \"manifests\" array".into()))?;
+        if self.config.is_some() || self.layers.is_some() {
+            return Err(ManifestError::Invalid(
+                "an index cannot have config or layers".into(),
+            ));
         }
+        Ok(ParsedManifest {
+            media_type,
+            artifact_type: self.artifact_type,
+            subject: self.subject,
+            blobs: Vec::new(),
+            children,
+            annotations: self.annotations,
+        })
+    }
+
+    fn into_image(self, media_type: String) -> Result<ParsedManifest, ManifestError> {
+        let config = self.config.ok_or_else(|| {
+            ManifestError::Invalid("an image manifest needs a \"config\" descriptor".into())
+        })?;
+        let layers = self.layers.ok_or_else(|| {
+            ManifestError::Invalid("an image manifest needs a \"layers\" array".into())
+        })?;
+        if self.manifests.is_some() {
+            return Err(ManifestError::Invalid(
+                "an image manifest cannot list manifests".into(),
+            ));
+        }
+        let artifact_type = self
+            .artifact_type
+            .or_else(|| Some(config.media_type.clone()));
+        let mut blobs = vec![config];
+        // Foreign (non-distributable) layers live elsewhere and are never pushed here.
+        blobs.extend(layers.into_iter().filter(|l| !is_foreign(l)));
+        Ok(ParsedManifest {
+            media_type,
+            artifact_type,
+            subject: self.subject,
+            blobs,
+            children: Vec::new(),
+            annotations: self.annotations,
+        })
     }
 }
 
