@@ -8,6 +8,7 @@ pub mod config;
 pub mod core;
 pub mod metadata;
 pub mod oci;
+pub mod secret_file;
 pub mod server;
 pub mod storage;
 pub mod tls;

@@ -14,9 +14,8 @@
 //! files, a key that does not match) is logged and the previous certificate
 //! stays in use; the next change is tried again.
 
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
@@ -508,18 +507,8 @@ fn generate_self_signed(extra_ip: Option<IpAddr>) -> anyhow::Result<(String, Str
 }
 
 fn write_atomically(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    file.write_all(data)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))
+    crate::secret_file::write(path, data, mode, crate::secret_file::Replace::Overwrite)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// The directory to pass to `--cert-dir`, absolute when it can be.

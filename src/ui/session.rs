@@ -7,8 +7,6 @@
 //! CSRF tokens are HMACs of the session cookie under the same key: a page
 //! from this server can name them, another site cannot.
 
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -59,18 +57,14 @@ impl SessionKey {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut key = [0u8; 32];
                 rand::rngs::OsRng.fill_bytes(&mut key);
-                let tmp = data_dir.join(format!("{KEY_FILE}.{}.tmp", uuid::Uuid::new_v4()));
-                let mut file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&tmp)?;
-                file.write_all(hex::encode(key).as_bytes())?;
-                file.sync_all()?;
-                // Two processes starting at once: the first link wins and
-                // both use the winner's key.
-                let linked = std::fs::hard_link(&tmp, &path);
-                std::fs::remove_file(&tmp)?;
+                // Two processes starting at once: the first one's key is
+                // kept and both use it.
+                let linked = crate::secret_file::write(
+                    &path,
+                    hex::encode(key).as_bytes(),
+                    0o600,
+                    crate::secret_file::Replace::Never,
+                );
                 match linked {
                     Ok(()) => Ok(SessionKey(key)),
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {

@@ -1,175 +1,21 @@
-//! Docker registry bearer tokens (distribution's `docs/spec/auth/jwt.md`):
-//! ES256 JWTs whose `access` claim lists what the bearer may do, plus the
-//! parsing of `scope` parameters that ask for that access.
-//!
-//! Signing keys are P-256 keys stored as PKCS#8 PEM files named
-//! `es256-<timestamp>.pem` in one directory (0700, files 0600). The newest
-//! (last by name) signs; every key in the directory verifies, so adding a key
-//! with [`TokenKeys::rotate`] invalidates no token already handed out. Old
-//! keys can be deleted once the longest token lifetime (refresh tokens
-//! included) has passed since the rotation.
-//!
-//! A key's `kid` is its libtrust key ID, as Docker's tools compute it: the
-//! first 240 bits of SHA-256 over the DER SubjectPublicKeyInfo, base32 in
-//! twelve groups of four joined by `:` (`PYYO:TEWU:…:Z7Q6`).
+//! The key ring: every loaded key verifies, the newest signs; ES256 only.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::fs::{self, DirBuilder, OpenOptions};
-use std::io::{self, Write as _};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use p256::elliptic_curve::sec1::ToEncodedPoint;
-use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEnding};
+use p256::pkcs8::EncodePrivateKey;
 use p256::{PublicKey, SecretKey};
-use rand::rngs::OsRng;
-use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
+use serde::Deserialize;
+
+use super::{Claims, TokenError};
 
 /// Clock skew tolerated on `exp` and `nbf`, in seconds.
 const LEEWAY_SECONDS: u64 = 30;
-
-/// The claim set of a registry token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Claims {
-    /// Who issued the token (`auth.issuer`).
-    pub iss: String,
-    /// The account it was issued to; empty for an anonymous client.
-    pub sub: String,
-    /// The service meant to accept it (`auth.service`).
-    pub aud: String,
-    /// Expiry, in seconds since the Unix epoch.
-    pub exp: u64,
-    /// Not valid before, in seconds since the Unix epoch.
-    pub nbf: u64,
-    /// Issued at, in seconds since the Unix epoch.
-    pub iat: u64,
-    /// A unique ID of this token.
-    pub jti: String,
-    /// What the bearer may do.
-    #[serde(default)]
-    pub access: Vec<ResourceActions>,
-    /// Refresh tokens: the id of the account they were issued to, which a
-    /// new account of the same name does not share.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub account: Option<i64>,
-    /// Refresh tokens: the account's credential generation when they were
-    /// issued; a password, role or disabled change makes them void.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub generation: Option<i64>,
-}
-
-/// Actions on one resource, as in a token's `access` claim or a `scope`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct ResourceActions {
-    /// `repository` or `registry`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// A repository name, or `catalog` for the `registry` type.
-    pub name: String,
-    /// `pull`, `push`, `delete`, `*`…
-    pub actions: Vec<String>,
-}
-
-/// Why a token could not be issued or was refused, or the keys not loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum TokenError {
-    #[error("token keys in {}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("{} is not a P-256 private key in PEM (PKCS#8 or SEC1)", path.display())]
-    BadKey { path: PathBuf },
-    #[error("malformed token")]
-    Malformed,
-    #[error("token algorithm `{0}` refused, only ES256 is accepted")]
-    Algorithm(String),
-    #[error("token signed by an unknown key")]
-    UnknownKey,
-    #[error("bad token signature")]
-    Signature,
-    #[error("token expired")]
-    Expired,
-    #[error("token not valid yet")]
-    NotYetValid,
-    #[error("token meant for another service")]
-    Audience,
-    #[error("token from another issuer")]
-    Issuer,
-    #[error("cannot sign token: {0}")]
-    Sign(String),
-}
-
-/// Parses `scope` values (`repository:team/app:pull,push`,
-/// `registry:catalog:*`); each value may hold several scopes separated by
-/// spaces, as the OAuth2 `POST /token` form sends them.
-///
-/// The type is what precedes the first `:` (a deprecated resource class such
-/// as `repository(plugin)` is dropped), the actions follow the last `:`, and
-/// the name is everything between, so `repository:host:5000/app:pull` names
-/// `host:5000/app`. Actions on the same resource are merged, in the order
-/// first seen. Malformed scopes are ignored.
-pub fn parse_scopes(scopes: &[&str]) -> Vec<ResourceActions> {
-    let mut merged: Vec<ResourceActions> = Vec::new();
-    for scope in scopes.iter().flat_map(|s| s.split_whitespace()) {
-        let Some(parsed) = parse_scope(scope) else {
-            continue;
-        };
-        match merged
-            .iter_mut()
-            .find(|r| r.kind == parsed.kind && r.name == parsed.name)
-        {
-            Some(existing) => {
-                for action in parsed.actions {
-                    if !existing.actions.contains(&action) {
-                        existing.actions.push(action);
-                    }
-                }
-            }
-            None => merged.push(parsed),
-        }
-    }
-    merged
-}
-
-fn parse_scope(scope: &str) -> Option<ResourceActions> {
-    let (kind, rest) = scope.split_once(':')?;
-    let (name, actions) = rest.rsplit_once(':')?;
-    let kind = match kind.split_once('(') {
-        Some((kind, class)) if class.ends_with(')') => kind,
-        Some(_) => return None,
-        None => kind,
-    };
-    let kind_ok = !kind.is_empty()
-        && kind
-            .bytes()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    if !kind_ok || name.is_empty() {
-        return None;
-    }
-    let mut list: Vec<String> = Vec::new();
-    for action in actions.split(',').filter(|a| !a.is_empty()) {
-        if !action.bytes().all(|c| c.is_ascii_lowercase() || c == b'*') {
-            return None;
-        }
-        if !list.iter().any(|a| a == action) {
-            list.push(action.to_string());
-        }
-    }
-    (!list.is_empty()).then(|| ResourceActions {
-        kind: kind.to_string(),
-        name: name.to_string(),
-        actions: list,
-    })
-}
 
 /// The token signing and verification keys of one key directory.
 pub struct TokenKeys {
@@ -179,53 +25,16 @@ pub struct TokenKeys {
     verifying: HashMap<String, DecodingKey>,
 }
 
-struct KeyPair {
-    kid: String,
-    public: PublicKey,
+pub(super) struct KeyPair {
+    pub(super) kid: String,
+    pub(super) public: PublicKey,
 }
 
 impl TokenKeys {
-    /// Loads every `es256-*.pem` key in `dir`, first creating `dir` (mode
-    /// 0700) and a key (mode 0600) when there is none. A file that is not a
-    /// P-256 private key is an error, not skipped: it would otherwise be a
-    /// key that silently stopped verifying.
-    ///
-    /// Replicas that share tokens must share this directory's content; two
-    /// processes starting at once on an empty directory would each create
-    /// a key, so create it once (or run [`TokenKeys::rotate`]) beforehand.
-    pub fn load_or_create(dir: &Path) -> Result<TokenKeys, TokenError> {
-        create_private_dir(dir)?;
-        if key_files(dir)?.is_empty() {
-            let path = write_new_key(dir)?;
-            tracing::info!(path = %path.display(), "created a token signing key");
-        }
-        let mut keys = Vec::new();
-        let mut secrets = Vec::new();
-        for path in key_files(dir)? {
-            let secret = read_key(&path)?;
-            keys.push(KeyPair {
-                kid: key_id(&secret.public_key()),
-                public: secret.public_key(),
-            });
-            secrets.push(secret);
-        }
-        let newest = secrets.pop().expect("a key was created above");
-        TokenKeys::from_parts(keys, &newest)
-    }
-
-    /// Adds a new signing key to `dir` (created if missing) and returns its
-    /// `kid`. Processes that loaded the directory before keep signing with
-    /// the older key until they load it again; tokens signed by either key
-    /// verify wherever both are loaded.
-    pub fn rotate(dir: &Path) -> Result<String, TokenError> {
-        create_private_dir(dir)?;
-        let path = write_new_key(dir)?;
-        let kid = key_id(&read_key(&path)?.public_key());
-        tracing::info!(path = %path.display(), %kid, "added a token signing key");
-        Ok(kid)
-    }
-
-    fn from_parts(keys: Vec<KeyPair>, signing: &SecretKey) -> Result<TokenKeys, TokenError> {
+    pub(super) fn from_parts(
+        keys: Vec<KeyPair>,
+        signing: &SecretKey,
+    ) -> Result<TokenKeys, TokenError> {
         // Select the backend explicitly: should another crate ever enable
         // jsonwebtoken's other backend too, it would not pick one by itself.
         let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
@@ -374,131 +183,20 @@ impl RawHeader {
     }
 }
 
-/// Docker's libtrust key ID of a public key.
-fn key_id(public: &PublicKey) -> String {
-    let spki = public
-        .to_public_key_der()
-        .expect("a P-256 public key always encodes");
-    let hash = Sha256::digest(spki.as_bytes());
-    let encoded = base32(&hash[..30]);
-    let groups: Vec<&str> = encoded
-        .as_bytes()
-        .chunks(4)
-        .map(|c| std::str::from_utf8(c).expect("base32 is ASCII"))
-        .collect();
-    groups.join(":")
-}
-
-/// RFC 4648 base32 without padding.
-fn base32(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let mut out = String::with_capacity(bytes.len().div_ceil(5) * 8);
-    let (mut buffer, mut bits) = (0u16, 0u32);
-    for &byte in bytes {
-        buffer = (buffer << 8) | u16::from(byte);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            out.push(ALPHABET[usize::from((buffer >> bits) & 0x1f)] as char);
-        }
-        buffer &= (1 << bits) - 1;
-    }
-    if bits > 0 {
-        out.push(ALPHABET[usize::from((buffer << (5 - bits)) & 0x1f)] as char);
-    }
-    out
-}
-
-fn io_error(path: &Path) -> impl FnOnce(io::Error) -> TokenError + '_ {
-    move |source| TokenError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-fn create_private_dir(dir: &Path) -> Result<(), TokenError> {
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(io_error(dir))
-}
-
-/// The key files of `dir`, oldest first.
-fn key_files(dir: &Path) -> Result<Vec<PathBuf>, TokenError> {
-    let mut files = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io_error(dir))? {
-        let entry = entry.map_err(io_error(dir))?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with("es256-") && name.ends_with(".pem") {
-            files.push(entry.path());
-        }
-    }
-    files.sort();
-    Ok(files)
-}
-
-fn read_key(path: &Path) -> Result<SecretKey, TokenError> {
-    let meta = fs::metadata(path).map_err(io_error(path))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        tracing::warn!(
-            path = %path.display(),
-            "token signing key is readable by other users; chmod 600 it"
-        );
-    }
-    let pem = fs::read_to_string(path).map_err(io_error(path))?;
-    SecretKey::from_pkcs8_pem(&pem)
-        .or_else(|_| SecretKey::from_sec1_pem(&pem))
-        .map_err(|_| TokenError::BadKey {
-            path: path.to_path_buf(),
-        })
-}
-
-/// Writes a fresh key whose name sorts after every key already in `dir`;
-/// via a temporary file and a rename, so a crash never leaves half a key.
-fn write_new_key(dir: &Path) -> Result<PathBuf, TokenError> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let newest = key_files(dir)?.last().and_then(|p| {
-        p.file_name()?
-            .to_str()?
-            .strip_prefix("es256-")?
-            .strip_suffix(".pem")?
-            .parse::<u128>()
-            .ok()
-    });
-    let stamp = newest.map_or(now, |n| now.max(n + 1));
-    let path = dir.join(format!("es256-{stamp:020}.pem"));
-    let temp = dir.join(format!(".es256-{stamp:020}.pem.tmp"));
-
-    let secret = SecretKey::random(&mut OsRng);
-    let pem = secret
-        .to_pkcs8_pem(LineEnding::LF)
-        .map_err(|e| TokenError::Sign(e.to_string()))?;
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&temp)
-        .map_err(io_error(&temp))?;
-    file.write_all(pem.as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(io_error(&temp))?;
-    drop(file);
-    fs::rename(&temp, &path).map_err(io_error(&path))?;
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error(dir))?;
-    Ok(path)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
     use hmac::{Hmac, Mac};
-    use p256::pkcs8::EncodePublicKey;
+    use p256::pkcs8::{EncodePublicKey, LineEnding};
+    use rand::rngs::OsRng;
+    use sha2::Sha256;
+
+    use super::super::keydir::{key_files, read_key};
+    use super::super::parse_scopes;
 
     use super::*;
 
@@ -884,65 +582,5 @@ mod tests {
         let debug = format!("{keys:?}");
         assert!(debug.contains(keys.signing_kid()), "{debug}");
         assert!(!debug.contains("signing:"), "{debug}");
-    }
-
-    #[test]
-    fn scopes_parse_like_docker_sends_them() {
-        let parsed = parse_scopes(&[
-            "repository:team/app:pull,push",
-            "repository:localhost:5000/app:pull",
-            "registry:catalog:*",
-            "repository(plugin):team/plug:pull",
-            "repository:team/app:pull repository:team/app:delete",
-        ]);
-        let expect = |kind: &str, name: &str, actions: &[&str]| ResourceActions {
-            kind: kind.into(),
-            name: name.into(),
-            actions: actions.iter().map(|a| a.to_string()).collect(),
-        };
-        assert_eq!(
-            parsed,
-            [
-                expect("repository", "team/app", &["pull", "push", "delete"]),
-                expect("repository", "localhost:5000/app", &["pull"]),
-                expect("registry", "catalog", &["*"]),
-                expect("repository", "team/plug", &["pull"]),
-            ]
-        );
-    }
-
-    #[test]
-    fn malformed_scopes_are_ignored() {
-        assert!(parse_scopes(&[
-            "",
-            "repository",
-            "repository:team/app",
-            "repository:team/app:",
-            ":team/app:pull",
-            "repository::pull",
-            "Repository:team/app:pull",
-            "repository:team/app:PULL",
-            "repository(plugin:team/app:pull",
-        ])
-        .is_empty());
-        assert_eq!(
-            parse_scopes(&["repository:team/app:pull,,pull"])[0].actions,
-            ["pull"]
-        );
-    }
-
-    #[test]
-    fn base32_matches_rfc4648_vectors() {
-        for (input, output) in [
-            ("", ""),
-            ("f", "MY"),
-            ("fo", "MZXQ"),
-            ("foo", "MZXW6"),
-            ("foob", "MZXW6YQ"),
-            ("fooba", "MZXW6YTB"),
-            ("foobar", "MZXW6YTBOI"),
-        ] {
-            assert_eq!(base32(input.as_bytes()), output);
-        }
     }
 }
