@@ -431,7 +431,7 @@ impl Reg {
             ..Default::default()
         };
         // These tests are about the registry API itself; access control has its own.
-        config.auth.mode = berth::config::AuthMode::None;
+        config.auth.mode = berth::auth::AuthMode::None;
         tweak(&mut config);
         let client = Client(open_router(&config).await);
         Reg {
@@ -3375,7 +3375,7 @@ async fn idle_sessions_and_unowned_staging_files_are_removed() {
         data_dir: root.path().join("data"),
         ..Default::default()
     };
-    config.auth.mode = berth::config::AuthMode::None;
+    config.auth.mode = berth::auth::AuthMode::None;
     let state = berth::server::open_state(&config).await.unwrap();
     let reg = Client(berth::api::router(state.clone()));
     let uploads = config.data_dir.join("uploads");

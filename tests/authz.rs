@@ -20,7 +20,8 @@ use axum::http::{HeaderMap, Method, Request};
 use axum::Router;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
-use berth::config::{AuthMode, Config};
+use berth::auth::AuthMode;
+use berth::config::Config;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -1935,7 +1936,7 @@ async fn htpasswd_accounts_push_into_new_projects_and_become_members() {
     };
     config.auth.admin_password = Some("admin-password".into());
     config.auth.htpasswd_file = Some(file);
-    config.auth.project_creation = berth::config::ProjectCreation::Users;
+    config.auth.project_creation = berth::auth::ProjectCreation::Users;
     let app = berth::server::build_app(&config).await.unwrap();
     let basic = |user: &str, pw: &str| {
         let raw = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"));
@@ -2019,7 +2020,7 @@ async fn htpasswd_accounts_push_into_new_projects_and_become_members() {
 #[tokio::test]
 async fn a_deleted_project_leaves_nothing_to_the_next_owner_of_its_name() {
     let world =
-        World::with(|c| c.auth.project_creation = berth::config::ProjectCreation::Users).await;
+        World::with(|c| c.auth.project_creation = berth::auth::ProjectCreation::Users).await;
     let padmin = basic("padmin", MEMBERS[3].1);
     let delete = Req::new(Method::DELETE, "/api/v1/projects/privp");
     let r = world.send(&delete, Some(&padmin)).await;
@@ -2076,7 +2077,7 @@ async fn a_deleted_project_leaves_nothing_to_the_next_owner_of_its_name() {
 #[tokio::test]
 async fn repositories_without_a_project_are_for_system_admins_only() {
     let world =
-        World::with(|c| c.auth.project_creation = berth::config::ProjectCreation::Users).await;
+        World::with(|c| c.auth.project_creation = berth::auth::ProjectCreation::Users).await;
     let image = Image::for_project("leftover");
     for data in [&image.config, &image.layer] {
         world.push_blob("hidden/app", data).await;

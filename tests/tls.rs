@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::{Request, StatusCode};
-use berth::config::{AuthMode, Config};
+use berth::auth::AuthMode;
+use berth::config::Config;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;

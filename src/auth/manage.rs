@@ -18,7 +18,7 @@ async fn slow_hash(secret: &str) -> String {
 }
 use super::policy::Principal;
 use super::service::{format_pat, AuthService, ROBOT_PREFIX};
-use crate::config::ProjectCreation;
+use super::ProjectCreation;
 use crate::metadata::now_ms;
 use crate::metadata::{
     Action, AuditEvent, AuditFilter, MetadataError, NewRobot, Project, ProjectDeletion, Role, User,

@@ -34,6 +34,8 @@ pub mod audit;
 pub mod manage;
 pub mod policy;
 mod service;
+mod settings;
 
 pub use policy::{Principal, ProjectFacts};
 pub use service::{AuthError, AuthService, Binding, Grant, IssuedToken, PAT_PREFIX, ROBOT_PREFIX};
+pub use settings::{AuthConfig, AuthMode, ProjectCreation};

@@ -1,7 +1,7 @@
 //! Who may do what: the role rules as a pure function of the facts, so the
 //! whole matrix is unit-testable without a database.
 
-use crate::config::ProjectCreation;
+use super::ProjectCreation;
 use crate::metadata::{Action, Role};
 
 /// The facts about one repository's project that a decision needs.

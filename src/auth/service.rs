@@ -14,7 +14,7 @@ use super::limiter::LoginLimiter;
 use super::password::{dummy_hash, generate_secret, hash_password, Busy, PasswordChecks};
 use super::policy::{allowed_actions, Principal, ProjectFacts};
 use super::token::{Claims, ResourceActions, TokenError, TokenKeys};
-use crate::config::{AuthConfig, AuthMode};
+use super::{AuthConfig, AuthMode};
 use crate::metadata::{AccessMetadata, Action, MetadataError, Visible};
 use crate::oci::RepoName;
 
