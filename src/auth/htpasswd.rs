@@ -256,6 +256,13 @@ const ITOA64: &[u8; 64] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmn
 /// The 22-character checksum of Apache's MD5 crypt (Poul-Henning Kamp's
 /// md5crypt with the magic `$apr1$`), as in APR's `apr_md5_encode`.
 fn apr1_checksum(password: &[u8], salt: &[u8]) -> [u8; 22] {
+    let digest = apr1_stretch(password, salt, apr1_initial(password, salt));
+    crypt64(&digest)
+}
+
+/// md5crypt's first digest, of the password, the magic, the salt and an
+/// "alternate" digest.
+fn apr1_initial(password: &[u8], salt: &[u8]) -> md5::digest::Output<Md5> {
     let alternate = Md5::new()
         .chain_update(password)
         .chain_update(salt)
@@ -278,9 +285,15 @@ fn apr1_checksum(password: &[u8], salt: &[u8]) -> [u8; 22] {
         }
         bits >>= 1;
     }
-    let mut digest = ctx.finalize();
+    ctx.finalize()
+}
 
-    // 1000 rounds, only to slow guessing down.
+/// md5crypt's 1000 rounds, only to slow guessing down.
+fn apr1_stretch(
+    password: &[u8],
+    salt: &[u8],
+    mut digest: md5::digest::Output<Md5>,
+) -> md5::digest::Output<Md5> {
     for round in 0..1000 {
         let mut ctx = Md5::new();
         if round % 2 == 1 {
@@ -301,7 +314,11 @@ fn apr1_checksum(password: &[u8], salt: &[u8]) -> [u8; 22] {
         }
         digest = ctx.finalize();
     }
+    digest
+}
 
+/// The digest in crypt(3)-style base64, bytes in md5crypt's order.
+fn crypt64(digest: &[u8]) -> [u8; 22] {
     let mut out = [0u8; 22];
     let mut at = 0;
     let mut put = |value: u32, chars: usize| {

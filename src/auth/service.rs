@@ -334,64 +334,92 @@ impl AuthService {
     async fn verify(&self, user: &str, secret: &str) -> Result<Option<Principal>, AuthError> {
         let now_ms = (unix_now() * 1000) as i64;
         if user.starts_with(ROBOT_PREFIX) {
-            let robot = match self.metadata.get_robot(user).await? {
-                Some(robot) if !robot.disabled && !robot.is_expired(now_ms) => robot,
-                _ => return self.verify_nothing(secret).await,
-            };
-            return Ok(self
-                .slow_verify(secret, &robot.secret_hash)
-                .await?
-                .then(|| Principal::Robot {
-                    name: robot.name.clone(),
-                    project: robot.project.clone(),
-                    actions: robot.actions.clone(),
-                }));
+            return self.verify_robot(user, secret, now_ms).await;
         }
         let record = self.metadata.get_user(user).await?;
-        if let Some(u) = record
+        match record
             .as_ref()
             .filter(|u| u.password_hash != EXTERNAL_ACCOUNT)
         {
-            if u.disabled {
-                return self.verify_nothing(secret).await;
-            }
-            let principal = Principal::User {
-                name: u.name.clone(),
-                admin: u.admin,
-            };
-            if self.slow_verify(secret, &u.password_hash).await? {
-                return Ok(Some(principal));
-            }
-            if let Some((id, random)) = parse_pat(secret) {
-                if let Some(t) = self.metadata.get_access_token(id).await? {
-                    let live = t.user == u.name && !t.is_expired(now_ms);
-                    if live && self.slow_verify(random, &t.secret_hash).await? {
-                        // Recording each use is a write: once a minute is enough.
-                        if t.last_used_at.is_none_or(|at| now_ms - at > 60_000) {
-                            self.metadata.touch_access_token(id, now_ms).await?;
-                        }
-                        return Ok(Some(principal));
-                    }
-                }
-            }
+            Some(u) if u.disabled => self.verify_nothing(secret).await,
+            Some(u) => self.verify_account(u, secret, now_ms).await,
+            None => self.verify_htpasswd(user, secret, record.as_ref()).await,
+        }
+    }
+
+    async fn verify_robot(
+        &self,
+        name: &str,
+        secret: &str,
+        now_ms: i64,
+    ) -> Result<Option<Principal>, AuthError> {
+        let robot = match self.metadata.get_robot(name).await? {
+            Some(robot) if !robot.disabled && !robot.is_expired(now_ms) => robot,
+            _ => return self.verify_nothing(secret).await,
+        };
+        Ok(self
+            .slow_verify(secret, &robot.secret_hash)
+            .await?
+            .then(|| Principal::Robot {
+                name: robot.name.clone(),
+                project: robot.project.clone(),
+                actions: robot.actions.clone(),
+            }))
+    }
+
+    /// An account's password, or one of its personal access tokens.
+    async fn verify_account(
+        &self,
+        u: &crate::metadata::User,
+        secret: &str,
+        now_ms: i64,
+    ) -> Result<Option<Principal>, AuthError> {
+        let principal = Principal::User {
+            name: u.name.clone(),
+            admin: u.admin,
+        };
+        if self.slow_verify(secret, &u.password_hash).await? {
+            return Ok(Some(principal));
+        }
+        let Some((id, random)) = parse_pat(secret) else {
+            return Ok(None);
+        };
+        let Some(t) = self.metadata.get_access_token(id).await? else {
+            return Ok(None);
+        };
+        let live = t.user == u.name && !t.is_expired(now_ms);
+        if !(live && self.slow_verify(random, &t.secret_hash).await?) {
             return Ok(None);
         }
-        let htpasswd_ok = match self.htpasswd.clone() {
-            Some(file) => {
-                let (user, secret) = (user.to_string(), secret.to_string());
-                self.checks
-                    .run(move || {
-                        file.verify(&user, &secret).unwrap_or_else(|| {
-                            // Not in the file either: the same work as a check.
-                            super::password::verify_password(&secret, dummy_hash())
-                        })
-                    })
-                    .await
-                    .map_err(busy)?
-            }
-            None => return self.verify_nothing(secret).await,
+        // Recording each use is a write: once a minute is enough.
+        if t.last_used_at.is_none_or(|at| now_ms - at > 60_000) {
+            self.metadata.touch_access_token(id, now_ms).await?;
+        }
+        Ok(Some(principal))
+    }
+
+    /// A name from the htpasswd file (`record`: its row, if it has one).
+    async fn verify_htpasswd(
+        &self,
+        user: &str,
+        secret: &str,
+        record: Option<&crate::metadata::User>,
+    ) -> Result<Option<Principal>, AuthError> {
+        let Some(file) = self.htpasswd.clone() else {
+            return self.verify_nothing(secret).await;
         };
-        if !htpasswd_ok || record.as_ref().is_some_and(|u| u.disabled) {
+        let (name, password) = (user.to_string(), secret.to_string());
+        let htpasswd_ok = self
+            .checks
+            .run(move || {
+                file.verify(&name, &password).unwrap_or_else(|| {
+                    // Not in the file either: the same work as a check.
+                    super::password::verify_password(&password, dummy_hash())
+                })
+            })
+            .await
+            .map_err(busy)?;
+        if !htpasswd_ok || record.is_some_and(|u| u.disabled) {
             return Ok(None);
         }
         if record.is_none() {
@@ -583,6 +611,41 @@ impl AuthService {
         }
     }
 
+    /// What of `want` `who` may have, or `None` when nothing.
+    async fn grant_of(
+        &self,
+        who: &Principal,
+        want: ResourceActions,
+    ) -> Result<Option<ResourceActions>, AuthError> {
+        let allowed: Vec<String> = match want.kind.as_str() {
+            "repository" => match want.name.parse::<RepoName>() {
+                Ok(repo) => self
+                    .actions_on(who, &repo)
+                    .await?
+                    .iter()
+                    .map(|a| a.as_str().to_string())
+                    .collect(),
+                Err(_) => Vec::new(),
+            },
+            // The catalog is filtered per caller; any signed-in caller may ask.
+            "registry" if want.name == "catalog" && *who != Principal::Anonymous => {
+                vec!["*".to_string()]
+            }
+            _ => Vec::new(),
+        };
+        let actions: Vec<String> = want
+            .actions
+            .iter()
+            .filter(|a| allowed.contains(a) || (a.as_str() == "*" && allowed.len() == 3))
+            .cloned()
+            .collect();
+        Ok((!actions.is_empty()).then_some(ResourceActions {
+            kind: want.kind,
+            name: want.name,
+            actions,
+        }))
+    }
+
     /// Issues a token holding the intersection of what was asked and what
     /// `who` may do.
     pub async fn issue_token(
@@ -593,34 +656,8 @@ impl AuthService {
     ) -> Result<IssuedToken, AuthError> {
         let mut granted = Vec::new();
         for want in requested {
-            let allowed: Vec<String> = match want.kind.as_str() {
-                "repository" => match want.name.parse::<RepoName>() {
-                    Ok(repo) => self
-                        .actions_on(who, &repo)
-                        .await?
-                        .iter()
-                        .map(|a| a.as_str().to_string())
-                        .collect(),
-                    Err(_) => Vec::new(),
-                },
-                // The catalog is filtered per caller; any signed-in caller may ask.
-                "registry" if want.name == "catalog" && *who != Principal::Anonymous => {
-                    vec!["*".to_string()]
-                }
-                _ => Vec::new(),
-            };
-            let actions: Vec<String> = want
-                .actions
-                .iter()
-                .filter(|a| allowed.contains(a) || (a.as_str() == "*" && allowed.len() == 3))
-                .cloned()
-                .collect();
-            if !actions.is_empty() {
-                granted.push(ResourceActions {
-                    kind: want.kind,
-                    name: want.name,
-                    actions,
-                });
+            if let Some(g) = self.grant_of(who, want).await? {
+                granted.push(g);
             }
         }
         let now = unix_now();
