@@ -14,7 +14,7 @@
 //! files, a key that does not match) is logged and the previous certificate
 //! stays in use; the next change is tried again.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -33,6 +33,10 @@ use rustls::{RootCertStore, ServerConfig};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
+use self_signed::ensure_self_signed;
+pub use self_signed::hostname;
+
+mod self_signed;
 
 /// How often the certificate and key files are checked for changes.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
@@ -49,7 +53,7 @@ pub const SELF_SIGNED_CERT: &str = "berth.crt";
 pub const SELF_SIGNED_KEY: &str = "berth-key.pem";
 
 /// Lifetime of a generated self-signed certificate.
-const SELF_SIGNED_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+pub(super) const SELF_SIGNED_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// A ready TLS listener configuration.
 pub struct Tls {
@@ -439,78 +443,6 @@ fn load_roots(ca_file: &Path) -> anyhow::Result<Arc<RootCertStore>> {
     Ok(Arc::new(roots))
 }
 
-/// Returns the self-signed certificate files under `dir`, generating them
-/// if either is missing. Returns whether they were generated now.
-fn ensure_self_signed(dir: &Path, extra_ip: Option<IpAddr>) -> anyhow::Result<(CertFiles, bool)> {
-    let files = CertFiles {
-        cert: dir.join(SELF_SIGNED_CERT),
-        key: dir.join(SELF_SIGNED_KEY),
-    };
-    if files.cert.is_file() && files.key.is_file() {
-        return Ok((files, false));
-    }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let (cert_pem, key_pem) = generate_self_signed(extra_ip)?;
-    // Key first, certificate last: the certificate's presence is what marks
-    // the pair as complete for the next start.
-    write_atomically(&files.key, key_pem.as_bytes(), 0o600)?;
-    write_atomically(&files.cert, cert_pem.as_bytes(), 0o644)?;
-    Ok((files, true))
-}
-
-fn generate_self_signed(extra_ip: Option<IpAddr>) -> anyhow::Result<(String, String)> {
-    use rcgen::{
-        CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair,
-        KeyUsagePurpose, SanType,
-    };
-    let mut sans = vec![
-        SanType::DnsName("localhost".try_into()?),
-        SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-        SanType::IpAddress(IpAddr::V6(Ipv6Addr::LOCALHOST)),
-    ];
-    let host = hostname();
-    if let Some(host) = host.as_deref().filter(|h| *h != "localhost") {
-        match host.to_string().try_into() {
-            Ok(name) => sans.push(SanType::DnsName(name)),
-            Err(e) => {
-                tracing::warn!(host, error = %e, "hostname left out of the self-signed certificate")
-            }
-        }
-    }
-    if let Some(ip) = extra_ip.filter(|ip| !ip.is_loopback()) {
-        sans.push(SanType::IpAddress(ip));
-    }
-    let mut params = CertificateParams::default();
-    params.subject_alt_names = sans;
-    let mut subject = DistinguishedName::new();
-    subject.push(
-        DnType::CommonName,
-        format!(
-            "berth self-signed ({})",
-            host.as_deref().unwrap_or("localhost")
-        ),
-    );
-    params.distinguished_name = subject;
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::days(1);
-    params.not_after = now + SELF_SIGNED_VALIDITY;
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let key = KeyPair::generate().context("generating a key pair")?;
-    let cert = params
-        .self_signed(&key)
-        .context("signing the self-signed certificate")?;
-    Ok((cert.pem(), key.serialize_pem()))
-}
-
-fn write_atomically(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
-    crate::secret_file::write(path, data, mode, crate::secret_file::Replace::Overwrite)
-        .with_context(|| format!("writing {}", path.display()))
-}
-
 /// The directory to pass to `--cert-dir`, absolute when it can be.
 fn cert_dir_of(cert_file: &Path) -> String {
     let dir = cert_file.parent().unwrap_or(Path::new("."));
@@ -518,15 +450,6 @@ fn cert_dir_of(cert_file: &Path) -> String {
         .unwrap_or_else(|_| dir.to_path_buf())
         .display()
         .to_string()
-}
-
-/// This machine's host name (Linux), if it has one.
-pub fn hostname() -> Option<String> {
-    ["/proc/sys/kernel/hostname", "/etc/hostname"]
-        .iter()
-        .filter_map(|p| std::fs::read_to_string(p).ok())
-        .map(|s| s.trim().to_ascii_lowercase())
-        .find(|s| !s.is_empty())
 }
 
 #[cfg(test)]
