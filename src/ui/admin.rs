@@ -9,8 +9,8 @@ use serde::Deserialize;
 
 use super::format::when;
 use super::view::layout;
+use super::UiState;
 use super::{now_ms, urlencode, UiError, Viewer};
-use crate::api::AppState;
 use crate::auth::manage::UserUpdate;
 use crate::metadata::AuditFilter;
 
@@ -26,7 +26,7 @@ pub struct AdminQuery {
 }
 
 pub async fn page(
-    State(state): State<AppState>,
+    State(state): State<UiState>,
     viewer: Viewer,
     Query(q): Query<AdminQuery>,
 ) -> Result<Response, UiError> {
@@ -124,7 +124,7 @@ pub struct NewUser {
 }
 
 pub async fn create_user(
-    State(state): State<AppState>,
+    State(state): State<UiState>,
     viewer: Viewer,
     Form(form): Form<NewUser>,
 ) -> Result<Response, UiError> {
@@ -142,7 +142,7 @@ pub async fn create_user(
 }
 
 pub async fn create_project(
-    State(state): State<AppState>,
+    State(state): State<UiState>,
     viewer: Viewer,
     Form(form): Form<NewUser>,
 ) -> Result<Response, UiError> {
@@ -168,7 +168,7 @@ pub struct UserForm {
 }
 
 pub async fn update_user(
-    State(state): State<AppState>,
+    State(state): State<UiState>,
     viewer: Viewer,
     UrlPath(name): UrlPath<String>,
     Form(form): Form<UserForm>,
@@ -201,7 +201,7 @@ fn some(s: &str) -> Option<String> {
 }
 
 pub async fn audit(
-    State(state): State<AppState>,
+    State(state): State<UiState>,
     viewer: Viewer,
     Query(q): Query<AuditQuery>,
 ) -> Result<Response, UiError> {

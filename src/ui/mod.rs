@@ -16,11 +16,11 @@ mod pages;
 mod session;
 mod view;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, FromRequestParts, Path as UrlPath, Query, State};
+use axum::extract::{FromRequestParts, Path as UrlPath, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -28,9 +28,9 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::Deserialize;
 
-use crate::api::AppState;
 use crate::auth::manage::{Actor, ManageError};
 use crate::auth::Principal;
+use crate::http::source_of;
 pub(crate) use crate::metadata::now_ms;
 use crate::metadata::Metadata;
 pub use session::SessionKey;
@@ -59,7 +59,19 @@ impl UiContext {
 const CSS: &str = include_str!("assets/ui.css");
 const JS: &str = include_str!("assets/ui.js");
 
-pub fn routes() -> Router<AppState> {
+/// What the UI's handlers hold: the services it reads and acts through,
+/// the scheme the listener speaks (for `Secure` cookies) and its context.
+#[derive(Clone)]
+pub struct UiState {
+    pub registry: Arc<crate::core::Registry>,
+    pub auth: Arc<crate::auth::AuthService>,
+    /// `https` when the listener speaks TLS.
+    pub scheme: &'static str,
+    pub ui: Arc<UiContext>,
+}
+
+/// Every `/ui` page over `state`, for any application state.
+pub fn routes<S: Clone + Send + Sync + 'static>(state: UiState) -> Router<S> {
     Router::new()
         .route("/ui", get(overview))
         .route("/ui/", get(|| async { Redirect::permanent("/ui") }))
@@ -81,6 +93,7 @@ pub fn routes() -> Router<AppState> {
         .fallback(no_such_page)
         .layer(axum::middleware::from_fn(server_timing))
         .layer(axum::middleware::from_fn(security_headers))
+        .with_state(state)
 }
 
 async fn no_such_page() -> UiError {
@@ -247,7 +260,7 @@ impl Viewer {
     }
 
     /// Refuses a form whose CSRF token is missing or not this session's.
-    pub fn check_csrf(&self, state: &AppState, token: &str) -> Result<(), UiError> {
+    pub fn check_csrf(&self, state: &UiState, token: &str) -> Result<(), UiError> {
         match &self.cookie {
             Some(cookie) if state.ui.key.csrf_ok(cookie, token) => Ok(()),
             Some(_) => Err(UiError::Forbidden(
@@ -266,10 +279,10 @@ fn host_of(headers: &HeaderMap) -> String {
         .to_string()
 }
 
-impl FromRequestParts<AppState> for Viewer {
+impl FromRequestParts<UiState> for Viewer {
     type Rejection = UiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Viewer, UiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &UiState) -> Result<Viewer, UiError> {
         let source = Some(source_of(&parts.extensions));
         let host = host_of(&parts.headers);
         if !state.auth.enabled() {
@@ -334,10 +347,10 @@ impl FromRequestParts<AppState> for Viewer {
 /// Forms keep taking a signed-in [`Viewer`].
 pub struct Visitor(Viewer);
 
-impl FromRequestParts<AppState> for Visitor {
+impl FromRequestParts<UiState> for Visitor {
     type Rejection = UiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Visitor, UiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &UiState) -> Result<Visitor, UiError> {
         match Viewer::from_request_parts(parts, state).await {
             Err(UiError::Login { next }) => Ok(Visitor(Viewer {
                 actor: Actor {
@@ -389,7 +402,7 @@ fn safe_next(next: Option<&str>) -> String {
     }
 }
 
-async fn login_form(State(state): State<AppState>, Query(q): Query<NextQuery>) -> Response {
+async fn login_form(State(state): State<UiState>, Query(q): Query<NextQuery>) -> Response {
     let nonce = session::nonce();
     let page = view::login_page(
         &state.ui.key.csrf(&format!("login:{nonce}")),
@@ -398,14 +411,6 @@ async fn login_form(State(state): State<AppState>, Query(q): Query<NextQuery>) -
     );
     let cookie = session::set_cookie(session::LOGIN_COOKIE, &nonce, 3600, state.scheme == "https");
     ([(header::SET_COOKIE, cookie)], page).into_response()
-}
-
-/// The client's address (unspecified in-process, where there is none).
-fn source_of(extensions: &axum::http::Extensions) -> IpAddr {
-    extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
 }
 
 /// The client's address as an extractor.
@@ -439,7 +444,7 @@ pub(crate) struct LoginForm {
 }
 
 async fn login(
-    State(state): State<AppState>,
+    State(state): State<UiState>,
     Source(source): Source,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
@@ -493,7 +498,7 @@ async fn login(
 }
 
 async fn logout(
-    State(state): State<AppState>,
+    State(state): State<UiState>,
     viewer: Viewer,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, UiError> {
@@ -528,7 +533,7 @@ struct AfterQuery {
 }
 
 async fn overview(
-    State(state): State<AppState>,
+    State(state): State<UiState>,
     Visitor(viewer): Visitor,
     Query(q): Query<AfterQuery>,
 ) -> Result<Response, UiError> {
@@ -555,7 +560,7 @@ struct SearchQuery {
 }
 
 async fn search(
-    State(state): State<AppState>,
+    State(state): State<UiState>,
     Visitor(viewer): Visitor,
     Query(q): Query<SearchQuery>,
 ) -> Result<Response, UiError> {
@@ -564,7 +569,7 @@ async fn search(
 }
 
 async fn project(
-    State(state): State<AppState>,
+    State(state): State<UiState>,
     Visitor(viewer): Visitor,
     UrlPath(project): UrlPath<String>,
     Query(q): Query<AfterQuery>,
@@ -601,7 +606,7 @@ pub(crate) struct ProjectForm {
 }
 
 async fn project_action(
-    State(state): State<AppState>,
+    State(state): State<UiState>,
     viewer: Viewer,
     UrlPath((project, action)): UrlPath<(String, String)>,
     Form(form): Form<ProjectForm>,
@@ -622,7 +627,7 @@ pub(crate) struct TagQuery {
 }
 
 async fn repository(
-    State(state): State<AppState>,
+    State(state): State<UiState>,
     Visitor(viewer): Visitor,
     UrlPath(path): UrlPath<String>,
     Query(q): Query<TagQuery>,
@@ -638,7 +643,7 @@ async fn repository(
 }
 
 async fn repository_action(
-    State(state): State<AppState>,
+    State(state): State<UiState>,
     viewer: Viewer,
     UrlPath(path): UrlPath<String>,
     Form(form): Form<CsrfForm>,

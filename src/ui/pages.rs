@@ -12,8 +12,8 @@ use maud::{html, Markup};
 use super::format::{short_digest, size_cell, when};
 use super::image::{self, Doc};
 use super::view::{confirm_form, copyable, crumbs, layout};
+use super::UiState;
 use super::{now_ms, urlencode, ProjectForm, TagQuery, UiError, Viewer};
-use crate::api::AppState;
 use crate::auth::{AuthError, Principal};
 use crate::metadata::{Action, RepoSummary, Role, TagOrder};
 use crate::oci::{Digest, Reference, RepoName, Tag};
@@ -28,7 +28,7 @@ const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
 /// Checks a login; the account name on success, else status and message.
 pub async fn sign_in(
-    state: &AppState,
+    state: &UiState,
     user: &str,
     password: &str,
     source: IpAddr,
@@ -58,7 +58,7 @@ pub async fn sign_in(
 
 /// What `viewer` may do on `repo`.
 async fn actions(
-    state: &AppState,
+    state: &UiState,
     viewer: &Viewer,
     repo: &RepoName,
 ) -> Result<Vec<Action>, UiError> {
@@ -86,7 +86,7 @@ fn cursor_pager(base: &str, after: &str, next: Option<&str>) -> Markup {
     }
 }
 
-pub async fn overview(state: &AppState, viewer: &Viewer, after: &str) -> Result<Markup, UiError> {
+pub async fn overview(state: &UiState, viewer: &Viewer, after: &str) -> Result<Markup, UiError> {
     let mut projects = state
         .auth
         .projects_page(&viewer.actor, after, PROJECTS_PER_PAGE + 1)
@@ -146,7 +146,7 @@ fn repo_table(repos: &[RepoSummary], id: &str) -> Markup {
     }
 }
 
-pub async fn search(state: &AppState, viewer: &Viewer, q: &str) -> Result<Markup, UiError> {
+pub async fn search(state: &UiState, viewer: &Viewer, q: &str) -> Result<Markup, UiError> {
     let mut found = Vec::new();
     if !q.is_empty() {
         // Filtered in the query: 100 matches the viewer may read.
@@ -176,7 +176,7 @@ pub async fn search(state: &AppState, viewer: &Viewer, q: &str) -> Result<Markup
 }
 
 pub async fn project(
-    state: &AppState,
+    state: &UiState,
     viewer: &Viewer,
     name: &str,
     after: &str,
@@ -324,7 +324,7 @@ fn expiry(days: &str) -> Result<Option<i64>, UiError> {
 
 /// Visibility, members, robot creation and revocation, project deletion.
 pub async fn project_action(
-    state: &AppState,
+    state: &UiState,
     viewer: &Viewer,
     name: &str,
     action: &str,
@@ -430,7 +430,7 @@ impl RepoPath {
 
 /// A repository the viewer may pull, else "not found" (existence hidden).
 async fn readable(
-    state: &AppState,
+    state: &UiState,
     viewer: &Viewer,
     repo: &RepoName,
 ) -> Result<Vec<Action>, UiError> {
@@ -442,7 +442,7 @@ async fn readable(
 }
 
 pub async fn repository(
-    state: &AppState,
+    state: &UiState,
     viewer: &Viewer,
     repo: &RepoName,
     q: &TagQuery,
@@ -534,7 +534,7 @@ pub async fn repository(
 
 /// Deletes one tag (the manifest stays reachable by digest) and audits it.
 pub async fn delete_tag(
-    state: &AppState,
+    state: &UiState,
     viewer: &Viewer,
     repo: &RepoName,
     tag: &Tag,
@@ -564,7 +564,7 @@ pub async fn delete_tag(
 /// When an image was built (its config's `created`); none for indexes or
 /// when the config cannot be read (the page still renders).
 async fn created_of(
-    state: &AppState,
+    state: &UiState,
     repo: &RepoName,
     row: &crate::metadata::TagRow,
 ) -> Option<String> {
@@ -590,7 +590,7 @@ async fn created_of(
 
 /// The image config, read through the registry, if small enough.
 async fn read_config(
-    state: &AppState,
+    state: &UiState,
     repo: &RepoName,
     doc: &Doc,
 ) -> Result<Option<image::Config>, UiError> {
@@ -624,7 +624,7 @@ async fn read_config(
 /// `None` for a child the repository lacks or that is no image manifest. An index's children are bounded by
 /// the manifest size limit.
 async fn image_sizes(
-    state: &AppState,
+    state: &UiState,
     repo: &RepoName,
     children: &[image::Desc],
 ) -> Result<Vec<Option<u64>>, UiError> {
@@ -655,7 +655,7 @@ fn pairs_table(rows: &[(String, String)]) -> Markup {
 }
 
 pub async fn image(
-    state: &AppState,
+    state: &UiState,
     viewer: &Viewer,
     repo: &RepoName,
     reference: &Reference,
