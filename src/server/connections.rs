@@ -16,10 +16,11 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulConnection, GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::auth::limiter::source_network;
@@ -53,8 +54,10 @@ pub(super) async fn serve_connections(
     let _reloader = tls.as_ref().map(|tls| AbortOnDrop(tls.watch_files()));
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(ConnectionSlots::new(limits, raise_fd_limit()));
-    let header_read_timeout = Duration::from_secs(limits.header_read_timeout_seconds.max(1));
-    let idle_timeout = Duration::from_secs(limits.idle_timeout_seconds.max(1));
+    let timeouts = Timeouts {
+        header_read: Duration::from_secs(limits.header_read_timeout_seconds.max(1)),
+        idle: Duration::from_secs(limits.idle_timeout_seconds.max(1)),
+    };
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (tcp, remote) = tokio::select! {
@@ -75,74 +78,114 @@ pub(super) async fn serve_connections(
         let Some(slot) = slots.take(remote.ip()) else {
             continue;
         };
-        let watcher = graceful.watcher();
-        let acceptor = acceptor.clone();
-        let app = app.clone().map_request(move |mut req: Request<Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(remote));
-            req
-        });
+        let connection = serve_connection(
+            tcp,
+            remote,
+            app.clone(),
+            acceptor.clone(),
+            graceful.watcher(),
+            timeouts,
+        );
         tokio::spawn(async move {
             let _slot = slot;
-            let _ = tcp.set_nodelay(true);
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .max_buf_size(HTTP1_READ_BUFFER)
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_read_timeout);
-            let service = TowerToHyperService::new(app);
-            let activity = Arc::new(Activity::new());
-            let served = match acceptor {
-                None => {
-                    let io = Tracked::new(tcp, activity.clone());
-                    let connection =
-                        builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-                    tokio::select! {
-                        served = watcher.watch(connection) => served,
-                        () = activity.idle_for(idle_timeout) => {
-                            tracing::debug!(%remote, "closing an idle connection");
-                            return;
-                        }
-                    }
-                }
-                Some(acceptor) => {
-                    if speaks_plain_http(&tcp).await {
-                        answer_plain_http_on_https(tcp, remote).await;
-                        return;
-                    }
-                    let io = Tracked::new(tcp, activity.clone());
-                    let stream =
-                        match tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, acceptor.accept(io))
-                            .await
-                        {
-                            Ok(Ok(stream)) => stream,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%remote, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%remote, "TLS handshake timed out");
-                                return;
-                            }
-                        };
-                    let connection =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    tokio::select! {
-                        served = watcher.watch(connection) => served,
-                        () = activity.idle_for(idle_timeout) => {
-                            tracing::debug!(%remote, "closing an idle connection");
-                            return;
-                        }
-                    }
-                }
-            };
-            if let Err(e) = served {
-                tracing::debug!(%remote, error = %e, "connection ended with an error");
-            }
+            connection.await
         });
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// A connection's timeouts: for its request heads, and for silence.
+#[derive(Clone, Copy)]
+struct Timeouts {
+    header_read: Duration,
+    idle: Duration,
+}
+
+/// Serves one accepted connection until it closes, goes idle, or the
+/// graceful shutdown ends it; a TLS connection is handshaken first.
+async fn serve_connection(
+    tcp: TcpStream,
+    remote: SocketAddr,
+    app: Router,
+    acceptor: Option<TlsAcceptor>,
+    watcher: Watcher,
+    timeouts: Timeouts,
+) {
+    let _ = tcp.set_nodelay(true);
+    let app = app.map_request(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(remote));
+        req
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .max_buf_size(HTTP1_READ_BUFFER)
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.header_read);
+    let service = TowerToHyperService::new(app);
+    let activity = Arc::new(Activity::new());
+    let served = match acceptor {
+        None => {
+            let io = TokioIo::new(Tracked::new(tcp, activity.clone()));
+            let connection = builder.serve_connection_with_upgrades(io, service);
+            until_idle(connection, watcher, &activity, timeouts.idle, remote).await
+        }
+        Some(acceptor) => {
+            let Some(stream) = handshake(tcp, remote, acceptor, activity.clone()).await else {
+                return;
+            };
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            until_idle(connection, watcher, &activity, timeouts.idle, remote).await
+        }
+    };
+    if let Some(Err(e)) = served {
+        tracing::debug!(%remote, error = %e, "connection ended with an error");
+    }
+}
+
+/// The TLS stream of a connection on the HTTPS port; `None` when it spoke
+/// plain HTTP (answered here) or its handshake failed or timed out.
+async fn handshake(
+    tcp: TcpStream,
+    remote: SocketAddr,
+    acceptor: TlsAcceptor,
+    activity: Arc<Activity>,
+) -> Option<tokio_rustls::server::TlsStream<Tracked<TcpStream>>> {
+    if speaks_plain_http(&tcp).await {
+        answer_plain_http_on_https(tcp, remote).await;
+        return None;
+    }
+    let io = Tracked::new(tcp, activity);
+    match tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            tracing::debug!(%remote, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%remote, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// Runs `connection` under the graceful shutdown; `None` once nothing was
+/// read or written on it for `idle` (the connection is then dropped).
+async fn until_idle<C: GracefulConnection>(
+    connection: C,
+    watcher: Watcher,
+    activity: &Activity,
+    idle: Duration,
+    remote: SocketAddr,
+) -> Option<Result<(), C::Error>> {
+    tokio::select! {
+        served = watcher.watch(connection) => Some(served),
+        () = activity.idle_for(idle) => {
+            tracing::debug!(%remote, "closing an idle connection");
+            None
+        }
+    }
 }
 
 /// Connections the kernel may hold completed for the accept loop. The
