@@ -72,7 +72,9 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
     header_str(headers, header::CONTENT_LENGTH).and_then(|v| v.parse().ok())
 }
 
-/// `Content-Range` of an upload chunk: `first-last`, optionally with a `bytes` unit.
+/// `Content-Range` of an upload chunk: `first-last`, optionally with a `bytes`
+/// unit and a `/length`. Clients send the bare `first-last` (not RFC 9110's
+/// form, which typed-header crates parse), so this stays hand-written.
 fn content_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, ApiError> {
     let Some(raw) = header_str(headers, header::CONTENT_RANGE) else {
         return Ok(None);
@@ -93,29 +95,24 @@ fn content_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, ApiError> {
     })
 }
 
-/// A single `Range: bytes=...` request; anything else is served whole, as
-/// RFC 9110 allows.
+/// A single `Range: bytes=...` request; anything else (several ranges, a
+/// unit other than bytes, a malformed or reversed range) is served whole,
+/// as RFC 9110 allows.
 fn byte_range(headers: &HeaderMap) -> Option<ByteRange> {
-    let spec = header_str(headers, header::RANGE)?
-        .trim()
-        .strip_prefix("bytes=")?;
-    if spec.contains(',') {
-        return None;
+    use http_range_header::SyntacticallyCorrectRange as R;
+    let parsed = http_range_header::parse_range_header(header_str(headers, header::RANGE)?.trim());
+    match parsed.ok()?.into_ranges().as_slice() {
+        [R::Indexed(start, end)] => Some(ByteRange::From {
+            start: *start,
+            end: Some(*end),
+        }),
+        [R::FromStart(start)] => Some(ByteRange::From {
+            start: *start,
+            end: None,
+        }),
+        [R::FromLast(n)] => Some(ByteRange::Suffix(*n)),
+        _ => None,
     }
-    let (a, b) = spec.split_once('-')?;
-    let (a, b) = (a.trim(), b.trim());
-    if a.is_empty() {
-        return Some(ByteRange::Suffix(b.parse().ok()?));
-    }
-    let end = if b.is_empty() {
-        None
-    } else {
-        Some(b.parse().ok()?)
-    };
-    Some(ByteRange::From {
-        start: a.parse().ok()?,
-        end,
-    })
 }
 
 fn chunk_headers(headers: &HeaderMap) -> Result<ChunkHeaders, ApiError> {
