@@ -43,8 +43,8 @@ pub async fn open_state(config: &Config) -> anyhow::Result<AppState> {
             .context("opening metadata database")?,
     );
     let registry = Registry::new(Arc::new(storage), metadata.clone(), config.core_settings());
-    let ui = crate::ui::UiContext::open(dir, metadata.clone())
-        .context("opening the web UI's session key")?;
+    let browse = crate::core::Browser::new(metadata.clone(), metadata.clone());
+    let ui = crate::ui::UiContext::open(dir, browse).context("opening the web UI's session key")?;
     let auth = AuthService::open(metadata, &config.auth, dir)
         .await
         .context("setting up authentication")?;

@@ -30,16 +30,16 @@ use serde::Deserialize;
 
 use crate::auth::manage::{Actor, ManageError};
 use crate::auth::Principal;
+use crate::core::Browser;
 use crate::http::source_of;
 pub(crate) use crate::metadata::now_ms;
-use crate::metadata::Metadata;
 pub use session::SessionKey;
 
-/// What the UI needs beyond the API's state: its session key and the
-/// read-only browse queries of the metadata store.
+/// What the UI needs beyond the registry and auth services: its session
+/// key, the browse service, and a cache of image build times.
 pub struct UiContext {
     key: SessionKey,
-    metadata: Arc<dyn Metadata>,
+    browse: Browser,
     /// Build time of images by manifest digest: content-addressed, so it
     /// never changes, and tag pages need not re-read configs.
     created: quick_cache::sync::Cache<String, Option<String>>,
@@ -47,10 +47,10 @@ pub struct UiContext {
 
 impl UiContext {
     /// Loads (or creates) `<data_dir>/ui-session.key`.
-    pub fn open(data_dir: &Path, metadata: Arc<dyn Metadata>) -> std::io::Result<UiContext> {
+    pub fn open(data_dir: &Path, browse: Browser) -> std::io::Result<UiContext> {
         Ok(UiContext {
             key: SessionKey::load_or_create(data_dir)?,
-            metadata,
+            browse,
             created: quick_cache::sync::Cache::new(10_000),
         })
     }
@@ -320,7 +320,7 @@ impl FromRequestParts<UiState> for Viewer {
             .ok_or_else(login)?;
         // A session ended by logout stays ended, even for a copied cookie.
         let id = state.ui.key.session_id(&cookie);
-        if state.ui.metadata.session_ended(&id).await? {
+        if state.ui.browse.session_ended(&id).await? {
             return Err(login());
         }
         // The account must still be the one signed in, as it was then: a
@@ -509,7 +509,7 @@ async fn logout(
             .open(cookie, 0)
             .map_or(now_ms() / 1000 + session::SESSION_SECONDS, |s| s.expires_at);
         let id = state.ui.key.session_id(cookie);
-        state.ui.metadata.end_session(&id, expires).await?;
+        state.ui.browse.end_session(&id, expires).await?;
     }
     state.auth.audit().record(crate::auth::audit::event(
         viewer.name(),

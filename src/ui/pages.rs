@@ -97,7 +97,7 @@ pub async fn overview(state: &UiState, viewer: &Viewer, after: &str) -> Result<M
         .then(|| projects.last().map(|p| p.name.as_str()))
         .flatten();
     let names: Vec<String> = projects.iter().map(|p| p.name.clone()).collect();
-    let usage = state.ui.metadata.project_usage(&names).await?;
+    let usage = state.ui.browse.project_usage(&names).await?;
     let now = now_ms();
     let body = html! {
         h1 { "Projects" }
@@ -153,7 +153,7 @@ pub async fn search(state: &UiState, viewer: &Viewer, q: &str) -> Result<Markup,
         let visible = state.auth.visible_to(viewer.principal());
         found = state
             .ui
-            .metadata
+            .browse
             .search_repositories(q, &visible, 100)
             .await?;
     }
@@ -185,7 +185,7 @@ pub async fn project(
     let project = state.auth.get_project(&viewer.actor, name).await?;
     let mut repos = state
         .ui
-        .metadata
+        .browse
         .repositories_in(name, after, REPOS_PER_PAGE + 1)
         .await?;
     let more = repos.len() > REPOS_PER_PAGE as usize;
@@ -458,7 +458,7 @@ pub async fn repository(
         .ok_or_else(|| UiError::BadRequest(format!("page {page_no} is out of range")))?;
     let tags = state
         .ui
-        .metadata
+        .browse
         .tags_page(repo, order, offset, TAGS_PER_PAGE)
         .await?
         .ok_or_else(|| UiError::NotFound(format!("repository {repo} not found")))?;
@@ -667,7 +667,7 @@ pub async fn image(
     })?;
     let config = read_config(state, repo, &doc).await?;
     let child_sizes = image_sizes(state, repo, &doc.children).await?;
-    let tags = state.ui.metadata.tags_of(repo, &record.digest).await?;
+    let tags = state.ui.browse.tags_of(repo, &record.digest).await?;
     let referrers = state.registry.referrers(repo, &record.digest, None).await?;
     let referrers = image::parse_doc(&referrers, crate::oci::media::OCI_INDEX)
         .map(|d| d.children)
