@@ -12,8 +12,9 @@
 mod admin;
 mod format;
 mod image;
-mod pages;
+mod loaders;
 mod session;
+mod templates;
 mod view;
 
 use std::net::IpAddr;
@@ -460,7 +461,7 @@ async fn login(
         *response.status_mut() = StatusCode::FORBIDDEN;
         return response;
     }
-    match pages::sign_in(&state, &form.username, &form.password, source).await {
+    match loaders::sign_in(&state, &form.username, &form.password, source).await {
         Ok(user) => {
             let binding = match state.auth.binding_of(&user).await {
                 Ok(Some(binding)) => binding,
@@ -547,9 +548,8 @@ async fn overview(
             return Err(UiError::Login { next: next.clone() });
         }
     }
-    Ok(pages::overview(&state, &viewer, &q.after)
-        .await?
-        .into_response())
+    let page = loaders::overview(&state, &viewer, &q.after).await?;
+    Ok(templates::overview(&page, &viewer).into_response())
 }
 
 #[derive(Deserialize, Default)]
@@ -563,8 +563,9 @@ async fn search(
     Visitor(viewer): Visitor,
     Query(q): Query<SearchQuery>,
 ) -> Result<Response, UiError> {
-    let page = pages::search(&state, &viewer, q.q.trim()).await;
-    Ok(page.map_err(|e| viewer.or_login(e))?.into_response())
+    let page = loaders::search(&state, &viewer, q.q.trim()).await;
+    let page = page.map_err(|e| viewer.or_login(e))?;
+    Ok(templates::search(&page, &viewer).into_response())
 }
 
 async fn project(
@@ -573,8 +574,9 @@ async fn project(
     UrlPath(project): UrlPath<String>,
     Query(q): Query<AfterQuery>,
 ) -> Result<Response, UiError> {
-    let page = pages::project(&state, &viewer, &project, &q.after, None).await;
-    Ok(page.map_err(|e| viewer.or_login(e))?.into_response())
+    let page = loaders::project(&state, &viewer, &project, &q.after, None).await;
+    let page = page.map_err(|e| viewer.or_login(e))?;
+    Ok(templates::project(&page, &viewer).into_response())
 }
 
 /// Project administration forms: visibility, members, robots, deletion.
@@ -611,7 +613,7 @@ async fn project_action(
     Form(form): Form<ProjectForm>,
 ) -> Result<Response, UiError> {
     viewer.check_csrf(&state, &form.csrf)?;
-    pages::project_action(&state, &viewer, &project, &action, &form).await
+    loaders::project_action(&state, &viewer, &project, &action, &form).await
 }
 
 #[derive(Deserialize, Default)]
@@ -631,12 +633,16 @@ async fn repository(
     UrlPath(path): UrlPath<String>,
     Query(q): Query<TagQuery>,
 ) -> Result<Response, UiError> {
-    let page = match pages::RepoPath::parse(&path)? {
-        pages::RepoPath::Repository(repo) => pages::repository(&state, &viewer, &repo, &q).await,
-        pages::RepoPath::Image(repo, reference) => {
-            pages::image(&state, &viewer, &repo, &reference).await
+    let page = match loaders::RepoPath::parse(&path)? {
+        loaders::RepoPath::Repository(repo) => loaders::repository(&state, &viewer, &repo, &q)
+            .await
+            .map(|page| templates::repository(&page, &viewer)),
+        loaders::RepoPath::Image(repo, reference) => {
+            loaders::image(&state, &viewer, &repo, &reference)
+                .await
+                .map(|page| templates::image(&page, &viewer))
         }
-        pages::RepoPath::DeleteTag(..) => Err(UiError::NotFound("no such page".into())),
+        loaders::RepoPath::DeleteTag(..) => Err(UiError::NotFound("no such page".into())),
     };
     Ok(page.map_err(|e| viewer.or_login(e))?.into_response())
 }
@@ -647,11 +653,11 @@ async fn repository_action(
     UrlPath(path): UrlPath<String>,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, UiError> {
-    let pages::RepoPath::DeleteTag(repo, tag) = pages::RepoPath::parse(&path)? else {
+    let loaders::RepoPath::DeleteTag(repo, tag) = loaders::RepoPath::parse(&path)? else {
         return Err(UiError::NotFound("no such form".into()));
     };
     viewer.check_csrf(&state, &form.csrf)?;
-    pages::delete_tag(&state, &viewer, &repo, &tag).await?;
+    loaders::delete_tag(&state, &viewer, &repo, &tag).await?;
     let back = format!(
         "/ui/r/{}?deleted={}",
         urlencode(repo.as_str()),
