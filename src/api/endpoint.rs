@@ -101,7 +101,7 @@ pub struct Access {
 /// repository needs before that answer is given.
 #[derive(Debug)]
 pub struct Refused {
-    pub error: ApiError,
+    pub error: Box<ApiError>,
     pub required: Option<Permission>,
 }
 
@@ -237,7 +237,7 @@ impl Endpoint {
 impl From<ApiError> for Refused {
     fn from(error: ApiError) -> Refused {
         Refused {
-            error,
+            error: Box::new(error),
             required: None,
         }
     }
@@ -247,7 +247,7 @@ impl ApiError {
     /// This answer, given once the caller may `action` on `repo`.
     fn needing(self, repo: &RepoName, action: Action) -> Refused {
         Refused {
-            error: self,
+            error: Box::new(self),
             required: Some(Permission {
                 repo: repo.clone(),
                 action,

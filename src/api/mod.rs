@@ -164,7 +164,7 @@ async fn admit(
     };
     auth::check_access(state, caller, required.as_ref(), headers).await?;
     auth::create_project_on_push(state, caller, required.as_ref(), headers).await?;
-    parsed.map_err(|refused| refused.error)
+    parsed.map_err(|refused| *refused.error)
 }
 
 /// Records a successful request the endpoint audits, by the digest the

@@ -26,7 +26,7 @@ pub fn image(page: &ImagePage, viewer: &Viewer) -> Markup {
         (crumbs(&[(repo.project(), Some(format!("/ui/projects/{}", urlencode(repo.project())))), (name, Some(repo_href(name))), (&shown[name.len() + 1..], None)]))
         h1 { (shown) }
         dl.facts {
-            dt { "Digest" } dd { (copyable(&digest, "digest")) }
+            dt { "Digest" } dd { (copyable(digest, "digest")) }
             dt { "Media type" } dd { code { (page.media_type) } }
             @if let Some(t) = &page.doc.artifact_type { dt { "Artifact type" } dd { code { (t) } } }
             @if !page.doc.is_index { dt { "Compressed size" } dd #compressed-size { (size_cell(page.doc.compressed_size())) } }

@@ -1,12 +1,14 @@
 //! maud templates: each renders one page's view (built by `loaders`) for
 //! a viewer; no template reads a service.
 
+mod admin;
 mod browse;
 mod image;
 mod project;
 
 use maud::{html, Markup};
 
+pub use admin::admin;
 pub use browse::{overview, repository, search};
 pub use image::image;
 pub use project::project;
