@@ -1,11 +1,14 @@
 //! berth: a container image registry (OCI Distribution Spec v1.1, Docker
-//! Registry HTTP API V2). Layers, top to bottom: `api` → `core` →
-//! `metadata` / `storage` → `oci`. Arrows only point down.
+//! Registry HTTP API V2). Layers, top to bottom: `server` → `api` / `ui`
+//! (HTTP adapters, importing neither each other; `http` holds what both read
+//! from a request) → `core` / `auth` → `metadata` / `storage` → `oci`.
+//! Arrows only point down.
 
 pub mod api;
 pub mod auth;
 pub mod config;
 pub mod core;
+pub mod http;
 pub mod metadata;
 pub mod oci;
 pub mod secret_file;

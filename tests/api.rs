@@ -3377,7 +3377,7 @@ async fn idle_sessions_and_unowned_staging_files_are_removed() {
     };
     config.auth.mode = berth::auth::AuthMode::None;
     let state = berth::server::open_state(&config).await.unwrap();
-    let reg = Client(berth::api::router(state.clone()));
+    let reg = Client(berth::server::router(state.clone()));
     let uploads = config.data_dir.join("uploads");
     let session_id = |location: &str| location.rsplit('/').next().unwrap().to_string();
 

@@ -1,18 +1,18 @@
 //! Authentication at the HTTP boundary: reads `Authorization`, asks the
 //! auth service who the caller is, checks the access each `/v2` endpoint
-//! declares (`route::required_access`), and answers 401 with a Bearer
-//! challenge (or 403, or 429) before any handler runs.
+//! declares (`Endpoint::access`), and answers 401 with a Bearer challenge
+//! (or 403, or 429) before any handler runs.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::IpAddr;
 
-use axum::extract::ConnectInfo;
-use axum::http::{header, HeaderMap, HeaderName, Method, StatusCode};
-use base64::Engine;
+use axum::http::{header, HeaderMap, HeaderName, StatusCode};
 
+use super::endpoint::{Endpoint, Permission};
 use super::error::ApiError;
-use super::route::{required_access, V2Route};
-use super::AppState;
+use super::ApiState;
 use crate::auth::{AuthError, Grant, Principal};
+pub use crate::http::{basic_credentials, request_host, source_of};
+use crate::metadata::{Action, Visible};
 use crate::oci::{ErrorCode, RepoName};
 
 /// The authenticated caller of one request.
@@ -22,19 +22,10 @@ pub struct Caller {
     pub source: IpAddr,
 }
 
-/// The client's address (unspecified when the transport gives none, as in
-/// in-process tests).
-pub fn source_of(extensions: &axum::http::Extensions) -> IpAddr {
-    extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
-}
-
 /// `WWW-Authenticate` for this registry, optionally naming a scope and an
 /// error (`invalid_token`, `insufficient_scope`).
 pub fn challenge(
-    state: &AppState,
+    state: &ApiState,
     headers: &HeaderMap,
     scope: Option<String>,
     error: Option<&str>,
@@ -58,36 +49,6 @@ pub fn challenge(
     (header::WWW_AUTHENTICATE, value)
 }
 
-/// The request's `Host` if it is one: a host name, an IPv4 address or a
-/// bracketed IPv6 address, with an optional port. Anything else (quotes,
-/// commas, spaces, `@`, `/`…) could rewrite a challenge or a link built
-/// from it, so it is not used.
-pub fn request_host(headers: &HeaderMap) -> Option<&str> {
-    let host = headers.get(header::HOST)?.to_str().ok()?;
-    let (name, port) = match host.strip_prefix('[') {
-        Some(rest) => {
-            let (v6, after) = rest.split_once(']')?;
-            v6.parse::<std::net::Ipv6Addr>().ok()?;
-            match after {
-                "" => (None, None),
-                after => (None, Some(after.strip_prefix(':')?)),
-            }
-        }
-        None => match host.rsplit_once(':') {
-            Some((name, port)) => (Some(name), Some(port)),
-            None => (Some(host), None),
-        },
-    };
-    let name_ok = name.is_none_or(|n| {
-        !n.is_empty()
-            && n.len() <= 253
-            && n.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
-    });
-    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok());
-    (name_ok && port_ok).then_some(host)
-}
-
 /// An RFC 9110 quoted-string: `"` and `\` escaped.
 fn quoted(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 2);
@@ -100,21 +61,6 @@ fn quoted(value: &str) -> String {
     }
     out.push('"');
     out
-}
-
-/// Splits a Basic `Authorization` header into user and secret.
-pub fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, encoded) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    let (user, secret) = text.split_once(':')?;
-    Some((user.to_string(), secret.to_string()))
 }
 
 fn bearer_token(headers: &HeaderMap) -> Option<&str> {
@@ -142,7 +88,7 @@ pub fn login_error(e: AuthError, challenge: (HeaderName, String)) -> ApiError {
 
 /// Who is calling, from the request's credentials.
 pub async fn identify(
-    state: &AppState,
+    state: &ApiState,
     headers: &HeaderMap,
     source: IpAddr,
 ) -> Result<Grant, ApiError> {
@@ -166,43 +112,38 @@ pub async fn identify(
     }
 }
 
-/// Authenticates the caller and checks the access `route` declares.
-pub async fn authorize(
-    state: &AppState,
-    route: &V2Route<'_>,
-    method: &Method,
+/// Checks that the caller may do what an endpoint requires (a refused
+/// request's repository included). With authentication off anyone may.
+pub async fn check_access(
+    state: &ApiState,
+    caller: &Caller,
+    required: Option<&Permission>,
     headers: &HeaderMap,
-    source: IpAddr,
-) -> Result<Caller, ApiError> {
-    let grant = identify(state, headers, source).await?;
-    let caller = Caller { grant, source };
-    if !state.auth.enabled() {
-        return Ok(caller);
-    }
-    let Some((name, action)) = required_access(route, method) else {
-        return Ok(caller);
-    };
-    // A malformed name is the handler's NAME_INVALID, not an auth failure.
-    let Ok(repo) = name.parse::<RepoName>() else {
-        return Ok(caller);
+) -> Result<(), ApiError> {
+    let Some(Permission { repo, action }) = required.filter(|_| state.auth.enabled()) else {
+        return Ok(());
     };
     let permitted = state
         .auth
-        .permits(&caller.grant, &repo, action)
+        .permits(&caller.grant, repo, *action)
         .await
         .map_err(|e| login_error(e, challenge(state, headers, None, None)))?;
     if permitted {
-        if action == crate::metadata::Action::Push {
-            state
-                .auth
-                .ensure_project(&repo, caller.grant.actor())
-                .await
-                .map_err(|e| login_error(e, challenge(state, headers, None, None)))?;
-        }
-        return Ok(caller);
+        return Ok(());
     }
+    Err(denied(state, &caller.grant, repo, *action, headers))
+}
+
+/// The answer to a caller who may not `action` on `repo`.
+fn denied(
+    state: &ApiState,
+    grant: &Grant,
+    repo: &RepoName,
+    action: Action,
+    headers: &HeaderMap,
+) -> ApiError {
     let scope = format!("repository:{repo}:{}", action.as_str());
-    Err(match &caller.grant {
+    match grant {
         Grant::Token { .. } => ApiError::new(
             ErrorCode::Unauthorized,
             format!("the token does not grant {} on {repo}", action.as_str()),
@@ -220,13 +161,65 @@ pub async fn authorize(
             format!("{} on {repo} is not allowed", action.as_str()),
         )
         .with_status(StatusCode::FORBIDDEN),
-    })
+    }
+}
+
+/// A permitted push into a project that does not exist yet creates it,
+/// owned by the pusher (with authentication on).
+pub async fn create_project_on_push(
+    state: &ApiState,
+    caller: &Caller,
+    required: Option<&Permission>,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    let Some(Permission { repo, .. }) = required
+        .filter(|p| p.action == Action::Push)
+        .filter(|_| state.auth.enabled())
+    else {
+        return Ok(());
+    };
+    state
+        .auth
+        .ensure_project(repo, caller.grant.actor())
+        .await
+        .map_err(|e| login_error(e, challenge(state, headers, None, None)))
+}
+
+/// Keeps a mount's `from` only if the caller may pull from it.
+pub async fn keep_readable_mount_from(state: &ApiState, caller: &Caller, endpoint: &mut Endpoint) {
+    let Some(from) = endpoint.access().mount_from else {
+        return;
+    };
+    let readable = state
+        .auth
+        .permits(&caller.grant, &from, Action::Pull)
+        .await
+        .unwrap_or(false);
+    if !readable {
+        endpoint.forget_mount_from();
+    }
+}
+
+/// What the caller may see in a listing. The catalog resolves a token to
+/// its subject: it is filtered by what the caller may pull, not by the
+/// repositories a token happens to name.
+pub async fn visible(state: &ApiState, caller: &Caller, endpoint: &Endpoint) -> Visible {
+    let principal = match (&caller.grant, endpoint) {
+        (Grant::Principal(p), _) => p.clone(),
+        (Grant::Token { subject, .. }, Endpoint::Catalog) => state
+            .auth
+            .principal_named(subject)
+            .await
+            .unwrap_or(Principal::Anonymous),
+        (Grant::Token { .. }, _) => Principal::Anonymous,
+    };
+    state.auth.visible_to(&principal)
 }
 
 /// `GET /v2/`: any authenticated caller (anonymous callers get the
 /// challenge that tells clients where to log in).
 pub async fn authorize_base(
-    state: &AppState,
+    state: &ApiState,
     headers: &HeaderMap,
     source: IpAddr,
 ) -> Result<(), ApiError> {
@@ -243,41 +236,6 @@ pub async fn authorize_base(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn host(value: &str) -> Option<String> {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::HOST, value.parse().unwrap());
-        request_host(&headers).map(str::to_string)
-    }
-
-    #[test]
-    fn only_real_hosts_make_a_realm() {
-        for good in [
-            "localhost",
-            "registry.example.com",
-            "127.0.0.1:5000",
-            "[::1]",
-            "[::1]:5000",
-            "my_host-1:443",
-        ] {
-            assert_eq!(host(good).as_deref(), Some(good), "{good}");
-        }
-        for bad in [
-            "evil\",error=\"x",
-            "a b",
-            "user@host",
-            "host/path",
-            "host:port",
-            "host:99999",
-            "[::1",
-            "[nothost]:80",
-            "[::1]x",
-            "",
-            "a,b",
-        ] {
-            assert_eq!(host(bad), None, "{bad:?}");
-        }
-    }
 
     #[test]
     fn quoted_strings_escape_quotes_and_backslashes() {

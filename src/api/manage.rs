@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::{identify, source_of};
 use super::error::ApiError;
-use super::AppState;
+use super::ApiState;
 use crate::auth::manage::{Actor, ManageError, UserUpdate};
 use crate::auth::{Grant, Principal};
 use crate::metadata::{Action, AuditFilter, Role};
@@ -27,7 +27,7 @@ const BODY_LIMIT: usize = 64 * 1024;
 
 type ApiResult = Result<Response, ApiError>;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/users", get(list_users).post(create_user))
@@ -77,10 +77,10 @@ impl From<ManageError> for ApiError {
 }
 
 /// The caller, from Basic credentials or a bearer token.
-impl FromRequestParts<AppState> for Actor {
+impl FromRequestParts<ApiState> for Actor {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Actor, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Actor, ApiError> {
         let source = source_of(&parts.extensions);
         // Registry tokens carry repository scopes only: they never stand in
         // for their owner here. Basic credentials (passwords, personal
@@ -152,7 +152,7 @@ async fn openapi() -> Response {
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-async fn list_users(State(s): State<AppState>, a: Actor) -> Response {
+async fn list_users(State(s): State<ApiState>, a: Actor) -> Response {
     finish(async { Ok(json(StatusCode::OK, &s.auth.list_users(&a).await?)) }.await)
 }
 
@@ -166,7 +166,7 @@ struct NewUser {
 }
 
 async fn create_user(
-    State(s): State<AppState>,
+    State(s): State<ApiState>,
     a: Actor,
     JsonBody(u): JsonBody<NewUser>,
 ) -> Response {
@@ -183,7 +183,7 @@ async fn create_user(
 }
 
 async fn update_user(
-    State(s): State<AppState>,
+    State(s): State<ApiState>,
     Path(name): Path<String>,
     a: Actor,
     JsonBody(update): JsonBody<UserUpdate>,
@@ -199,7 +199,7 @@ async fn update_user(
     )
 }
 
-async fn delete_user(State(s): State<AppState>, Path(name): Path<String>, a: Actor) -> Response {
+async fn delete_user(State(s): State<ApiState>, Path(name): Path<String>, a: Actor) -> Response {
     finish(
         async {
             s.auth.delete_user(&a, &name).await?;
@@ -209,7 +209,7 @@ async fn delete_user(State(s): State<AppState>, Path(name): Path<String>, a: Act
     )
 }
 
-async fn list_projects(State(s): State<AppState>, a: Actor) -> Response {
+async fn list_projects(State(s): State<ApiState>, a: Actor) -> Response {
     finish(async { Ok(json(StatusCode::OK, &s.auth.list_projects(&a).await?)) }.await)
 }
 
@@ -222,7 +222,7 @@ struct NewProject {
 }
 
 async fn create_project(
-    State(s): State<AppState>,
+    State(s): State<ApiState>,
     a: Actor,
     JsonBody(p): JsonBody<NewProject>,
 ) -> Response {
@@ -237,7 +237,7 @@ async fn create_project(
     )
 }
 
-async fn get_project(State(s): State<AppState>, Path(name): Path<String>, a: Actor) -> Response {
+async fn get_project(State(s): State<ApiState>, Path(name): Path<String>, a: Actor) -> Response {
     finish(async { Ok(json(StatusCode::OK, &s.auth.get_project(&a, &name).await?)) }.await)
 }
 
@@ -248,7 +248,7 @@ struct ProjectUpdate {
 }
 
 async fn update_project(
-    State(s): State<AppState>,
+    State(s): State<ApiState>,
     Path(name): Path<String>,
     a: Actor,
     JsonBody(u): JsonBody<ProjectUpdate>,
@@ -270,7 +270,7 @@ struct DeleteProjectQuery {
 }
 
 async fn delete_project(
-    State(s): State<AppState>,
+    State(s): State<ApiState>,
     Path(name): Path<String>,
     uri: Uri,
     a: Actor,
@@ -288,7 +288,7 @@ async fn delete_project(
     )
 }
 
-async fn members(State(s): State<AppState>, Path(name): Path<String>, a: Actor) -> Response {
+async fn members(State(s): State<ApiState>, Path(name): Path<String>, a: Actor) -> Response {
     finish(
         async {
             let members = s.auth.members(&a, &name).await?;
@@ -309,7 +309,7 @@ struct MemberRole {
 }
 
 async fn set_member(
-    State(s): State<AppState>,
+    State(s): State<ApiState>,
     Path((name, user)): Path<(String, String)>,
     a: Actor,
     JsonBody(m): JsonBody<MemberRole>,
@@ -324,7 +324,7 @@ async fn set_member(
 }
 
 async fn remove_member(
-    State(s): State<AppState>,
+    State(s): State<ApiState>,
     Path((name, user)): Path<(String, String)>,
     a: Actor,
 ) -> Response {
@@ -337,7 +337,7 @@ async fn remove_member(
     )
 }
 
-async fn list_robots(State(s): State<AppState>, Path(name): Path<String>, a: Actor) -> Response {
+async fn list_robots(State(s): State<ApiState>, Path(name): Path<String>, a: Actor) -> Response {
     finish(async { Ok(json(StatusCode::OK, &s.auth.list_robots(&a, &name).await?)) }.await)
 }
 
@@ -351,7 +351,7 @@ struct NewRobotRequest {
 }
 
 async fn create_robot(
-    State(s): State<AppState>,
+    State(s): State<ApiState>,
     Path(name): Path<String>,
     a: Actor,
     JsonBody(r): JsonBody<NewRobotRequest>,
@@ -369,7 +369,7 @@ async fn create_robot(
 }
 
 async fn delete_robot(
-    State(s): State<AppState>,
+    State(s): State<ApiState>,
     Path((name, robot)): Path<(String, String)>,
     a: Actor,
 ) -> Response {
@@ -382,7 +382,7 @@ async fn delete_robot(
     )
 }
 
-async fn list_tokens(State(s): State<AppState>, a: Actor) -> Response {
+async fn list_tokens(State(s): State<ApiState>, a: Actor) -> Response {
     finish(async { Ok(json(StatusCode::OK, &s.auth.list_tokens(&a).await?)) }.await)
 }
 
@@ -395,7 +395,7 @@ struct NewToken {
 }
 
 async fn create_token(
-    State(s): State<AppState>,
+    State(s): State<ApiState>,
     a: Actor,
     JsonBody(t): JsonBody<NewToken>,
 ) -> Response {
@@ -410,7 +410,7 @@ async fn create_token(
     )
 }
 
-async fn delete_token(State(s): State<AppState>, Path(id): Path<String>, a: Actor) -> Response {
+async fn delete_token(State(s): State<ApiState>, Path(id): Path<String>, a: Actor) -> Response {
     finish(
         async {
             s.auth.delete_token(&a, &id).await?;
@@ -432,7 +432,7 @@ struct AuditQuery {
     limit: Option<u32>,
 }
 
-async fn audit(State(s): State<AppState>, uri: Uri, a: Actor) -> Response {
+async fn audit(State(s): State<ApiState>, uri: Uri, a: Actor) -> Response {
     finish(
         async {
             let q: AuditQuery = serde_urlencoded::from_str(uri.query().unwrap_or(""))

@@ -1,9 +1,6 @@
-//! Splits a `/v2/` path into repository name and endpoint. Names may have
+//! Splits a `/v2/` path into its raw repository name and route (parsed
+//! further, with the method and query, by `endpoint`). Names may have
 //! any number of components, so routes are recognised from the right-hand end.
-
-use axum::http::Method;
-
-use crate::metadata::Action;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum V2Route<'a> {
@@ -28,25 +25,6 @@ pub enum V2Route<'a> {
         name: &'a str,
         digest: &'a str,
     },
-}
-
-/// The access an endpoint needs: an action on a repository (by its raw
-/// name; the handler validates it). `None`: no repository-level check (the
-/// catalog filters its answer per caller instead).
-pub fn required_access<'a>(route: &V2Route<'a>, method: &Method) -> Option<(&'a str, Action)> {
-    use V2Route::*;
-    let write = |name| match *method {
-        Method::DELETE => Some((name, Action::Delete)),
-        Method::GET | Method::HEAD => Some((name, Action::Pull)),
-        _ => Some((name, Action::Push)),
-    };
-    match *route {
-        Catalog => None,
-        Tags { name } | Referrers { name, .. } => Some((name, Action::Pull)),
-        Manifest { name, .. } | Blob { name, .. } => write(name),
-        // Every step of an upload, even its status or cancellation, is pushing.
-        Upload { name, .. } => Some((name, Action::Push)),
-    }
 }
 
 /// `path` is what follows `/v2/`.
@@ -82,7 +60,7 @@ pub fn parse(path: &str) -> Option<V2Route<'_>> {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse, required_access, Method, V2Route::*};
+    use super::{parse, V2Route::*};
 
     #[test]
     fn recognises_every_endpoint() {
@@ -161,44 +139,6 @@ mod tests {
                 id: None
             })
         );
-    }
-
-    #[test]
-    fn every_endpoint_declares_its_access() {
-        use crate::metadata::Action::*;
-        let m = |name, reference| Manifest { name, reference };
-        assert_eq!(
-            required_access(&m("a", "t"), &Method::GET),
-            Some(("a", Pull))
-        );
-        assert_eq!(
-            required_access(&m("a", "t"), &Method::HEAD),
-            Some(("a", Pull))
-        );
-        assert_eq!(
-            required_access(&m("a", "t"), &Method::PUT),
-            Some(("a", Push))
-        );
-        assert_eq!(
-            required_access(&m("a", "t"), &Method::DELETE),
-            Some(("a", Delete))
-        );
-        let b = Blob {
-            name: "a",
-            digest: "d",
-        };
-        assert_eq!(required_access(&b, &Method::DELETE), Some(("a", Delete)));
-        assert_eq!(required_access(&b, &Method::GET), Some(("a", Pull)));
-        let u = Upload {
-            name: "a",
-            id: Some("x"),
-        };
-        assert_eq!(required_access(&u, &Method::GET), Some(("a", Push)));
-        assert_eq!(
-            required_access(&Tags { name: "a" }, &Method::GET),
-            Some(("a", Pull))
-        );
-        assert_eq!(required_access(&Catalog, &Method::GET), None);
     }
 
     #[test]

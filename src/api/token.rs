@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::auth::{basic_credentials, login_error, source_of};
 use super::error::ApiError;
-use super::AppState;
+use super::ApiState;
 use crate::auth::{parse_scopes, AuthError, IssuedToken, Principal};
 use crate::oci::ErrorCode;
 
@@ -36,7 +36,7 @@ fn rfc3339(t: SystemTime) -> String {
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string())
 }
 
-fn token_error(state: &AppState, e: AuthError) -> ApiError {
+fn token_error(state: &ApiState, e: AuthError) -> ApiError {
     let challenge = super::auth::challenge(state, &Default::default(), None, None);
     login_error(e, challenge)
 }
@@ -51,7 +51,7 @@ fn all_scopes(pairs: &[(String, String)]) -> Vec<&str> {
 }
 
 async fn grant(
-    state: &AppState,
+    state: &ApiState,
     who: &Principal,
     scopes: &[&str],
     source: IpAddr,
@@ -64,7 +64,7 @@ async fn grant(
 }
 
 /// `GET /token?service=…&scope=…` (an `offline_token` asks for nothing more: see below)
-pub async fn get_token(State(state): State<AppState>, req: Request) -> Response {
+pub async fn get_token(State(state): State<ApiState>, req: Request) -> Response {
     let (req, _) = req.into_parts();
     let source = source_of(&req.extensions);
     let pairs: Vec<(String, String)> = req
@@ -109,7 +109,7 @@ struct OAuthForm {
 }
 
 /// `POST /token` with `grant_type=password` or `grant_type=refresh_token`.
-pub async fn post_token(State(state): State<AppState>, req: Request) -> Response {
+pub async fn post_token(State(state): State<ApiState>, req: Request) -> Response {
     let source = source_of(req.extensions());
     let result = async {
         let bytes = axum::body::to_bytes(req.into_body(), FORM_LIMIT)

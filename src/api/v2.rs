@@ -1,18 +1,20 @@
-//! `/v2/` handlers. Each parses its inputs, calls one service method and maps
-//! the result to status, headers and body.
+//! `/v2/` handlers. Each gets its already parsed and authorized `Endpoint`,
+//! reads what remains of the request (headers, body, paging), calls one
+//! service method and maps the result to status, headers and body.
 
 use std::io;
 
 use axum::body::Body;
-use axum::http::{header, HeaderMap, HeaderName, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 
+use super::endpoint::Endpoint;
 use super::error::ApiError;
-use super::route::V2Route;
 use crate::core::{ByteRange, ChunkHeaders, Registry};
+use crate::metadata::Visible;
 use crate::oci::{media, Digest, ErrorCode, Reference, RepoName};
 use crate::storage::ByteStream;
 
@@ -26,20 +28,19 @@ pub type ApiResult = Result<Response, ApiError>;
 /// Query parameters used by any `/v2/` endpoint.
 #[derive(Debug, Default, Deserialize)]
 pub struct Params {
-    digest: Option<String>,
-    mount: Option<String>,
-    from: Option<String>,
-    n: Option<String>,
-    last: Option<String>,
+    pub(super) digest: Option<String>,
+    pub(super) mount: Option<String>,
+    pub(super) from: Option<String>,
+    pub(super) n: Option<String>,
+    pub(super) last: Option<String>,
     #[serde(rename = "artifactType")]
-    artifact_type: Option<String>,
+    pub(super) artifact_type: Option<String>,
 }
 
 /// Everything a handler may need from the request.
 pub struct Request {
-    /// What the caller may do, for answers filtered per caller.
-    pub access: super::Access,
-    pub method: Method,
+    /// What the caller may see, for answers filtered per caller.
+    pub visible: Visible,
     pub params: Params,
     pub headers: HeaderMap,
     pub body: Body,
@@ -59,34 +60,6 @@ fn h(name: &'static str) -> HeaderName {
     HeaderName::from_static(name)
 }
 
-fn name(raw: &str) -> Result<RepoName, ApiError> {
-    raw.parse().map_err(|e: crate::oci::RepoNameError| {
-        ApiError::new(ErrorCode::NameInvalid, e.to_string())
-    })
-}
-
-fn digest(raw: &str) -> Result<Digest, ApiError> {
-    raw.parse().map_err(|e: crate::oci::DigestError| {
-        ApiError::new(ErrorCode::DigestInvalid, format!("{raw:?}: {e}"))
-    })
-}
-
-/// A reference that is no tag can name no manifest: reading or deleting it
-/// answers 404 like any unknown manifest; only storing under it is invalid.
-fn reference(raw: &str, method: &Method) -> Result<Reference, ApiError> {
-    Reference::parse(raw).map_err(|e| match e {
-        crate::oci::ReferenceError::Digest(d) => {
-            ApiError::new(ErrorCode::DigestInvalid, format!("{raw:?}: {d}"))
-        }
-        crate::oci::ReferenceError::Tag(t) if *method == Method::PUT => {
-            ApiError::new(ErrorCode::TagInvalid, format!("{raw:?}: {t}"))
-        }
-        crate::oci::ReferenceError::Tag(t) => {
-            ApiError::new(ErrorCode::ManifestUnknown, format!("{raw:?}: {t}"))
-        }
-    })
-}
-
 fn stream(body: Body) -> ByteStream {
     TryStreamExt::map_err(body.into_data_stream(), io::Error::other).boxed()
 }
@@ -99,7 +72,9 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
     header_str(headers, header::CONTENT_LENGTH).and_then(|v| v.parse().ok())
 }
 
-/// `Content-Range` of an upload chunk: `first-last`, optionally with a `bytes` unit.
+/// `Content-Range` of an upload chunk: `first-last`, optionally with a `bytes`
+/// unit and a `/length`. Clients send the bare `first-last` (not RFC 9110's
+/// form, which typed-header crates parse), so this stays hand-written.
 fn content_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, ApiError> {
     let Some(raw) = header_str(headers, header::CONTENT_RANGE) else {
         return Ok(None);
@@ -120,29 +95,24 @@ fn content_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, ApiError> {
     })
 }
 
-/// A single `Range: bytes=...` request; anything else is served whole, as
-/// RFC 9110 allows.
+/// A single `Range: bytes=...` request; anything else (several ranges, a
+/// unit other than bytes, a malformed or reversed range) is served whole,
+/// as RFC 9110 allows.
 fn byte_range(headers: &HeaderMap) -> Option<ByteRange> {
-    let spec = header_str(headers, header::RANGE)?
-        .trim()
-        .strip_prefix("bytes=")?;
-    if spec.contains(',') {
-        return None;
+    use http_range_header::SyntacticallyCorrectRange as R;
+    let parsed = http_range_header::parse_range_header(header_str(headers, header::RANGE)?.trim());
+    match parsed.ok()?.into_ranges().as_slice() {
+        [R::Indexed(start, end)] => Some(ByteRange::From {
+            start: *start,
+            end: Some(*end),
+        }),
+        [R::FromStart(start)] => Some(ByteRange::From {
+            start: *start,
+            end: None,
+        }),
+        [R::FromLast(n)] => Some(ByteRange::Suffix(*n)),
+        _ => None,
     }
-    let (a, b) = spec.split_once('-')?;
-    let (a, b) = (a.trim(), b.trim());
-    if a.is_empty() {
-        return Some(ByteRange::Suffix(b.parse().ok()?));
-    }
-    let end = if b.is_empty() {
-        None
-    } else {
-        Some(b.parse().ok()?)
-    };
-    Some(ByteRange::From {
-        start: a.parse().ok()?,
-        end,
-    })
 }
 
 fn chunk_headers(headers: &HeaderMap) -> Result<ChunkHeaders, ApiError> {
@@ -171,64 +141,31 @@ fn page_size(params: &Params) -> Result<Option<u32>, ApiError> {
         .transpose()
 }
 
-fn unsupported(method: &Method) -> ApiError {
-    ApiError::new(
-        ErrorCode::Unsupported,
-        format!("{method} is not supported here"),
-    )
-}
-
-pub async fn dispatch(reg: &Registry, route: V2Route<'_>, req: Request) -> ApiResult {
-    use V2Route::*;
-    match (route, req.method.clone()) {
-        (Catalog, Method::GET) => catalog(reg, req).await,
-        (Tags { name: n }, Method::GET) => tags(reg, name(n)?, req).await,
-        (
-            Manifest {
-                name: n,
-                reference: r,
-            },
-            m,
-        ) => {
-            let (repo, reference) = (name(n)?, reference(r, &m)?);
-            match m {
-                Method::GET => get_manifest(reg, repo, reference, req, true).await,
-                Method::HEAD => get_manifest(reg, repo, reference, req, false).await,
-                Method::PUT => put_manifest(reg, repo, reference, req).await,
-                Method::DELETE => delete_manifest(reg, repo, reference).await,
-                m => Err(unsupported(&m)),
-            }
-        }
-        (Blob { name: n, digest: d }, m) => {
-            let (repo, digest) = (name(n)?, digest(d)?);
-            match m {
-                Method::GET => get_blob(reg, repo, digest, req).await,
-                Method::HEAD => head_blob(reg, repo, digest).await,
-                Method::DELETE => delete_blob(reg, repo, digest).await,
-                m => Err(unsupported(&m)),
-            }
-        }
-        (Upload { name: n, id: None }, Method::POST) => start_upload(reg, name(n)?, req).await,
-        (
-            Upload {
-                name: n,
-                id: Some(id),
-            },
-            m,
-        ) => {
-            let repo = name(n)?;
-            match m {
-                Method::GET => upload_status(reg, repo, id).await,
-                Method::PATCH => upload_chunk(reg, repo, id, req).await,
-                Method::PUT => finish_upload(reg, repo, id, req).await,
-                Method::DELETE => cancel_upload(reg, repo, id).await,
-                m => Err(unsupported(&m)),
-            }
-        }
-        (Referrers { name: n, digest: d }, Method::GET) => {
-            referrers(reg, name(n)?, digest(d)?, req).await
-        }
-        (_, m) => Err(unsupported(&m)),
+pub async fn dispatch(reg: &Registry, endpoint: &Endpoint, req: Request) -> ApiResult {
+    use Endpoint::*;
+    match endpoint {
+        Catalog => catalog(reg, req).await,
+        ListTags { repo } => tags(reg, repo, req).await,
+        GetManifest {
+            repo,
+            reference,
+            with_body,
+        } => get_manifest(reg, repo, reference, req, *with_body).await,
+        PutManifest { repo, reference } => put_manifest(reg, repo, reference, req).await,
+        DeleteManifest { repo, reference } => delete_manifest(reg, repo, reference).await,
+        GetBlob { repo, digest } => get_blob(reg, repo, digest, req).await,
+        HeadBlob { repo, digest } => head_blob(reg, repo, digest).await,
+        DeleteBlob { repo, digest } => delete_blob(reg, repo, digest).await,
+        StartUpload {
+            repo,
+            mount,
+            digest,
+        } => start_upload(reg, repo, mount.as_ref(), digest.as_ref(), req).await,
+        UploadStatus { repo, id } => upload_status(reg, repo, id).await,
+        UploadChunk { repo, id } => upload_chunk(reg, repo, id, req).await,
+        FinishUpload { repo, id, digest } => finish_upload(reg, repo, id, digest, req).await,
+        CancelUpload { repo, id } => cancel_upload(reg, repo, id).await,
+        Referrers { repo, digest } => referrers(reg, repo, digest, req).await,
     }
 }
 
@@ -262,9 +199,7 @@ fn json_response(
 
 async fn catalog(reg: &Registry, req: Request) -> ApiResult {
     let n = page_size(&req.params)?;
-    let page = reg
-        .catalog(n, req.params.last, &req.access.visible())
-        .await?;
+    let page = reg.catalog(n, req.params.last, &req.visible).await?;
     let body = serde_json::json!({ "repositories": page.items }).to_string();
     Ok(json_response(
         StatusCode::OK,
@@ -274,9 +209,9 @@ async fn catalog(reg: &Registry, req: Request) -> ApiResult {
     ))
 }
 
-async fn tags(reg: &Registry, repo: RepoName, req: Request) -> ApiResult {
+async fn tags(reg: &Registry, repo: &RepoName, req: Request) -> ApiResult {
     let n = page_size(&req.params)?;
-    let page = reg.list_tags(&repo, n, req.params.last).await?;
+    let page = reg.list_tags(repo, n, req.params.last).await?;
     let body = serde_json::json!({ "name": repo.as_str(), "tags": page.items }).to_string();
     let link = link_next(&format!("/v2/{repo}/tags/list"), n, &page);
     Ok(json_response(
@@ -289,8 +224,8 @@ async fn tags(reg: &Registry, repo: RepoName, req: Request) -> ApiResult {
 
 async fn get_manifest(
     reg: &Registry,
-    repo: RepoName,
-    reference: Reference,
+    repo: &RepoName,
+    reference: &Reference,
     req: Request,
     with_body: bool,
 ) -> ApiResult {
@@ -303,7 +238,7 @@ async fn get_manifest(
         .map(media::essence)
         .filter(|t| !t.is_empty())
         .collect();
-    let m = reg.get_manifest(&repo, &reference, &accept).await?;
+    let m = reg.get_manifest(repo, reference, &accept).await?;
     let headers = vec![
         (header::CONTENT_TYPE, m.media_type),
         (header::CONTENT_LENGTH, m.content.len().to_string()),
@@ -354,15 +289,15 @@ async fn manifest_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<
 
 async fn put_manifest(
     reg: &Registry,
-    repo: RepoName,
-    reference: Reference,
+    repo: &RepoName,
+    reference: &Reference,
     req: Request,
 ) -> ApiResult {
     let body = manifest_body(req.body, &req.headers, reg.settings().max_manifest_bytes).await?;
     let put = reg
         .put_manifest(
-            &repo,
-            &reference,
+            repo,
+            reference,
             header_str(&req.headers, header::CONTENT_TYPE),
             body,
         )
@@ -380,8 +315,8 @@ async fn put_manifest(
     Ok(respond(StatusCode::CREATED, headers, Body::empty()))
 }
 
-async fn delete_manifest(reg: &Registry, repo: RepoName, reference: Reference) -> ApiResult {
-    reg.delete_manifest(&repo, &reference).await?;
+async fn delete_manifest(reg: &Registry, repo: &RepoName, reference: &Reference) -> ApiResult {
+    reg.delete_manifest(repo, reference).await?;
     Ok(respond(StatusCode::ACCEPTED, vec![], Body::empty()))
 }
 
@@ -395,24 +330,22 @@ fn blob_headers(digest: &Digest, len: u64) -> Vec<(HeaderName, String)> {
     ]
 }
 
-async fn head_blob(reg: &Registry, repo: RepoName, digest: Digest) -> ApiResult {
-    let size = reg.stat_blob(&repo, &digest).await?;
+async fn head_blob(reg: &Registry, repo: &RepoName, digest: &Digest) -> ApiResult {
+    let size = reg.stat_blob(repo, digest).await?;
     Ok(respond(
         StatusCode::OK,
-        blob_headers(&digest, size),
+        blob_headers(digest, size),
         Body::empty(),
     ))
 }
 
-async fn get_blob(reg: &Registry, repo: RepoName, digest: Digest, req: Request) -> ApiResult {
-    let blob = reg
-        .get_blob(&repo, &digest, byte_range(&req.headers))
-        .await?;
+async fn get_blob(reg: &Registry, repo: &RepoName, digest: &Digest, req: Request) -> ApiResult {
+    let blob = reg.get_blob(repo, digest, byte_range(&req.headers)).await?;
     let body = Body::from_stream(blob.stream);
     Ok(match blob.range {
-        None => respond(StatusCode::OK, blob_headers(&digest, blob.size), body),
+        None => respond(StatusCode::OK, blob_headers(digest, blob.size), body),
         Some((first, last)) => {
-            let mut headers = blob_headers(&digest, last - first + 1);
+            let mut headers = blob_headers(digest, last - first + 1);
             headers.push((
                 header::CONTENT_RANGE,
                 format!("bytes {first}-{last}/{}", blob.size),
@@ -422,8 +355,8 @@ async fn get_blob(reg: &Registry, repo: RepoName, digest: Digest, req: Request) 
     })
 }
 
-async fn delete_blob(reg: &Registry, repo: RepoName, digest: Digest) -> ApiResult {
-    reg.delete_blob(&repo, &digest).await?;
+async fn delete_blob(reg: &Registry, repo: &RepoName, digest: &Digest) -> ApiResult {
+    reg.delete_blob(repo, digest).await?;
     Ok(respond(StatusCode::ACCEPTED, vec![], Body::empty()))
 }
 
@@ -446,89 +379,77 @@ fn upload_progress(status: StatusCode, repo: &RepoName, id: &str, size: u64) -> 
     respond(status, headers, Body::empty())
 }
 
-/// The mount's `from`, when it names a repository the caller may pull. An
-/// unparsable one names none: the mount falls back to an upload, as the
-/// spec asks, instead of failing the push.
-async fn readable_from(params: &Params, access: &super::Access) -> Option<RepoName> {
-    let from: RepoName = params.from.as_deref()?.parse().ok()?;
-    access.may_pull(&from).await.then_some(from)
-}
-
-async fn start_upload(reg: &Registry, repo: RepoName, req: Request) -> ApiResult {
-    if let Some(mount) = req.params.mount.as_deref() {
-        let mount = digest(mount)?;
-        let from = readable_from(&req.params, &req.access).await;
-        let visible = req.access.visible();
+async fn start_upload(
+    reg: &Registry,
+    repo: &RepoName,
+    mount: Option<&(Digest, Option<RepoName>)>,
+    digest: Option<&Digest>,
+    req: Request,
+) -> ApiResult {
+    if let Some((mount, from)) = mount {
         // Without `from` and with automatic mounts off nothing is mounted,
         // not even a blob the repository already holds: a new session.
         let wanted = req.params.from.is_some() || reg.settings().auto_mount;
         if wanted
             && reg
-                .mount_blob(&repo, &mount, from.as_ref(), &visible)
+                .mount_blob(repo, mount, from.as_ref(), &req.visible)
                 .await?
                 .is_some()
         {
-            return Ok(blob_created(&repo, &mount));
+            return Ok(blob_created(repo, mount));
         }
-    } else if let Some(d) = req.params.digest.as_deref() {
-        let d = digest(d)?;
+    } else if let Some(d) = digest {
         let len = content_length(&req.headers);
-        reg.upload_monolithic(&repo, &d, len, stream(req.body))
+        reg.upload_monolithic(repo, d, len, stream(req.body))
             .await?;
-        return Ok(blob_created(&repo, &d));
+        return Ok(blob_created(repo, d));
     }
-    let session = reg.start_upload(&repo).await?;
+    let session = reg.start_upload(repo).await?;
     Ok(upload_progress(
         StatusCode::ACCEPTED,
-        &repo,
+        repo,
         &session.id,
         session.size,
     ))
 }
 
-async fn upload_status(reg: &Registry, repo: RepoName, id: &str) -> ApiResult {
-    let status = reg.upload_status(&repo, id).await?;
+async fn upload_status(reg: &Registry, repo: &RepoName, id: &str) -> ApiResult {
+    let status = reg.upload_status(repo, id).await?;
     Ok(upload_progress(
         StatusCode::NO_CONTENT,
-        &repo,
+        repo,
         id,
         status.size,
     ))
 }
 
-async fn upload_chunk(reg: &Registry, repo: RepoName, id: &str, req: Request) -> ApiResult {
+async fn upload_chunk(reg: &Registry, repo: &RepoName, id: &str, req: Request) -> ApiResult {
     let chunk = chunk_headers(&req.headers)?;
-    let status = reg.upload_chunk(&repo, id, chunk, stream(req.body)).await?;
-    Ok(upload_progress(
-        StatusCode::ACCEPTED,
-        &repo,
-        id,
-        status.size,
-    ))
+    let status = reg.upload_chunk(repo, id, chunk, stream(req.body)).await?;
+    Ok(upload_progress(StatusCode::ACCEPTED, repo, id, status.size))
 }
 
-async fn finish_upload(reg: &Registry, repo: RepoName, id: &str, req: Request) -> ApiResult {
-    let Some(d) = req.params.digest.as_deref() else {
-        return Err(ApiError::new(
-            ErrorCode::DigestInvalid,
-            "the closing PUT needs a digest query parameter",
-        ));
-    };
-    let d = digest(d)?;
+async fn finish_upload(
+    reg: &Registry,
+    repo: &RepoName,
+    id: &str,
+    digest: &Digest,
+    req: Request,
+) -> ApiResult {
     let chunk = chunk_headers(&req.headers)?;
-    reg.finish_upload(&repo, id, &d, chunk, stream(req.body))
+    reg.finish_upload(repo, id, digest, chunk, stream(req.body))
         .await?;
-    Ok(blob_created(&repo, &d))
+    Ok(blob_created(repo, digest))
 }
 
-async fn cancel_upload(reg: &Registry, repo: RepoName, id: &str) -> ApiResult {
-    reg.cancel_upload(&repo, id).await?;
+async fn cancel_upload(reg: &Registry, repo: &RepoName, id: &str) -> ApiResult {
+    reg.cancel_upload(repo, id).await?;
     Ok(respond(StatusCode::NO_CONTENT, vec![], Body::empty()))
 }
 
-async fn referrers(reg: &Registry, repo: RepoName, subject: Digest, req: Request) -> ApiResult {
+async fn referrers(reg: &Registry, repo: &RepoName, subject: &Digest, req: Request) -> ApiResult {
     let filter = req.params.artifact_type.as_deref();
-    let index = reg.referrers(&repo, &subject, filter).await?;
+    let index = reg.referrers(repo, subject, filter).await?;
     let headers = match filter {
         Some(_) => vec![(h(FILTERS_APPLIED), "artifactType".to_string())],
         None => vec![],

@@ -3,6 +3,7 @@
 //! parses requests into these calls and maps `Error` to OCI error bodies.
 
 mod blobs;
+mod browse;
 mod cache;
 mod expiry;
 mod manifests;
@@ -16,6 +17,7 @@ use crate::oci::Digest;
 use crate::storage::{Storage, StorageError};
 
 pub use blobs::{BlobBody, ByteRange};
+pub use browse::Browser;
 pub use expiry::Expired;
 pub use manifests::{ListPage, PutManifest};
 pub use uploads::{ChunkHeaders, UploadStatus};

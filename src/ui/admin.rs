@@ -8,10 +8,11 @@ use maud::html;
 use serde::Deserialize;
 
 use super::format::when;
+use super::templates;
 use super::view::layout;
+use super::UiState;
 use super::{now_ms, urlencode, UiError, Viewer};
-use crate::api::AppState;
-use crate::auth::manage::UserUpdate;
+use crate::auth::manage::{ProjectView, UserUpdate, UserView};
 use crate::metadata::AuditFilter;
 
 /// Users on one page of the administration page; the projects listed
@@ -25,8 +26,18 @@ pub struct AdminQuery {
     users_after: String,
 }
 
+/// The administration page's data: one page of users, the first projects.
+pub struct AdminPage {
+    pub users: Vec<UserView>,
+    pub users_after: String,
+    pub next_users: Option<String>,
+    pub projects: Vec<ProjectView>,
+    /// Whether there are more projects than those listed.
+    pub more_projects: bool,
+}
+
 pub async fn page(
-    State(state): State<AppState>,
+    State(state): State<UiState>,
     viewer: Viewer,
     Query(q): Query<AdminQuery>,
 ) -> Result<Response, UiError> {
@@ -45,68 +56,14 @@ pub async fn page(
         .await?;
     let more_projects = projects.len() > PROJECTS_SHOWN as usize;
     projects.truncate(PROJECTS_SHOWN as usize);
-    let now = now_ms();
-    let csrf = &viewer.csrf;
-    let body = html! {
-        h1 { "Administration" }
-        p { a href="/ui/admin/audit" { "Audit log" } }
-        h2 { "Users" }
-        table #users {
-            thead { tr { th { "User" } th { "Administrator" } th { "Status" } th { "Created" } th { "Actions" } } }
-            tbody { @for u in &users {
-                @let action = format!("/ui/admin/users/{}", urlencode(&u.name));
-                tr {
-                    td { (u.name) }
-                    td { (if u.admin { "yes" } else { "no" }) }
-                    td { (if u.disabled { "disabled" } else { "active" }) }
-                    td { (when(Some(u.created_at), now)) }
-                    td {
-                        form.inline method="post" action=(action) {
-                            input type="hidden" name="csrf" value=(csrf);
-                            input type="hidden" name="disabled" value=(!u.disabled);
-                            button type="submit" { (if u.disabled { "Enable" } else { "Disable" }) }
-                        }
-                        form.inline method="post" action=(action) {
-                            input type="hidden" name="csrf" value=(csrf);
-                            input type="hidden" name="admin" value=(!u.admin);
-                            button type="submit" { (if u.admin { "Revoke admin" } else { "Make admin" }) }
-                        }
-                        form.inline method="post" action=(action) {
-                            input type="hidden" name="csrf" value=(csrf);
-                            label.visually-hidden for={ "pw-" (u.name) } { "New password for " (u.name) }
-                            input id={ "pw-" (u.name) } type="password" name="password" minlength="8" placeholder="new password" autocomplete="new-password" required;
-                            button type="submit" { "Reset password" }
-                        }
-                    }
-                }
-            } }
-        }
-        @if !q.users_after.is_empty() || next_users.is_some() {
-            nav.pager aria-label="Pages of users" {
-                @if !q.users_after.is_empty() { a href="/ui/admin" { "← First users" } }
-                @if let Some(next) = &next_users { a rel="next" href={ "/ui/admin?users_after=" (urlencode(next)) } { "Next users →" } }
-            }
-        }
-        form.card method="post" action="/ui/admin/users" {
-            h3 { "New user" }
-            input type="hidden" name="csrf" value=(csrf);
-            label for="new-user" { "Name" } input #new-user name="name" required;
-            label for="new-password" { "Password (8 characters or more)" } input #new-password type="password" name="password" minlength="8" autocomplete="new-password" required;
-            label { input type="checkbox" name="admin" value="true"; " administrator" }
-            button type="submit" { "Create user" }
-        }
-        h2 { "Projects" }
-        ul { @for p in &projects { li { a href={ "/ui/projects/" (urlencode(&p.name)) } { (p.name) } " (" (if p.public { "public" } else { "private" }) ")" } } }
-        @if more_projects { p { "The first " (PROJECTS_SHOWN) " projects; " a href="/ui" { "the overview" } " lists them all." } }
-        form.card method="post" action="/ui/admin/projects" {
-            h3 { "New project" }
-            input type="hidden" name="csrf" value=(csrf);
-            label for="new-project" { "Name" } input #new-project name="name" required;
-            label { input type="checkbox" name="public" value="true"; " public (anyone may pull)" }
-            button type="submit" { "Create project" }
-        }
+    let page = AdminPage {
+        users,
+        users_after: q.users_after,
+        next_users,
+        projects,
+        more_projects,
     };
-    Ok(layout("Administration", Some(&viewer), body).into_response())
+    Ok(templates::admin(&page, &viewer).into_response())
 }
 
 #[derive(Deserialize)]
@@ -124,7 +81,7 @@ pub struct NewUser {
 }
 
 pub async fn create_user(
-    State(state): State<AppState>,
+    State(state): State<UiState>,
     viewer: Viewer,
     Form(form): Form<NewUser>,
 ) -> Result<Response, UiError> {
@@ -142,7 +99,7 @@ pub async fn create_user(
 }
 
 pub async fn create_project(
-    State(state): State<AppState>,
+    State(state): State<UiState>,
     viewer: Viewer,
     Form(form): Form<NewUser>,
 ) -> Result<Response, UiError> {
@@ -168,7 +125,7 @@ pub struct UserForm {
 }
 
 pub async fn update_user(
-    State(state): State<AppState>,
+    State(state): State<UiState>,
     viewer: Viewer,
     UrlPath(name): UrlPath<String>,
     Form(form): Form<UserForm>,
@@ -201,7 +158,7 @@ fn some(s: &str) -> Option<String> {
 }
 
 pub async fn audit(
-    State(state): State<AppState>,
+    State(state): State<UiState>,
     viewer: Viewer,
     Query(q): Query<AuditQuery>,
 ) -> Result<Response, UiError> {

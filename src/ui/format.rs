@@ -22,31 +22,16 @@ pub fn size_cell(bytes: u64) -> Markup {
     html! { span.size data-bytes=(bytes) title={ (bytes) " bytes" } { (size(bytes)) } }
 }
 
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-/// `2024-05-06T07:08:09Z` from Unix milliseconds.
+/// `2024-05-06T07:08:09Z` (RFC 3339, whole seconds) from Unix milliseconds.
 pub fn iso(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
-    let (y, mo, d) = civil(secs.div_euclid(86_400));
-    let t = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        t / 3600,
-        t % 3600 / 60,
-        t % 60
-    )
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{secs} s after 1970-01-01T00:00:00Z"))
 }
 
 /// `3 minutes ago`, `in 2 days`, `just now`.
@@ -108,11 +93,20 @@ mod tests {
     fn times_are_exact_and_relative() {
         assert_eq!(iso(0), "1970-01-01T00:00:00Z");
         assert_eq!(iso(1_709_251_199_000), "2024-02-29T23:59:59Z");
+        assert_eq!(iso(1_709_251_199_999), "2024-02-29T23:59:59Z");
+        assert_eq!(iso(-1), "1969-12-31T23:59:59Z");
         let now = 1_000_000_000_000;
         assert_eq!(relative(now - 10_000, now), "just now");
         assert_eq!(relative(now - 180_000, now), "3 minutes ago");
         assert_eq!(relative(now - 2 * 86_400_000, now), "2 days ago");
         assert_eq!(relative(now + 3_600_000, now), "in 1 hour");
+    }
+
+    #[test]
+    fn urls_keep_unreserved_characters_and_slashes() {
+        use super::super::urlencode;
+        assert_eq!(urlencode("a/b-c_d.e~f"), "a/b-c_d.e~f");
+        assert_eq!(urlencode("a b&c=d?é"), "a%20b%26c%3Dd%3F%C3%A9");
     }
 
     #[test]

@@ -12,15 +12,17 @@
 mod admin;
 mod format;
 mod image;
-mod pages;
+mod loaders;
 mod session;
+mod templates;
 mod view;
+mod viewer;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, FromRequestParts, Path as UrlPath, Query, State};
+use axum::extract::{FromRequestParts, Path as UrlPath, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -28,18 +30,18 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::Deserialize;
 
-use crate::api::AppState;
-use crate::auth::manage::{Actor, ManageError};
-use crate::auth::Principal;
+use crate::auth::manage::ManageError;
+use crate::core::Browser;
+use crate::http::source_of;
 pub(crate) use crate::metadata::now_ms;
-use crate::metadata::Metadata;
 pub use session::SessionKey;
+pub use viewer::{Viewer, Visitor};
 
-/// What the UI needs beyond the API's state: its session key and the
-/// read-only browse queries of the metadata store.
+/// What the UI needs beyond the registry and auth services: its session
+/// key, the browse service, and a cache of image build times.
 pub struct UiContext {
     key: SessionKey,
-    metadata: Arc<dyn Metadata>,
+    browse: Browser,
     /// Build time of images by manifest digest: content-addressed, so it
     /// never changes, and tag pages need not re-read configs.
     created: quick_cache::sync::Cache<String, Option<String>>,
@@ -47,10 +49,10 @@ pub struct UiContext {
 
 impl UiContext {
     /// Loads (or creates) `<data_dir>/ui-session.key`.
-    pub fn open(data_dir: &Path, metadata: Arc<dyn Metadata>) -> std::io::Result<UiContext> {
+    pub fn open(data_dir: &Path, browse: Browser) -> std::io::Result<UiContext> {
         Ok(UiContext {
             key: SessionKey::load_or_create(data_dir)?,
-            metadata,
+            browse,
             created: quick_cache::sync::Cache::new(10_000),
         })
     }
@@ -59,7 +61,19 @@ impl UiContext {
 const CSS: &str = include_str!("assets/ui.css");
 const JS: &str = include_str!("assets/ui.js");
 
-pub fn routes() -> Router<AppState> {
+/// What the UI's handlers hold: the services it reads and acts through,
+/// the scheme the listener speaks (for `Secure` cookies) and its context.
+#[derive(Clone)]
+pub struct UiState {
+    pub registry: Arc<crate::core::Registry>,
+    pub auth: Arc<crate::auth::AuthService>,
+    /// `https` when the listener speaks TLS.
+    pub scheme: &'static str,
+    pub ui: Arc<UiContext>,
+}
+
+/// Every `/ui` page over `state`, for any application state.
+pub fn routes<S: Clone + Send + Sync + 'static>(state: UiState) -> Router<S> {
     Router::new()
         .route("/ui", get(overview))
         .route("/ui/", get(|| async { Redirect::permanent("/ui") }))
@@ -81,6 +95,7 @@ pub fn routes() -> Router<AppState> {
         .fallback(no_such_page)
         .layer(axum::middleware::from_fn(server_timing))
         .layer(axum::middleware::from_fn(security_headers))
+        .with_state(state)
 }
 
 async fn no_such_page() -> UiError {
@@ -195,163 +210,17 @@ impl IntoResponse for UiError {
     }
 }
 
+/// What `urlencode` leaves as it is: unreserved characters and `/`.
+const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
+
 /// Percent-encodes everything but unreserved characters and `/`.
 pub(crate) fn urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
-/// The person looking at a page.
-pub struct Viewer {
-    pub actor: Actor,
-    /// The session cookie value (`None` with authentication off).
-    cookie: Option<String>,
-    /// The CSRF token for this page's forms.
-    pub csrf: String,
-    /// `Host` of the request, for `docker pull` lines.
-    pub host: String,
-    /// For an anonymous visitor, where to come back after signing in.
-    login_next: Option<String>,
-}
-
-impl Viewer {
-    pub fn principal(&self) -> &Principal {
-        &self.actor.principal
-    }
-
-    pub fn name(&self) -> &str {
-        self.actor.principal.name()
-    }
-
-    pub fn is_admin(&self) -> bool {
-        self.actor.principal.is_admin()
-    }
-
-    /// What an anonymous visitor cannot see may exist for those who sign
-    /// in: they are sent to the login page instead of a "not found".
-    fn or_login(&self, e: UiError) -> UiError {
-        match (e, &self.login_next) {
-            (UiError::NotFound(_) | UiError::Forbidden(_), Some(next)) => {
-                UiError::Login { next: next.clone() }
-            }
-            (e, _) => e,
-        }
-    }
-
-    /// Refuses a form whose CSRF token is missing or not this session's.
-    pub fn check_csrf(&self, state: &AppState, token: &str) -> Result<(), UiError> {
-        match &self.cookie {
-            Some(cookie) if state.ui.key.csrf_ok(cookie, token) => Ok(()),
-            Some(_) => Err(UiError::Forbidden(
-                "this form has expired or did not come from this site (CSRF token missing or wrong); reload the page and try again".into(),
-            )),
-            None => Ok(()),
-        }
-    }
-}
-
-fn host_of(headers: &HeaderMap) -> String {
-    headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost")
-        .to_string()
-}
-
-impl FromRequestParts<AppState> for Viewer {
-    type Rejection = UiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Viewer, UiError> {
-        let source = Some(source_of(&parts.extensions));
-        let host = host_of(&parts.headers);
-        if !state.auth.enabled() {
-            // As in the management API: with authentication off, whoever
-            // calls is in charge.
-            let principal = Principal::User {
-                name: "anonymous".into(),
-                admin: true,
-            };
-            return Ok(Viewer {
-                actor: Actor { principal, source },
-                cookie: None,
-                csrf: String::new(),
-                host,
-                login_next: None,
-            });
-        }
-        let next = parts
-            .uri
-            .path_and_query()
-            .map_or("/ui", |p| p.as_str())
-            .to_string();
-        let login = || UiError::Login { next: next.clone() };
-        let cookie = parts
-            .headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find_map(|h| session::cookie(h, session::SESSION_COOKIE))
-            .map(str::to_string)
-            .ok_or_else(login)?;
-        let session = state
-            .ui
-            .key
-            .open(&cookie, now_ms() / 1000)
-            .ok_or_else(login)?;
-        // A session ended by logout stays ended, even for a copied cookie.
-        let id = state.ui.key.session_id(&cookie);
-        if state.ui.metadata.session_ended(&id).await? {
-            return Err(login());
-        }
-        // The account must still be the one signed in, as it was then: a
-        // password or role change, a disable, or a deletion ends the session.
-        let principal = state
-            .auth
-            .bound(&session.user, session.binding)
-            .await?
-            .filter(|p| matches!(p, Principal::User { .. }))
-            .ok_or_else(login)?;
-        Ok(Viewer {
-            csrf: state.ui.key.csrf(&cookie),
-            actor: Actor { principal, source },
-            cookie: Some(cookie),
-            host,
-            login_next: None,
-        })
-    }
-}
-
-/// The viewer of a browse page: signed in, or else anonymous, who may see
-/// what anonymous clients may pull (public projects), as `docker pull` can.
-/// Forms keep taking a signed-in [`Viewer`].
-pub struct Visitor(Viewer);
-
-impl FromRequestParts<AppState> for Visitor {
-    type Rejection = UiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Visitor, UiError> {
-        match Viewer::from_request_parts(parts, state).await {
-            Err(UiError::Login { next }) => Ok(Visitor(Viewer {
-                actor: Actor {
-                    principal: Principal::Anonymous,
-                    source: Some(source_of(&parts.extensions)),
-                },
-                cookie: None,
-                csrf: String::new(),
-                host: host_of(&parts.headers),
-                login_next: Some(next),
-            })),
-            other => other.map(Visitor),
-        }
-    }
+    percent_encoding::utf8_percent_encode(s, KEEP).to_string()
 }
 
 async fn asset(UrlPath(file): UrlPath<String>) -> Response {
@@ -389,7 +258,7 @@ fn safe_next(next: Option<&str>) -> String {
     }
 }
 
-async fn login_form(State(state): State<AppState>, Query(q): Query<NextQuery>) -> Response {
+async fn login_form(State(state): State<UiState>, Query(q): Query<NextQuery>) -> Response {
     let nonce = session::nonce();
     let page = view::login_page(
         &state.ui.key.csrf(&format!("login:{nonce}")),
@@ -398,14 +267,6 @@ async fn login_form(State(state): State<AppState>, Query(q): Query<NextQuery>) -
     );
     let cookie = session::set_cookie(session::LOGIN_COOKIE, &nonce, 3600, state.scheme == "https");
     ([(header::SET_COOKIE, cookie)], page).into_response()
-}
-
-/// The client's address (unspecified in-process, where there is none).
-fn source_of(extensions: &axum::http::Extensions) -> IpAddr {
-    extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
 }
 
 /// The client's address as an extractor.
@@ -439,7 +300,7 @@ pub(crate) struct LoginForm {
 }
 
 async fn login(
-    State(state): State<AppState>,
+    State(state): State<UiState>,
     Source(source): Source,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
@@ -456,7 +317,7 @@ async fn login(
         *response.status_mut() = StatusCode::FORBIDDEN;
         return response;
     }
-    match pages::sign_in(&state, &form.username, &form.password, source).await {
+    match loaders::sign_in(&state, &form.username, &form.password, source).await {
         Ok(user) => {
             let binding = match state.auth.binding_of(&user).await {
                 Ok(Some(binding)) => binding,
@@ -493,7 +354,7 @@ async fn login(
 }
 
 async fn logout(
-    State(state): State<AppState>,
+    State(state): State<UiState>,
     viewer: Viewer,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, UiError> {
@@ -505,7 +366,7 @@ async fn logout(
             .open(cookie, 0)
             .map_or(now_ms() / 1000 + session::SESSION_SECONDS, |s| s.expires_at);
         let id = state.ui.key.session_id(cookie);
-        state.ui.metadata.end_session(&id, expires).await?;
+        state.ui.browse.end_session(&id, expires).await?;
     }
     state.auth.audit().record(crate::auth::audit::event(
         viewer.name(),
@@ -528,7 +389,7 @@ struct AfterQuery {
 }
 
 async fn overview(
-    State(state): State<AppState>,
+    State(state): State<UiState>,
     Visitor(viewer): Visitor,
     Query(q): Query<AfterQuery>,
 ) -> Result<Response, UiError> {
@@ -543,9 +404,8 @@ async fn overview(
             return Err(UiError::Login { next: next.clone() });
         }
     }
-    Ok(pages::overview(&state, &viewer, &q.after)
-        .await?
-        .into_response())
+    let page = loaders::overview(&state, &viewer, &q.after).await?;
+    Ok(templates::overview(&page, &viewer).into_response())
 }
 
 #[derive(Deserialize, Default)]
@@ -555,22 +415,24 @@ struct SearchQuery {
 }
 
 async fn search(
-    State(state): State<AppState>,
+    State(state): State<UiState>,
     Visitor(viewer): Visitor,
     Query(q): Query<SearchQuery>,
 ) -> Result<Response, UiError> {
-    let page = pages::search(&state, &viewer, q.q.trim()).await;
-    Ok(page.map_err(|e| viewer.or_login(e))?.into_response())
+    let page = loaders::search(&state, &viewer, q.q.trim()).await;
+    let page = page.map_err(|e| viewer.or_login(e))?;
+    Ok(templates::search(&page, &viewer).into_response())
 }
 
 async fn project(
-    State(state): State<AppState>,
+    State(state): State<UiState>,
     Visitor(viewer): Visitor,
     UrlPath(project): UrlPath<String>,
     Query(q): Query<AfterQuery>,
 ) -> Result<Response, UiError> {
-    let page = pages::project(&state, &viewer, &project, &q.after, None).await;
-    Ok(page.map_err(|e| viewer.or_login(e))?.into_response())
+    let page = loaders::project(&state, &viewer, &project, &q.after, None).await;
+    let page = page.map_err(|e| viewer.or_login(e))?;
+    Ok(templates::project(&page, &viewer).into_response())
 }
 
 /// Project administration forms: visibility, members, robots, deletion.
@@ -601,13 +463,13 @@ pub(crate) struct ProjectForm {
 }
 
 async fn project_action(
-    State(state): State<AppState>,
+    State(state): State<UiState>,
     viewer: Viewer,
     UrlPath((project, action)): UrlPath<(String, String)>,
     Form(form): Form<ProjectForm>,
 ) -> Result<Response, UiError> {
     viewer.check_csrf(&state, &form.csrf)?;
-    pages::project_action(&state, &viewer, &project, &action, &form).await
+    loaders::project_action(&state, &viewer, &project, &action, &form).await
 }
 
 #[derive(Deserialize, Default)]
@@ -622,32 +484,36 @@ pub(crate) struct TagQuery {
 }
 
 async fn repository(
-    State(state): State<AppState>,
+    State(state): State<UiState>,
     Visitor(viewer): Visitor,
     UrlPath(path): UrlPath<String>,
     Query(q): Query<TagQuery>,
 ) -> Result<Response, UiError> {
-    let page = match pages::RepoPath::parse(&path)? {
-        pages::RepoPath::Repository(repo) => pages::repository(&state, &viewer, &repo, &q).await,
-        pages::RepoPath::Image(repo, reference) => {
-            pages::image(&state, &viewer, &repo, &reference).await
+    let page = match loaders::RepoPath::parse(&path)? {
+        loaders::RepoPath::Repository(repo) => loaders::repository(&state, &viewer, &repo, &q)
+            .await
+            .map(|page| templates::repository(&page, &viewer)),
+        loaders::RepoPath::Image(repo, reference) => {
+            loaders::image(&state, &viewer, &repo, &reference)
+                .await
+                .map(|page| templates::image(&page, &viewer))
         }
-        pages::RepoPath::DeleteTag(..) => Err(UiError::NotFound("no such page".into())),
+        loaders::RepoPath::DeleteTag(..) => Err(UiError::NotFound("no such page".into())),
     };
     Ok(page.map_err(|e| viewer.or_login(e))?.into_response())
 }
 
 async fn repository_action(
-    State(state): State<AppState>,
+    State(state): State<UiState>,
     viewer: Viewer,
     UrlPath(path): UrlPath<String>,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, UiError> {
-    let pages::RepoPath::DeleteTag(repo, tag) = pages::RepoPath::parse(&path)? else {
+    let loaders::RepoPath::DeleteTag(repo, tag) = loaders::RepoPath::parse(&path)? else {
         return Err(UiError::NotFound("no such form".into()));
     };
     viewer.check_csrf(&state, &form.csrf)?;
-    pages::delete_tag(&state, &viewer, &repo, &tag).await?;
+    loaders::delete_tag(&state, &viewer, &repo, &tag).await?;
     let back = format!(
         "/ui/r/{}?deleted={}",
         urlencode(repo.as_str()),

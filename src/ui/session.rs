@@ -153,19 +153,22 @@ pub fn nonce() -> String {
 
 /// The value of cookie `name` in a `Cookie` header.
 pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
-    header
-        .split(';')
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
+    cookie::Cookie::split_parse(header)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .and_then(|c| c.value_raw())
 }
 
 /// A `Set-Cookie` value: HttpOnly, SameSite=Strict, Secure under TLS.
 pub fn set_cookie(name: &str, value: &str, max_age: i64, secure: bool) -> String {
-    format!(
-        "{name}={value}; Path=/ui; Max-Age={max_age}; HttpOnly; SameSite=Strict{}",
-        if secure { "; Secure" } else { "" }
-    )
+    cookie::Cookie::build((name, value))
+        .path("/ui")
+        .max_age(time::Duration::seconds(max_age))
+        .http_only(true)
+        .same_site(cookie::SameSite::Strict)
+        .secure(secure)
+        .build()
+        .to_string()
 }
 
 #[cfg(test)]
@@ -236,5 +239,27 @@ mod tests {
             Some("x.y")
         );
         assert_eq!(cookie("a=1", "berth_session"), None);
+    }
+
+    #[test]
+    fn set_cookies_carry_every_attribute() {
+        let plain = set_cookie("berth_session", "x.y", 3600, false);
+        let mut attributes: Vec<&str> = plain.split("; ").collect();
+        attributes.sort_unstable();
+        assert_eq!(
+            attributes,
+            [
+                "HttpOnly",
+                "Max-Age=3600",
+                "Path=/ui",
+                "SameSite=Strict",
+                "berth_session=x.y"
+            ]
+        );
+        assert!(set_cookie("a", "b", 0, true)
+            .split("; ")
+            .any(|a| a == "Secure"));
+        assert!(!plain.contains("Secure"));
+        assert!(set_cookie("a", "b", 0, true).contains("Max-Age=0"));
     }
 }

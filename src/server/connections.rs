@@ -1,6 +1,5 @@
-//! Wiring: opens the embedded backends, builds the router, serves (plain
-//! HTTP, or HTTPS when `[tls]` says so) until SIGTERM/SIGINT, then drains
-//! in-flight requests.
+//! The accept loop: connection limits, idle and header timeouts, TLS
+//! handshakes, and a readable answer to plain HTTP on the HTTPS port.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -11,167 +10,23 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use axum::extract::ConnectInfo;
-use axum::http::{header, HeaderValue, Request};
+use axum::http::Request;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulConnection, GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
-use tower_http::set_header::SetResponseHeaderLayer;
 
-use crate::api::{self, AppState};
 use crate::auth::limiter::source_network;
-use crate::auth::AuthService;
-use crate::config::{Config, ConnectionsConfig};
-use crate::core::Registry;
-use crate::metadata::SqliteMetadata;
+use crate::config::ConnectionsConfig;
 use crate::oci::ErrorCode;
-use crate::storage::FsStore;
 use crate::tls::{self, Tls};
-use crate::workers::{AuditRetention, UploadExpiry, Workers};
-
-/// Opens the embedded default backends under the data directory: the
-/// registry and the authentication service over one metadata database.
-pub async fn open_state(config: &Config) -> anyhow::Result<AppState> {
-    let dir = &config.data_dir;
-    tokio::fs::create_dir_all(dir)
-        .await
-        .with_context(|| format!("creating data directory {}", dir.display()))?;
-    let storage = FsStore::open(dir)
-        .await
-        .with_context(|| format!("opening blob storage in {}", dir.display()))?;
-    let metadata = Arc::new(
-        SqliteMetadata::open(&dir.join("metadata.db"))
-            .await
-            .context("opening metadata database")?,
-    );
-    let registry = Registry::new(Arc::new(storage), metadata.clone(), config.core_settings());
-    let ui = crate::ui::UiContext::open(dir, metadata.clone())
-        .context("opening the web UI's session key")?;
-    let auth = AuthService::open(metadata, &config.auth, dir)
-        .await
-        .context("setting up authentication")?;
-    let tls_on = config.tls.self_signed || config.tls.cert_file.is_some();
-    Ok(AppState {
-        registry: Arc::new(registry),
-        auth: Arc::new(auth),
-        scheme: if tls_on { "https" } else { "http" },
-        ui: Arc::new(ui),
-    })
-}
-
-/// Builds the whole HTTP application for `config` over the embedded backends.
-pub async fn build_app(config: &Config) -> anyhow::Result<Router> {
-    Ok(api::router(open_state(config).await?))
-}
-
-/// Starts in an order that lets a failed start leave nothing behind: the
-/// configuration is checked, the port bound and the TLS files loaded before
-/// the data directory, its keys or the first admin are created.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
-    config.validate()?;
-    let listener = TcpListener::bind(&config.listen)
-        .await
-        .with_context(|| format!("listening on {}", config.listen))?;
-    if !config.tls.self_signed {
-        // A generated certificate lives in the data directory; given files
-        // are only read, so a broken one fails here.
-        Tls::from_config(&config).context("setting up TLS")?;
-    }
-    let state = open_state(&config).await?;
-    let workers = start_workers(&state, &config);
-    let served = serve_on(
-        listener,
-        api::router(state.clone()),
-        &config,
-        shutdown_signal(),
-    )
-    .await;
-    workers
-        .shutdown(Duration::from_secs(config.shutdown.grace_seconds))
-        .await;
-    // What was audited during the last requests reaches the database.
-    state.auth.audit().flush().await;
-    served
-}
-
-/// Starts the background workers over the opened state.
-pub fn start_workers(state: &AppState, config: &Config) -> Workers {
-    let mut workers = Workers::default();
-    if config.audit.retention_days > 0 {
-        workers.spawn(AuditRetention {
-            audit: state.auth.audit().clone(),
-            retention: Duration::from_secs(config.audit.retention_days.saturating_mul(24 * 3600)),
-        });
-    }
-    if config.uploads.session_ttl_seconds > 0 {
-        workers.spawn(UploadExpiry {
-            registry: state.registry.clone(),
-            ttl: Duration::from_secs(config.uploads.session_ttl_seconds),
-        });
-    }
-    workers
-}
-
-/// Serves `app` on `listener` (HTTPS when `[tls]` configures it) until
-/// `shutdown` resolves, then stops accepting and gives in-flight requests
-/// `shutdown.grace_seconds` to finish.
-pub async fn serve_on(
-    listener: TcpListener,
-    app: Router,
-    config: &Config,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
-    return_large_allocations();
-    let tls = Tls::from_config(config).context("setting up TLS")?;
-    let addr = listener.local_addr()?;
-    tracing::info!(
-        listen = %addr,
-        scheme = if tls.is_some() { "https" } else { "http" },
-        data_dir = %config.data_dir.display(),
-        "berth is serving"
-    );
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = async move {
-        let mut rx = stop_rx;
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-    let app = match &tls {
-        Some(tls) => {
-            tls.log_trust_hints(addr.port());
-            app.layer(hsts_layer(config.tls.hsts_max_age_seconds))
-        }
-        None => app,
-    };
-    let mut server = std::pin::pin!(serve_connections(
-        listener,
-        app,
-        tls,
-        &config.connections,
-        stopped
-    ));
-    let grace = Duration::from_secs(config.shutdown.grace_seconds);
-    tokio::select! {
-        () = &mut server => return Ok(()),
-        () = shutdown => {}
-    }
-    tracing::info!(
-        grace_seconds = grace.as_secs(),
-        "shutting down: finishing in-flight requests"
-    );
-    let _ = stop_tx.send(true);
-    if tokio::time::timeout(grace, server).await.is_err() {
-        tracing::warn!("grace period over; exiting with requests still running");
-    }
-    tracing::info!("stopped");
-    Ok(())
-}
 
 /// Largest read buffer of an HTTP/1 connection. hyper grows a connection's
 /// buffer up to this while a body streams in. Its default (about 400 KiB)
@@ -187,7 +42,7 @@ const RESERVED_FDS: u64 = 256;
 /// resolves; then stops accepting and returns when every open connection
 /// has finished its in-flight request. Each request carries
 /// `ConnectInfo<SocketAddr>`.
-async fn serve_connections(
+pub(super) async fn serve_connections(
     listener: TcpListener,
     app: Router,
     tls: Option<Tls>,
@@ -199,8 +54,10 @@ async fn serve_connections(
     let _reloader = tls.as_ref().map(|tls| AbortOnDrop(tls.watch_files()));
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(ConnectionSlots::new(limits, raise_fd_limit()));
-    let header_read_timeout = Duration::from_secs(limits.header_read_timeout_seconds.max(1));
-    let idle_timeout = Duration::from_secs(limits.idle_timeout_seconds.max(1));
+    let timeouts = Timeouts {
+        header_read: Duration::from_secs(limits.header_read_timeout_seconds.max(1)),
+        idle: Duration::from_secs(limits.idle_timeout_seconds.max(1)),
+    };
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (tcp, remote) = tokio::select! {
@@ -221,89 +78,112 @@ async fn serve_connections(
         let Some(slot) = slots.take(remote.ip()) else {
             continue;
         };
-        let watcher = graceful.watcher();
-        let acceptor = acceptor.clone();
-        let app = app.clone().map_request(move |mut req: Request<Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(remote));
-            req
-        });
+        let connection = serve_connection(
+            tcp,
+            remote,
+            app.clone(),
+            acceptor.clone(),
+            graceful.watcher(),
+            timeouts,
+        );
         tokio::spawn(async move {
             let _slot = slot;
-            let _ = tcp.set_nodelay(true);
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .max_buf_size(HTTP1_READ_BUFFER)
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_read_timeout);
-            let service = TowerToHyperService::new(app);
-            let activity = Arc::new(Activity::new());
-            let served = match acceptor {
-                None => {
-                    let io = Tracked::new(tcp, activity.clone());
-                    let connection =
-                        builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-                    tokio::select! {
-                        served = watcher.watch(connection) => served,
-                        () = activity.idle_for(idle_timeout) => {
-                            tracing::debug!(%remote, "closing an idle connection");
-                            return;
-                        }
-                    }
-                }
-                Some(acceptor) => {
-                    if speaks_plain_http(&tcp).await {
-                        answer_plain_http_on_https(tcp, remote).await;
-                        return;
-                    }
-                    let io = Tracked::new(tcp, activity.clone());
-                    let stream =
-                        match tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, acceptor.accept(io))
-                            .await
-                        {
-                            Ok(Ok(stream)) => stream,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%remote, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%remote, "TLS handshake timed out");
-                                return;
-                            }
-                        };
-                    let connection =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    tokio::select! {
-                        served = watcher.watch(connection) => served,
-                        () = activity.idle_for(idle_timeout) => {
-                            tracing::debug!(%remote, "closing an idle connection");
-                            return;
-                        }
-                    }
-                }
-            };
-            if let Err(e) = served {
-                tracing::debug!(%remote, error = %e, "connection ended with an error");
-            }
+            connection.await
         });
     }
     drop(listener);
     graceful.shutdown().await;
 }
 
-/// Makes the allocator give large blocks back to the system when they are
-/// freed. glibc's default raises its mmap threshold to the size of the
-/// last large block freed, after which each password check's 19 MiB
-/// (argon2id) came from a per-thread arena that kept it: 100 logins grew
-/// the process by hundreds of MiB, never returned. With a fixed threshold
-/// such blocks are always mapped and unmapped.
-fn return_large_allocations() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        const THRESHOLD: libc::c_int = 1024 * 1024;
-        // SAFETY: mallopt only changes the allocator's tuning parameters.
-        if unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, THRESHOLD) } != 1 {
-            tracing::warn!("could not set the allocator's mmap threshold");
+/// A connection's timeouts: for its request heads, and for silence.
+#[derive(Clone, Copy)]
+struct Timeouts {
+    header_read: Duration,
+    idle: Duration,
+}
+
+/// Serves one accepted connection until it closes, goes idle, or the
+/// graceful shutdown ends it; a TLS connection is handshaken first.
+async fn serve_connection(
+    tcp: TcpStream,
+    remote: SocketAddr,
+    app: Router,
+    acceptor: Option<TlsAcceptor>,
+    watcher: Watcher,
+    timeouts: Timeouts,
+) {
+    let _ = tcp.set_nodelay(true);
+    let app = app.map_request(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(remote));
+        req
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .max_buf_size(HTTP1_READ_BUFFER)
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.header_read);
+    let service = TowerToHyperService::new(app);
+    let activity = Arc::new(Activity::new());
+    let served = match acceptor {
+        None => {
+            let io = TokioIo::new(Tracked::new(tcp, activity.clone()));
+            let connection = builder.serve_connection_with_upgrades(io, service);
+            until_idle(connection, watcher, &activity, timeouts.idle, remote).await
+        }
+        Some(acceptor) => {
+            let Some(stream) = handshake(tcp, remote, acceptor, activity.clone()).await else {
+                return;
+            };
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            until_idle(connection, watcher, &activity, timeouts.idle, remote).await
+        }
+    };
+    if let Some(Err(e)) = served {
+        tracing::debug!(%remote, error = %e, "connection ended with an error");
+    }
+}
+
+/// The TLS stream of a connection on the HTTPS port; `None` when it spoke
+/// plain HTTP (answered here) or its handshake failed or timed out.
+async fn handshake(
+    tcp: TcpStream,
+    remote: SocketAddr,
+    acceptor: TlsAcceptor,
+    activity: Arc<Activity>,
+) -> Option<tokio_rustls::server::TlsStream<Tracked<TcpStream>>> {
+    if speaks_plain_http(&tcp).await {
+        answer_plain_http_on_https(tcp, remote).await;
+        return None;
+    }
+    let io = Tracked::new(tcp, activity);
+    match tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            tracing::debug!(%remote, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%remote, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// Runs `connection` under the graceful shutdown; `None` once nothing was
+/// read or written on it for `idle` (the connection is then dropped).
+async fn until_idle<C: GracefulConnection>(
+    connection: C,
+    watcher: Watcher,
+    activity: &Activity,
+    idle: Duration,
+    remote: SocketAddr,
+) -> Option<Result<(), C::Error>> {
+    tokio::select! {
+        served = watcher.watch(connection) => Some(served),
+        () = activity.idle_for(idle) => {
+            tracing::debug!(%remote, "closing an idle connection");
+            None
         }
     }
 }
@@ -614,23 +494,5 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-/// `Strict-Transport-Security` on every answer of an HTTPS listener.
-fn hsts_layer(max_age_seconds: u64) -> SetResponseHeaderLayer<HeaderValue> {
-    SetResponseHeaderLayer::overriding(
-        header::STRICT_TRANSPORT_SECURITY,
-        HeaderValue::from_str(&format!("max-age={max_age_seconds}"))
-            .expect("a number is a valid header value"),
-    )
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }

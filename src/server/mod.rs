@@ -1,0 +1,194 @@
+//! The server layer, above `api` and `ui`: opens the embedded backends into
+//! the application state, assembles the router with its global layers
+//! (`router`), serves (plain HTTP, or HTTPS when `[tls]` says so; see
+//! `connections`) until SIGTERM/SIGINT, then drains in-flight requests.
+
+mod connections;
+mod router;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::http::{header, HeaderValue};
+use axum::Router;
+use tokio::net::TcpListener;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+pub use router::{router, AppState};
+
+use crate::auth::AuthService;
+use crate::config::Config;
+use crate::core::Registry;
+use crate::metadata::SqliteMetadata;
+use crate::storage::FsStore;
+use crate::tls::Tls;
+use crate::workers::{AuditRetention, UploadExpiry, Workers};
+use connections::serve_connections;
+
+/// Opens the embedded default backends under the data directory: the
+/// registry and the authentication service over one metadata database.
+pub async fn open_state(config: &Config) -> anyhow::Result<AppState> {
+    let dir = &config.data_dir;
+    tokio::fs::create_dir_all(dir)
+        .await
+        .with_context(|| format!("creating data directory {}", dir.display()))?;
+    let storage = FsStore::open(dir)
+        .await
+        .with_context(|| format!("opening blob storage in {}", dir.display()))?;
+    let metadata = Arc::new(
+        SqliteMetadata::open(&dir.join("metadata.db"))
+            .await
+            .context("opening metadata database")?,
+    );
+    let registry = Registry::new(Arc::new(storage), metadata.clone(), config.core_settings());
+    let browse = crate::core::Browser::new(metadata.clone(), metadata.clone());
+    let ui = crate::ui::UiContext::open(dir, browse).context("opening the web UI's session key")?;
+    let auth = AuthService::open(metadata, &config.auth, dir)
+        .await
+        .context("setting up authentication")?;
+    let tls_on = config.tls.self_signed || config.tls.cert_file.is_some();
+    Ok(AppState {
+        registry: Arc::new(registry),
+        auth: Arc::new(auth),
+        scheme: if tls_on { "https" } else { "http" },
+        ui: Arc::new(ui),
+    })
+}
+
+/// Builds the whole HTTP application for `config` over the embedded backends.
+pub async fn build_app(config: &Config) -> anyhow::Result<Router> {
+    Ok(router(open_state(config).await?))
+}
+
+/// Starts in an order that lets a failed start leave nothing behind: the
+/// configuration is checked, the port bound and the TLS files loaded before
+/// the data directory, its keys or the first admin are created.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    config.validate()?;
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    if !config.tls.self_signed {
+        // A generated certificate lives in the data directory; given files
+        // are only read, so a broken one fails here.
+        Tls::from_config(&config).context("setting up TLS")?;
+    }
+    let state = open_state(&config).await?;
+    let workers = start_workers(&state, &config);
+    let served = serve_on(listener, router(state.clone()), &config, shutdown_signal()).await;
+    workers
+        .shutdown(Duration::from_secs(config.shutdown.grace_seconds))
+        .await;
+    // What was audited during the last requests reaches the database.
+    state.auth.audit().flush().await;
+    served
+}
+
+/// Starts the background workers over the opened state.
+pub fn start_workers(state: &AppState, config: &Config) -> Workers {
+    let mut workers = Workers::default();
+    if config.audit.retention_days > 0 {
+        workers.spawn(AuditRetention {
+            audit: state.auth.audit().clone(),
+            retention: Duration::from_secs(config.audit.retention_days.saturating_mul(24 * 3600)),
+        });
+    }
+    if config.uploads.session_ttl_seconds > 0 {
+        workers.spawn(UploadExpiry {
+            registry: state.registry.clone(),
+            ttl: Duration::from_secs(config.uploads.session_ttl_seconds),
+        });
+    }
+    workers
+}
+
+/// Serves `app` on `listener` (HTTPS when `[tls]` configures it) until
+/// `shutdown` resolves, then stops accepting and gives in-flight requests
+/// `shutdown.grace_seconds` to finish.
+pub async fn serve_on(
+    listener: TcpListener,
+    app: Router,
+    config: &Config,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    return_large_allocations();
+    let tls = Tls::from_config(config).context("setting up TLS")?;
+    let addr = listener.local_addr()?;
+    tracing::info!(
+        listen = %addr,
+        scheme = if tls.is_some() { "https" } else { "http" },
+        data_dir = %config.data_dir.display(),
+        "berth is serving"
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = async move {
+        let mut rx = stop_rx;
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let app = match &tls {
+        Some(tls) => {
+            tls.log_trust_hints(addr.port());
+            app.layer(hsts_layer(config.tls.hsts_max_age_seconds))
+        }
+        None => app,
+    };
+    let mut server = std::pin::pin!(serve_connections(
+        listener,
+        app,
+        tls,
+        &config.connections,
+        stopped
+    ));
+    let grace = Duration::from_secs(config.shutdown.grace_seconds);
+    tokio::select! {
+        () = &mut server => return Ok(()),
+        () = shutdown => {}
+    }
+    tracing::info!(
+        grace_seconds = grace.as_secs(),
+        "shutting down: finishing in-flight requests"
+    );
+    let _ = stop_tx.send(true);
+    if tokio::time::timeout(grace, server).await.is_err() {
+        tracing::warn!("grace period over; exiting with requests still running");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Makes the allocator give large blocks back to the system when they are
+/// freed. glibc's default raises its mmap threshold to the size of the
+/// last large block freed, after which each password check's 19 MiB
+/// (argon2id) came from a per-thread arena that kept it: 100 logins grew
+/// the process by hundreds of MiB, never returned. With a fixed threshold
+/// such blocks are always mapped and unmapped.
+fn return_large_allocations() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        const THRESHOLD: libc::c_int = 1024 * 1024;
+        // SAFETY: mallopt only changes the allocator's tuning parameters.
+        if unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, THRESHOLD) } != 1 {
+            tracing::warn!("could not set the allocator's mmap threshold");
+        }
+    }
+}
+
+/// `Strict-Transport-Security` on every answer of an HTTPS listener.
+fn hsts_layer(max_age_seconds: u64) -> SetResponseHeaderLayer<HeaderValue> {
+    SetResponseHeaderLayer::overriding(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_str(&format!("max-age={max_age_seconds}"))
+            .expect("a number is a valid header value"),
+    )
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
