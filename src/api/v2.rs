@@ -95,13 +95,22 @@ fn content_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, ApiError> {
     })
 }
 
-/// A single `Range: bytes=...` request; anything else (several ranges, a
-/// unit other than bytes, a malformed or reversed range) is served whole,
-/// as RFC 9110 allows.
+/// A single `Range: bytes=...` request; a reversed one is unsatisfiable
+/// (416); anything else (several ranges, a unit other than bytes, a
+/// malformed range) is served whole, as RFC 9110 allows.
 fn byte_range(headers: &HeaderMap) -> Option<ByteRange> {
-    use http_range_header::SyntacticallyCorrectRange as R;
+    use http_range_header::{
+        RangeInvalid, RangeUnsatisfiableError, SyntacticallyCorrectRange as R,
+    };
     let parsed = http_range_header::parse_range_header(header_str(headers, header::RANGE)?.trim());
-    match parsed.ok()?.into_ranges().as_slice() {
+    let ranges = match parsed {
+        Ok(ranges) => ranges,
+        Err(RangeUnsatisfiableError::Invalid(RangeInvalid::Reversed)) => {
+            return Some(ByteRange::Reversed)
+        }
+        Err(_) => return None,
+    };
+    match ranges.into_ranges().as_slice() {
         [R::Indexed(start, end)] => Some(ByteRange::From {
             start: *start,
             end: Some(*end),
@@ -491,6 +500,10 @@ mod tests {
         assert_eq!(
             byte_range(&headers(header::RANGE, "bytes=-5")),
             Some(ByteRange::Suffix(5))
+        );
+        assert_eq!(
+            byte_range(&headers(header::RANGE, "bytes=5-2")),
+            Some(ByteRange::Reversed)
         );
         assert_eq!(byte_range(&headers(header::RANGE, "bytes=0-1,4-5")), None);
         assert_eq!(byte_range(&headers(header::RANGE, "items=0-1")), None);

@@ -7,8 +7,14 @@ use crate::storage::ByteStream;
 /// or `bytes=-suffix`), resolved against the blob's size by the service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ByteRange {
-    From { start: u64, end: Option<u64> },
+    From {
+        start: u64,
+        end: Option<u64>,
+    },
     Suffix(u64),
+    /// `bytes=first-last` with `last` before `first`: never satisfiable
+    /// (416), whatever the blob's size.
+    Reversed,
 }
 
 impl ByteRange {
@@ -20,7 +26,7 @@ impl ByteRange {
                 (start <= last).then_some((start, last))
             }
             ByteRange::Suffix(n) if n > 0 && size > 0 => Some((size.saturating_sub(n), size - 1)),
-            ByteRange::Suffix(_) => None,
+            ByteRange::Suffix(_) | ByteRange::Reversed => None,
         }
     }
 }
