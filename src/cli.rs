@@ -9,8 +9,8 @@ use std::io::BufRead;
 use anyhow::{bail, Context};
 use clap::Subcommand;
 
-use berth::auth::manage::{Actor, UserUpdate};
-use berth::auth::{AuthService, Principal};
+use berth::auth::{Actor, UserUpdate};
+use berth::auth::{Auth, Principal};
 use berth::config::Config;
 use berth::metadata::{Action, AuditFilter, Role};
 
@@ -161,18 +161,18 @@ pub fn check_data_dir(config: &Config, access: Access) -> anyhow::Result<()> {
 }
 
 /// Opens the authentication service of the data directory.
-async fn open(config: &Config) -> anyhow::Result<AuthService> {
+async fn open(config: &Config) -> anyhow::Result<Auth> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
     let metadata = berth::metadata::SqliteMetadata::open(&config.data_dir.join("metadata.db"))
         .await
         .with_context(|| format!("opening {}", config.data_dir.join("metadata.db").display()))?;
-    AuthService::open(
+    Ok(Auth::open(
         std::sync::Arc::new(metadata),
         &config.auth,
         &config.data_dir,
     )
-    .await
+    .await?)
 }
 
 fn admin() -> Actor {
@@ -224,15 +224,20 @@ pub async fn user(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
     match cmd {
         UserCommand::Add { name, admin, .. } => {
             let password = read_password()?;
-            print_json(&auth.create_user(&a, &name, &password, admin).await?)?;
+            print_json(
+                &auth
+                    .accounts
+                    .create_user(&a, &name, &password, admin)
+                    .await?,
+            )?;
         }
-        UserCommand::List => print_json(&auth.list_users(&a).await?)?,
+        UserCommand::List => print_json(&auth.accounts.list_users(&a).await?)?,
         UserCommand::Passwd { name, .. } => {
             let update = UserUpdate {
                 password: Some(read_password()?),
                 ..UserUpdate::default()
             };
-            auth.update_user(&a, &name, &update).await?;
+            auth.accounts.update_user(&a, &name, &update).await?;
             println!("password of {name} changed");
         }
         UserCommand::Set {
@@ -245,10 +250,10 @@ pub async fn user(config: &Config, cmd: UserCommand) -> anyhow::Result<()> {
                 admin,
                 disabled,
             };
-            print_json(&auth.update_user(&a, &name, &update).await?)?;
+            print_json(&auth.accounts.update_user(&a, &name, &update).await?)?;
         }
         UserCommand::Del { name } => {
-            auth.delete_user(&a, &name).await?;
+            auth.accounts.delete_user(&a, &name).await?;
             println!("deleted {name}");
         }
     }
@@ -261,20 +266,23 @@ pub async fn project(config: &Config, cmd: ProjectCommand) -> anyhow::Result<()>
     let a = admin();
     match cmd {
         // The operator has no account to become the project's admin.
-        ProjectCommand::Add { name, public } => {
-            print_json(&auth.create_unowned_project(&a, &name, public).await?)?
-        }
-        ProjectCommand::List => print_json(&auth.list_projects(&a).await?)?,
+        ProjectCommand::Add { name, public } => print_json(
+            &auth
+                .accounts
+                .create_unowned_project(&a, &name, public)
+                .await?,
+        )?,
+        ProjectCommand::List => print_json(&auth.accounts.list_projects(&a).await?)?,
         ProjectCommand::Visibility { name, visibility } => {
             let public = visibility == Visibility::Public;
-            auth.set_project_public(&a, &name, public).await?;
+            auth.accounts.set_project_public(&a, &name, public).await?;
             println!(
                 "{name} is now {}",
                 if public { "public" } else { "private" }
             );
         }
         ProjectCommand::Del { name, force } => {
-            let repositories = auth.delete_project(&a, &name, force).await?;
+            let repositories = auth.accounts.delete_project(&a, &name, force).await?;
             let noun = if repositories == 1 {
                 "repository"
             } else {
@@ -283,16 +291,16 @@ pub async fn project(config: &Config, cmd: ProjectCommand) -> anyhow::Result<()>
             println!("deleted {name} and {repositories} {noun}");
         }
         ProjectCommand::Members { name } => {
-            for m in auth.members(&a, &name).await? {
+            for m in auth.accounts.members(&a, &name).await? {
                 println!("{}\t{}", m.user, m.role);
             }
         }
         ProjectCommand::Member { name, user, role } => {
-            auth.set_member(&a, &name, &user, role).await?;
+            auth.accounts.set_member(&a, &name, &user, role).await?;
             println!("{user} is {role} of {name}");
         }
         ProjectCommand::Unmember { name, user } => {
-            auth.remove_member(&a, &name, &user).await?;
+            auth.accounts.remove_member(&a, &name, &user).await?;
             println!("{user} removed from {name}");
         }
     }
@@ -311,14 +319,17 @@ pub async fn robot(config: &Config, cmd: RobotCommand) -> anyhow::Result<()> {
             expires_days,
         } => {
             let created = auth
+                .accounts
                 .create_robot(&a, &project, &name, actions, days_from_now(expires_days))
                 .await?;
             print_json(&created)?;
             eprintln!("the secret is shown only now: store it");
         }
-        RobotCommand::List { project } => print_json(&auth.list_robots(&a, &project).await?)?,
+        RobotCommand::List { project } => {
+            print_json(&auth.accounts.list_robots(&a, &project).await?)?
+        }
         RobotCommand::Del { project, robot } => {
-            auth.delete_robot(&a, &project, &robot).await?;
+            auth.accounts.delete_robot(&a, &project, &robot).await?;
             println!("revoked {robot}");
         }
     }
@@ -335,14 +346,17 @@ pub async fn token(config: &Config, cmd: TokenCommand) -> anyhow::Result<()> {
             expires_days,
         } => {
             let created = auth
+                .accounts
                 .create_token(&as_user(&user), &name, days_from_now(expires_days))
                 .await?;
             print_json(&created)?;
             eprintln!("the token is shown only now: store it");
         }
-        TokenCommand::List { user } => print_json(&auth.list_tokens(&as_user(&user)).await?)?,
+        TokenCommand::List { user } => {
+            print_json(&auth.accounts.list_tokens(&as_user(&user)).await?)?
+        }
         TokenCommand::Del { user, id } => {
-            auth.delete_token(&as_user(&user), &id).await?;
+            auth.accounts.delete_token(&as_user(&user), &id).await?;
             println!("revoked token {id}");
         }
     }
@@ -360,7 +374,7 @@ pub async fn audit(config: &Config, args: AuditArgs) -> anyhow::Result<()> {
         limit: args.limit,
         ..AuditFilter::default()
     };
-    for e in auth.audit_log(&admin(), &filter).await? {
+    for e in auth.accounts.audit_log(&admin(), &filter).await? {
         println!("{}", serde_json::to_string(&e)?);
     }
     Ok(())

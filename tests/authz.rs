@@ -506,7 +506,7 @@ impl Image {
 
 struct World {
     app: Router,
-    auth: Arc<berth::auth::AuthService>,
+    auth: Arc<berth::auth::Auth>,
     config: Config,
     _root: tempfile::TempDir,
     admin: String,
@@ -518,12 +518,7 @@ struct World {
 
 async fn open(
     tweak: impl FnOnce(&mut Config),
-) -> (
-    Router,
-    Arc<berth::auth::AuthService>,
-    Config,
-    tempfile::TempDir,
-) {
+) -> (Router, Arc<berth::auth::Auth>, Config, tempfile::TempDir) {
     let root = tempfile::tempdir().expect("temp dir");
     let mut config = Config {
         data_dir: root.path().join("data"),
@@ -1488,7 +1483,7 @@ async fn an_address_guessing_across_accounts_backs_off_but_its_known_users_get_i
         "a right password never used from the guessing address",
     );
     // The colleague is not locked out by the guesser.
-    world.auth.forget(dev);
+    world.auth.authenticator.forget(dev);
     assert_eq!(
         base_from(&world, dev, dev_password, ip(20)).await.status,
         200
@@ -1513,7 +1508,7 @@ async fn concurrent_guesses_cannot_race_past_the_limit() {
     })
     .await;
     world.create_user("victim", "victim-password").await;
-    let checks_before = world.auth.password_checks_completed();
+    let checks_before = world.auth.authenticator.password_checks_completed();
     let guesses = (0..42).map(|i| {
         let world = &world;
         async move {
@@ -1525,7 +1520,10 @@ async fn concurrent_guesses_cannot_race_past_the_limit() {
     let statuses = futures_util::future::join_all(guesses).await;
     let count = |status: u16| statuses.iter().filter(|s| **s == status).count();
     assert_eq!((count(401), count(429)), (10, 32), "{statuses:?}");
-    assert_eq!(world.auth.password_checks_completed() - checks_before, 10);
+    assert_eq!(
+        world.auth.authenticator.password_checks_completed() - checks_before,
+        10
+    );
 }
 
 /// Identical logins at once are checked once; the rest share the answer.
@@ -1533,7 +1531,7 @@ async fn concurrent_guesses_cannot_race_past_the_limit() {
 async fn identical_concurrent_logins_are_checked_once() {
     let world = World::with(|c| c.auth.credential_cache_seconds = 0).await;
     world.create_user("builder", "builder-password").await;
-    let checks_before = world.auth.password_checks_completed();
+    let checks_before = world.auth.authenticator.password_checks_completed();
     let logins = (0..20).map(|_| {
         let world = &world;
         async move {
@@ -1544,7 +1542,10 @@ async fn identical_concurrent_logins_are_checked_once() {
     });
     let statuses = futures_util::future::join_all(logins).await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
-    assert_eq!(world.auth.password_checks_completed() - checks_before, 1);
+    assert_eq!(
+        world.auth.authenticator.password_checks_completed() - checks_before,
+        1
+    );
 }
 
 /// Password checks run a bounded number at a time with a bounded queue;
@@ -1614,11 +1615,11 @@ async fn unknown_and_disabled_names_cost_a_password_check_too() {
         ("robot$privp+nobody", "an unknown robot"),
         ("bystander", "a disabled user"),
     ] {
-        let before = world.auth.password_checks_completed();
+        let before = world.auth.authenticator.password_checks_completed();
         let r = base_from(&world, user, "wrong-guess", ip(60)).await;
         assert_eq!(r.status, 401, "{what}: {}", r.text());
         assert_eq!(
-            world.auth.password_checks_completed() - before,
+            world.auth.authenticator.password_checks_completed() - before,
             1,
             "{what} costs one check"
         );
@@ -2376,14 +2377,14 @@ async fn catalog_pages_and_links_name_only_visible_repositories() {
 // Changes made by another process
 // ---------------------------------------------------------------------------
 
-/// What `berth user/project/robot …` does: its own `AuthService` on the same
+/// What `berth user/project/robot …` does: its own `Auth` on the same
 /// data directory, acting as a system admin, while the server runs.
-async fn cli(world: &World) -> berth::auth::AuthService {
+async fn cli(world: &World) -> berth::auth::Auth {
     let data = &world.config.data_dir;
     let metadata = berth::metadata::SqliteMetadata::open(&data.join("metadata.db"))
         .await
         .unwrap();
-    berth::auth::AuthService::open(Arc::new(metadata), &world.config.auth, data)
+    berth::auth::Auth::open(Arc::new(metadata), &world.config.auth, data)
         .await
         .unwrap()
 }
@@ -2395,7 +2396,7 @@ async fn cli(world: &World) -> berth::auth::AuthService {
 async fn changes_made_with_the_cli_apply_at_once() {
     let world = World::new().await;
     let cli = cli(&world).await;
-    let admin = berth::auth::manage::Actor {
+    let admin = berth::auth::Actor {
         principal: berth::auth::Principal::User {
             name: "admin".into(),
             admin: true,
@@ -2415,19 +2416,28 @@ async fn changes_made_with_the_cli_apply_at_once() {
         );
     }
 
-    let disable = berth::auth::manage::UserUpdate {
+    let disable = berth::auth::UserUpdate {
         disabled: Some(true),
         ..Default::default()
     };
-    cli.update_user(&admin, "dev", &disable).await.unwrap();
+    cli.accounts
+        .update_user(&admin, "dev", &disable)
+        .await
+        .unwrap();
     let r = world.send(&manifest, Some(&dev)).await;
     assert_eq!(r.status, 401, "disabled user: {}", r.text());
 
-    cli.remove_member(&admin, "privp", "guest").await.unwrap();
+    cli.accounts
+        .remove_member(&admin, "privp", "guest")
+        .await
+        .unwrap();
     let r = world.send(&manifest, Some(&guest)).await;
     assert_eq!(r.status, 403, "removed member: {}", r.text());
 
-    cli.delete_robot(&admin, "privp", &robot).await.unwrap();
+    cli.accounts
+        .delete_robot(&admin, "privp", &robot)
+        .await
+        .unwrap();
     let r = world.send(&manifest, Some(&robot_auth)).await;
     assert_eq!(r.status, 401, "revoked robot: {}", r.text());
 }

@@ -73,16 +73,34 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 
 /// Maps a failed login to its answer.
 pub fn login_error(e: AuthError, challenge: (HeaderName, String)) -> ApiError {
-    match e {
-        AuthError::RateLimited(wait) | AuthError::Busy(wait) => {
-            ApiError::new(ErrorCode::TooManyRequests, e.to_string())
-                .with_header(header::RETRY_AFTER, wait.as_secs().max(1).to_string())
+    let challenged = matches!(e, AuthError::BadCredentials | AuthError::InvalidToken(_));
+    let answer = ApiError::from(e);
+    if challenged {
+        answer.with_header(challenge.0, challenge.1)
+    } else {
+        answer
+    }
+}
+
+/// The one mapping of the auth layer's errors to API answers.
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> ApiError {
+        let msg = e.to_string();
+        match e {
+            AuthError::RateLimited(wait) | AuthError::Busy(wait) => {
+                ApiError::new(ErrorCode::TooManyRequests, msg)
+                    .with_header(header::RETRY_AFTER, wait.as_secs().max(1).to_string())
+            }
+            AuthError::BadCredentials | AuthError::InvalidToken(_) | AuthError::Unauthenticated => {
+                ApiError::new(ErrorCode::Unauthorized, msg)
+            }
+            AuthError::Forbidden(_) => ApiError::new(ErrorCode::Denied, msg),
+            AuthError::NotFound(_) => ApiError::new(ErrorCode::NotFound, msg),
+            AuthError::Conflict(_) | AuthError::InUse(_) => ApiError::new(ErrorCode::Conflict, msg),
+            AuthError::Invalid(_) => ApiError::new(ErrorCode::InvalidRequest, msg),
+            AuthError::Metadata(m) => ApiError::from(crate::core::Error::Metadata(m)),
+            AuthError::Setup(_) => ApiError::new(ErrorCode::Unknown, msg),
         }
-        AuthError::BadCredentials | AuthError::InvalidToken(_) => {
-            ApiError::new(ErrorCode::Unauthorized, e.to_string())
-                .with_header(challenge.0, challenge.1)
-        }
-        AuthError::Metadata(m) => ApiError::from(crate::core::Error::Metadata(m)),
     }
 }
 
@@ -98,12 +116,14 @@ pub async fn identify(
     if let Some(token) = bearer_token(headers) {
         return state
             .auth
+            .authenticator
             .verify_token(token)
             .map_err(|e| login_error(e, challenge(state, headers, None, Some("invalid_token"))));
     }
     match basic_credentials(headers) {
         Some((user, secret)) => state
             .auth
+            .authenticator
             .login(&user, &secret, source)
             .await
             .map(Grant::Principal)
@@ -125,6 +145,7 @@ pub async fn check_access(
     };
     let permitted = state
         .auth
+        .authorizer
         .permits(&caller.grant, repo, *action)
         .await
         .map_err(|e| login_error(e, challenge(state, headers, None, None)))?;
@@ -180,6 +201,7 @@ pub async fn create_project_on_push(
     };
     state
         .auth
+        .accounts
         .ensure_project(repo, caller.grant.actor())
         .await
         .map_err(|e| login_error(e, challenge(state, headers, None, None)))
@@ -192,6 +214,7 @@ pub async fn keep_readable_mount_from(state: &ApiState, caller: &Caller, endpoin
     };
     let readable = state
         .auth
+        .authorizer
         .permits(&caller.grant, &from, Action::Pull)
         .await
         .unwrap_or(false);
@@ -208,12 +231,13 @@ pub async fn visible(state: &ApiState, caller: &Caller, endpoint: &Endpoint) -> 
         (Grant::Principal(p), _) => p.clone(),
         (Grant::Token { subject, .. }, Endpoint::Catalog) => state
             .auth
+            .authenticator
             .principal_named(subject)
             .await
             .unwrap_or(Principal::Anonymous),
         (Grant::Token { .. }, _) => Principal::Anonymous,
     };
-    state.auth.visible_to(&principal)
+    state.auth.authorizer.visible_to(&principal)
 }
 
 /// `GET /v2/`: any authenticated caller (anonymous callers get the

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::{identify, source_of};
 use super::error::ApiError;
 use super::ApiState;
-use crate::auth::manage::{Actor, ManageError, UserUpdate};
+use crate::auth::{Actor, UserUpdate};
 use crate::auth::{Grant, Principal};
 use crate::metadata::{Action, AuditFilter, Role};
 use crate::oci::ErrorCode;
@@ -58,22 +58,6 @@ pub fn routes() -> Router<ApiState> {
         .route("/api/v1/tokens", get(list_tokens).post(create_token))
         .route("/api/v1/tokens/{id}", delete(delete_token))
         .route("/api/v1/audit", get(audit))
-}
-
-impl From<ManageError> for ApiError {
-    fn from(e: ManageError) -> ApiError {
-        let msg = e.to_string();
-        match e {
-            ManageError::Unauthenticated => ApiError::new(ErrorCode::Unauthorized, msg),
-            ManageError::Forbidden(_) => ApiError::new(ErrorCode::Denied, msg),
-            ManageError::NotFound(_) => ApiError::new(ErrorCode::NotFound, msg),
-            ManageError::Conflict(_) | ManageError::InUse(_) => {
-                ApiError::new(ErrorCode::Conflict, msg)
-            }
-            ManageError::Invalid(_) => ApiError::new(ErrorCode::InvalidRequest, msg),
-            ManageError::Metadata(m) => ApiError::from(crate::core::Error::Metadata(m)),
-        }
-    }
 }
 
 /// The caller, from Basic credentials or a bearer token.
@@ -153,7 +137,7 @@ async fn openapi() -> Response {
 }
 
 async fn list_users(State(s): State<ApiState>, a: Actor) -> Response {
-    finish(async { Ok(json(StatusCode::OK, &s.auth.list_users(&a).await?)) }.await)
+    finish(async { Ok(json(StatusCode::OK, &s.auth.accounts.list_users(&a).await?)) }.await)
 }
 
 #[derive(Deserialize)]
@@ -174,6 +158,7 @@ async fn create_user(
         async {
             let view = s
                 .auth
+                .accounts
                 .create_user(&a, &u.name, &u.password, u.admin)
                 .await?;
             Ok(json(StatusCode::CREATED, &view))
@@ -192,7 +177,7 @@ async fn update_user(
         async {
             Ok(json(
                 StatusCode::OK,
-                &s.auth.update_user(&a, &name, &update).await?,
+                &s.auth.accounts.update_user(&a, &name, &update).await?,
             ))
         }
         .await,
@@ -202,7 +187,7 @@ async fn update_user(
 async fn delete_user(State(s): State<ApiState>, Path(name): Path<String>, a: Actor) -> Response {
     finish(
         async {
-            s.auth.delete_user(&a, &name).await?;
+            s.auth.accounts.delete_user(&a, &name).await?;
             Ok(done())
         }
         .await,
@@ -210,7 +195,15 @@ async fn delete_user(State(s): State<ApiState>, Path(name): Path<String>, a: Act
 }
 
 async fn list_projects(State(s): State<ApiState>, a: Actor) -> Response {
-    finish(async { Ok(json(StatusCode::OK, &s.auth.list_projects(&a).await?)) }.await)
+    finish(
+        async {
+            Ok(json(
+                StatusCode::OK,
+                &s.auth.accounts.list_projects(&a).await?,
+            ))
+        }
+        .await,
+    )
 }
 
 #[derive(Deserialize)]
@@ -230,7 +223,10 @@ async fn create_project(
         async {
             Ok(json(
                 StatusCode::CREATED,
-                &s.auth.create_project(&a, &p.name, p.public).await?,
+                &s.auth
+                    .accounts
+                    .create_project(&a, &p.name, p.public)
+                    .await?,
             ))
         }
         .await,
@@ -238,7 +234,15 @@ async fn create_project(
 }
 
 async fn get_project(State(s): State<ApiState>, Path(name): Path<String>, a: Actor) -> Response {
-    finish(async { Ok(json(StatusCode::OK, &s.auth.get_project(&a, &name).await?)) }.await)
+    finish(
+        async {
+            Ok(json(
+                StatusCode::OK,
+                &s.auth.accounts.get_project(&a, &name).await?,
+            ))
+        }
+        .await,
+    )
 }
 
 #[derive(Deserialize)]
@@ -255,8 +259,14 @@ async fn update_project(
 ) -> Response {
     finish(
         async {
-            s.auth.set_project_public(&a, &name, u.public).await?;
-            Ok(json(StatusCode::OK, &s.auth.get_project(&a, &name).await?))
+            s.auth
+                .accounts
+                .set_project_public(&a, &name, u.public)
+                .await?;
+            Ok(json(
+                StatusCode::OK,
+                &s.auth.accounts.get_project(&a, &name).await?,
+            ))
         }
         .await,
     )
@@ -279,7 +289,7 @@ async fn delete_project(
         async {
             let q: DeleteProjectQuery = serde_urlencoded::from_str(uri.query().unwrap_or(""))
                 .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, format!("bad query: {e}")))?;
-            s.auth.delete_project(&a, &name, q.force).await?;
+            s.auth.accounts.delete_project(&a, &name, q.force).await?;
             // Cached manifests of its repositories must not outlive them.
             s.registry.forget_cached();
             Ok(done())
@@ -291,7 +301,7 @@ async fn delete_project(
 async fn members(State(s): State<ApiState>, Path(name): Path<String>, a: Actor) -> Response {
     finish(
         async {
-            let members = s.auth.members(&a, &name).await?;
+            let members = s.auth.accounts.members(&a, &name).await?;
             let view: Vec<_> = members
                 .into_iter()
                 .map(|m| serde_json::json!({"user": m.user, "role": m.role}))
@@ -316,7 +326,7 @@ async fn set_member(
 ) -> Response {
     finish(
         async {
-            s.auth.set_member(&a, &name, &user, m.role).await?;
+            s.auth.accounts.set_member(&a, &name, &user, m.role).await?;
             Ok(done())
         }
         .await,
@@ -330,7 +340,7 @@ async fn remove_member(
 ) -> Response {
     finish(
         async {
-            s.auth.remove_member(&a, &name, &user).await?;
+            s.auth.accounts.remove_member(&a, &name, &user).await?;
             Ok(done())
         }
         .await,
@@ -338,7 +348,15 @@ async fn remove_member(
 }
 
 async fn list_robots(State(s): State<ApiState>, Path(name): Path<String>, a: Actor) -> Response {
-    finish(async { Ok(json(StatusCode::OK, &s.auth.list_robots(&a, &name).await?)) }.await)
+    finish(
+        async {
+            Ok(json(
+                StatusCode::OK,
+                &s.auth.accounts.list_robots(&a, &name).await?,
+            ))
+        }
+        .await,
+    )
 }
 
 #[derive(Deserialize)]
@@ -360,6 +378,7 @@ async fn create_robot(
         async {
             let created = s
                 .auth
+                .accounts
                 .create_robot(&a, &name, &r.name, r.actions, r.expires_at)
                 .await?;
             Ok(json(StatusCode::CREATED, &created))
@@ -375,7 +394,7 @@ async fn delete_robot(
 ) -> Response {
     finish(
         async {
-            s.auth.delete_robot(&a, &name, &robot).await?;
+            s.auth.accounts.delete_robot(&a, &name, &robot).await?;
             Ok(done())
         }
         .await,
@@ -383,7 +402,15 @@ async fn delete_robot(
 }
 
 async fn list_tokens(State(s): State<ApiState>, a: Actor) -> Response {
-    finish(async { Ok(json(StatusCode::OK, &s.auth.list_tokens(&a).await?)) }.await)
+    finish(
+        async {
+            Ok(json(
+                StatusCode::OK,
+                &s.auth.accounts.list_tokens(&a).await?,
+            ))
+        }
+        .await,
+    )
 }
 
 #[derive(Deserialize)]
@@ -403,7 +430,10 @@ async fn create_token(
         async {
             Ok(json(
                 StatusCode::CREATED,
-                &s.auth.create_token(&a, &t.name, t.expires_at).await?,
+                &s.auth
+                    .accounts
+                    .create_token(&a, &t.name, t.expires_at)
+                    .await?,
             ))
         }
         .await,
@@ -413,7 +443,7 @@ async fn create_token(
 async fn delete_token(State(s): State<ApiState>, Path(id): Path<String>, a: Actor) -> Response {
     finish(
         async {
-            s.auth.delete_token(&a, &id).await?;
+            s.auth.accounts.delete_token(&a, &id).await?;
             Ok(done())
         }
         .await,
@@ -446,7 +476,10 @@ async fn audit(State(s): State<ApiState>, uri: Uri, a: Actor) -> Response {
                 before_id: q.before,
                 limit: q.limit.unwrap_or(100).min(1000),
             };
-            Ok(json(StatusCode::OK, &s.auth.audit_log(&a, &filter).await?))
+            Ok(json(
+                StatusCode::OK,
+                &s.auth.accounts.audit_log(&a, &filter).await?,
+            ))
         }
         .await,
     )

@@ -26,7 +26,7 @@ use axum::Router;
 pub use endpoint::Endpoint;
 pub use error::{ApiError, InternalError};
 
-use crate::auth::AuthService;
+use crate::auth::Auth;
 use crate::core::Registry;
 use crate::oci::ErrorCode;
 use auth::Caller;
@@ -36,7 +36,7 @@ use auth::Caller;
 #[derive(Clone)]
 pub struct ApiState {
     pub registry: Arc<Registry>,
-    pub auth: Arc<AuthService>,
+    pub auth: Arc<Auth>,
     /// `https` when the listener speaks TLS: used in token realms.
     pub scheme: &'static str,
 }

@@ -58,6 +58,7 @@ async fn grant(
 ) -> Result<IssuedToken, ApiError> {
     state
         .auth
+        .authenticator
         .issue_token(who, parse_scopes(scopes), source)
         .await
         .map_err(|e| token_error(state, e))
@@ -76,6 +77,7 @@ pub async fn get_token(State(state): State<ApiState>, req: Request) -> Response 
         let who = match basic_credentials(&req.headers) {
             Some((user, secret)) => state
                 .auth
+                .authenticator
                 .login(&user, &secret, source)
                 .await
                 .map_err(|e| token_error(&state, e))?,
@@ -124,13 +126,13 @@ pub async fn post_token(State(state): State<ApiState>, req: Request) -> Response
                 let (Some(user), Some(password)) = (&form.username, &form.password) else {
                     return Err(bad_request("username and password are required".into()));
                 };
-                state.auth.login(user, password, source).await
+                state.auth.authenticator.login(user, password, source).await
             }
             "refresh_token" => {
                 let Some(token) = &form.refresh_token else {
                     return Err(bad_request("refresh_token is required".into()));
                 };
-                state.auth.redeem_refresh_token(token).await
+                state.auth.authenticator.redeem_refresh_token(token).await
             }
             other => return Err(bad_request(format!("unsupported grant_type {other:?}"))),
         }
@@ -149,6 +151,7 @@ pub async fn post_token(State(state): State<ApiState>, req: Request) -> Response
         } else if form.access_type.as_deref() == Some("offline") {
             body["refresh_token"] = json!(state
                 .auth
+                .authenticator
                 .issue_refresh_token(&who)
                 .await
                 .map_err(|e| token_error(&state, e))?);

@@ -30,12 +30,22 @@ pub use limiter::LoginLimiter;
 pub use password::{generate_secret, hash_password, verify_password};
 pub use token::{parse_scopes, Claims, ResourceActions, TokenError, TokenKeys};
 
+pub mod accounts;
 pub mod audit;
-pub mod manage;
+mod authenticator;
+mod authorizer;
+mod error;
 pub mod policy;
+mod refresh;
 mod service;
 mod settings;
+mod views;
 
+pub use accounts::Accounts;
+pub use authenticator::Authenticator;
+pub use authorizer::Authorizer;
+pub use error::AuthError;
 pub use policy::{Principal, ProjectFacts};
-pub use service::{AuthError, AuthService, Binding, Grant, IssuedToken, PAT_PREFIX, ROBOT_PREFIX};
+pub use service::{Auth, Binding, Grant, IssuedToken, PAT_PREFIX, ROBOT_PREFIX};
 pub use settings::{AuthConfig, AuthMode, ProjectCreation};
+pub use views::{Actor, Created, ProjectView, RobotView, TokenView, UserUpdate, UserView};

@@ -18,7 +18,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 pub use router::{router, AppState};
 
-use crate::auth::AuthService;
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::core::Registry;
 use crate::metadata::SqliteMetadata;
@@ -45,7 +45,7 @@ pub async fn open_state(config: &Config) -> anyhow::Result<AppState> {
     let registry = Registry::new(Arc::new(storage), metadata.clone(), config.core_settings());
     let browse = crate::core::Browser::new(metadata.clone(), metadata.clone());
     let ui = crate::ui::UiContext::open(dir, browse).context("opening the web UI's session key")?;
-    let auth = AuthService::open(metadata, &config.auth, dir)
+    let auth = Auth::open(metadata, &config.auth, dir)
         .await
         .context("setting up authentication")?;
     let tls_on = config.tls.self_signed || config.tls.cert_file.is_some();

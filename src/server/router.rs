@@ -20,7 +20,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::api::{self, ApiState, InternalError};
-use crate::auth::AuthService;
+use crate::auth::Auth;
 use crate::core::Registry;
 use crate::ui::{self, UiContext, UiState};
 
@@ -29,7 +29,7 @@ use crate::ui::{self, UiContext, UiState};
 #[derive(Clone)]
 pub struct AppState {
     pub registry: Arc<Registry>,
-    pub auth: Arc<AuthService>,
+    pub auth: Arc<Auth>,
     /// `https` when the listener speaks TLS: used in token realms.
     pub scheme: &'static str,
     /// The web UI's session key and read-only browse queries.

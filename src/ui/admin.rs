@@ -12,7 +12,7 @@ use super::templates;
 use super::view::layout;
 use super::UiState;
 use super::{now_ms, urlencode, UiError, Viewer};
-use crate::auth::manage::{ProjectView, UserUpdate, UserView};
+use crate::auth::{ProjectView, UserUpdate, UserView};
 use crate::metadata::AuditFilter;
 
 /// Users on one page of the administration page; the projects listed
@@ -43,6 +43,7 @@ pub async fn page(
 ) -> Result<Response, UiError> {
     let mut users = state
         .auth
+        .accounts
         .users_page(&viewer.actor, &q.users_after, USERS_PER_PAGE + 1)
         .await?;
     let more_users = users.len() > USERS_PER_PAGE as usize;
@@ -52,6 +53,7 @@ pub async fn page(
         .flatten();
     let mut projects = state
         .auth
+        .accounts
         .projects_page(&viewer.actor, "", PROJECTS_SHOWN + 1)
         .await?;
     let more_projects = projects.len() > PROJECTS_SHOWN as usize;
@@ -88,6 +90,7 @@ pub async fn create_user(
     viewer.check_csrf(&state, &form.csrf)?;
     state
         .auth
+        .accounts
         .create_user(
             &viewer.actor,
             form.name.trim(),
@@ -107,6 +110,7 @@ pub async fn create_project(
     let name = form.name.trim();
     state
         .auth
+        .accounts
         .create_project(&viewer.actor, name, form.public.is_some())
         .await?;
     Ok(Redirect::to(&format!("/ui/projects/{}", urlencode(name))).into_response())
@@ -138,6 +142,7 @@ pub async fn update_user(
     };
     state
         .auth
+        .accounts
         .update_user(&viewer.actor, &name, &update)
         .await?;
     Ok(Redirect::to("/ui/admin").into_response())
@@ -169,7 +174,11 @@ pub async fn audit(
         limit: 200,
         ..AuditFilter::default()
     };
-    let events = state.auth.audit_log(&viewer.actor, &filter).await?;
+    let events = state
+        .auth
+        .accounts
+        .audit_log(&viewer.actor, &filter)
+        .await?;
     let now = now_ms();
     let body = html! {
         h1 { "Audit log" }

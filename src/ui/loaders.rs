@@ -12,8 +12,8 @@ use super::image::{self, Doc};
 use super::templates;
 use super::UiState;
 use super::{now_ms, urlencode, ProjectForm, TagQuery, UiError, Viewer};
-use crate::auth::manage::{ProjectView, RobotView};
 use crate::auth::{AuthError, Principal};
+use crate::auth::{ProjectView, RobotView};
 use crate::metadata::{Action, Member, ProjectUsage, RepoSummary, Role, TagOrder, TagRow};
 use crate::oci::{Digest, Reference, RepoName, Tag};
 
@@ -32,7 +32,7 @@ pub async fn sign_in(
     password: &str,
     source: IpAddr,
 ) -> Result<String, (StatusCode, String)> {
-    match state.auth.login(user, password, source).await {
+    match state.auth.authenticator.login(user, password, source).await {
         Ok(Principal::User { name, .. }) => Ok(name),
         Ok(_) => Err((
             StatusCode::FORBIDDEN,
@@ -61,7 +61,11 @@ async fn actions(
     viewer: &Viewer,
     repo: &RepoName,
 ) -> Result<Vec<Action>, UiError> {
-    Ok(state.auth.actions_on(viewer.principal(), repo).await?)
+    Ok(state
+        .auth
+        .authorizer
+        .actions_on(viewer.principal(), repo)
+        .await?)
 }
 
 /// One page of the projects the viewer may see, with their usage.
@@ -76,6 +80,7 @@ pub struct Overview {
 pub async fn overview(state: &UiState, viewer: &Viewer, after: &str) -> Result<Overview, UiError> {
     let mut projects = state
         .auth
+        .accounts
         .projects_page(&viewer.actor, after, PROJECTS_PER_PAGE + 1)
         .await?;
     let more = projects.len() > PROJECTS_PER_PAGE as usize;
@@ -103,7 +108,7 @@ pub async fn search(state: &UiState, viewer: &Viewer, q: &str) -> Result<SearchR
     let mut found = Vec::new();
     if !q.is_empty() {
         // Filtered in the query: 100 matches the viewer may read.
-        let visible = state.auth.visible_to(viewer.principal());
+        let visible = state.auth.authorizer.visible_to(viewer.principal());
         found = state
             .ui
             .browse
@@ -138,7 +143,7 @@ pub async fn project(
     after: &str,
     created_robot: Option<(String, String)>,
 ) -> Result<ProjectPage, UiError> {
-    let project = state.auth.get_project(&viewer.actor, name).await?;
+    let project = state.auth.accounts.get_project(&viewer.actor, name).await?;
     let mut repos = state
         .ui
         .browse
@@ -147,8 +152,13 @@ pub async fn project(
     let more = repos.len() > REPOS_PER_PAGE as usize;
     repos.truncate(REPOS_PER_PAGE as usize);
     let next = more.then(|| repos.last().map(|r| r.name.clone())).flatten();
-    let members = state.auth.members(&viewer.actor, name).await.ok();
-    let robots = state.auth.list_robots(&viewer.actor, name).await.ok();
+    let members = state.auth.accounts.members(&viewer.actor, name).await.ok();
+    let robots = state
+        .auth
+        .accounts
+        .list_robots(&viewer.actor, name)
+        .await
+        .ok();
     Ok(ProjectPage {
         name: name.to_string(),
         public: project.public,
@@ -188,12 +198,17 @@ pub async fn project_action(
         "visibility" => {
             state
                 .auth
+                .accounts
                 .set_project_public(&viewer.actor, name, form.public.is_some())
                 .await?
         }
         "delete" => {
             // The confirmation names the repositories: they go too.
-            state.auth.delete_project(&viewer.actor, name, true).await?;
+            state
+                .auth
+                .accounts
+                .delete_project(&viewer.actor, name, true)
+                .await?;
             state.registry.forget_cached();
             return Ok(Redirect::to("/ui").into_response());
         }
@@ -204,18 +219,21 @@ pub async fn project_action(
                 .map_err(|e| UiError::BadRequest(e.to_string()))?;
             state
                 .auth
+                .accounts
                 .set_member(&viewer.actor, name, form.user.trim(), role)
                 .await?
         }
         "remove-member" => {
             state
                 .auth
+                .accounts
                 .remove_member(&viewer.actor, name, &form.user)
                 .await?
         }
         "revoke-robot" => {
             state
                 .auth
+                .accounts
                 .delete_robot(&viewer.actor, name, &form.robot)
                 .await?
         }
@@ -249,6 +267,7 @@ async fn create_robot(
     let expires_at = expiry(&form.expires_days)?;
     let created = state
         .auth
+        .accounts
         .create_robot(&viewer.actor, project, &form.name, actions, expires_at)
         .await?;
     Ok((created.item.name, created.secret))

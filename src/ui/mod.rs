@@ -6,8 +6,8 @@
 //! resolves the signed-in `Viewer`, checks the CSRF token of a form, calls
 //! one loader or service method in `pages`/`admin` and maps the result to a
 //! page, a redirect or a friendly error page. What a viewer may not see is
-//! neither listed nor reachable: pages ask `AuthService::actions_on` and the
-//! management service, whose refusals become 404 (existence hidden) or 403.
+//! neither listed nor reachable: pages ask `Authorizer::actions_on` and the
+//! accounts service, whose refusals become 404 (existence hidden) or 403.
 
 mod admin;
 mod format;
@@ -30,7 +30,7 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::Deserialize;
 
-use crate::auth::manage::ManageError;
+use crate::auth::AuthError;
 use crate::core::Browser;
 use crate::http::source_of;
 pub(crate) use crate::metadata::now_ms;
@@ -66,7 +66,7 @@ const JS: &str = include_str!("assets/ui.js");
 #[derive(Clone)]
 pub struct UiState {
     pub registry: Arc<crate::core::Registry>,
-    pub auth: Arc<crate::auth::AuthService>,
+    pub auth: Arc<crate::auth::Auth>,
     /// `https` when the listener speaks TLS.
     pub scheme: &'static str,
     pub ui: Arc<UiContext>,
@@ -148,25 +148,24 @@ pub enum UiError {
     Internal(String),
 }
 
-impl From<ManageError> for UiError {
-    fn from(e: ManageError) -> UiError {
+impl From<AuthError> for UiError {
+    fn from(e: AuthError) -> UiError {
         match e {
             // Existence is not revealed to those who may not see it.
-            ManageError::Unauthenticated | ManageError::NotFound(_) => {
-                UiError::NotFound(e.to_string())
-            }
-            ManageError::Forbidden(m) => UiError::Forbidden(m),
-            ManageError::Conflict(_) | ManageError::Invalid(_) | ManageError::InUse(_) => {
+            AuthError::Unauthenticated | AuthError::NotFound(_) => UiError::NotFound(e.to_string()),
+            AuthError::Forbidden(m) => UiError::Forbidden(m),
+            AuthError::Conflict(_) | AuthError::Invalid(_) | AuthError::InUse(_) => {
                 UiError::BadRequest(e.to_string())
             }
-            ManageError::Metadata(m) => UiError::Internal(m.to_string()),
+            AuthError::Metadata(m) => UiError::Internal(m.to_string()),
+            // Logins are answered by the login page itself; reaching here
+            // any other way is a fault.
+            AuthError::BadCredentials
+            | AuthError::RateLimited(_)
+            | AuthError::Busy(_)
+            | AuthError::InvalidToken(_)
+            | AuthError::Setup(_) => UiError::Internal(e.to_string()),
         }
-    }
-}
-
-impl From<crate::auth::AuthError> for UiError {
-    fn from(e: crate::auth::AuthError) -> UiError {
-        UiError::Internal(e.to_string())
     }
 }
 
@@ -319,7 +318,7 @@ async fn login(
     }
     match loaders::sign_in(&state, &form.username, &form.password, source).await {
         Ok(user) => {
-            let binding = match state.auth.binding_of(&user).await {
+            let binding = match state.auth.authenticator.binding_of(&user).await {
                 Ok(Some(binding)) => binding,
                 Ok(None) => {
                     return UiError::Internal(format!("account {user:?} vanished")).into_response()
@@ -397,6 +396,7 @@ async fn overview(
         // With no public project there is nothing to browse unsigned.
         if state
             .auth
+            .accounts
             .projects_page(&viewer.actor, "", 1)
             .await?
             .is_empty()

@@ -6,7 +6,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 
 use super::{now_ms, session, UiError, UiState};
-use crate::auth::manage::Actor;
+use crate::auth::Actor;
 use crate::auth::Principal;
 use crate::http::source_of;
 
@@ -116,6 +116,7 @@ impl FromRequestParts<UiState> for Viewer {
         // password or role change, a disable, or a deletion ends the session.
         let principal = state
             .auth
+            .authenticator
             .bound(&session.user, session.binding)
             .await?
             .filter(|p| matches!(p, Principal::User { .. }))

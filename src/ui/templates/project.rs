@@ -4,7 +4,7 @@
 use maud::{html, Markup};
 
 use super::{cursor_pager, repo_table};
-use crate::auth::manage::RobotView;
+use crate::auth::RobotView;
 use crate::metadata::{Member, Role};
 use crate::ui::format::when;
 use crate::ui::loaders::ProjectPage;

@@ -1,10 +1,9 @@
-//! Management of accounts, projects, members, robots and personal access
-//! tokens, with the permission rule of each operation and its audit event.
-//! Both the `/api/v1` handlers and the CLI call these.
+//! The accounts service: users, projects, members, robots and personal
+//! access tokens, with the permission rule of each operation and its audit
+//! event, and the audit log's queries. The `/api/v1` handlers, the UI and
+//! the CLI call it.
 
-use std::net::IpAddr;
-
-use serde::Serialize;
+use std::sync::Arc;
 
 use super::password::{generate_secret, hash_password};
 
@@ -16,123 +15,27 @@ async fn slow_hash(secret: &str) -> String {
         Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
 }
+use super::audit::AuditSink;
+use super::authenticator::Authenticator;
+use super::authorizer::Authorizer;
+use super::error::{AuthError, Result};
 use super::policy::Principal;
-use super::service::{format_pat, AuthService, ROBOT_PREFIX};
+use super::service::{format_pat, ROBOT_PREFIX};
+use super::views::{Actor, Created, ProjectView, RobotView, TokenView, UserUpdate, UserView};
 use super::ProjectCreation;
+use super::{AuthConfig, AuthMode};
 use crate::metadata::now_ms;
 use crate::metadata::{
-    Action, AuditEvent, AuditFilter, MetadataError, NewRobot, Project, ProjectDeletion, Role, User,
-    Visible,
+    AccessMetadata, Action, AuditEvent, AuditFilter, MetadataError, NewRobot, Project,
+    ProjectDeletion, Role, Visible,
 };
-
-#[derive(Debug, thiserror::Error)]
-pub enum ManageError {
-    #[error("authentication required")]
-    Unauthenticated,
-    #[error("{0}")]
-    Forbidden(String),
-    #[error("{0} not found")]
-    NotFound(String),
-    #[error("{0} already exists")]
-    Conflict(String),
-    #[error("{0}")]
-    Invalid(String),
-    /// Refused while something still depends on it (409).
-    #[error("{0}")]
-    InUse(String),
-    #[error(transparent)]
-    Metadata(MetadataError),
-}
-
-impl From<MetadataError> for ManageError {
-    fn from(e: MetadataError) -> Self {
-        match e {
-            MetadataError::Duplicate(what) => ManageError::Conflict(what),
-            MetadataError::NotFound(what) => ManageError::NotFound(what),
-            other => ManageError::Metadata(other),
-        }
-    }
-}
-
-pub type Result<T, E = ManageError> = std::result::Result<T, E>;
-
-/// Who asks, from where: every operation is checked and audited against it.
-#[derive(Debug, Clone)]
-pub struct Actor {
-    pub principal: Principal,
-    pub source: Option<IpAddr>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct UserView {
-    pub name: String,
-    pub admin: bool,
-    pub disabled: bool,
-    pub created_at: i64,
-}
-
-impl From<User> for UserView {
-    fn from(u: User) -> Self {
-        UserView {
-            name: u.name,
-            admin: u.admin,
-            disabled: u.disabled,
-            created_at: u.created_at,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ProjectView {
-    pub name: String,
-    pub public: bool,
-    pub created_at: i64,
-    /// The caller's role, if a member.
-    pub role: Option<Role>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct RobotView {
-    pub name: String,
-    pub project: String,
-    pub actions: Vec<Action>,
-    pub expires_at: Option<i64>,
-    pub created_by: String,
-    pub created_at: i64,
-    pub disabled: bool,
-}
-
-/// A freshly made secret (robot or token): shown once, never stored plain.
-#[derive(Debug, Clone, Serialize)]
-pub struct Created<T> {
-    #[serde(flatten)]
-    pub item: T,
-    pub secret: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct TokenView {
-    pub id: String,
-    pub name: String,
-    pub expires_at: Option<i64>,
-    pub created_at: i64,
-    pub last_used_at: Option<i64>,
-}
-
-/// Changes to a user; `None` leaves a field alone.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserUpdate {
-    pub password: Option<String>,
-    pub admin: Option<bool>,
-    pub disabled: Option<bool>,
-}
+use crate::oci::RepoName;
 
 const MIN_PASSWORD: usize = 8;
 
 fn check_password(p: &str) -> Result<()> {
     if p.chars().count() < MIN_PASSWORD {
-        return Err(ManageError::Invalid(format!(
+        return Err(AuthError::Invalid(format!(
             "passwords need at least {MIN_PASSWORD} characters"
         )));
     }
@@ -143,27 +46,79 @@ fn check_password(p: &str) -> Result<()> {
 fn check_name(kind: &str, name: &str) -> Result<()> {
     match name.parse::<crate::oci::RepoName>() {
         Ok(n) if !n.as_str().contains('/') => Ok(()),
-        _ => Err(ManageError::Invalid(format!(
+        _ => Err(AuthError::Invalid(format!(
             "invalid {kind} name {name:?}: use lowercase letters, digits and . _ -"
         ))),
     }
 }
 
-impl AuthService {
+pub struct Accounts {
+    metadata: Arc<dyn AccessMetadata>,
+    enabled: bool,
+    creation: ProjectCreation,
+    audit: AuditSink,
+    /// Told of every change, which may alter who may do what.
+    authorizer: Arc<Authorizer>,
+    /// Told to forget remembered logins of changed accounts.
+    authenticator: Arc<Authenticator>,
+}
+
+impl Accounts {
+    pub(super) fn new(
+        metadata: Arc<dyn AccessMetadata>,
+        config: &AuthConfig,
+        audit: AuditSink,
+        authorizer: Arc<Authorizer>,
+        authenticator: Arc<Authenticator>,
+    ) -> Accounts {
+        Accounts {
+            metadata,
+            enabled: config.mode == AuthMode::Token,
+            creation: config.project_creation,
+            audit,
+            authorizer,
+            authenticator,
+        }
+    }
+
+    /// Creates the project of `repo` on a first push, owned by the pusher:
+    /// the step the `/v2` layer takes after authorization allowed the push
+    /// (authorization itself never creates anything).
+    pub async fn ensure_project(&self, repo: &RepoName, owner: &str) -> Result<()> {
+        if !self.enabled {
+            return Ok(());
+        }
+        if self.authorizer.saw_project(repo.project(), owner)
+            || self.metadata.get_project(repo.project()).await?.is_some()
+        {
+            return Ok(());
+        }
+        self.authorizer.forget_projects();
+        let owner = (owner != "anonymous" && !owner.starts_with(ROBOT_PREFIX)).then_some(owner);
+        match self
+            .metadata
+            .create_project(repo.project(), false, owner)
+            .await
+        {
+            Ok(_) | Err(MetadataError::Duplicate(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     fn require_user<'a>(&self, actor: &'a Actor) -> Result<(&'a str, bool)> {
         match &actor.principal {
             Principal::User { name, admin } => Ok((name, *admin)),
-            Principal::Robot { .. } => Err(ManageError::Forbidden(
+            Principal::Robot { .. } => Err(AuthError::Forbidden(
                 "robot accounts cannot manage the registry".into(),
             )),
-            Principal::Anonymous => Err(ManageError::Unauthenticated),
+            Principal::Anonymous => Err(AuthError::Unauthenticated),
         }
     }
 
     fn require_admin(&self, actor: &Actor) -> Result<()> {
         match self.require_user(actor)? {
             (_, true) => Ok(()),
-            _ => Err(ManageError::Forbidden(
+            _ => Err(AuthError::Forbidden(
                 "only system administrators may do this".into(),
             )),
         }
@@ -172,23 +127,23 @@ impl AuthService {
     /// System admins and the project's admins manage a project.
     async fn require_project_admin(&self, actor: &Actor, project: &str) -> Result<Project> {
         let (name, admin) = self.require_user(actor)?;
-        let found = self.metadata().get_project(project).await?;
-        let role = self.metadata().role_of(project, name).await?;
+        let found = self.metadata.get_project(project).await?;
+        let role = self.metadata.role_of(project, name).await?;
         match found {
             Some(p) if admin || role == Some(Role::Admin) => Ok(p),
             // Members and strangers of a private project learn nothing more.
-            _ if admin => Err(ManageError::NotFound(format!("project {project:?}"))),
-            Some(p) if p.public || role.is_some() => Err(ManageError::Forbidden(format!(
+            _ if admin => Err(AuthError::NotFound(format!("project {project:?}"))),
+            Some(p) if p.public || role.is_some() => Err(AuthError::Forbidden(format!(
                 "only admins of {project:?} may do this"
             ))),
-            _ => Err(ManageError::NotFound(format!("project {project:?}"))),
+            _ => Err(AuthError::NotFound(format!("project {project:?}"))),
         }
     }
 
     fn audit_change(&self, actor: &Actor, action: &str, detail: String) {
         // Any change may alter who may do what: decide afresh.
-        self.forget_projects();
-        self.audit().record(super::audit::event(
+        self.authorizer.forget_projects();
+        self.audit.record(super::audit::event(
             actor.principal.name(),
             actor.source,
             action,
@@ -201,7 +156,7 @@ impl AuthService {
 
     pub async fn list_users(&self, actor: &Actor) -> Result<Vec<UserView>> {
         self.require_admin(actor)?;
-        let users = self.metadata().list_users().await?;
+        let users = self.metadata.list_users().await?;
         Ok(users.into_iter().map(UserView::from).collect())
     }
 
@@ -213,7 +168,7 @@ impl AuthService {
         limit: u32,
     ) -> Result<Vec<UserView>> {
         self.require_admin(actor)?;
-        let users = self.metadata().users_page(after, limit).await?;
+        let users = self.metadata.users_page(after, limit).await?;
         Ok(users.into_iter().map(UserView::from).collect())
     }
 
@@ -228,7 +183,7 @@ impl AuthService {
         check_name("user", name)?;
         check_password(password)?;
         let user = self
-            .metadata()
+            .metadata
             .create_user(name, &slow_hash(password).await, admin)
             .await?;
         self.audit_change(actor, "user.create", format!("{name} admin={admin}"));
@@ -245,12 +200,12 @@ impl AuthService {
         let (me, admin) = self.require_user(actor)?;
         let self_service = me == name && update.admin.is_none() && update.disabled.is_none();
         if !admin && !self_service {
-            return Err(ManageError::Forbidden(
+            return Err(AuthError::Forbidden(
                 "only system administrators may do this".into(),
             ));
         }
-        let m = self.metadata();
-        let missing = || ManageError::NotFound(format!("user {name:?}"));
+        let m = &self.metadata;
+        let missing = || AuthError::NotFound(format!("user {name:?}"));
         if let Some(p) = &update.password {
             check_password(p)?;
             m.set_password(name, &slow_hash(p).await)
@@ -270,7 +225,7 @@ impl AuthService {
                 .then_some(())
                 .ok_or_else(missing)?;
         }
-        self.forget(name);
+        self.authenticator.forget(name);
         let changed: Vec<&str> = [
             update.password.as_ref().map(|_| "password"),
             update.admin.map(|_| "admin"),
@@ -293,14 +248,14 @@ impl AuthService {
     pub async fn delete_user(&self, actor: &Actor, name: &str) -> Result<()> {
         self.require_admin(actor)?;
         if actor.principal.name() == name {
-            return Err(ManageError::Invalid(
+            return Err(AuthError::Invalid(
                 "you cannot delete your own account".into(),
             ));
         }
-        if !self.metadata().delete_user(name).await? {
-            return Err(ManageError::NotFound(format!("user {name:?}")));
+        if !self.metadata.delete_user(name).await? {
+            return Err(AuthError::NotFound(format!("user {name:?}")));
         }
-        self.forget(name);
+        self.authenticator.forget(name);
         self.audit_change(actor, "user.delete", name.to_string());
         Ok(())
     }
@@ -345,7 +300,7 @@ impl AuthService {
             ),
         };
         let page = self
-            .metadata()
+            .metadata
             .projects_page(&visible, user, after, limit)
             .await?;
         Ok(page
@@ -360,7 +315,7 @@ impl AuthService {
     }
 
     pub async fn get_project(&self, actor: &Actor, name: &str) -> Result<ProjectView> {
-        let m = self.metadata();
+        let m = &self.metadata;
         let role = match &actor.principal {
             Principal::User { name: me, .. } => m.role_of(name, me).await?,
             _ => None,
@@ -379,8 +334,8 @@ impl AuthService {
             }),
             // Anonymous callers see public projects only; anything else asks
             // them to sign in rather than saying whether it exists.
-            _ if actor.principal == Principal::Anonymous => Err(ManageError::Unauthenticated),
-            _ => Err(ManageError::NotFound(format!("project {name:?}"))),
+            _ if actor.principal == Principal::Anonymous => Err(AuthError::Unauthenticated),
+            _ => Err(AuthError::NotFound(format!("project {name:?}"))),
         }
     }
 
@@ -392,8 +347,8 @@ impl AuthService {
         public: bool,
     ) -> Result<ProjectView> {
         let (me, admin) = self.require_user(actor)?;
-        if !admin && self.config().project_creation == ProjectCreation::Admins {
-            return Err(ManageError::Forbidden(
+        if !admin && self.creation == ProjectCreation::Admins {
+            return Err(AuthError::Forbidden(
                 "only system administrators may create projects".into(),
             ));
         }
@@ -420,7 +375,7 @@ impl AuthService {
         owner: Option<&str>,
     ) -> Result<ProjectView> {
         check_name("project", name)?;
-        let p = self.metadata().create_project(name, public, owner).await?;
+        let p = self.metadata.create_project(name, public, owner).await?;
         self.audit_change(actor, "project.create", format!("{name} public={public}"));
         Ok(ProjectView {
             name: p.name,
@@ -432,7 +387,7 @@ impl AuthService {
 
     pub async fn set_project_public(&self, actor: &Actor, name: &str, public: bool) -> Result<()> {
         self.require_project_admin(actor, name).await?;
-        self.metadata().set_public(name, public).await?;
+        self.metadata.set_public(name, public).await?;
         self.audit_change(actor, "project.update", format!("{name} public={public}"));
         Ok(())
     }
@@ -443,7 +398,7 @@ impl AuthService {
     /// Returns how many repositories went.
     pub async fn delete_project(&self, actor: &Actor, name: &str, force: bool) -> Result<u64> {
         self.require_project_admin(actor, name).await?;
-        match self.metadata().delete_project(name, force).await? {
+        match self.metadata.delete_project(name, force).await? {
             ProjectDeletion::Deleted { repositories } => {
                 self.audit_change(
                     actor,
@@ -452,8 +407,8 @@ impl AuthService {
                 );
                 Ok(repositories)
             }
-            ProjectDeletion::NotFound => Err(ManageError::NotFound(format!("project {name:?}"))),
-            ProjectDeletion::NotEmpty { repositories } => Err(ManageError::InUse(format!(
+            ProjectDeletion::NotFound => Err(AuthError::NotFound(format!("project {name:?}"))),
+            ProjectDeletion::NotEmpty { repositories } => Err(AuthError::InUse(format!(
                 "project {name:?} still holds {repositories} {}: delete the repositories first, or \
                  force the deletion (`--force`, `?force=true`) to delete them with it",
                 if repositories == 1 { "repository" } else { "repositories" }
@@ -468,15 +423,15 @@ impl AuthService {
         project: &str,
     ) -> Result<Vec<crate::metadata::Member>> {
         if actor.principal == Principal::Anonymous {
-            return Err(ManageError::Unauthenticated);
+            return Err(AuthError::Unauthenticated);
         }
         let view = self.get_project(actor, project).await?;
         if view.role.is_none() && !actor.principal.is_admin() {
-            return Err(ManageError::Forbidden(format!(
+            return Err(AuthError::Forbidden(format!(
                 "only members of {project:?} may see its members"
             )));
         }
-        Ok(self.metadata().members(project).await?)
+        Ok(self.metadata.members(project).await?)
     }
 
     pub async fn set_member(
@@ -487,15 +442,15 @@ impl AuthService {
         role: Role,
     ) -> Result<()> {
         self.require_project_admin(actor, project).await?;
-        self.metadata().set_member(project, user, role).await?;
+        self.metadata.set_member(project, user, role).await?;
         self.audit_change(actor, "member.set", format!("{project}: {user}={role}"));
         Ok(())
     }
 
     pub async fn remove_member(&self, actor: &Actor, project: &str, user: &str) -> Result<()> {
         self.require_project_admin(actor, project).await?;
-        if !self.metadata().remove_member(project, user).await? {
-            return Err(ManageError::NotFound(format!(
+        if !self.metadata.remove_member(project, user).await? {
+            return Err(AuthError::NotFound(format!(
                 "member {user:?} of {project:?}"
             )));
         }
@@ -505,7 +460,7 @@ impl AuthService {
 
     pub async fn list_robots(&self, actor: &Actor, project: &str) -> Result<Vec<RobotView>> {
         self.require_project_admin(actor, project).await?;
-        let robots = self.metadata().list_robots(Some(project)).await?;
+        let robots = self.metadata.list_robots(Some(project)).await?;
         Ok(robots.into_iter().map(robot_view).collect())
     }
 
@@ -521,16 +476,16 @@ impl AuthService {
         self.require_project_admin(actor, project).await?;
         check_name("robot", name)?;
         if actions.is_empty() {
-            return Err(ManageError::Invalid(
+            return Err(AuthError::Invalid(
                 "a robot needs at least one action".into(),
             ));
         }
         if expires_at.is_some_and(|t| t <= now_ms()) {
-            return Err(ManageError::Invalid("expiry is in the past".into()));
+            return Err(AuthError::Invalid("expiry is in the past".into()));
         }
         let secret = generate_secret("");
         let robot = self
-            .metadata()
+            .metadata
             .create_robot(&NewRobot {
                 name: format!("{ROBOT_PREFIX}{project}+{name}"),
                 secret_hash: slow_hash(&secret).await,
@@ -549,22 +504,20 @@ impl AuthService {
 
     pub async fn delete_robot(&self, actor: &Actor, project: &str, robot: &str) -> Result<()> {
         self.require_project_admin(actor, project).await?;
-        let found = self.metadata().get_robot(robot).await?;
-        if found.is_none_or(|r| r.project != project)
-            || !self.metadata().delete_robot(robot).await?
-        {
-            return Err(ManageError::NotFound(format!(
+        let found = self.metadata.get_robot(robot).await?;
+        if found.is_none_or(|r| r.project != project) || !self.metadata.delete_robot(robot).await? {
+            return Err(AuthError::NotFound(format!(
                 "robot {robot:?} of {project:?}"
             )));
         }
-        self.forget(robot);
+        self.authenticator.forget(robot);
         self.audit_change(actor, "robot.delete", robot.to_string());
         Ok(())
     }
 
     pub async fn list_tokens(&self, actor: &Actor) -> Result<Vec<TokenView>> {
         let (me, _) = self.require_user(actor)?;
-        let tokens = self.metadata().access_tokens_of(me).await?;
+        let tokens = self.metadata.access_tokens_of(me).await?;
         Ok(tokens
             .into_iter()
             .map(|t| TokenView {
@@ -586,11 +539,11 @@ impl AuthService {
     ) -> Result<Created<TokenView>> {
         let (me, _) = self.require_user(actor)?;
         if name.trim().is_empty() {
-            return Err(ManageError::Invalid("a token needs a name".into()));
+            return Err(AuthError::Invalid("a token needs a name".into()));
         }
         let random = generate_secret("");
         let t = self
-            .metadata()
+            .metadata
             .create_access_token(me, name, &slow_hash(&random).await, expires_at)
             .await?;
         self.audit_change(actor, "token.create", format!("{me}: {name}"));
@@ -608,18 +561,18 @@ impl AuthService {
 
     pub async fn delete_token(&self, actor: &Actor, id: &str) -> Result<()> {
         let (me, _) = self.require_user(actor)?;
-        if !self.metadata().delete_access_token(me, id).await? {
-            return Err(ManageError::NotFound(format!("token {id:?}")));
+        if !self.metadata.delete_access_token(me, id).await? {
+            return Err(AuthError::NotFound(format!("token {id:?}")));
         }
-        self.forget(me);
+        self.authenticator.forget(me);
         self.audit_change(actor, "token.delete", format!("{me}: {id}"));
         Ok(())
     }
 
     pub async fn audit_log(&self, actor: &Actor, filter: &AuditFilter) -> Result<Vec<AuditEvent>> {
         self.require_admin(actor)?;
-        self.audit().flush().await;
-        Ok(self.metadata().query(filter).await?)
+        self.audit.flush().await;
+        Ok(self.metadata.query(filter).await?)
     }
 }
 
