@@ -28,26 +28,15 @@ use bytes::Bytes;
 use http::Method;
 
 use crate::data::{BlobSpec, Pool, ReqBody};
+use crate::framework::{
+    digest_of, fig, mb_s, run_concurrent, size_label, sync_disks, Better, Ctx, FigureSpec, Params,
+    State,
+};
 use crate::http::{basic_authorization, drain, header, new_client, parse_base, read_body, Target};
 use crate::registry::{pull_blob, push_monolithic, push_small, put_manifest, sha256_digest};
 use crate::server::{
     cpu_seconds, log_tail, random_hex, start_berth, start_distribution, ForeignLoad,
 };
-use crate::workloads::{
-    digest_of, fig, mb_s, run_concurrent, size_label, sync_disks, Better, Ctx, FigureSpec, Params,
-    State,
-};
-
-/// How to start registries besides the two the run started.
-pub struct Launch {
-    /// `None` when berth was given by `--berth-url`.
-    pub berth_bin: Option<PathBuf>,
-    pub dist_bin: PathBuf,
-    pub tmp_dir: PathBuf,
-    /// PIDs of the run's two registries (idle meanwhile; counted as ours, not as
-    /// other load).
-    pub pids: Vec<u32>,
-}
 
 const USER: &str = "bench";
 const PROJECT: &str = "authbench";

@@ -21,10 +21,10 @@ use bytes::Bytes;
 use http::Method;
 
 use crate::data::ReqBody;
+use crate::framework::{fig, median, run_concurrent, Better, Ctx, FigureSpec, Params, State};
 use crate::http::{basic_authorization, header, new_client, parse_base, read_body, Target};
 use crate::registry::{manifest, push_image_blobs, put_manifest};
 use crate::server::{log_tail, random_hex, start_berth_with, BerthAuth};
-use crate::workloads::{fig, median, run_concurrent, Better, Ctx, FigureSpec, Params, State};
 
 const REPO: &str = "uibench/app";
 pub const SESSION_COOKIE: &str = "berth_session";

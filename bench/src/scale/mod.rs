@@ -34,6 +34,7 @@ use bytes::Bytes;
 use http::Method;
 
 use crate::data::{BlobSpec, ReqBody};
+use crate::framework::{digest_of, median, run_concurrent, sync_disks, Ctx};
 use crate::http::{
     basic_authorization, drain, header, new_client, next_link, parse_base, read_body, Target,
 };
@@ -44,7 +45,6 @@ use crate::server::{
     log_tail, proc_status_kib, random_hex, start_berth_with, start_distribution, BerthAuth,
     ForeignLoad, Server,
 };
-use crate::workloads::{digest_of, median, run_concurrent, sync_disks, Ctx};
 
 mod grow;
 mod measure;

@@ -41,7 +41,7 @@ impl ScaleReport {
             let _ = write!(out, "{label:<width$}  {:<12}", r.registry);
             for c in &r.cells {
                 let cell = match c {
-                    Ok(v) => crate::fmt_value(*v),
+                    Ok(v) => crate::framework::fmt_value(*v),
                     Err(_) => "FAILED".into(),
                 };
                 let _ = write!(out, "  {cell:>10}");
@@ -87,8 +87,8 @@ impl ScaleReport {
                 out,
                 "target: creation per repository at the last step no slower than Distribution's: \
                  berth {} ms, distribution {} ms: {}",
-                crate::fmt_value(b),
-                crate::fmt_value(d),
+                crate::framework::fmt_value(b),
+                crate::framework::fmt_value(d),
                 if b <= d { "met" } else { "missed" }
             );
         }
