@@ -15,6 +15,7 @@ mod scale;
 mod server;
 mod side;
 mod ui;
+mod webui;
 mod workloads;
 
 use std::path::PathBuf;

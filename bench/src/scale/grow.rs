@@ -123,7 +123,7 @@ async fn bootstrap_berth(s: &mut Side, t: &Target, admin_password: &str) -> Resu
     };
     let session = within(
         "UI login",
-        crate::ui::login(&browser, "admin", admin_password),
+        crate::webui::login(&browser, "admin", admin_password),
     )
     .await
     .context("signing in to the UI")?;
@@ -133,7 +133,7 @@ async fn bootstrap_berth(s: &mut Side, t: &Target, admin_password: &str) -> Resu
             ..t.clone()
         },
         service,
-        cookie: format!("{}={session}", crate::ui::SESSION_COOKIE),
+        cookie: format!("{}={session}", crate::webui::SESSION_COOKIE),
     });
 
     Ok(())

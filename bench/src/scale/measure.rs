@@ -333,7 +333,7 @@ async fn measure_ui_pages(s: &mut Side, sh: &mut Shared, n: usize, v: &mut Vals)
         let r = sample(w, ns, |_| {
             let (t, url, cookie) = (&browser, &url, &b.cookie);
             async move {
-                let (body, dur) = crate::ui::get_page(t, url, cookie).await?;
+                let (body, dur) = crate::webui::get_page(t, url, cookie).await?;
                 let html = String::from_utf8_lossy(&body);
                 check_ui(m, url, &html, projects, in_p0000, n)?;
                 Ok(dur)
