@@ -28,26 +28,15 @@ use bytes::Bytes;
 use http::Method;
 
 use crate::data::{BlobSpec, Pool, ReqBody};
+use crate::framework::{
+    digest_of, fig, mb_s, run_concurrent, size_label, sync_disks, Better, Ctx, FigureSpec, Params,
+    State,
+};
 use crate::http::{basic_authorization, drain, header, new_client, parse_base, read_body, Target};
 use crate::registry::{pull_blob, push_monolithic, push_small, put_manifest, sha256_digest};
 use crate::server::{
     cpu_seconds, log_tail, random_hex, start_berth, start_distribution, ForeignLoad,
 };
-use crate::workloads::{
-    digest_of, fig, mb_s, run_concurrent, size_label, sync_disks, Better, Ctx, FigureSpec, Params,
-    State,
-};
-
-/// How to start registries besides the two the run started.
-pub struct Launch {
-    /// `None` when berth was given by `--berth-url`.
-    pub berth_bin: Option<PathBuf>,
-    pub dist_bin: PathBuf,
-    pub tmp_dir: PathBuf,
-    /// PIDs of the run's two registries (idle meanwhile; counted as ours, not as
-    /// other load).
-    pub pids: Vec<u32>,
-}
 
 const USER: &str = "bench";
 const PROJECT: &str = "authbench";
@@ -357,46 +346,7 @@ async fn one_side(
         client: new_client(),
         authorization: htpasswd.map(|(_, pw)| basic_authorization(USER, pw)),
     };
-    let result = async {
-        let start = Instant::now();
-        get_v2(&t).await.context("login")?;
-        let login = start.elapsed().as_secs_f64();
-        let first_head = create_project(&t, mode)
-            .await
-            .context("creating the project")?;
-
-        sync_disks().await;
-        let mut pids = l.pids.clone();
-        pids.push(server.pid);
-        let load = ForeignLoad::start(pids);
-        let cpu0 = cpu_seconds(t.pid);
-        let start = Instant::now();
-        push_all(ctx, &t, images).await?;
-        let push = start.elapsed().as_secs_f64();
-        let start = Instant::now();
-        pull_all(ctx, &t, images).await?;
-        let pull = start.elapsed().as_secs_f64();
-        let server_cpu = cpu_seconds(t.pid).zip(cpu0).map(|(b, a)| b - a);
-        let foreign_cores = load.cores();
-
-        // Untimed: one config and one big layer pulled again and hashed.
-        let img = &images[0];
-        for blob in [img.blobs()[0].clone(), img.blobs().pop().expect("a layer")] {
-            pull_blob(&t, &img.repo, blob.digest(), blob.len(), true).await?;
-        }
-        if let Some((_, pw)) = htpasswd {
-            check_enforced(&t, img, pw).await?;
-        }
-        Ok::<_, anyhow::Error>(Timing {
-            first_head,
-            login,
-            push,
-            pull,
-            server_cpu,
-            foreign_cores,
-        })
-    }
-    .await;
+    let result = timed_session(ctx, &t, server.pid, images, htpasswd, mode).await;
     let result = match result {
         Ok(tm) => Ok(tm),
         Err(e) => {
@@ -420,6 +370,56 @@ async fn one_side(
         mb_s(total, tm.pull)
     );
     Ok(tm)
+}
+
+/// Login, then the timed push and pull of `images` into `t` (a registry of its own
+/// at `server_pid`), and the untimed checks of the data and of the credentials.
+async fn timed_session(
+    ctx: &Ctx,
+    t: &Target,
+    server_pid: u32,
+    images: &Arc<Vec<Image>>,
+    htpasswd: Option<(&Path, &str)>,
+    mode: &str,
+) -> Result<Timing> {
+    let l = &ctx.launch;
+    let start = Instant::now();
+    get_v2(t).await.context("login")?;
+    let login = start.elapsed().as_secs_f64();
+    let first_head = create_project(t, mode)
+        .await
+        .context("creating the project")?;
+
+    sync_disks().await;
+    let mut pids = l.pids.clone();
+    pids.push(server_pid);
+    let load = ForeignLoad::start(pids);
+    let cpu0 = cpu_seconds(t.pid);
+    let start = Instant::now();
+    push_all(ctx, t, images).await?;
+    let push = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    pull_all(ctx, t, images).await?;
+    let pull = start.elapsed().as_secs_f64();
+    let server_cpu = cpu_seconds(t.pid).zip(cpu0).map(|(b, a)| b - a);
+    let foreign_cores = load.cores();
+
+    // Untimed: one config and one big layer pulled again and hashed.
+    let img = &images[0];
+    for blob in [img.blobs()[0].clone(), img.blobs().pop().expect("a layer")] {
+        pull_blob(t, &img.repo, blob.digest(), blob.len(), true).await?;
+    }
+    if let Some((_, pw)) = htpasswd {
+        check_enforced(t, img, pw).await?;
+    }
+    Ok(Timing {
+        first_head,
+        login,
+        push,
+        pull,
+        server_cpu,
+        foreign_cores,
+    })
 }
 
 /// Untimed: creates the project (on berth, the first push into `authbench/...`
@@ -500,33 +500,7 @@ pub async fn run(ctx: &Ctx, t: &Target, st: &mut State) -> Result<Vec<f64>> {
         (a, b)
     };
 
-    let fmt = |v: Option<f64>| v.map_or("?".to_string(), |v| format!("{v:.2}"));
-    st.notes.push((
-        "auth: server CPU over push+pull (s), no auth / with Basic".into(),
-        format!("{} / {}", fmt(plain.server_cpu), fmt(basic.server_cpu)),
-    ));
-    st.notes.push((
-        "auth: CPU used meanwhile by other processes and kernel threads, in cores, no auth / with Basic"
-            .into(),
-        format!("{} / {}", fmt(plain.foreign_cores), fmt(basic.foreign_cores)),
-    ));
-    for (mode, tm) in [("no auth", &plain), ("with Basic", &basic)] {
-        if tm.first_head != 404 && st.round == 0 {
-            st.notes.push((
-                format!(
-                    "auth, {mode}: HEAD /v2/{PROJECT}/setup/blobs/<digest> before the \
-                     first push created the project (expected 404; containerd aborts \
-                     a push on anything else)"
-                ),
-                tm.first_head.to_string(),
-            ));
-        }
-        if let Some(c) = tm.foreign_cores.filter(|c| *c >= 0.15) {
-            eprintln!(
-                "[{name}] warning: other processes kept {c:.2} cores busy during auth, {mode}"
-            );
-        }
-    }
+    note_sides(st, name, &plain, &basic);
 
     let total = data_bytes(&ctx.p);
     let ratio = |with: f64, without: f64| with / without;
@@ -544,4 +518,36 @@ pub async fn run(ctx: &Ctx, t: &Target, st: &mut State) -> Result<Vec<f64>> {
             plain.login + plain.push + plain.pull,
         ),
     ])
+}
+
+/// Notes the server CPU and the other load of both sides, and an unexpected
+/// first HEAD; warns when other processes were busy.
+fn note_sides(st: &mut State, name: &str, plain: &Timing, basic: &Timing) {
+    let fmt = |v: Option<f64>| v.map_or("?".to_string(), |v| format!("{v:.2}"));
+    st.notes.push((
+        "auth: server CPU over push+pull (s), no auth / with Basic".into(),
+        format!("{} / {}", fmt(plain.server_cpu), fmt(basic.server_cpu)),
+    ));
+    st.notes.push((
+        "auth: CPU used meanwhile by other processes and kernel threads, in cores, no auth / with Basic"
+            .into(),
+        format!("{} / {}", fmt(plain.foreign_cores), fmt(basic.foreign_cores)),
+    ));
+    for (mode, tm) in [("no auth", plain), ("with Basic", basic)] {
+        if tm.first_head != 404 && st.round == 0 {
+            st.notes.push((
+                format!(
+                    "auth, {mode}: HEAD /v2/{PROJECT}/setup/blobs/<digest> before the \
+                     first push created the project (expected 404; containerd aborts \
+                     a push on anything else)"
+                ),
+                tm.first_head.to_string(),
+            ));
+        }
+        if let Some(c) = tm.foreign_cores.filter(|c| *c >= 0.15) {
+            eprintln!(
+                "[{name}] warning: other processes kept {c:.2} cores busy during auth, {mode}"
+            );
+        }
+    }
 }

@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::Result;
 use sha2::{Digest as _, Sha256};
 
-use crate::workloads::median;
+use crate::framework::median;
 
 const BUF: usize = 1 << 20;
 /// Each ceiling is the median of this many measurements.

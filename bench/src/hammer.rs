@@ -102,6 +102,30 @@ async fn load(
 ) -> Result<(u64, Histogram<u64>)> {
     let spec = Arc::new(spec);
     let host = addr.to_string();
+    let senders = connect_all(addr, conns).await?;
+    let mut tasks = Vec::with_capacity(conns);
+    for sender in senders {
+        let spec = spec.clone();
+        let host = host.clone();
+        tasks.push(tokio::spawn(async move {
+            keep_sending(sender, &spec, &host, measure_start, end).await
+        }));
+    }
+
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
+    let mut requests = 0;
+    for task in tasks {
+        let (n, h) = task.await??;
+        requests += n;
+        hist.add(&h)?;
+    }
+    Ok((requests, hist))
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+
+/// Opens `conns` HTTP/1.1 connections to `addr` (no Nagle delay).
+async fn connect_all(addr: SocketAddr, conns: usize) -> Result<Vec<Sender>> {
     let mut senders = Vec::with_capacity(conns);
     for _ in 0..conns {
         let stream = tokio::net::TcpStream::connect(addr)
@@ -114,79 +138,81 @@ async fn load(
         });
         senders.push(sender);
     }
+    Ok(senders)
+}
 
-    let mut tasks = Vec::with_capacity(conns);
-    for mut sender in senders {
-        let spec = spec.clone();
-        let host = host.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut hist = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
-            let mut n = 0u64;
-            loop {
-                let t0 = Instant::now();
-                if t0 >= end {
-                    break;
-                }
-                let mut b = Request::builder()
-                    .method(spec.method.clone())
-                    .uri(spec.path.as_str())
-                    .header("host", host.as_str());
-                if let Some(a) = spec.accept {
-                    b = b.header("accept", a);
-                }
-                let req = b.body(Empty::<Bytes>::new())?;
-                sender.ready().await.context("connection closed")?;
-                let resp = sender
-                    .send_request(req)
-                    .await
-                    .with_context(|| format!("{} {}", spec.method, spec.path))?;
-                let status = resp.status();
-                let cl = resp
-                    .headers()
-                    .get("content-length")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok());
-                let body = resp.into_body().collect().await?.to_bytes();
-                if status != 200 {
-                    bail!(
-                        "{} {}: expected status 200, got {status}: {}",
-                        spec.method,
-                        spec.path,
-                        String::from_utf8_lossy(&body[..body.len().min(600)])
-                    );
-                }
-                if let Some(want) = spec.content_length {
-                    ensure!(
-                        cl == Some(want),
-                        "{} {}: Content-Length {cl:?}, expected {want}",
-                        spec.method,
-                        spec.path
-                    );
-                }
-                ensure!(
-                    body.len() as u64 == spec.body_len,
-                    "{} {}: body of {} bytes, expected {}",
-                    spec.method,
-                    spec.path,
-                    body.len(),
-                    spec.body_len
-                );
-                if t0 >= measure_start {
-                    let us = t0.elapsed().as_micros().max(1) as u64;
-                    hist.saturating_record(us);
-                    n += 1;
-                }
-            }
-            anyhow::Ok((n, hist))
-        }));
-    }
-
+/// Sends `spec` on one connection, one request after the other, until `end`;
+/// the requests started after `measure_start`, and their latencies (µs).
+async fn keep_sending(
+    mut sender: Sender,
+    spec: &HammerSpec,
+    host: &str,
+    measure_start: Instant,
+    end: Instant,
+) -> Result<(u64, Histogram<u64>)> {
     let mut hist = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
-    let mut requests = 0;
-    for task in tasks {
-        let (n, h) = task.await??;
-        requests += n;
-        hist.add(&h)?;
+    let mut n = 0u64;
+    loop {
+        let t0 = Instant::now();
+        if t0 >= end {
+            break;
+        }
+        send_checked(&mut sender, spec, host).await?;
+        if t0 >= measure_start {
+            let us = t0.elapsed().as_micros().max(1) as u64;
+            hist.saturating_record(us);
+            n += 1;
+        }
     }
-    Ok((requests, hist))
+    anyhow::Ok((n, hist))
+}
+
+/// One request of `spec`, its whole response read and checked: status 200, the
+/// expected Content-Length and body length.
+async fn send_checked(sender: &mut Sender, spec: &HammerSpec, host: &str) -> Result<()> {
+    let mut b = Request::builder()
+        .method(spec.method.clone())
+        .uri(spec.path.as_str())
+        .header("host", host);
+    if let Some(a) = spec.accept {
+        b = b.header("accept", a);
+    }
+    let req = b.body(Empty::<Bytes>::new())?;
+    sender.ready().await.context("connection closed")?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .with_context(|| format!("{} {}", spec.method, spec.path))?;
+    let status = resp.status();
+    let cl = resp
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let body = resp.into_body().collect().await?.to_bytes();
+    if status != 200 {
+        bail!(
+            "{} {}: expected status 200, got {status}: {}",
+            spec.method,
+            spec.path,
+            String::from_utf8_lossy(&body[..body.len().min(600)])
+        );
+    }
+    if let Some(want) = spec.content_length {
+        ensure!(
+            cl == Some(want),
+            "{} {}: Content-Length {cl:?}, expected {want}",
+            spec.method,
+            spec.path
+        );
+    }
+    ensure!(
+        body.len() as u64 == spec.body_len,
+        "{} {}: body of {} bytes, expected {}",
+        spec.method,
+        spec.path,
+        body.len(),
+        spec.body_len
+    );
+    Ok(())
 }

@@ -97,38 +97,45 @@ pub(super) async fn bootstrap(
         .await?;
     }
     if is_berth {
-        let viewer_password = random_hex(12)?;
-        within("create user", create_user(&t, VIEWER, &viewer_password)).await?;
-        within(
-            "add member",
-            api_post(
-                &t,
-                &format!("/api/v1/projects/{SEEN}/members/{VIEWER}"),
-                serde_json::json!({ "role": "guest" }),
-                204,
-            ),
-        )
-        .await?;
-        let service = within("GET /v2/", token_service(&t)).await?;
-        let browser = Target {
-            authorization: None,
-            ..t.clone()
-        };
-        let session = within(
-            "UI login",
-            crate::ui::login(&browser, "admin", admin_password),
-        )
-        .await
-        .context("signing in to the UI")?;
-        s.berth = Some(BerthSide {
-            viewer: Target {
-                authorization: Some(basic_authorization(VIEWER, &viewer_password)),
-                ..t.clone()
-            },
-            service,
-            cookie: format!("{}={session}", crate::ui::SESSION_COOKIE),
-        });
+        bootstrap_berth(s, &t, admin_password).await?;
     }
+    Ok(())
+}
+
+/// On berth: the viewer, a guest of `seen`, and the admin's UI session.
+async fn bootstrap_berth(s: &mut Side, t: &Target, admin_password: &str) -> Result<()> {
+    let viewer_password = random_hex(12)?;
+    within("create user", create_user(t, VIEWER, &viewer_password)).await?;
+    within(
+        "add member",
+        api_post(
+            t,
+            &format!("/api/v1/projects/{SEEN}/members/{VIEWER}"),
+            serde_json::json!({ "role": "guest" }),
+            204,
+        ),
+    )
+    .await?;
+    let service = within("GET /v2/", token_service(t)).await?;
+    let browser = Target {
+        authorization: None,
+        ..t.clone()
+    };
+    let session = within(
+        "UI login",
+        crate::webui::login(&browser, "admin", admin_password),
+    )
+    .await
+    .context("signing in to the UI")?;
+    s.berth = Some(BerthSide {
+        viewer: Target {
+            authorization: Some(basic_authorization(VIEWER, &viewer_password)),
+            ..t.clone()
+        },
+        service,
+        cookie: format!("{}={session}", crate::webui::SESSION_COOKIE),
+    });
+
     Ok(())
 }
 
@@ -138,52 +145,85 @@ pub(super) async fn grow(s: &mut Side, sh: &mut Shared, n: usize, v: &mut Vals) 
     let t = s.admin.clone();
     let plan = sh.plan.clone();
     let img = sh.img.clone();
-    let label = fmt_count(n);
     let is_berth = s.name == "berth";
 
     if is_berth {
-        let t0 = Instant::now();
-        let (from, to) = (s.projects, projects_at(n));
-        let t2 = t.clone();
-        run_concurrent(to - from, PROJECT_CONC, move |j| {
-            let t = t2.clone();
-            async move {
-                within(
-                    "create project",
-                    create_project(&t, &project_name(from + j)),
-                )
-                .await
-            }
-        })
-        .await?;
-        s.projects = to;
-        // Enough users that every fresh-login sample has one of its own.
-        let (from, to) = (s.users, users_at(n).max(s.logins + WARMUP + sh.samples));
-        let t2 = t.clone();
-        run_concurrent(to.saturating_sub(from), USER_CONC, move |j| {
-            let t = t2.clone();
-            async move {
-                within(
-                    "create user",
-                    create_user(&t, &user_name(from + j), USER_PASSWORD),
-                )
-                .await
-            }
-        })
-        .await?;
-        s.users = to.max(from);
-        eprintln!(
-            "[{}] step {label}: {} projects, {} users ({:.1} s, untimed)",
-            s.name,
-            s.projects,
-            s.users,
-            t0.elapsed().as_secs_f64()
-        );
-        v.set(M::Projects, Ok((s.projects + FIXED_PROJECTS.len()) as f64));
-        v.set(M::Users, Ok((s.users + 2) as f64));
+        grow_berth_people(s, sh, n, v, &t).await?;
     }
+    let after = create_repos(s, &plan, &img, n, v).await?;
+    tag_big(s, &t, &img, n, v, after).await?;
+    if is_berth {
+        let (rows, lost) = top_up_audit(s, sh, n).await;
+        v.set(M::AuditRows, rows);
+        v.set(M::AuditLost, lost);
+    }
+    Ok(())
+}
 
-    // The new repositories, timed.
+/// On berth, untimed: the step's projects, and enough users that every
+/// fresh-login sample has one of its own.
+async fn grow_berth_people(
+    s: &mut Side,
+    sh: &Shared,
+    n: usize,
+    v: &mut Vals,
+    t: &Target,
+) -> Result<()> {
+    let label = fmt_count(n);
+    let t0 = Instant::now();
+    let (from, to) = (s.projects, projects_at(n));
+    let t2 = t.clone();
+    run_concurrent(to - from, PROJECT_CONC, move |j| {
+        let t = t2.clone();
+        async move {
+            within(
+                "create project",
+                create_project(&t, &project_name(from + j)),
+            )
+            .await
+        }
+    })
+    .await?;
+    s.projects = to;
+    // Enough users that every fresh-login sample has one of its own.
+    let (from, to) = (s.users, users_at(n).max(s.logins + WARMUP + sh.samples));
+    let t2 = t.clone();
+    run_concurrent(to.saturating_sub(from), USER_CONC, move |j| {
+        let t = t2.clone();
+        async move {
+            within(
+                "create user",
+                create_user(&t, &user_name(from + j), USER_PASSWORD),
+            )
+            .await
+        }
+    })
+    .await?;
+    s.users = to.max(from);
+    eprintln!(
+        "[{}] step {label}: {} projects, {} users ({:.1} s, untimed)",
+        s.name,
+        s.projects,
+        s.users,
+        t0.elapsed().as_secs_f64()
+    );
+    v.set(M::Projects, Ok((s.projects + FIXED_PROJECTS.len()) as f64));
+    v.set(M::Users, Ok((s.users + 2) as f64));
+
+    Ok(())
+}
+
+/// The step's new repositories, timed, and the disk they took; the data
+/// directory's size after them.
+async fn create_repos(
+    s: &mut Side,
+    plan: &Arc<Plan>,
+    img: &Arc<Image>,
+    n: usize,
+    v: &mut Vals,
+) -> Result<(u64, u64)> {
+    let t = s.admin.clone();
+    let label = fmt_count(n);
     let (from, to) = (s.repos, n);
     let before = disk(s).await?;
     sync_disks().await;
@@ -225,7 +265,20 @@ pub(super) async fn grow(s: &mut Side, sh: &mut Shared, n: usize, v: &mut Vals) 
         Ok((after.1 as f64 - before.1 as f64) / added),
     );
 
-    // The big repository's tags, untimed.
+    Ok(after)
+}
+
+/// The big repository's tags up to `n`, untimed, and the disk they took
+/// (from `after`, the size before them).
+async fn tag_big(
+    s: &mut Side,
+    t: &Target,
+    img: &Arc<Image>,
+    n: usize,
+    v: &mut Vals,
+    after: (u64, u64),
+) -> Result<()> {
+    let label = fmt_count(n);
     let (from, to) = (s.tags, n);
     let t0 = Instant::now();
     let (t2, img2) = (t.clone(), img.clone());
@@ -258,11 +311,6 @@ pub(super) async fn grow(s: &mut Side, sh: &mut Shared, n: usize, v: &mut Vals) 
     );
     v.set(M::Disk, Ok(tagged.0 as f64 / f64::from(1 << 20)));
 
-    if is_berth {
-        let (rows, lost) = top_up_audit(s, sh, n).await;
-        v.set(M::AuditRows, rows);
-        v.set(M::AuditLost, lost);
-    }
     Ok(())
 }
 
@@ -333,17 +381,7 @@ pub(super) async fn top_up_audit(s: &Side, sh: &mut Shared, n: usize) -> (Cell, 
             let get_secs = audit_gets(&t, &plan, s.repos, gets).await?;
             let expected = have + gets as i64;
             let waited = Instant::now();
-            let mut changed = Instant::now();
-            now = within("GET /api/v1/audit", audit_newest(&t)).await?;
-            while now < expected && waited.elapsed() < AUDIT_WAIT && changed.elapsed() < AUDIT_STALL
-            {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                let next = within("GET /api/v1/audit", audit_newest(&t)).await?;
-                if next != now {
-                    changed = Instant::now();
-                }
-                now = next;
-            }
+            now = wait_for_audit(&t, expected).await?;
             let rate = gets as f64 / get_secs.max(1e-9);
             eprintln!(
                 "[{}] step {}: {gets} manifest GETs at {AUDIT_CONNS} conns in {get_secs:.1} s \
@@ -372,20 +410,7 @@ pub(super) async fn top_up_audit(s: &Side, sh: &mut Shared, n: usize) -> (Cell, 
     }
     .await;
     if !losses.is_empty() {
-        let logged = logged_unwritten(&s.server.log).map_or_else(
-            || "no unwritten_total in its log".to_string(),
-            |u| {
-                format!(
-                    "its log says \"audit events not written: the audit queue and its \
-                     overflow are full\", one ERROR line per event, up to unwritten_total={u}"
-                )
-            },
-        );
-        sh.note(format!(
-            "berth, step {}: {}; {logged}",
-            fmt_count(n),
-            losses.join("; then ")
-        ));
+        note_losses(s, sh, n, &losses);
     }
     match r {
         Ok((now, lost)) => (Ok(now as f64), Ok(lost as f64)),
@@ -395,4 +420,39 @@ pub(super) async fn top_up_audit(s: &Side, sh: &mut Shared, n: usize) -> (Cell, 
             (Err(msg.clone()), Err(msg))
         }
     }
+}
+
+/// The audit log's newest event id once the writer has caught up to
+/// `expected`, written nothing for `AUDIT_STALL`, or `AUDIT_WAIT` passed.
+async fn wait_for_audit(t: &Target, expected: i64) -> Result<i64> {
+    let waited = Instant::now();
+    let mut changed = Instant::now();
+    let mut now = within("GET /api/v1/audit", audit_newest(t)).await?;
+    while now < expected && waited.elapsed() < AUDIT_WAIT && changed.elapsed() < AUDIT_STALL {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let next = within("GET /api/v1/audit", audit_newest(t)).await?;
+        if next != now {
+            changed = Instant::now();
+        }
+        now = next;
+    }
+    Ok(now)
+}
+
+/// Notes the step's lost audit events, with berth's own count from its log.
+fn note_losses(s: &Side, sh: &mut Shared, n: usize, losses: &[String]) {
+    let logged = logged_unwritten(&s.server.log).map_or_else(
+        || "no unwritten_total in its log".to_string(),
+        |u| {
+            format!(
+                "its log says \"audit events not written: the audit queue and its \
+                 overflow are full\", one ERROR line per event, up to unwritten_total={u}"
+            )
+        },
+    );
+    sh.note(format!(
+        "berth, step {}: {}; {logged}",
+        fmt_count(n),
+        losses.join("; then ")
+    ));
 }

@@ -19,12 +19,19 @@ pub(super) async fn measure_registry(
     n: usize,
     v: &mut Vals,
 ) {
-    let t = s.admin.clone();
-    let img = sh.img.clone();
-    let (w, ns) = (WARMUP, sh.samples);
-    let is_berth = s.name == "berth";
-    let who = s.name;
+    measure_push(s, sh, k, n, v).await;
+    measure_manifest_get(s, sh, n, v).await;
+    measure_blob_head(s, sh, n, v).await;
+    measure_tags_page(s, sh, k, n, v).await;
+    measure_catalog_admin(s, sh, n, v).await;
+}
 
+/// A push of a new image into a fresh repository per sample.
+async fn measure_push(s: &mut Side, sh: &mut Shared, k: usize, n: usize, v: &mut Vals) {
+    let t = s.admin.clone();
+    let (w, ns) = (WARMUP, sh.samples);
+    let who = s.name;
+    let img = sh.img.clone();
     // 1. Push of a new image: a fresh repository per sample.
     let base = s.pushes;
     let r = sample(w, ns, |j| {
@@ -41,7 +48,14 @@ pub(super) async fn measure_registry(
     .await;
     s.pushes += w + ns;
     sh.record(who, n, v, M::Push, r);
+}
 
+/// A manifest GET on the first repository.
+async fn measure_manifest_get(s: &mut Side, sh: &mut Shared, n: usize, v: &mut Vals) {
+    let t = s.admin.clone();
+    let (w, ns) = (WARMUP, sh.samples);
+    let who = s.name;
+    let img = sh.img.clone();
     // 2. Manifest GET and blob HEAD on the first repository.
     let repo0 = sh.plan.repo_name(0);
     let want = manifest(&img, "repo-0");
@@ -71,6 +85,15 @@ pub(super) async fn measure_registry(
     })
     .await;
     sh.record(who, n, v, M::ManifestGet, r);
+}
+
+/// A blob HEAD (the shared layer) on the first repository.
+async fn measure_blob_head(s: &mut Side, sh: &mut Shared, n: usize, v: &mut Vals) {
+    let t = s.admin.clone();
+    let (w, ns) = (WARMUP, sh.samples);
+    let who = s.name;
+    let img = sh.img.clone();
+    let repo0 = sh.plan.repo_name(0);
     let url = format!("/v2/{repo0}/blobs/{}", img.layer_digest);
     let r = sample(w, ns, |_| {
         let (t, url) = (&t, &url);
@@ -91,7 +114,14 @@ pub(super) async fn measure_registry(
     })
     .await;
     sh.record(who, n, v, M::BlobHead, r);
+}
 
+/// The big repository's first tags page.
+async fn measure_tags_page(s: &mut Side, sh: &mut Shared, k: usize, n: usize, v: &mut Vals) {
+    let t = s.admin.clone();
+    let (w, ns) = (WARMUP, sh.samples);
+    let who = s.name;
+    let is_berth = s.name == "berth";
     // 3. The big repository's first tags page.
     let url = format!("/v2/{BIG}/tags/list?n={PAGE}");
     let want: Vec<String> = (0..PAGE.min(n)).map(tag_name).collect();
@@ -144,7 +174,13 @@ pub(super) async fn measure_registry(
         ));
     }
     sh.record(who, n, v, M::TagsPage, r);
+}
 
+/// The first catalog page, as admin.
+async fn measure_catalog_admin(s: &mut Side, sh: &mut Shared, n: usize, v: &mut Vals) {
+    let t = s.admin.clone();
+    let (w, ns) = (WARMUP, sh.samples);
+    let who = s.name;
     // 4. The first catalog page, as admin and as the viewer.
     let url = format!("/v2/_catalog?n={PAGE}");
     let total = s.repos + SEEN_REPOS + FIXED_REPOS + s.pushes;
@@ -181,10 +217,19 @@ pub(super) async fn measure_registry(
 /// What only berth has: the catalog as a user who sees 10 repositories, the
 /// UI pages' server time, fresh logins.
 pub(super) async fn measure_berth(s: &mut Side, sh: &mut Shared, n: usize, v: &mut Vals) {
+    if s.berth.is_none() {
+        return;
+    }
+    measure_viewer_catalog(s, sh, n, v).await;
+    measure_logins(s, sh, n, v).await;
+    measure_ui_pages(s, sh, n, v).await;
+}
+
+/// The first catalog page as the viewer, who sees the 10 repositories of `seen`.
+async fn measure_viewer_catalog(s: &mut Side, sh: &mut Shared, n: usize, v: &mut Vals) {
     let Some(b) = &s.berth else {
         return;
     };
-    let t = s.admin.clone();
     let (w, ns) = (WARMUP, sh.samples);
     let who = s.name;
     let url = format!("/v2/_catalog?n={PAGE}");
@@ -214,7 +259,16 @@ pub(super) async fn measure_berth(s: &mut Side, sh: &mut Shared, n: usize, v: &m
         Err(e) => v.set(M::ViewerEntries, Err(format!("{e:#}"))),
     }
     sh.record(who, n, v, M::CatalogViewer, r);
+}
 
+/// Fresh logins: a user that never logged in before, per sample.
+async fn measure_logins(s: &mut Side, sh: &mut Shared, n: usize, v: &mut Vals) {
+    let Some(b) = &s.berth else {
+        return;
+    };
+    let t = s.admin.clone();
+    let (w, ns) = (WARMUP, sh.samples);
+    let who = s.name;
     // 5. Fresh logins: a user that never logged in before, per sample.
     let base = s.logins;
     let url = format!(
@@ -252,7 +306,16 @@ pub(super) async fn measure_berth(s: &mut Side, sh: &mut Shared, n: usize, v: &m
     .await;
     s.logins += w + ns;
     sh.record(who, n, v, M::Login, r);
+}
 
+/// The UI pages' server time, signed in as admin.
+async fn measure_ui_pages(s: &mut Side, sh: &mut Shared, n: usize, v: &mut Vals) {
+    let Some(b) = &s.berth else {
+        return;
+    };
+    let t = s.admin.clone();
+    let (w, ns) = (WARMUP, sh.samples);
+    let who = s.name;
     // 6. UI pages, the server's time, signed in as admin.
     let browser = Target {
         authorization: None,
@@ -270,7 +333,7 @@ pub(super) async fn measure_berth(s: &mut Side, sh: &mut Shared, n: usize, v: &m
         let r = sample(w, ns, |_| {
             let (t, url, cookie) = (&browser, &url, &b.cookie);
             async move {
-                let (body, dur) = crate::ui::get_page(t, url, cookie).await?;
+                let (body, dur) = crate::webui::get_page(t, url, cookie).await?;
                 let html = String::from_utf8_lossy(&body);
                 check_ui(m, url, &html, projects, in_p0000, n)?;
                 Ok(dur)

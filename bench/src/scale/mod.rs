@@ -34,6 +34,7 @@ use bytes::Bytes;
 use http::Method;
 
 use crate::data::{BlobSpec, ReqBody};
+use crate::framework::{digest_of, median, run_concurrent, sync_disks, Ctx};
 use crate::http::{
     basic_authorization, drain, header, new_client, next_link, parse_base, read_body, Target,
 };
@@ -44,18 +45,19 @@ use crate::server::{
     log_tail, proc_status_kib, random_hex, start_berth_with, start_distribution, BerthAuth,
     ForeignLoad, Server,
 };
-use crate::workloads::{digest_of, median, run_concurrent, sync_disks, Ctx};
 
 mod grow;
 mod measure;
 mod ops;
 mod report;
+mod steps;
 #[cfg(test)]
 mod tests;
 
 use grow::*;
 use measure::*;
 use ops::*;
+use steps::*;
 
 /// Bound on one operation (a request, or the few requests of one repository).
 const OP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -463,61 +465,14 @@ impl Shared {
 
 pub async fn run(ctx: &Ctx) -> Result<ScaleReport> {
     let started = Instant::now();
-    let steps = ctx.p.scale_steps.clone();
-    ensure!(!steps.is_empty(), "--scale-steps: give at least one step");
-    ensure!(
-        steps.windows(2).all(|w| w[0] < w[1]) && steps[0] >= 1,
-        "--scale-steps must be increasing and positive, got {steps:?}"
-    );
-    ensure!(
-        *steps.last().expect("a step") < 1_000_000,
-        "--scale-steps: at most 999,999 repositories (names are r000000...)"
-    );
-    ensure!(
-        ctx.p.scale_samples >= 1,
-        "--scale-samples must be at least 1"
-    );
-    let l = &ctx.launch;
-    let bin = l.berth_bin.as_ref().context(
+    let steps = checked_steps(&ctx.p)?;
+    let bin = ctx.launch.berth_bin.as_ref().context(
         "the scale workload starts a berth of its own: give --berth-bin, not --berth-url",
     )?;
 
     let password = random_hex(12)?;
-    eprintln!("scale: starting berth (auth on) and distribution (no auth) of its own");
-    let berth = start_berth_with(bin, &l.tmp_dir, BerthAuth::Admin(&password)).await?;
-    let dist = start_distribution(&l.dist_bin, &l.tmp_dir, None).await?;
-    let sources = [
-        format!(
-            "{} (started at {}, pid {}, auth.mode=token)",
-            bin.display(),
-            berth.base,
-            berth.pid
-        ),
-        format!(
-            "{} (started at {}, pid {}, no auth)",
-            l.dist_bin.display(),
-            dist.base,
-            dist.pid
-        ),
-    ];
-    let mut sides = [
-        side("berth", berth, Some(&password)).await?,
-        side("distribution", dist, None).await?,
-    ];
-
-    let layer = BlobSpec {
-        seed: 700_000,
-        len: LAYER_LEN,
-    };
-    let config = Bytes::from_static(
-        br#"{"architecture":"amd64","os":"linux","config":{"Labels":{"org.example.berth-bench":"scale"}},"rootfs":{"type":"layers","diff_ids":[]}}"#,
-    );
-    let img = Image {
-        config_digest: sha256_digest(&config),
-        config_len: config.len(),
-        layer_digest: digest_of(&ctx.pool, layer).await?,
-        layer_len: LAYER_LEN as usize,
-    };
+    let (mut sides, sources) = start_sides(ctx, bin, &password).await?;
+    let (config, layer, img) = shared_image(ctx).await?;
     let mut sh = Shared {
         plan: Arc::new(Plan {
             steps: steps.clone(),
@@ -535,73 +490,13 @@ pub async fn run(ctx: &Ctx) -> Result<ScaleReport> {
     // vals[side][step]
     let mut vals: [Vec<Vals>; 2] = Default::default();
     for (k, &n) in steps.iter().enumerate() {
-        eprintln!(
-            "== scale step {}/{}: {} repositories",
-            k + 1,
-            steps.len(),
-            fmt_count(n)
-        );
-        let mut pids = ctx.launch.pids.clone();
-        pids.extend(sides.iter().map(|s| s.server.pid));
-        let load = ForeignLoad::start(pids);
-        let step_start = Instant::now();
-        let mut step_vals = [Vals::new(), Vals::new()];
-        for (s, v) in sides.iter_mut().zip(step_vals.iter_mut()) {
-            if s.broken.is_none() {
-                let r = grow(s, &mut sh, n, v).await;
-                fail_side(s, &format!("growing to {n} repositories"), r).await;
-            }
-        }
-        // Distribution first: berth's slowest requests (at scale the UI
-        // overview) come last and cannot load the machine under others.
-        for (s, v) in sides.iter_mut().zip(step_vals.iter_mut()).rev() {
-            if s.broken.is_none() {
-                sync_disks().await;
-                let t0 = Instant::now();
-                measure(s, &mut sh, k, n, v).await;
-                eprintln!(
-                    "[{}] step {}: measured in {:.1} s",
-                    s.name,
-                    fmt_count(n),
-                    t0.elapsed().as_secs_f64()
-                );
-                check_alive(s).await;
-            }
-            let rss = proc_status_kib(s.server.pid, "VmHWM")
-                .map(|k| k as f64 / 1024.0)
-                .ok_or_else(|| format!("cannot read /proc/{}/status", s.server.pid));
-            v.set(M::Rss, rss);
-            if let Some(why) = &s.broken {
-                v.fail_all(why);
-            }
-        }
+        let step_vals = run_step(ctx, &mut sides, &mut sh, k, n).await;
         for (i, v) in step_vals.into_iter().enumerate() {
             vals[i].push(v);
         }
-        if let Some(cores) = load.cores() {
-            sh.notes.push(format!(
-                "step {} ({:.0} s): other processes and kernel threads kept {cores:.2} cores busy",
-                fmt_count(n),
-                step_start.elapsed().as_secs_f64()
-            ));
-        }
     }
 
-    let mut rows = Vec::new();
-    for (mi, m) in MEASURES.iter().enumerate() {
-        let (label, kind, in_dist) = m.spec();
-        for (i, s) in sides.iter().enumerate() {
-            if i == 1 && !in_dist {
-                continue;
-            }
-            rows.push(ScaleRow {
-                label,
-                registry: s.name,
-                kind,
-                cells: vals[i].iter().map(|v| v.0[mi].clone()).collect(),
-            });
-        }
-    }
+    let rows = rows_of(&sides, &vals);
     for s in sides {
         s.server.stop().await;
     }

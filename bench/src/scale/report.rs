@@ -19,6 +19,15 @@ impl ScaleReport {
     /// growth from the first step to the last.
     pub fn table(&self) -> String {
         let mut out = String::new();
+        self.write_rows(&mut out);
+        let _ = writeln!(out);
+        self.write_targets(&mut out);
+        self.write_footer(&mut out);
+        out
+    }
+
+    /// The header line and a line per row.
+    fn write_rows(&self, out: &mut String) {
         let width = self
             .rows
             .iter()
@@ -41,7 +50,7 @@ impl ScaleReport {
             let _ = write!(out, "{label:<width$}  {:<12}", r.registry);
             for c in &r.cells {
                 let cell = match c {
-                    Ok(v) => crate::fmt_value(*v),
+                    Ok(v) => crate::framework::fmt_value(*v),
                     Err(_) => "FAILED".into(),
                 };
                 let _ = write!(out, "  {cell:>10}");
@@ -50,7 +59,10 @@ impl ScaleReport {
             let mark = if r.missed() { " !" } else { "  " };
             let _ = writeln!(out, "  {growth:>7}{mark}");
         }
-        let _ = writeln!(out);
+    }
+
+    /// What growth means, and whether berth met its targets.
+    fn write_targets(&self, out: &mut String) {
         let (first, last) = (
             fmt_count(self.steps[0]),
             fmt_count(*self.steps.last().expect("a step")),
@@ -87,11 +99,15 @@ impl ScaleReport {
                 out,
                 "target: creation per repository at the last step no slower than Distribution's: \
                  berth {} ms, distribution {} ms: {}",
-                crate::fmt_value(b),
-                crate::fmt_value(d),
+                crate::framework::fmt_value(b),
+                crate::framework::fmt_value(d),
                 if b <= d { "met" } else { "missed" }
             );
         }
+    }
+
+    /// How the times were taken, the registries, the notes and the failures.
+    fn write_footer(&self, out: &mut String) {
         let _ = writeln!(
             out,
             "times: median of {} samples after {WARMUP} untimed, sequential, keep-alive; UI rows \
@@ -122,7 +138,6 @@ impl ScaleReport {
             }
         }
         let _ = writeln!(out, "scale workload done in {:.0} s", self.secs);
-        out
     }
 
     pub fn to_json(&self) -> serde_json::Value {

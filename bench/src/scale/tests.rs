@@ -1,9 +1,9 @@
 //! The scale workload's tests.
 
 use super::*;
-use crate::auth::Launch;
 use crate::data::Pool;
-use crate::workloads::Params;
+use crate::framework::Launch;
+use crate::framework::Params;
 
 /// `$BERTH_BIN`, else the workspace's `target/release/berth`, else
 /// `target/debug/berth` (as the conformance suite finds it).
