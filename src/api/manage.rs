@@ -125,10 +125,6 @@ fn done() -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
-fn finish(result: ApiResult) -> Response {
-    result.unwrap_or_else(IntoResponse::into_response)
-}
-
 async fn openapi() -> Response {
     Response::builder()
         .header(header::CONTENT_TYPE, "application/json")
@@ -136,8 +132,8 @@ async fn openapi() -> Response {
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-async fn list_users(State(s): State<ApiState>, a: Actor) -> Response {
-    finish(async { Ok(json(StatusCode::OK, &s.auth.accounts.list_users(&a).await?)) }.await)
+async fn list_users(State(s): State<ApiState>, a: Actor) -> ApiResult {
+    Ok(json(StatusCode::OK, &s.auth.accounts.list_users(&a).await?))
 }
 
 #[derive(Deserialize)]
@@ -153,18 +149,13 @@ async fn create_user(
     State(s): State<ApiState>,
     a: Actor,
     JsonBody(u): JsonBody<NewUser>,
-) -> Response {
-    finish(
-        async {
-            let view = s
-                .auth
-                .accounts
-                .create_user(&a, &u.name, &u.password, u.admin)
-                .await?;
-            Ok(json(StatusCode::CREATED, &view))
-        }
-        .await,
-    )
+) -> ApiResult {
+    let view = s
+        .auth
+        .accounts
+        .create_user(&a, &u.name, &u.password, u.admin)
+        .await?;
+    Ok(json(StatusCode::CREATED, &view))
 }
 
 async fn update_user(
@@ -172,38 +163,23 @@ async fn update_user(
     Path(name): Path<String>,
     a: Actor,
     JsonBody(update): JsonBody<UserUpdate>,
-) -> Response {
-    finish(
-        async {
-            Ok(json(
-                StatusCode::OK,
-                &s.auth.accounts.update_user(&a, &name, &update).await?,
-            ))
-        }
-        .await,
-    )
+) -> ApiResult {
+    Ok(json(
+        StatusCode::OK,
+        &s.auth.accounts.update_user(&a, &name, &update).await?,
+    ))
 }
 
-async fn delete_user(State(s): State<ApiState>, Path(name): Path<String>, a: Actor) -> Response {
-    finish(
-        async {
-            s.auth.accounts.delete_user(&a, &name).await?;
-            Ok(done())
-        }
-        .await,
-    )
+async fn delete_user(State(s): State<ApiState>, Path(name): Path<String>, a: Actor) -> ApiResult {
+    s.auth.accounts.delete_user(&a, &name).await?;
+    Ok(done())
 }
 
-async fn list_projects(State(s): State<ApiState>, a: Actor) -> Response {
-    finish(
-        async {
-            Ok(json(
-                StatusCode::OK,
-                &s.auth.accounts.list_projects(&a).await?,
-            ))
-        }
-        .await,
-    )
+async fn list_projects(State(s): State<ApiState>, a: Actor) -> ApiResult {
+    Ok(json(
+        StatusCode::OK,
+        &s.auth.accounts.list_projects(&a).await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -218,31 +194,21 @@ async fn create_project(
     State(s): State<ApiState>,
     a: Actor,
     JsonBody(p): JsonBody<NewProject>,
-) -> Response {
-    finish(
-        async {
-            Ok(json(
-                StatusCode::CREATED,
-                &s.auth
-                    .accounts
-                    .create_project(&a, &p.name, p.public)
-                    .await?,
-            ))
-        }
-        .await,
-    )
+) -> ApiResult {
+    Ok(json(
+        StatusCode::CREATED,
+        &s.auth
+            .accounts
+            .create_project(&a, &p.name, p.public)
+            .await?,
+    ))
 }
 
-async fn get_project(State(s): State<ApiState>, Path(name): Path<String>, a: Actor) -> Response {
-    finish(
-        async {
-            Ok(json(
-                StatusCode::OK,
-                &s.auth.accounts.get_project(&a, &name).await?,
-            ))
-        }
-        .await,
-    )
+async fn get_project(State(s): State<ApiState>, Path(name): Path<String>, a: Actor) -> ApiResult {
+    Ok(json(
+        StatusCode::OK,
+        &s.auth.accounts.get_project(&a, &name).await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -256,20 +222,15 @@ async fn update_project(
     Path(name): Path<String>,
     a: Actor,
     JsonBody(u): JsonBody<ProjectUpdate>,
-) -> Response {
-    finish(
-        async {
-            s.auth
-                .accounts
-                .set_project_public(&a, &name, u.public)
-                .await?;
-            Ok(json(
-                StatusCode::OK,
-                &s.auth.accounts.get_project(&a, &name).await?,
-            ))
-        }
-        .await,
-    )
+) -> ApiResult {
+    s.auth
+        .accounts
+        .set_project_public(&a, &name, u.public)
+        .await?;
+    Ok(json(
+        StatusCode::OK,
+        &s.auth.accounts.get_project(&a, &name).await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -284,32 +245,22 @@ async fn delete_project(
     Path(name): Path<String>,
     uri: Uri,
     a: Actor,
-) -> Response {
-    finish(
-        async {
-            let q: DeleteProjectQuery = serde_urlencoded::from_str(uri.query().unwrap_or(""))
-                .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, format!("bad query: {e}")))?;
-            s.auth.accounts.delete_project(&a, &name, q.force).await?;
-            // Cached manifests of its repositories must not outlive them.
-            s.registry.forget_cached();
-            Ok(done())
-        }
-        .await,
-    )
+) -> ApiResult {
+    let q: DeleteProjectQuery = serde_urlencoded::from_str(uri.query().unwrap_or(""))
+        .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, format!("bad query: {e}")))?;
+    s.auth.accounts.delete_project(&a, &name, q.force).await?;
+    // Cached manifests of its repositories must not outlive them.
+    s.registry.forget_cached();
+    Ok(done())
 }
 
-async fn members(State(s): State<ApiState>, Path(name): Path<String>, a: Actor) -> Response {
-    finish(
-        async {
-            let members = s.auth.accounts.members(&a, &name).await?;
-            let view: Vec<_> = members
-                .into_iter()
-                .map(|m| serde_json::json!({"user": m.user, "role": m.role}))
-                .collect();
-            Ok(json(StatusCode::OK, &view))
-        }
-        .await,
-    )
+async fn members(State(s): State<ApiState>, Path(name): Path<String>, a: Actor) -> ApiResult {
+    let members = s.auth.accounts.members(&a, &name).await?;
+    let view: Vec<_> = members
+        .into_iter()
+        .map(|m| serde_json::json!({"user": m.user, "role": m.role}))
+        .collect();
+    Ok(json(StatusCode::OK, &view))
 }
 
 #[derive(Deserialize)]
@@ -323,40 +274,25 @@ async fn set_member(
     Path((name, user)): Path<(String, String)>,
     a: Actor,
     JsonBody(m): JsonBody<MemberRole>,
-) -> Response {
-    finish(
-        async {
-            s.auth.accounts.set_member(&a, &name, &user, m.role).await?;
-            Ok(done())
-        }
-        .await,
-    )
+) -> ApiResult {
+    s.auth.accounts.set_member(&a, &name, &user, m.role).await?;
+    Ok(done())
 }
 
 async fn remove_member(
     State(s): State<ApiState>,
     Path((name, user)): Path<(String, String)>,
     a: Actor,
-) -> Response {
-    finish(
-        async {
-            s.auth.accounts.remove_member(&a, &name, &user).await?;
-            Ok(done())
-        }
-        .await,
-    )
+) -> ApiResult {
+    s.auth.accounts.remove_member(&a, &name, &user).await?;
+    Ok(done())
 }
 
-async fn list_robots(State(s): State<ApiState>, Path(name): Path<String>, a: Actor) -> Response {
-    finish(
-        async {
-            Ok(json(
-                StatusCode::OK,
-                &s.auth.accounts.list_robots(&a, &name).await?,
-            ))
-        }
-        .await,
-    )
+async fn list_robots(State(s): State<ApiState>, Path(name): Path<String>, a: Actor) -> ApiResult {
+    Ok(json(
+        StatusCode::OK,
+        &s.auth.accounts.list_robots(&a, &name).await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -373,44 +309,29 @@ async fn create_robot(
     Path(name): Path<String>,
     a: Actor,
     JsonBody(r): JsonBody<NewRobotRequest>,
-) -> Response {
-    finish(
-        async {
-            let created = s
-                .auth
-                .accounts
-                .create_robot(&a, &name, &r.name, r.actions, r.expires_at)
-                .await?;
-            Ok(json(StatusCode::CREATED, &created))
-        }
-        .await,
-    )
+) -> ApiResult {
+    let created = s
+        .auth
+        .accounts
+        .create_robot(&a, &name, &r.name, r.actions, r.expires_at)
+        .await?;
+    Ok(json(StatusCode::CREATED, &created))
 }
 
 async fn delete_robot(
     State(s): State<ApiState>,
     Path((name, robot)): Path<(String, String)>,
     a: Actor,
-) -> Response {
-    finish(
-        async {
-            s.auth.accounts.delete_robot(&a, &name, &robot).await?;
-            Ok(done())
-        }
-        .await,
-    )
+) -> ApiResult {
+    s.auth.accounts.delete_robot(&a, &name, &robot).await?;
+    Ok(done())
 }
 
-async fn list_tokens(State(s): State<ApiState>, a: Actor) -> Response {
-    finish(
-        async {
-            Ok(json(
-                StatusCode::OK,
-                &s.auth.accounts.list_tokens(&a).await?,
-            ))
-        }
-        .await,
-    )
+async fn list_tokens(State(s): State<ApiState>, a: Actor) -> ApiResult {
+    Ok(json(
+        StatusCode::OK,
+        &s.auth.accounts.list_tokens(&a).await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -425,29 +346,19 @@ async fn create_token(
     State(s): State<ApiState>,
     a: Actor,
     JsonBody(t): JsonBody<NewToken>,
-) -> Response {
-    finish(
-        async {
-            Ok(json(
-                StatusCode::CREATED,
-                &s.auth
-                    .accounts
-                    .create_token(&a, &t.name, t.expires_at)
-                    .await?,
-            ))
-        }
-        .await,
-    )
+) -> ApiResult {
+    Ok(json(
+        StatusCode::CREATED,
+        &s.auth
+            .accounts
+            .create_token(&a, &t.name, t.expires_at)
+            .await?,
+    ))
 }
 
-async fn delete_token(State(s): State<ApiState>, Path(id): Path<String>, a: Actor) -> Response {
-    finish(
-        async {
-            s.auth.accounts.delete_token(&a, &id).await?;
-            Ok(done())
-        }
-        .await,
-    )
+async fn delete_token(State(s): State<ApiState>, Path(id): Path<String>, a: Actor) -> ApiResult {
+    s.auth.accounts.delete_token(&a, &id).await?;
+    Ok(done())
 }
 
 #[derive(Deserialize)]
@@ -462,25 +373,20 @@ struct AuditQuery {
     limit: Option<u32>,
 }
 
-async fn audit(State(s): State<ApiState>, uri: Uri, a: Actor) -> Response {
-    finish(
-        async {
-            let q: AuditQuery = serde_urlencoded::from_str(uri.query().unwrap_or(""))
-                .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, format!("bad query: {e}")))?;
-            let filter = AuditFilter {
-                actor: q.actor,
-                action: q.action,
-                repository: q.repository,
-                since: q.since,
-                until: q.until,
-                before_id: q.before,
-                limit: q.limit.unwrap_or(100).min(1000),
-            };
-            Ok(json(
-                StatusCode::OK,
-                &s.auth.accounts.audit_log(&a, &filter).await?,
-            ))
-        }
-        .await,
-    )
+async fn audit(State(s): State<ApiState>, uri: Uri, a: Actor) -> ApiResult {
+    let q: AuditQuery = serde_urlencoded::from_str(uri.query().unwrap_or(""))
+        .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, format!("bad query: {e}")))?;
+    let filter = AuditFilter {
+        actor: q.actor,
+        action: q.action,
+        repository: q.repository,
+        since: q.since,
+        until: q.until,
+        before_id: q.before,
+        limit: q.limit.unwrap_or(100).min(1000),
+    };
+    Ok(json(
+        StatusCode::OK,
+        &s.auth.accounts.audit_log(&a, &filter).await?,
+    ))
 }
