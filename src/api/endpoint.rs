@@ -150,11 +150,11 @@ impl Endpoint {
         };
         match self {
             Catalog => Access::default(),
-            ListTags { repo } | Referrers { repo, .. } | HeadBlob { repo, .. } => Access {
-                required: required(repo, Action::Pull),
-                mount_from: None,
-            },
-            GetManifest { repo, .. } | GetBlob { repo, .. } => Access {
+            ListTags { repo }
+            | Referrers { repo, .. }
+            | HeadBlob { repo, .. }
+            | GetManifest { repo, .. }
+            | GetBlob { repo, .. } => Access {
                 required: required(repo, Action::Pull),
                 mount_from: None,
             },
