@@ -72,17 +72,8 @@ impl Registry {
             Reference::Tag(_) => Digest::sha256_of(&body),
         };
         let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
-        let immutable_rule = match reference {
-            Reference::Tag(tag) => self
-                .metadata
-                .project_policy(repo.project())
-                .await?
-                .immutable_rule(tag.as_str())
-                .map(str::to_owned),
-            Reference::Digest(_) => None,
-        };
         let manifest = NewManifest {
-            immutable_rule,
+            immutable_rule: self.immutable_rule(repo, reference).await?,
             repo: repo.clone(),
             digest: digest.clone(),
             media_type: parsed.media_type,
@@ -101,6 +92,20 @@ impl Registry {
         self.cache.invalidate();
         stored?;
         Ok(PutManifest { digest, subject })
+    }
+
+    /// The immutability rule of `repo`'s project that protects the tag
+    /// `reference` names, if any.
+    async fn immutable_rule(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Option<String>> {
+        let Reference::Tag(tag) = reference else {
+            return Ok(None);
+        };
+        let policy = self.metadata.project_policy(repo.project()).await?;
+        Ok(policy.immutable_rule(tag.as_str()).map(str::to_owned))
     }
 
     /// A manifest by tag or digest. `accept` lists the media types the client
