@@ -233,7 +233,18 @@ impl Worker for GarbageCollector {
             now_ms() - GC_LEASE.as_millis() as i64
         };
         self.schedule().await?;
-        match self.registry.perform_gc(&self.holder, stale_before).await? {
+        let done = self.registry.perform_gc(&self.holder, stale_before).await?;
+        if first && self.exclusive {
+            // A run that died left deletions half done: finish them now.
+            let recovered = self.registry.recover_gc().await?;
+            if recovered > 0 {
+                tracing::info!(
+                    blobs = recovered,
+                    "finished the deletions of a garbage-collection run that stopped"
+                );
+            }
+        }
+        match done {
             Some(run) => Ok(format!(
                 "garbage collection run {} {}: {} blobs ({} bytes) freed, {} manifests and {} tags swept",
                 run.id,

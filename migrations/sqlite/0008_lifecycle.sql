@@ -22,6 +22,13 @@ CREATE INDEX blobs_not_live ON blobs(state, digest) WHERE state <> 'live';
 ALTER TABLE repo_blobs ADD COLUMN touched_at INTEGER NOT NULL DEFAULT 0;
 UPDATE repo_blobs SET touched_at = created_at;
 
+-- A manifest's last push or lookup by digest (refreshed at most every half
+-- grace period): an untagged manifest younger than the grace period is kept,
+-- so a client told that the registry has it (and so not pushing it again)
+-- can still reference it from the index it pushes next.
+ALTER TABLE manifests ADD COLUMN touched_at INTEGER NOT NULL DEFAULT 0;
+UPDATE manifests SET touched_at = created_at;
+
 -- The last pull of a tag (Unix ms), refreshed at most once a minute per tag.
 ALTER TABLE tags ADD COLUMN pulled_at INTEGER;
 

@@ -95,6 +95,8 @@ pub struct ManifestRecord {
     pub digest: Digest,
     pub media_type: String,
     pub content: Bytes,
+    /// Its last push or refreshed lookup (Unix ms).
+    pub touched_at: i64,
 }
 
 /// A descriptor (digest + declared size) that a manifest references.
@@ -199,8 +201,9 @@ pub trait BlobLinks: Send + Sync {
         size: u64,
         fresh: bool,
     ) -> Result<()>;
-    /// Marks the link used now (so collection keeps it a grace period).
-    async fn touch_link(&self, repo: &RepoName, digest: &Digest) -> Result<()>;
+    /// Marks the link used now (so collection keeps it a grace period);
+    /// whether it still exists.
+    async fn touch_link(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
     /// Removes the link; returns whether there was one.
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
 }
@@ -236,6 +239,9 @@ pub trait ManifestWrites: Send + Sync {
         digest: &Digest,
         policy: &ProjectPolicy,
     ) -> Result<bool>;
+    /// Marks the manifest used now (so collection keeps it a grace period,
+    /// even untagged); whether it still exists.
+    async fn touch_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
     /// Deletes one tag, leaving the manifest; whether it existed.
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool>;
 }
