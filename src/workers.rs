@@ -262,3 +262,48 @@ impl Worker for GarbageCollector {
         self.registry.gc_requested().await
     }
 }
+
+/// Performs requested scrubs; a scrub left running by a process that died
+/// is resumed after the last digest it checked.
+pub struct Scrubber {
+    pub registry: Arc<Registry>,
+    pub exclusive: bool,
+    pub started: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl Worker for Scrubber {
+    fn name(&self) -> &'static str {
+        "scrub"
+    }
+
+    fn interval(&self) -> Duration {
+        Duration::from_secs(2)
+    }
+
+    async fn run_once(&self) -> anyhow::Result<String> {
+        let first = !self
+            .started
+            .swap(true, std::sync::atomic::Ordering::Relaxed);
+        let stale_before = if first && self.exclusive {
+            i64::MAX
+        } else {
+            now_ms() - GC_LEASE.as_millis() as i64
+        };
+        Ok(match self.registry.perform_scrub(stale_before).await? {
+            Some(run) => format!(
+                "scrub run {} {}: {} blobs checked, {} corrupt, {} missing",
+                run.id,
+                run.state.as_str(),
+                run.stats.checked,
+                run.stats.corrupt,
+                run.stats.missing
+            ),
+            None => String::new(),
+        })
+    }
+
+    async fn woken(&self) {
+        self.registry.scrub_requested().await
+    }
+}

@@ -96,3 +96,22 @@ CREATE TABLE gc_dry_links (
     repo_id  INTEGER NOT NULL,
     PRIMARY KEY (run, digest, repo_id)
 ) WITHOUT ROWID;
+
+-- Scrub runs: re-hash stored blobs. One at a time; `cursor` is the last
+-- digest checked, so a run that stopped (its heartbeat did) is resumed
+-- from there by the next. `problems` lists what was found (JSON array).
+CREATE TABLE scrub_runs (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    state         TEXT NOT NULL CHECK (state IN ('requested', 'running', 'succeeded', 'failed')),
+    active        INTEGER GENERATED ALWAYS AS (CASE WHEN state IN ('requested', 'running') THEN 1 END) VIRTUAL,
+    requested_by  TEXT NOT NULL,
+    requested_at  INTEGER NOT NULL,
+    started_at    INTEGER,
+    finished_at   INTEGER,
+    heartbeat_at  INTEGER,
+    cursor        TEXT,
+    stats         TEXT NOT NULL DEFAULT '{}',
+    problems      TEXT NOT NULL DEFAULT '[]',
+    error         TEXT
+);
+CREATE UNIQUE INDEX scrub_runs_one_active ON scrub_runs(active) WHERE active IS NOT NULL;

@@ -13,6 +13,7 @@
 mod access;
 mod browse;
 mod lifecycle;
+mod scrub;
 mod sqlite;
 mod sqlite_access;
 mod sqlite_audit;
@@ -20,6 +21,7 @@ mod sqlite_browse;
 mod sqlite_catalog;
 mod sqlite_gc;
 mod sqlite_policy;
+mod sqlite_scrub;
 mod sqlite_tokens;
 #[cfg(test)]
 mod suite;
@@ -38,6 +40,7 @@ use crate::oci::{Digest, Reference, RepoName, Tag};
 pub use access::*;
 pub use browse::*;
 pub use lifecycle::*;
+pub use scrub::*;
 pub use sqlite::SqliteMetadata;
 
 #[derive(Debug, thiserror::Error)]
@@ -275,6 +278,7 @@ pub trait RegistryStore:
     + GcRuns
     + GcSweep
     + Policies
+    + Scrubs
 {
 }
 impl<
@@ -287,7 +291,8 @@ impl<
             + Health
             + GcRuns
             + GcSweep
-            + Policies,
+            + Policies
+            + Scrubs,
     > RegistryStore for T
 {
 }
