@@ -209,9 +209,24 @@ async fn policy_view(s: &ApiState, project: String) -> ApiResult {
     Ok(json(StatusCode::OK, &view))
 }
 
+/// The project `name` as the caller may see it. With authentication off
+/// there are no project rows: any well-formed project name will do.
+async fn project_of(s: &ApiState, a: &Actor, name: &str) -> Result<String, ApiError> {
+    if s.auth.enabled() {
+        return Ok(s.auth.accounts.get_project(a, name).await?.name);
+    }
+    match name.parse::<RepoName>() {
+        Ok(repo) if repo.as_str() == repo.project() => Ok(name.to_string()),
+        _ => Err(ApiError::new(
+            ErrorCode::NameInvalid,
+            format!("{name:?} is not a project name"),
+        )),
+    }
+}
+
 async fn get_policy(State(s): State<ApiState>, Path(name): Path<String>, a: Actor) -> ApiResult {
-    let project = s.auth.accounts.get_project(&a, &name).await?;
-    policy_view(&s, project.name).await
+    let project = project_of(&s, &a, &name).await?;
+    policy_view(&s, project).await
 }
 
 async fn set_policy(
@@ -221,19 +236,14 @@ async fn set_policy(
     JsonBody(policy): JsonBody<ProjectPolicy>,
 ) -> ApiResult {
     s.auth.accounts.authorize_system_admin(&a)?;
-    let project = s.auth.accounts.get_project(&a, &name).await?;
-    s.registry
-        .set_project_policy(&project.name, &policy)
-        .await?;
-    let detail = format!(
-        "{} {}",
-        project.name,
-        serde_json::to_string(&policy).unwrap_or_default()
-    );
+    let project = project_of(&s, &a, &name).await?;
+    s.registry.set_project_policy(&project, &policy).await?;
+    let rules = serde_json::to_string(&policy).unwrap_or_default();
+    let detail = format!("{project} {rules}");
     s.auth
         .accounts
         .audit_lifecycle(&a, "project.policy", detail);
-    policy_view(&s, project.name).await
+    policy_view(&s, project).await
 }
 
 /// The rules to preview: the body's, else the project's own.
@@ -249,7 +259,7 @@ async fn preview_retention(
     a: Actor,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    let project = s.auth.accounts.get_project(&a, &name).await?;
+    let project = project_of(&s, &a, &name).await?;
     let asked: PreviewBody = if body.is_empty() {
         PreviewBody::default()
     } else {
@@ -257,10 +267,10 @@ async fn preview_retention(
             ApiError::new(ErrorCode::InvalidRequest, format!("invalid JSON body: {e}"))
         })?
     };
-    let mut policy = s.registry.project_policy(&project.name).await?;
+    let mut policy = s.registry.project_policy(&project).await?;
     if let Some(retention) = asked.retention {
         policy.retention = retention;
     }
-    let preview = s.registry.preview_retention(&project.name, &policy).await?;
+    let preview = s.registry.preview_retention(&project, &policy).await?;
     Ok(json(StatusCode::OK, &preview))
 }
