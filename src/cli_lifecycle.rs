@@ -102,27 +102,7 @@ pub async fn scrub(config: &Config) -> anyhow::Result<()> {
             run.id
         );
     }
-    let bar = spinner()?;
-    let started = Instant::now();
-    let finished = loop {
-        let now = store
-            .scrub_run(run.id)
-            .await?
-            .context("the scrub run disappeared")?;
-        if matches!(now.state, GcState::Succeeded | GcState::Failed) {
-            break now;
-        }
-        bar.set_length(now.stats.total);
-        bar.set_position(now.stats.checked);
-        if started.elapsed() > FOLLOW_FOR {
-            bail!(
-                "scrub run {} still running after {FOLLOW_FOR:?}; stopped following it",
-                run.id
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    bar.finish_and_clear();
+    let finished = follow_scrub(&*store, run.id).await?;
     if let Some(task) = task {
         task.await.context("the scrub task")??;
     }
@@ -145,6 +125,31 @@ pub async fn scrub(config: &Config) -> anyhow::Result<()> {
         bail!("{} blobs are corrupt or missing", s.corrupt + s.missing);
     }
     Ok(())
+}
+
+/// Shows a scrub's progress until it ends; returns it as it ended.
+async fn follow_scrub(
+    store: &dyn RegistryStore,
+    id: i64,
+) -> anyhow::Result<berth::metadata::ScrubRun> {
+    let bar = spinner()?;
+    let started = Instant::now();
+    loop {
+        let now = store
+            .scrub_run(id)
+            .await?
+            .context("the scrub run disappeared")?;
+        if matches!(now.state, GcState::Succeeded | GcState::Failed) {
+            bar.finish_and_clear();
+            return Ok(now);
+        }
+        bar.set_length(now.stats.total);
+        bar.set_position(now.stats.checked);
+        if started.elapsed() > FOLLOW_FOR {
+            bail!("scrub run {id} still running after {FOLLOW_FOR:?}; stopped following it");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 fn spinner() -> anyhow::Result<ProgressBar> {
