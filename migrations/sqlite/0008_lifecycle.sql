@@ -1,7 +1,6 @@
 -- Storage lifecycle: garbage collection, project policies (quotas, tag
 -- immutability, untagged manifests, retention), scrub. The protocol that
--- makes garbage collection safe beside pushes is written in DESIGN.md
--- ("Garbage collection").
+-- makes garbage collection safe beside pushes is written in docs/GC.md.
 
 -- A blob's state: `live` (servable), `deleting` (a collection run, `gc_run`,
 -- is removing its bytes; no link may be made to it until the row is gone),

@@ -1,6 +1,6 @@
 //! Garbage collection: mark what tags, indexes and subjects reach, sweep the
 //! rest, online. The protocol that makes it safe beside pushes, and the
-//! argument, are in DESIGN.md ("Garbage collection"); in short:
+//! argument, are in docs/GC.md; in short:
 //!
 //! 1. Per repository, in one transaction each: delete the tags retention
 //!    rules delete, the manifests the untagged policy lets go that nothing

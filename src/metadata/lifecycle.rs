@@ -1,7 +1,7 @@
 //! Storage lifecycle roles: garbage-collection runs and sweeps, and project
 //! policies (quotas, tag immutability, untagged manifests, retention).
 //!
-//! The collection protocol (DESIGN.md, "Garbage collection") lives in these
+//! The collection protocol (docs/GC.md) lives in these
 //! contracts: a blob row is `live`, `deleting` or `corrupt`; a sweep flips
 //! unreferenced, untouched blobs to `deleting` in the transaction that checks
 //! them, and only then are their bytes removed; a link is never made to a
