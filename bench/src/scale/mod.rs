@@ -52,7 +52,7 @@ mod ops;
 mod report;
 mod steps;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use grow::*;
 use measure::*;
