@@ -356,6 +356,19 @@ fn proc_meminfo_kib(field: &str) -> Option<u64> {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
+/// A count with thousands separators: 100,000.
+pub fn fmt_count(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// A figure's value as the tables show it: "n/a", or 2, 1 or 0 decimals.
 pub fn fmt_value(v: f64) -> String {
     if v.is_nan() {

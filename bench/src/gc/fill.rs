@@ -48,24 +48,6 @@ pub async fn post_blob(
     Ok((status == 202).then_some(loc))
 }
 
-/// `PUT <location>&digest=` with the whole blob: 201.
-async fn put_blob(t: &Target, loc: &str, data: Bytes, digest: &str) -> Result<()> {
-    let sep = if loc.contains('?') { '&' } else { '?' };
-    let url = format!("{loc}{sep}digest={digest}");
-    let len = data.len().to_string();
-    let r = t
-        .request(
-            Method::PUT,
-            &url,
-            &[("content-type", OCTET), ("content-length", &len)],
-            ReqBody::full(data),
-            &[201],
-        )
-        .await?;
-    drain(r).await?;
-    Ok(())
-}
-
 /// Pushes blob `i` into `repo`; `single` is cleared once the registry turns
 /// out not to take single-POST uploads.
 async fn push_blob(
@@ -83,12 +65,12 @@ async fn push_blob(
             None => return Ok(()),
             Some(loc) => {
                 single.store(false, Ordering::Relaxed);
-                return put_blob(t, &loc, data, digest).await;
+                return put_small(t, &loc, data, digest).await;
             }
         }
     }
     let loc = start_upload(t, repo).await?;
-    put_blob(t, &loc, data, digest).await
+    put_small(t, &loc, data, digest).await
 }
 
 async fn delete_manifest(t: &Target, repo: &str, digest: &str) -> Result<()> {

@@ -36,9 +36,9 @@ use bytes::Bytes;
 use http::Method;
 
 use crate::data::{BlobSpec, Pool, ReqBody};
-use crate::framework::{digest_of, run_concurrent, sync_disks, Better, Ctx, Params};
+use crate::framework::{digest_of, fmt_count, run_concurrent, sync_disks, Better, Ctx, Params};
 use crate::http::{basic_authorization, drain, header, new_client, parse_base, read_body, Target};
-use crate::registry::{put_manifest, sha256_digest, start_upload, OCI_MANIFEST};
+use crate::registry::{put_manifest, put_small, sha256_digest, start_upload, OCI_MANIFEST};
 use crate::server::{
     log_tail, proc_status_kib, random_hex, start_berth_env, start_distribution, BerthAuth, Server,
 };

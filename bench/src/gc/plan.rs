@@ -100,20 +100,13 @@ impl Plan {
 
     /// Manifest `j`: an OCI image manifest, distinct by its annotation.
     pub fn manifest(&self, j: usize) -> Bytes {
-        let desc = |media: &str, i: usize| serde_json::json!({ "mediaType": media, "digest": self.digests[i], "size": BLOB_LEN });
         let refs = self.refs(j);
-        let layers: Vec<_> = refs[1..]
+        let layers: Vec<(&str, u64)> = refs[1..]
             .iter()
-            .map(|&i| desc("application/vnd.oci.image.layer.v1.tar+gzip", i))
+            .map(|&i| (self.digests[i].as_str(), BLOB_LEN as u64))
             .collect();
-        let v = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": desc("application/vnd.oci.image.config.v1+json", refs[0]),
-            "layers": layers,
-            "annotations": { "org.example.berth-bench.gc": j.to_string() },
-        });
-        Bytes::from(serde_json::to_vec(&v).expect("manifest serializes"))
+        let config = (self.digests[refs[0]].as_str(), BLOB_LEN as u64);
+        image_manifest(config, &layers, &j.to_string())
     }
 
     /// Whether a kept manifest refers to each blob.
@@ -175,6 +168,21 @@ impl Plan {
             .collect();
         (blobs, manifests)
     }
+}
+
+/// An OCI image manifest of a config and layers (digest, size), with the
+/// annotation `org.example.berth-bench.gc`.
+pub fn image_manifest(config: (&str, u64), layers: &[(&str, u64)], annotation: &str) -> Bytes {
+    let desc = |media: &str, (digest, size): (&str, u64)| serde_json::json!({ "mediaType": media, "digest": digest, "size": size });
+    let layer = "application/vnd.oci.image.layer.v1.tar+gzip";
+    let v = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": desc("application/vnd.oci.image.config.v1+json", config),
+        "layers": layers.iter().map(|l| desc(layer, *l)).collect::<Vec<_>>(),
+        "annotations": { "org.example.berth-bench.gc": annotation },
+    });
+    Bytes::from(serde_json::to_vec(&v).expect("manifest serializes"))
 }
 
 pub fn repo_name(r: usize) -> String {

@@ -76,7 +76,7 @@ async fn push_image(pool: &Pool, t: &Target, phase: usize, c: usize, k: usize) -
         &config_digest,
     )
     .await?;
-    let mut layers = Vec::new();
+    let mut digests = vec![config_digest.clone()];
     for l in 0..2u64 {
         let seed = PUSH_SEED + ((phase as u64 * 64 + c as u64) << 24) + k as u64 * 2 + l;
         let spec = BlobSpec {
@@ -86,29 +86,15 @@ async fn push_image(pool: &Pool, t: &Target, phase: usize, c: usize, k: usize) -
         let digest = digest_of(pool, spec).await?;
         let body = ReqBody::Gen(pool.body(spec, 0, spec.len));
         upload(t, &repo, body, PUSH_LAYER as usize, &digest).await?;
-        layers.push(serde_json::json!({
-            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-            "digest": digest,
-            "size": PUSH_LAYER,
-        }));
+        digests.push(digest);
     }
-    let v = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": config_digest,
-            "size": config.len(),
-        },
-        "layers": layers,
-    });
-    put_manifest(t, &repo, &tag, Bytes::from(serde_json::to_vec(&v)?)).await?;
-    let mut digests = vec![config_digest];
-    digests.extend(
-        layers
-            .iter()
-            .map(|l| l["digest"].as_str().unwrap_or("").to_string()),
-    );
+    let layers: Vec<(&str, u64)> = digests[1..]
+        .iter()
+        .map(|d| (d.as_str(), PUSH_LAYER))
+        .collect();
+    let config = (config_digest.as_str(), config.len() as u64);
+    let body = image_manifest(config, &layers, &tag);
+    put_manifest(t, &repo, &tag, body).await?;
     Ok(Pushed { repo, tag, digests })
 }
 
@@ -171,17 +157,7 @@ async fn check_pushed(t: &Target, pushed: &[Pushed]) -> Result<usize> {
     let step = pushed.len().div_ceil(VERIFY_SAMPLES).max(1);
     let mut n = 0;
     for p in pushed.iter().step_by(step) {
-        let url = format!("/v2/{}/manifests/{}", p.repo, p.tag);
-        let r = t
-            .request(
-                Method::GET,
-                &url,
-                &[("accept", OCI_MANIFEST)],
-                ReqBody::Empty,
-                &[200],
-            )
-            .await?;
-        drain(r).await?;
+        get_manifest(t, &format!("/v2/{}/manifests/{}", p.repo, p.tag)).await?;
         for d in &p.digests {
             head(t, &format!("/v2/{}/blobs/{d}", p.repo), 200).await?;
         }

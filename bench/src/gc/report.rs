@@ -57,18 +57,6 @@ pub struct GcReport {
     pub secs: f64,
 }
 
-fn count(n: usize) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// `f` of a side's outcome, or that side's failure.
 fn of<T>(r: &Result<T, String>, f: impl Fn(&T) -> Cell) -> Option<Cell> {
     Some(match r {
@@ -116,9 +104,9 @@ fn some(what: &str, v: Option<u64>) -> Cell {
 fn section_of(s: &SizeResult) -> String {
     format!(
         "data set: {} blobs, {} manifests; half the manifests deleted, {} blobs to free",
-        count(s.blobs),
-        count(s.manifests),
-        count(s.expected.freed())
+        fmt_count(s.blobs),
+        fmt_count(s.manifests),
+        fmt_count(s.expected.freed())
     )
 }
 
@@ -137,7 +125,7 @@ fn gc_rows(s: &SizeResult) -> Vec<Row> {
         .better(Better::Lower),
         Row::new(
             &sec,
-            &format!("blobs freed (expected {})", count(e.freed())),
+            &format!("blobs freed (expected {})", fmt_count(e.freed())),
             bgc(s, |g| match g.run.blobs_swept {
                 Some(n) => exactly("blobs_swept", n, e.freed()),
                 None => Err("the GC run has no blobs_swept".into()),
@@ -151,7 +139,7 @@ fn gc_rows(s: &SizeResult) -> Vec<Row> {
             &sec,
             &format!(
                 "deleted manifests' own blobs freed (expected {})",
-                count(e.deleted_manifests)
+                fmt_count(e.deleted_manifests)
             ),
             None,
             dgc(s, |g| {
@@ -198,11 +186,11 @@ fn run_rows(s: &SizeResult) -> Vec<Row> {
         }),
         row("links swept", &|r| some("links_swept", r.links_swept)),
         row(
-            &format!("manifests marked (kept {})", count(e.kept_manifests)),
+            &format!("manifests marked (kept {})", fmt_count(e.kept_manifests)),
             &|r| some("manifests_marked", r.manifests_marked),
         ),
         row(
-            &format!("blobs marked (kept {})", count(e.kept_blobs)),
+            &format!("blobs marked (kept {})", fmt_count(e.kept_blobs)),
             &|r| some("blobs_marked", r.blobs_marked),
         ),
         check("kept manifests that pull after GC (sampled)", |c| {
@@ -319,9 +307,9 @@ impl GcReport {
                 notes.push(format!(
                     "berth's GC memory: {} MiB at {} blobs, {} MiB at {} blobs ({}x the data, {} the memory)",
                     fmt_value(x),
-                    count(a.blobs),
+                    fmt_count(a.blobs),
                     fmt_value(y),
-                    count(b.blobs),
+                    fmt_count(b.blobs),
                     b.blobs / a.blobs.max(1),
                     if x > 0.0 { format!("{:.2}x", y / x) } else { "-".into() }
                 ));
@@ -330,7 +318,7 @@ impl GcReport {
         for s in &self.sizes {
             if let Ok(d) = &s.dist {
                 if let Ok(g) = &d.gc {
-                    let n = count(s.blobs);
+                    let n = fmt_count(s.blobs);
                     notes.push(format!("distribution at {n} blobs said: {}", g.summary));
                 }
                 if !d.fill.single_post {

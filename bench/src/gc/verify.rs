@@ -18,21 +18,21 @@ async fn pulls(t: &Target, plan: &Plan, j: usize) -> Result<()> {
     let digest = sha256_digest(&body);
     let repo = repo_name(plan.repo_of(j));
     let url = format!("/v2/{repo}/manifests/{digest}");
-    let r = t
-        .request(
-            Method::GET,
-            &url,
-            &[("accept", OCI_MANIFEST)],
-            ReqBody::Empty,
-            &[200],
-        )
-        .await?;
-    let got = read_body(r).await?;
+    let got = get_manifest(t, &url).await?;
     ensure!(got == body, "GET {url}: a different body came back");
     for i in plan.refs(j) {
         head(t, &format!("/v2/{repo}/blobs/{}", plan.digests[i]), 200).await?;
     }
     Ok(())
+}
+
+/// `GET` of a manifest URL: 200; its body.
+pub async fn get_manifest(t: &Target, url: &str) -> Result<Bytes> {
+    let accept = [("accept", OCI_MANIFEST)];
+    let r = t
+        .request(Method::GET, url, &accept, ReqBody::Empty, &[200])
+        .await?;
+    read_body(r).await
 }
 
 pub async fn head(t: &Target, url: &str, expect: u16) -> Result<()> {
