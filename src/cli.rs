@@ -80,6 +80,13 @@ pub enum ProjectCommand {
     },
     /// Remove a member.
     Unmember { name: String, user: String },
+    /// Show the project's policy (quotas, immutable tags, untagged
+    /// manifests, retention) and usage as JSON; --set FILE (or -) replaces it.
+    Policy {
+        name: String,
+        #[arg(long, value_name = "FILE")]
+        set: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -302,6 +309,13 @@ pub async fn project(config: &Config, cmd: ProjectCommand) -> anyhow::Result<()>
         ProjectCommand::Unmember { name, user } => {
             auth.accounts.remove_member(&a, &name, &user).await?;
             println!("{user} removed from {name}");
+        }
+        ProjectCommand::Policy { name, set } => {
+            crate::cli_lifecycle::policy(config, &name, set.as_deref()).await?;
+            if set.is_some() {
+                auth.accounts
+                    .audit_lifecycle(&a, "project.policy", format!("{name} (cli)"));
+            }
         }
     }
     auth.audit().flush().await;

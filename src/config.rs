@@ -28,6 +28,30 @@ pub struct Config {
     pub tls: TlsConfig,
     pub connections: ConnectionsConfig,
     pub audit: AuditConfig,
+    pub gc: GcConfig,
+}
+
+/// Garbage collection: removes what no tag, index or subject reaches (and
+/// what project policies let go), online, beside pushes and pulls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GcConfig {
+    /// Seconds between scheduled runs, counted from the last run's request
+    /// (whichever process made it). 0: runs only on demand.
+    pub interval_seconds: u64,
+    /// Blobs, links and untagged manifests touched (uploaded, mounted,
+    /// looked up) this recently are kept, so a push in progress loses
+    /// nothing. Longer than the slowest push you expect.
+    pub grace_seconds: u64,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig {
+            interval_seconds: 24 * 3600,
+            grace_seconds: 3600,
+        }
+    }
 }
 
 /// Bounds on client connections, so that one careless or hostile client
@@ -149,6 +173,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             connections: ConnectionsConfig::default(),
             audit: AuditConfig::default(),
+            gc: GcConfig::default(),
         }
     }
 }
@@ -245,7 +270,7 @@ pub struct LogOverrides {
 }
 
 /// Top-level keys of `Config`, the names `BERTH_*` variables may start with.
-const SECTIONS: [&str; 12] = [
+const SECTIONS: [&str; 13] = [
     "listen",
     "data_dir",
     "log",
@@ -257,6 +282,7 @@ const SECTIONS: [&str; 12] = [
     "tls",
     "connections",
     "audit",
+    "gc",
     "admin_password",
 ];
 
@@ -413,6 +439,7 @@ impl Config {
             max_manifest_descriptors: self.limits.max_manifest_descriptors,
             auto_mount: self.uploads.auto_mount,
             cache_max_age: std::time::Duration::from_secs(self.cache.max_age_seconds),
+            gc_grace: std::time::Duration::from_secs(self.gc.grace_seconds),
         }
     }
 }

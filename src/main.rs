@@ -1,4 +1,5 @@
 mod cli;
+mod cli_lifecycle;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -90,6 +91,21 @@ enum Command {
     Audit {
         #[command(flatten)]
         args: cli::AuditArgs,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Run garbage collection now (through the running server, if one
+    /// serves the data directory), with progress and a summary.
+    Gc {
+        #[command(flatten)]
+        args: cli_lifecycle::GcArgs,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Manage repositories.
+    Repo {
+        #[command(subcommand)]
+        action: cli_lifecycle::RepoCommand,
         #[command(flatten)]
         data: DataArgs,
     },
@@ -230,7 +246,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Project { action, data } => {
             let access = match action {
-                cli::ProjectCommand::List | cli::ProjectCommand::Members { .. } => Read,
+                cli::ProjectCommand::List
+                | cli::ProjectCommand::Members { .. }
+                | cli::ProjectCommand::Policy { .. } => Read,
                 _ => Write,
             };
             admin(&data, access, |c| cli::project(c, action))
@@ -250,6 +268,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             admin(&data, access, |c| cli::token(c, action))
         }
         Command::Audit { args, data } => admin(&data, Read, |c| cli::audit(c, args)),
+        Command::Gc { args, data } => admin(&data, Read, |c| cli_lifecycle::gc(c, args)),
+        Command::Repo { action, data } => admin(&data, Read, |c| cli_lifecycle::repo(c, action)),
         Command::Keys {
             action: KeysAction::Rotate,
             data,

@@ -12,7 +12,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::auth::audit::AuditSink;
-use crate::core::Registry;
+use crate::core::{Registry, GC_LEASE};
+use crate::metadata::now_ms;
 
 #[async_trait]
 pub trait Worker: Send + Sync + 'static {
@@ -23,6 +24,10 @@ pub trait Worker: Send + Sync + 'static {
     fn interval(&self) -> Duration;
     /// One pass; `Ok` carries a one-line summary of what it did.
     async fn run_once(&self) -> anyhow::Result<String>;
+    /// Resolves when work arrived that should not wait for the interval.
+    async fn woken(&self) {
+        std::future::pending::<()>().await
+    }
 }
 
 /// What a worker did last.
@@ -68,6 +73,7 @@ impl Workers {
                 record(&status, worker.name(), outcome);
                 tokio::select! {
                     () = tokio::time::sleep(worker.interval()) => {}
+                    () = worker.woken() => {}
                     _ = stop.wait_for(|stop| *stop) => break,
                 }
             }
@@ -168,5 +174,80 @@ impl Worker for AuditRetention {
                 self.retention.as_secs() / 86_400
             )
         })
+    }
+}
+
+/// Garbage collection: requests a run when the schedule says one is due
+/// (counted from the last run's request, whichever process made it), and
+/// performs requested runs (from the API, the CLI or the schedule).
+pub struct GarbageCollector {
+    pub registry: Arc<Registry>,
+    /// Zero: no scheduled runs.
+    pub interval: Duration,
+    /// This process, as the holder of a run's lease.
+    pub holder: String,
+    /// This process alone serves the data directory (the embedded
+    /// default holds its lock): a run still marked running when it starts
+    /// was left by a process that died, and is finished at once.
+    pub exclusive: bool,
+    pub started: std::sync::atomic::AtomicBool,
+    /// When this process started (Unix ms): with no run recorded yet, the
+    /// first scheduled one is an interval after it.
+    pub since: i64,
+}
+
+impl GarbageCollector {
+    async fn schedule(&self) -> anyhow::Result<()> {
+        if self.interval.is_zero() {
+            return Ok(());
+        }
+        let due = match self.registry.last_gc().await? {
+            Some(last) => now_ms() - last >= self.interval.as_millis() as i64,
+            None => now_ms() - self.since >= self.interval.as_millis() as i64,
+        };
+        if due {
+            // Busy: a run is already requested or running.
+            let _ = self.registry.request_gc(false, "schedule").await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Worker for GarbageCollector {
+    fn name(&self) -> &'static str {
+        "gc"
+    }
+
+    fn interval(&self) -> Duration {
+        // How soon a run requested by another process (the CLI) starts.
+        Duration::from_secs(2)
+    }
+
+    async fn run_once(&self) -> anyhow::Result<String> {
+        use std::sync::atomic::Ordering;
+        let first = !self.started.swap(true, Ordering::Relaxed);
+        let stale_before = if first && self.exclusive {
+            i64::MAX
+        } else {
+            now_ms() - GC_LEASE.as_millis() as i64
+        };
+        self.schedule().await?;
+        match self.registry.perform_gc(&self.holder, stale_before).await? {
+            Some(run) => Ok(format!(
+                "garbage collection run {} {}: {} blobs ({} bytes) freed, {} manifests and {} tags swept",
+                run.id,
+                run.state.as_str(),
+                run.stats.blobs_swept,
+                run.stats.bytes_freed,
+                run.stats.manifests_swept,
+                run.stats.tags_swept
+            )),
+            None => Ok(String::new()),
+        }
+    }
+
+    async fn woken(&self) {
+        self.registry.gc_requested().await
     }
 }

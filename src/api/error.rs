@@ -101,6 +101,10 @@ impl From<CoreError> for ApiError {
                 ApiError::new(C::SizeInvalid, msg).with_status(StatusCode::PAYLOAD_TOO_LARGE)
             }
             CoreError::NameUnknown => ApiError::new(C::NameUnknown, msg),
+            CoreError::Denied(_) => ApiError::new(C::Denied, msg),
+            CoreError::Invalid(_) => ApiError::new(C::InvalidRequest, msg),
+            CoreError::Unavailable(_) => ApiError::new(C::Unavailable, msg)
+                .with_header(axum::http::header::RETRY_AFTER, "1".into()),
             CoreError::Storage(crate::storage::StorageError::Body(e)) => {
                 // The client went away or sent a broken body; nothing to log as ours.
                 ApiError::new(
@@ -108,7 +112,9 @@ impl From<CoreError> for ApiError {
                     format!("reading the request body failed: {e}"),
                 )
             }
-            CoreError::Storage(_) | CoreError::Metadata(_) => ApiError::internal(msg),
+            CoreError::Storage(_) | CoreError::Metadata(_) | CoreError::GcLeaseLost => {
+                ApiError::internal(msg)
+            }
         }
     }
 }

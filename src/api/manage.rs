@@ -25,7 +25,7 @@ use crate::oci::ErrorCode;
 const OPENAPI: &str = include_str!("openapi.json");
 const BODY_LIMIT: usize = 64 * 1024;
 
-type ApiResult = Result<Response, ApiError>;
+pub(super) type ApiResult = Result<Response, ApiError>;
 
 pub fn routes() -> Router<ApiState> {
     Router::new()
@@ -58,6 +58,7 @@ pub fn routes() -> Router<ApiState> {
         .route("/api/v1/tokens", get(list_tokens).post(create_token))
         .route("/api/v1/tokens/{id}", delete(delete_token))
         .route("/api/v1/audit", get(audit))
+        .merge(super::lifecycle::routes())
 }
 
 /// The caller, from Basic credentials or a bearer token.
@@ -96,7 +97,7 @@ impl FromRequestParts<ApiState> for Actor {
 }
 
 /// A JSON request body, refused with an OCI error body when malformed.
-struct JsonBody<T>(T);
+pub(super) struct JsonBody<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
@@ -116,12 +117,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     }
 }
 
-fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
+pub(super) fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
     let body = serde_json::to_string(value).unwrap_or_else(|_| "null".into());
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-fn done() -> Response {
+pub(super) fn done() -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 

@@ -10,6 +10,7 @@
 mod auth;
 mod endpoint;
 mod error;
+mod lifecycle;
 mod manage;
 mod route;
 mod token;

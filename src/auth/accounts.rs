@@ -115,7 +115,7 @@ impl Accounts {
         }
     }
 
-    fn require_admin(&self, actor: &Actor) -> Result<()> {
+    pub(super) fn require_admin(&self, actor: &Actor) -> Result<()> {
         match self.require_user(actor)? {
             (_, true) => Ok(()),
             _ => Err(AuthError::Forbidden(
@@ -125,7 +125,11 @@ impl Accounts {
     }
 
     /// System admins and the project's admins manage a project.
-    async fn require_project_admin(&self, actor: &Actor, project: &str) -> Result<Project> {
+    pub(super) async fn require_project_admin(
+        &self,
+        actor: &Actor,
+        project: &str,
+    ) -> Result<Project> {
         let (name, admin) = self.require_user(actor)?;
         let found = self.metadata.get_project(project).await?;
         let role = self.metadata.role_of(project, name).await?;
@@ -140,7 +144,7 @@ impl Accounts {
         }
     }
 
-    fn audit_change(&self, actor: &Actor, action: &str, detail: String) {
+    pub(super) fn audit_change(&self, actor: &Actor, action: &str, detail: String) {
         // Any change may alter who may do what: decide afresh.
         self.authorizer.forget_projects();
         self.audit.record(super::audit::event(

@@ -35,6 +35,7 @@ pub mod audit;
 mod authenticator;
 mod authorizer;
 mod error;
+mod lifecycle;
 pub mod policy;
 mod refresh;
 mod service;

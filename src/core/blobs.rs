@@ -1,5 +1,6 @@
 use super::cache::ReadCache;
 use super::{Error, Registry, Result};
+use crate::metadata::{now_ms, LinkedBlob};
 use crate::oci::{Digest, RepoName};
 use crate::storage::ByteStream;
 
@@ -40,20 +41,36 @@ pub struct BlobBody {
 }
 
 impl Registry {
-    /// Size of a blob this repository may serve.
+    /// Size of a blob this repository may serve. A link older than half
+    /// the collection grace period is touched first: a client that was
+    /// told the repository has the blob (and so skips uploading it) gets
+    /// at least half a grace period to reference it in a manifest.
     pub async fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
         let key = ReadCache::key(repo.as_str(), digest);
-        if let Some(size) = self.cache.blob_size(&key) {
-            return Ok(size);
+        let linked = match self.cache.blob(&key) {
+            Some(linked) => linked,
+            None => {
+                let ticket = self.cache.ticket();
+                let linked = self
+                    .metadata
+                    .linked_blob(repo, digest)
+                    .await?
+                    .ok_or(Error::BlobUnknown)?;
+                self.cache.put_blob(key.clone(), ticket, linked);
+                linked
+            }
+        };
+        let now = now_ms();
+        if now - linked.touched_at > self.settings.gc_grace.as_millis() as i64 / 2 {
+            let ticket = self.cache.ticket();
+            self.metadata.touch_link(repo, digest).await?;
+            let touched = LinkedBlob {
+                touched_at: now,
+                ..linked
+            };
+            self.cache.put_blob(key, ticket, touched);
         }
-        let ticket = self.cache.ticket();
-        let size = self
-            .metadata
-            .linked_blob_size(repo, digest)
-            .await?
-            .ok_or(Error::BlobUnknown)?;
-        self.cache.put_blob_size(key, ticket, size);
-        Ok(size)
+        Ok(linked.size)
     }
 
     pub async fn get_blob(

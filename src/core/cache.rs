@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use quick_cache::sync::Cache;
 use quick_cache::Weighter;
 
-use crate::metadata::ManifestRecord;
+use crate::metadata::{LinkedBlob, ManifestRecord};
 
 #[derive(Clone)]
 struct Entry<T> {
@@ -32,7 +32,7 @@ pub(super) struct ReadCache {
     generation: AtomicU64,
     max_age: Duration,
     manifests: Cache<String, Entry<ManifestRecord>, ManifestWeight>,
-    blobs: Cache<String, Entry<u64>>,
+    blobs: Cache<String, Entry<LinkedBlob>>,
 }
 
 /// The cache generation observed before a database read.
@@ -74,7 +74,7 @@ impl ReadCache {
         self.manifests.get(key).and_then(|e| self.fresh(e))
     }
 
-    pub fn blob_size(&self, key: &str) -> Option<u64> {
+    pub fn blob(&self, key: &str) -> Option<LinkedBlob> {
         self.blobs.get(key).and_then(|e| self.fresh(e))
     }
 
@@ -89,7 +89,7 @@ impl ReadCache {
         }
     }
 
-    pub fn put_blob_size(&self, key: String, ticket: Ticket, value: u64) {
+    pub fn put_blob(&self, key: String, ticket: Ticket, value: LinkedBlob) {
         if !self.max_age.is_zero() {
             self.blobs.insert(
                 key,
@@ -107,24 +107,31 @@ impl ReadCache {
 mod tests {
     use super::*;
 
+    fn blob(size: u64) -> LinkedBlob {
+        LinkedBlob {
+            size,
+            touched_at: 0,
+        }
+    }
+
     #[test]
     fn entries_read_before_a_write_are_never_served_after_it() {
         let cache = ReadCache::new(Duration::from_secs(60));
         let before = cache.ticket();
         cache.invalidate(); // a write commits while the read is in flight
-        cache.put_blob_size("k".into(), before, 1);
-        assert_eq!(cache.blob_size("k"), None);
+        cache.put_blob("k".into(), before, blob(1));
+        assert_eq!(cache.blob("k"), None);
         let after = cache.ticket();
-        cache.put_blob_size("k".into(), after, 2);
-        assert_eq!(cache.blob_size("k"), Some(2));
+        cache.put_blob("k".into(), after, blob(2));
+        assert_eq!(cache.blob("k"), Some(blob(2)));
         cache.invalidate();
-        assert_eq!(cache.blob_size("k"), None);
+        assert_eq!(cache.blob("k"), None);
     }
 
     #[test]
     fn zero_max_age_disables_caching() {
         let cache = ReadCache::new(Duration::ZERO);
-        cache.put_blob_size("k".into(), cache.ticket(), 1);
-        assert_eq!(cache.blob_size("k"), None);
+        cache.put_blob("k".into(), cache.ticket(), blob(1));
+        assert_eq!(cache.blob("k"), None);
     }
 }

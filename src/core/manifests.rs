@@ -5,7 +5,7 @@ use serde_json::{json, Map, Value};
 
 use super::cache::ReadCache;
 use super::{Error, Registry, Result};
-use crate::metadata::{ManifestRecord, NewManifest, Page, Ref, Visible};
+use crate::metadata::{ManifestRecord, MetadataError, NewManifest, Page, Ref, Visible};
 use crate::oci::{media, Digest, ParsedManifest, Reference, RepoName};
 
 /// Largest page a client may ask for with `n`; more entries follow via `Link`.
@@ -73,6 +73,7 @@ impl Registry {
         };
         let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
         let manifest = NewManifest {
+            immutable_rule: self.immutable_rule(repo, reference).await?,
             repo: repo.clone(),
             digest: digest.clone(),
             media_type: parsed.media_type,
@@ -91,6 +92,20 @@ impl Registry {
         self.cache.invalidate();
         stored?;
         Ok(PutManifest { digest, subject })
+    }
+
+    /// The immutability rule of `repo`'s project that protects the tag
+    /// `reference` names, if any.
+    async fn immutable_rule(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Option<String>> {
+        let Reference::Tag(tag) = reference else {
+            return Ok(None);
+        };
+        let policy = self.metadata.project_policy(repo.project()).await?;
+        Ok(policy.immutable_rule(tag.as_str()).map(str::to_owned))
     }
 
     /// A manifest by tag or digest. `accept` lists the media types the client
@@ -115,6 +130,9 @@ impl Registry {
                 record
             }
         };
+        if let Reference::Tag(tag) = reference {
+            self.pulls.record(repo, tag.as_str());
+        }
         let acceptable = accept.is_empty()
             || accept.iter().any(|a| {
                 *a == record.media_type
@@ -129,11 +147,18 @@ impl Registry {
     }
 
     /// Deleting by digest removes the manifest and its tags; deleting by tag
-    /// removes only that tag.
+    /// removes only that tag. An immutable tag is never deleted.
     pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
+        let policy = self.metadata.project_policy(repo.project()).await?;
         let existed = match reference {
-            Reference::Digest(d) => self.metadata.delete_manifest(repo, d).await,
-            Reference::Tag(t) => self.metadata.delete_tag(repo, t).await,
+            Reference::Digest(d) => self.metadata.delete_manifest(repo, d, &policy).await,
+            Reference::Tag(t) => match policy.immutable_rule(t.as_str()) {
+                Some(rule) => Err(MetadataError::ImmutableTag {
+                    tag: t.to_string(),
+                    rule: rule.to_string(),
+                }),
+                None => self.metadata.delete_tag(repo, t).await,
+            },
         };
         self.cache.invalidate();
         let existed = existed?;

@@ -6,7 +6,11 @@ mod blobs;
 mod browse;
 mod cache;
 mod expiry;
+mod gc;
 mod manifests;
+mod policy;
+mod pulls;
+mod retention;
 mod uploads;
 
 use std::sync::Arc;
@@ -19,7 +23,9 @@ use crate::storage::{Storage, StorageError};
 pub use blobs::{BlobBody, ByteRange};
 pub use browse::Browser;
 pub use expiry::Expired;
+pub use gc::LEASE as GC_LEASE;
 pub use manifests::{ListPage, PutManifest};
+pub use policy::{RepoPreview, RetentionPreview};
 pub use uploads::{ChunkHeaders, UploadStatus};
 
 /// Service-level settings (a slice of the server configuration).
@@ -32,6 +38,8 @@ pub struct Settings {
     pub auto_mount: bool,
     /// How long a cached manifest or blob lookup may be served (zero: no cache).
     pub cache_max_age: Duration,
+    /// Garbage collection keeps blobs and links touched this recently.
+    pub gc_grace: Duration,
 }
 
 impl Default for Settings {
@@ -41,6 +49,7 @@ impl Default for Settings {
             max_manifest_descriptors: 10_000,
             auto_mount: true,
             cache_max_age: Duration::from_secs(60),
+            gc_grace: Duration::from_secs(3600),
         }
     }
 }
@@ -73,6 +82,17 @@ pub enum Error {
     ManifestTooLarge { limit: usize },
     #[error("repository name not known to registry")]
     NameUnknown,
+    /// A setting given to the registry is malformed.
+    #[error("{0}")]
+    Invalid(String),
+    /// A project rule refuses the write (quota, tag immutability).
+    #[error("{0}")]
+    Denied(String),
+    /// Try again shortly (a blob is being removed by garbage collection).
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("another process took over this garbage-collection run")]
+    GcLeaseLost,
     #[error(transparent)]
     Storage(StorageError),
     #[error(transparent)]
@@ -93,6 +113,12 @@ impl From<MetadataError> for Error {
         match e {
             MetadataError::MissingReference(d) => Error::ManifestBlobUnknown(d),
             e @ MetadataError::SizeMismatch { .. } => Error::ManifestInvalid(e.to_string()),
+            e @ (MetadataError::QuotaExceeded { .. } | MetadataError::ImmutableTag { .. }) => {
+                Error::Denied(e.to_string())
+            }
+            e @ MetadataError::BlobDeleting(_) => {
+                Error::Unavailable(format!("{e}; retry the upload"))
+            }
             other => Error::Metadata(other),
         }
     }
@@ -107,6 +133,8 @@ pub struct Registry {
     settings: Settings,
     uploads: uploads::LocalState,
     cache: cache::ReadCache,
+    pulls: pulls::PullRecorder,
+    gc_wake: tokio::sync::Notify,
 }
 
 impl Registry {
@@ -117,6 +145,8 @@ impl Registry {
     ) -> Registry {
         Registry {
             cache: cache::ReadCache::new(settings.cache_max_age),
+            pulls: pulls::PullRecorder::start(metadata.clone()),
+            gc_wake: tokio::sync::Notify::new(),
             storage,
             metadata,
             settings,

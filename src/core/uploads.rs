@@ -7,13 +7,18 @@
 use std::collections::HashMap;
 use std::io;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use futures_util::{stream, StreamExt};
 
 use super::{Error, Registry, Result};
-use crate::metadata::Visible;
+use crate::metadata::{MetadataError, Visible};
 use crate::oci::{Algorithm, Digest, Hasher, RepoName};
 use crate::storage::{ByteStream, StagedUpload, StorageError};
+
+/// How long an upload waits for garbage collection to finish removing an
+/// earlier copy of its blob before it answers 503 (retry).
+const DELETING_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Default)]
 pub(super) struct LocalState {
@@ -57,18 +62,20 @@ impl Registry {
         from: Option<&RepoName>,
         visible: &Visible,
     ) -> Result<Option<u64>> {
-        if let Some(size) = self.metadata.linked_blob_size(repo, digest).await? {
-            return Ok(Some(size));
+        if let Some(linked) = self.metadata.linked_blob(repo, digest).await? {
+            self.metadata.touch_link(repo, digest).await?;
+            return Ok(Some(linked.size));
         }
         let mut size = match from {
-            Some(from) => self.metadata.linked_blob_size(from, digest).await?,
+            Some(from) => self.metadata.linked_blob(from, digest).await?,
             None => None,
         };
         if size.is_none() && self.settings.auto_mount {
             if let Some(other) = self.metadata.visible_holder(digest, visible).await? {
-                size = self.metadata.linked_blob_size(&other, digest).await?;
+                size = self.metadata.linked_blob(&other, digest).await?;
             }
         }
+        let size = size.map(|linked| linked.size);
         let Some(size) = size else {
             return Ok(None);
         };
@@ -76,8 +83,12 @@ impl Registry {
         if self.storage.stat(digest).await? != Some(size) {
             return Ok(None);
         }
-        self.metadata.link_blob(repo, digest, size).await?;
-        Ok(Some(size))
+        match self.metadata.link_blob(repo, digest, size, false).await {
+            Ok(()) => Ok(Some(size)),
+            // Being collected: absent, so the client uploads it.
+            Err(MetadataError::BlobDeleting(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// `POST ?digest=` with the whole blob as body.
@@ -196,7 +207,10 @@ impl Registry {
         let hasher = self.running_hash(id, staged.size());
         let hasher = append(&mut *staged, body, hasher).await?;
         let result = self.verify_and_commit(repo, staged, hasher, digest).await;
-        if matches!(result, Ok(_) | Err(Error::DigestMismatch { .. })) {
+        if matches!(
+            result,
+            Ok(_) | Err(Error::DigestMismatch { .. } | Error::Denied(_))
+        ) {
             // Done either way: a digest mismatch stores nothing.
             self.metadata.delete_upload(id).await?;
         }
@@ -223,9 +237,29 @@ impl Registry {
                 actual,
             });
         }
+        if let Err(e) = self.reserve_blob(repo, digest, staged.size()).await {
+            staged.abort().await?;
+            return Err(e);
+        }
         let size = staged.commit(digest).await?;
-        self.metadata.link_blob(repo, digest, size).await?;
+        self.metadata.link_blob(repo, digest, size, true).await?;
         Ok(size)
+    }
+
+    /// Records the blob before its bytes become visible (see
+    /// `BlobLinks::reserve_blob`). While garbage collection removes an
+    /// earlier copy, waits for its row to go: the new bytes must not be
+    /// committed where the collection is deleting.
+    async fn reserve_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + DELETING_WAIT;
+        loop {
+            match self.metadata.reserve_blob(repo, digest, size).await {
+                Err(MetadataError::BlobDeleting(_)) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => return Ok(other?),
+            }
+        }
     }
 
     pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<()> {

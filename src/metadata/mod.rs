@@ -12,11 +12,14 @@
 
 mod access;
 mod browse;
+mod lifecycle;
 mod sqlite;
 mod sqlite_access;
 mod sqlite_audit;
 mod sqlite_browse;
 mod sqlite_catalog;
+mod sqlite_gc;
+mod sqlite_policy;
 mod sqlite_tokens;
 #[cfg(test)]
 mod suite;
@@ -34,6 +37,7 @@ use crate::oci::{Digest, Reference, RepoName, Tag};
 
 pub use access::*;
 pub use browse::*;
+pub use lifecycle::*;
 pub use sqlite::SqliteMetadata;
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +62,21 @@ pub enum MetadataError {
     /// A write refers to something that does not exist, e.g. `project "lib"`.
     #[error("{0} not found")]
     NotFound(String),
+    /// The blob is being removed by garbage collection: treat it as absent
+    /// until its row is gone.
+    #[error("blob {0} is being deleted by garbage collection")]
+    BlobDeleting(Digest),
+    #[error("project {project} would exceed its {what} quota: {usage} used of {limit}, and this push adds {adding}")]
+    QuotaExceeded {
+        project: String,
+        /// `storage bytes`, `repositories` or `tags`.
+        what: &'static str,
+        usage: u64,
+        limit: u64,
+        adding: u64,
+    },
+    #[error("tag {tag} is immutable (project rule \"{rule}\"): it can be pushed once, never moved or deleted")]
+    ImmutableTag { tag: String, rule: String },
 }
 
 pub type Result<T, E = MetadataError> = std::result::Result<T, E>;
@@ -99,6 +118,17 @@ pub struct NewManifest {
     pub blobs: Vec<Ref>,
     pub children: Vec<Ref>,
     pub tag: Option<Tag>,
+    /// The immutability rule protecting `tag`, if one does: the tag may be
+    /// created, or pushed again with the same digest, never moved.
+    pub immutable_rule: Option<String>,
+}
+
+/// A blob a repository links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkedBlob {
+    pub size: u64,
+    /// When an upload, mount or lookup last used the link (Unix ms).
+    pub touched_at: i64,
 }
 
 /// A manifest whose `subject` is a given digest.
@@ -143,8 +173,8 @@ pub trait RepoIndex: Send + Sync {
 
 #[async_trait]
 pub trait BlobIndex: Send + Sync {
-    /// Size of `digest` if this repository links it.
-    async fn linked_blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>>;
+    /// `digest` if this repository links it and it is servable (`live`).
+    async fn linked_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<LinkedBlob>>;
     /// Repositories linking `digest` (candidates for a cross-repository mount).
     /// A repository holding `digest` that `visible` admits, if any: one
     /// indexed lookup, whatever the number of repositories holding it.
@@ -153,8 +183,24 @@ pub trait BlobIndex: Send + Sync {
 
 #[async_trait]
 pub trait BlobLinks: Send + Sync {
-    /// Records a committed blob and links it into `repo` (creating the repository).
-    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()>;
+    /// Before an upload's bytes are committed: checks the project's storage
+    /// quota and records (or touches) the blob's row, so that bytes a crash
+    /// leaves unlinked are garbage that collection finds by the row.
+    /// `BlobDeleting` while a collection removes the blob.
+    async fn reserve_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()>;
+    /// Links a blob into `repo` (creating the repository), touching it, in
+    /// one transaction that checks it is not `deleting` and that the
+    /// project's storage quota allows it. `fresh`: its bytes were just
+    /// written, so a `corrupt` blob becomes `live` again.
+    async fn link_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        fresh: bool,
+    ) -> Result<()>;
+    /// Marks the link used now (so collection keeps it a grace period).
+    async fn touch_link(&self, repo: &RepoName, digest: &Digest) -> Result<()>;
     /// Removes the link; returns whether there was one.
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
 }
@@ -183,7 +229,13 @@ pub trait ManifestWrites: Send + Sync {
     /// after checking every referenced blob and child is in the repository.
     async fn put_manifest(&self, manifest: &NewManifest) -> Result<()>;
     /// Deletes a manifest and every tag pointing at it; whether it existed.
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
+    /// Refused with `ImmutableTag` when `policy` protects one of those tags.
+    async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        policy: &ProjectPolicy,
+    ) -> Result<bool>;
     /// Deletes one tag, leaving the manifest; whether it existed.
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool>;
 }
@@ -204,13 +256,32 @@ pub trait Health: Send + Sync {
 }
 
 /// What the registry core needs from a metadata backend: repositories,
-/// blob links, manifests, tags and upload sessions.
+/// blob links, manifests, tags, upload sessions, and the lifecycle roles
+/// (collection runs and sweeps, project policies).
 pub trait RegistryStore:
-    RepoIndex + BlobIndex + BlobLinks + ManifestIndex + ManifestWrites + UploadIndex + Health
+    RepoIndex
+    + BlobIndex
+    + BlobLinks
+    + ManifestIndex
+    + ManifestWrites
+    + UploadIndex
+    + Health
+    + GcRuns
+    + GcSweep
+    + Policies
 {
 }
 impl<
-        T: RepoIndex + BlobIndex + BlobLinks + ManifestIndex + ManifestWrites + UploadIndex + Health,
+        T: RepoIndex
+            + BlobIndex
+            + BlobLinks
+            + ManifestIndex
+            + ManifestWrites
+            + UploadIndex
+            + Health
+            + GcRuns
+            + GcSweep
+            + Policies,
     > RegistryStore for T
 {
 }

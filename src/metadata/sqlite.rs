@@ -235,7 +235,7 @@ const DELETE_TAG: &str =
 /// Size of each referenced blob linked in the repository, by reference index.
 const BLOB_SIZES: &str = "SELECT j.key, b.size FROM json_each(?1) j \
      LEFT JOIN repo_blobs l ON l.repo_id = ?2 AND l.digest = j.value \
-     LEFT JOIN blobs b ON b.digest = l.digest ORDER BY j.key";
+     LEFT JOIN blobs b ON b.digest = l.digest AND b.state = 'live' ORDER BY j.key";
 /// Size of each referenced child manifest in the repository, by reference index.
 const CHILD_SIZES: &str = "SELECT j.key, m.size FROM json_each(?1) j \
      LEFT JOIN manifests m ON m.repo_id = ?2 AND m.digest = j.value ORDER BY j.key";
@@ -339,6 +339,7 @@ impl ManifestWrites for SqliteMetadata {
         let repo_id = Self::repo_id_or_create(&mut tx, &m.repo).await?;
         Self::check_refs(&mut tx, repo_id, &m.blobs, BLOB_SIZES).await?;
         Self::check_refs(&mut tx, repo_id, &m.children, CHILD_SIZES).await?;
+        super::sqlite_policy::check_manifest_push(&mut tx, repo_id, m).await?;
         let now = now_ms();
         let digest = m.digest.to_string();
         sqlx::query(
@@ -389,7 +390,12 @@ impl ManifestWrites for SqliteMetadata {
         Ok(())
     }
 
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+    async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        policy: &ProjectPolicy,
+    ) -> Result<bool> {
         let mut w = self.writer().await?;
         let mut tx = w.conn().begin().await?;
         let Some(repo_id) = sqlx::query_scalar::<_, i64>(REPO_ID)
@@ -400,6 +406,7 @@ impl ManifestWrites for SqliteMetadata {
             return Ok(false);
         };
         let digest = digest.to_string();
+        super::sqlite_policy::check_tags_deletable(&mut tx, repo_id, &digest, policy).await?;
         let done = sqlx::query("DELETE FROM manifests WHERE repo_id = ? AND digest = ?")
             .bind(repo_id)
             .bind(&digest)

@@ -70,6 +70,7 @@ async fn delete_repositories_of(tx: &mut Transaction<'_, Sqlite>, name: &str) ->
     for counters in [
         "DELETE FROM project_blobs WHERE project = ?",
         "DELETE FROM project_stats WHERE project = ?",
+        "DELETE FROM project_policies WHERE project = ?",
     ] {
         sqlx::query(counters).bind(name).execute(&mut **tx).await?;
     }

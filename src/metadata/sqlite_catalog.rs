@@ -13,9 +13,9 @@ use super::*;
 
 // The queries of the hot paths, named so that `tests::hot_queries_use_indexes`
 // checks the very text that runs.
-pub(super) const LINKED_BLOB_SIZE: &str = "SELECT b.size FROM repositories r \
+pub(super) const LINKED_BLOB_SIZE: &str = "SELECT b.size, l.touched_at FROM repositories r \
      JOIN repo_blobs l ON l.repo_id = r.id JOIN blobs b ON b.digest = l.digest \
-     WHERE r.name = ? AND l.digest = ?";
+     WHERE r.name = ? AND l.digest = ? AND b.state = 'live'";
 /// Holders of a blob, or visible repositories, that a mount looks through
 /// for a source before it gives up (and the client uploads instead).
 pub(super) const HOLDER_PROBE: u32 = 1_000;
@@ -131,13 +131,16 @@ impl RepoIndex for SqliteMetadata {
 
 #[async_trait]
 impl BlobIndex for SqliteMetadata {
-    async fn linked_blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
-        let size: Option<i64> = sqlx::query_scalar(LINKED_BLOB_SIZE)
+    async fn linked_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<LinkedBlob>> {
+        let row: Option<(i64, i64)> = sqlx::query_as(LINKED_BLOB_SIZE)
             .bind(repo.as_str())
             .bind(digest.to_string())
             .fetch_optional(&self.read)
             .await?;
-        Ok(size.map(|s| s as u64))
+        Ok(row.map(|(size, touched_at)| LinkedBlob {
+            size: size as u64,
+            touched_at,
+        }))
     }
 
     async fn visible_holder(&self, digest: &Digest, visible: &Visible) -> Result<Option<RepoName>> {
@@ -161,28 +164,115 @@ impl BlobIndex for SqliteMetadata {
     }
 }
 
+/// The storage quota of `repo`'s project when linking blob ?2 of size ?3
+/// would exceed it: (limit, usage). A blob the project links already adds
+/// nothing (each distinct blob counts once per project).
+const OVER_STORAGE_QUOTA: &str = "SELECT p.quota_bytes, COALESCE(s.bytes, 0) \
+     FROM project_policies p LEFT JOIN project_stats s ON s.project = p.project \
+     WHERE p.project = ?1 AND p.quota_bytes IS NOT NULL \
+       AND COALESCE(s.bytes, 0) + ?3 > p.quota_bytes \
+       AND NOT EXISTS (SELECT 1 FROM project_blobs b WHERE b.project = ?1 AND b.digest = ?2)";
+
+/// Refuses a link that would take the project past its storage quota.
+pub(super) async fn check_storage_quota(
+    conn: &mut sqlx::SqliteConnection,
+    repo: &RepoName,
+    digest: &Digest,
+    size: u64,
+) -> Result<()> {
+    let over: Option<(i64, i64)> = sqlx::query_as(OVER_STORAGE_QUOTA)
+        .bind(repo.project())
+        .bind(digest.to_string())
+        .bind(size as i64)
+        .fetch_optional(&mut *conn)
+        .await?;
+    match over {
+        Some((limit, usage)) => Err(MetadataError::QuotaExceeded {
+            project: repo.project().to_string(),
+            what: "storage bytes",
+            usage: usage as u64,
+            limit: limit as u64,
+            adding: size,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Creates the blob's row (`live`, touched now) or touches it; `None` when
+/// it is `deleting`. ?4 = 1 turns a `corrupt` blob `live` (fresh bytes).
+const TOUCH_BLOB: &str = "INSERT INTO blobs (digest, size, created_at, touched_at) \
+     VALUES (?1, ?2, ?3, ?3) ON CONFLICT (digest) DO UPDATE SET touched_at = excluded.touched_at, \
+       state = CASE WHEN state = 'corrupt' AND ?4 = 1 THEN 'live' ELSE state END \
+     RETURNING state";
+
+async fn touch_blob(
+    conn: &mut sqlx::SqliteConnection,
+    digest: &Digest,
+    size: u64,
+    fresh: bool,
+) -> Result<()> {
+    let state: String = sqlx::query_scalar(TOUCH_BLOB)
+        .bind(digest.to_string())
+        .bind(size as i64)
+        .bind(now_ms())
+        .bind(i64::from(fresh))
+        .fetch_one(&mut *conn)
+        .await?;
+    if state == "deleting" {
+        return Err(MetadataError::BlobDeleting(digest.clone()));
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl BlobLinks for SqliteMetadata {
-    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
+    async fn reserve_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
+        let mut w = self.writer().await?;
+        let mut tx = w.conn().begin().await?;
+        check_storage_quota(&mut tx, repo, digest, size).await?;
+        touch_blob(&mut tx, digest, size, false).await?;
+        tx.commit().await?;
+        w.done();
+        Ok(())
+    }
+
+    async fn link_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        fresh: bool,
+    ) -> Result<()> {
         let mut w = self.writer().await?;
         let mut tx = w.conn().begin().await?;
         let repo_id = Self::repo_id_or_create(&mut tx, repo).await?;
-        let now = now_ms();
+        touch_blob(&mut tx, digest, size, fresh).await?;
+        check_storage_quota(&mut tx, repo, digest, size).await?;
         sqlx::query(
-            "INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            "INSERT INTO repo_blobs (repo_id, digest, created_at, touched_at) VALUES (?1, ?2, ?3, ?3) \
+             ON CONFLICT DO UPDATE SET touched_at = excluded.touched_at",
         )
+        .bind(repo_id)
         .bind(digest.to_string())
-        .bind(size as i64)
-        .bind(now)
+        .bind(now_ms())
         .execute(&mut *tx)
         .await?;
-        sqlx::query("INSERT INTO repo_blobs (repo_id, digest, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
-            .bind(repo_id)
-            .bind(digest.to_string())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
+        w.done();
+        Ok(())
+    }
+
+    async fn touch_link(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        let mut w = self.writer().await?;
+        sqlx::query(
+            "UPDATE repo_blobs SET touched_at = ?3 \
+             WHERE repo_id = (SELECT id FROM repositories WHERE name = ?1) AND digest = ?2",
+        )
+        .bind(repo.as_str())
+        .bind(digest.to_string())
+        .bind(now_ms())
+        .execute(w.conn())
+        .await?;
         w.done();
         Ok(())
     }

@@ -16,7 +16,7 @@ async fn hot_queries_use_indexes() {
     for i in 0..50 {
         let repo: RepoName = format!("plan/r{i}").parse().unwrap();
         let digest = Digest::sha256_of(format!("blob {i}").as_bytes());
-        m.link_blob(&repo, &digest, 1).await.unwrap();
+        m.link_blob(&repo, &digest, 1, true).await.unwrap();
     }
     for (name, query) in [
         ("REPO_ID", REPO_ID),
@@ -110,7 +110,7 @@ async fn counters_are_filled_for_an_existing_registry() {
     assert_eq!(summary, [("old/a", 2, 107), ("old/b", 1, 100)]);
     // And the triggers keep them from there.
     let repo: RepoName = "old/b".parse().unwrap();
-    m.link_blob(&repo, &Digest::sha256_of(b"new"), 5)
+    m.link_blob(&repo, &Digest::sha256_of(b"new"), 5, true)
         .await
         .unwrap();
     assert_counters_consistent(&m).await;
@@ -150,6 +150,7 @@ async fn catalog_strategies_agree() {
             blobs: Vec::new(),
             children: Vec::new(),
             tag: Some("t".parse().unwrap()),
+            immutable_rule: None,
         })
         .await
         .unwrap();

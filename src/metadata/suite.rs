@@ -30,6 +30,7 @@ fn manifest(
         blobs,
         children: Vec::new(),
         tag: tag.map(|t| t.parse().unwrap()),
+        immutable_rule: None,
     }
 }
 
@@ -53,10 +54,16 @@ pub async fn run(m: &dyn Metadata) {
 
 async fn blob_links(m: &dyn RegistryStore) {
     let (a, b) = (repo("links/a"), repo("links/b"));
-    m.link_blob(&a, &digest(1), 10).await.unwrap();
-    m.link_blob(&a, &digest(1), 10).await.unwrap();
-    assert_eq!(m.linked_blob_size(&a, &digest(1)).await.unwrap(), Some(10));
-    assert_eq!(m.linked_blob_size(&b, &digest(1)).await.unwrap(), None);
+    m.link_blob(&a, &digest(1), 10, true).await.unwrap();
+    m.link_blob(&a, &digest(1), 10, true).await.unwrap();
+    assert_eq!(
+        m.linked_blob(&a, &digest(1)).await.unwrap().map(|l| l.size),
+        Some(10)
+    );
+    assert_eq!(
+        m.linked_blob(&b, &digest(1)).await.unwrap().map(|l| l.size),
+        None
+    );
     assert_eq!(
         m.visible_holder(&digest(1), &Visible::All).await.unwrap(),
         Some(a.clone())
@@ -73,12 +80,15 @@ async fn blob_links(m: &dyn RegistryStore) {
     assert_eq!(m.visible_holder(&digest(1), &stranger).await.unwrap(), None);
     assert!(m.unlink_blob(&a, &digest(1)).await.unwrap());
     assert!(!m.unlink_blob(&a, &digest(1)).await.unwrap());
-    assert_eq!(m.linked_blob_size(&a, &digest(1)).await.unwrap(), None);
+    assert_eq!(
+        m.linked_blob(&a, &digest(1)).await.unwrap().map(|l| l.size),
+        None
+    );
 }
 
 async fn manifests_and_tags(m: &dyn RegistryStore) {
     let r = repo("tags/app");
-    m.link_blob(&r, &digest(2), 5).await.unwrap();
+    m.link_blob(&r, &digest(2), 5, true).await.unwrap();
     let blobs = vec![Ref {
         digest: digest(2),
         size: 5,
@@ -149,8 +159,14 @@ async fn manifests_and_tags(m: &dyn RegistryStore) {
         .await
         .unwrap()
         .is_some());
-    assert!(m.delete_manifest(&r, &digest(3)).await.unwrap());
-    assert!(!m.delete_manifest(&r, &digest(3)).await.unwrap());
+    assert!(m
+        .delete_manifest(&r, &digest(3), &ProjectPolicy::default())
+        .await
+        .unwrap());
+    assert!(!m
+        .delete_manifest(&r, &digest(3), &ProjectPolicy::default())
+        .await
+        .unwrap());
     assert_eq!(m.list_tags(&r, &all()).await.unwrap().unwrap(), ["a"]);
 }
 
@@ -169,7 +185,7 @@ async fn references_are_checked(m: &dyn RegistryStore) {
     assert!(
         matches!(m.put_manifest(&missing).await, Err(MetadataError::MissingReference(d)) if d == digest(6))
     );
-    m.link_blob(&r, &digest(6), 1).await.unwrap();
+    m.link_blob(&r, &digest(6), 1, true).await.unwrap();
     let wrong_size = manifest(
         "refs/app",
         digest(5),
@@ -259,7 +275,7 @@ async fn referrers(m: &dyn RegistryStore) {
 }
 
 async fn catalog_pages(m: &dyn RegistryStore) {
-    m.link_blob(&repo("catalog/blob-only"), &digest(10), 1)
+    m.link_blob(&repo("catalog/blob-only"), &digest(10), 1, true)
         .await
         .unwrap();
     for name in ["catalog/z", "catalog/a", "catalog/m"] {
@@ -279,7 +295,7 @@ async fn catalog_pages(m: &dyn RegistryStore) {
         ["catalog/m"]
     );
     assert!(m
-        .delete_manifest(&repo("catalog/m"), &digest(11))
+        .delete_manifest(&repo("catalog/m"), &digest(11), &ProjectPolicy::default())
         .await
         .unwrap());
     assert!(!m
@@ -312,10 +328,10 @@ async fn usage(m: &dyn Metadata) {
     let projects = ["use".to_string(), "use-other".to_string()];
     let (a, b, bare) = (repo("use/a"), repo("use/b"), repo("use"));
     let (shared, own) = (digest(20), digest(21));
-    m.link_blob(&a, &shared, 100).await.unwrap();
-    m.link_blob(&a, &own, 50).await.unwrap();
-    m.link_blob(&b, &shared, 100).await.unwrap();
-    m.link_blob(&repo("use-other/x"), &shared, 100)
+    m.link_blob(&a, &shared, 100, true).await.unwrap();
+    m.link_blob(&a, &own, 50, true).await.unwrap();
+    m.link_blob(&b, &shared, 100, true).await.unwrap();
+    m.link_blob(&repo("use-other/x"), &shared, 100, true)
         .await
         .unwrap();
     // Blobs alone make no repository of the project's.
@@ -404,8 +420,14 @@ async fn usage(m: &dyn Metadata) {
     );
 
     // A repository without manifests leaves the project's count and list.
-    assert!(m.delete_manifest(&b, &digest(23)).await.unwrap());
-    assert!(m.delete_manifest(&bare, &digest(24)).await.unwrap());
+    assert!(m
+        .delete_manifest(&b, &digest(23), &ProjectPolicy::default())
+        .await
+        .unwrap());
+    assert!(m
+        .delete_manifest(&bare, &digest(24), &ProjectPolicy::default())
+        .await
+        .unwrap());
     assert_eq!(
         usage_of(&m.project_usage(&projects).await.unwrap(), "use"),
         Some((1, 0))

@@ -65,6 +65,7 @@ fn image(repo: &str, tag: &str) -> NewManifest {
         blobs: Vec::new(),
         children: Vec::new(),
         tag: Some(tag.parse().unwrap()),
+        immutable_rule: None,
     }
 }
 

@@ -23,6 +23,7 @@ pub enum ErrorCode {
     NotFound,
     Conflict,
     InvalidRequest,
+    Unavailable,
     Unknown,
 }
 
@@ -75,6 +76,7 @@ impl ErrorCode {
             NotFound => ("NOT_FOUND", 404, "no such endpoint"),
             Conflict => ("CONFLICT", 409, "already exists"),
             InvalidRequest => ("INVALID_REQUEST", 400, "invalid request"),
+            Unavailable => ("UNAVAILABLE", 503, "service unavailable; retry shortly"),
             Unknown => ("UNKNOWN", 500, "unknown error"),
         }
     }

@@ -24,7 +24,7 @@ use crate::core::Registry;
 use crate::metadata::SqliteMetadata;
 use crate::storage::FsStore;
 use crate::tls::Tls;
-use crate::workers::{AuditRetention, UploadExpiry, Workers};
+use crate::workers::{AuditRetention, GarbageCollector, UploadExpiry, Workers};
 use connections::serve_connections;
 
 /// Opens the embedded default backends under the data directory: the
@@ -75,8 +75,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         // are only read, so a broken one fails here.
         Tls::from_config(&config).context("setting up TLS")?;
     }
+    // The blob store holds the data directory's lock: this process alone
+    // serves it, so a collection run it finds running was left by a dead one.
     let state = open_state(&config).await?;
-    let workers = start_workers(&state, &config);
+    let workers = start_workers(&state, &config, true);
     let served = serve_on(listener, router(state.clone()), &config, shutdown_signal()).await;
     workers
         .shutdown(Duration::from_secs(config.shutdown.grace_seconds))
@@ -86,9 +88,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     served
 }
 
-/// Starts the background workers over the opened state.
-pub fn start_workers(state: &AppState, config: &Config) -> Workers {
+/// Starts the background workers over the opened state; `exclusive`: this
+/// process holds the data directory's lock.
+pub fn start_workers(state: &AppState, config: &Config, exclusive: bool) -> Workers {
     let mut workers = Workers::default();
+    workers.spawn(GarbageCollector {
+        registry: state.registry.clone(),
+        interval: Duration::from_secs(config.gc.interval_seconds),
+        holder: gc_holder(),
+        exclusive,
+        started: Default::default(),
+        since: crate::metadata::now_ms(),
+    });
     if config.audit.retention_days > 0 {
         workers.spawn(AuditRetention {
             audit: state.auth.audit().clone(),
@@ -102,6 +113,14 @@ pub fn start_workers(state: &AppState, config: &Config) -> Workers {
         });
     }
     workers
+}
+
+/// This process as a garbage-collection lease holder: host, pid and a
+/// random part (a pid can be reused).
+pub fn gc_holder() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "berth".into());
+    let nonce = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    format!("{host}:{}:{nonce}", std::process::id())
 }
 
 /// Serves `app` on `listener` (HTTPS when `[tls]` configures it) until
