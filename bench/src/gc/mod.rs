@@ -18,8 +18,8 @@
 //!   `docker-registry garbage-collect CONFIG` timed on its data directory;
 //!   its blob files are counted before and after.
 //!
-//! Both at the full size and at a tenth of it (berth's GC memory should not
-//! grow with the count). Then, on a berth with a 60 s grace period filled
+//! Both at the full size and at a tenth of it (does berth's GC memory grow
+//! with the count?). Then, on a berth with a 60 s grace period filled
 //! with the full data set first (so the grace period has passed by then),
 //! `PUSH_CLIENTS` clients push small images for `gc_push` with no GC running,
 //! then while GC runs back to back; the ratio of the two rates.

@@ -268,8 +268,12 @@ fn push_rows(p: &Result<PushOutcome, String>) -> Vec<Row> {
                 _ => Ok(n as f64),
             }
         }),
-        runs("GC runs finished during the pushes", &|_, r| {
-            Ok(r.len() as f64)
+        runs(
+            "GC runs started during the pushes (all succeeded)",
+            &|_, r| Ok(r.len() as f64),
+        ),
+        runs("those runs' duration_ms, summed (s)", &|_, r| {
+            Ok(r.iter().filter_map(|r| r.duration_ms).sum::<f64>() / 1e3)
         }),
         runs("blobs swept by those runs", &|_, r| {
             Ok(r.iter().filter_map(|r| r.blobs_swept).sum::<u64>() as f64)
