@@ -45,15 +45,7 @@ async fn open_metadata(config: &Config) -> anyhow::Result<Arc<SqliteMetadata>> {
 pub async fn gc(config: &Config, args: GcArgs) -> anyhow::Result<()> {
     let metadata = open_metadata(config).await?;
     let store: Arc<dyn RegistryStore> = metadata.clone();
-    let local = match FsStore::open(&config.data_dir).await {
-        Ok(storage) => Some(Registry::new(
-            Arc::new(storage),
-            store.clone(),
-            config.core_settings(),
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
-        Err(e) => return Err(e).with_context(|| format!("opening {}", config.data_dir.display())),
-    };
+    let local = local_registry(config, &store).await?;
     let run = match store.request_gc(args.dry_run, "cli").await? {
         Ok(run) => run,
         Err(busy) => bail!(
@@ -64,7 +56,6 @@ pub async fn gc(config: &Config, args: GcArgs) -> anyhow::Result<()> {
     };
     let finished = match local {
         Some(registry) => {
-            let registry = Arc::new(registry);
             let holder = berth::server::gc_holder();
             let worker = registry.clone();
             // This process holds the data directory: no other can be running one.
@@ -91,6 +82,96 @@ pub async fn gc(config: &Config, args: GcArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `berth scrub`: like `berth gc`, here or through the running server.
+pub async fn scrub(config: &Config) -> anyhow::Result<()> {
+    let metadata = open_metadata(config).await?;
+    let store: Arc<dyn RegistryStore> = metadata.clone();
+    let local = local_registry(config, &store).await?;
+    let run = match store.request_scrub("cli").await? {
+        Ok(run) => run,
+        Err(busy) => bail!("scrub run {busy} is already requested or running"),
+    };
+    let task =
+        local.map(|registry| tokio::spawn(async move { registry.perform_scrub(i64::MAX).await }));
+    if task.is_none() {
+        eprintln!(
+            "a berth server serves {}: it performs scrub run {}",
+            config.data_dir.display(),
+            run.id
+        );
+    }
+    let bar = spinner()?;
+    let started = Instant::now();
+    let finished = loop {
+        let now = store
+            .scrub_run(run.id)
+            .await?
+            .context("the scrub run disappeared")?;
+        if matches!(now.state, GcState::Succeeded | GcState::Failed) {
+            break now;
+        }
+        bar.set_length(now.stats.total);
+        bar.set_position(now.stats.checked);
+        if started.elapsed() > FOLLOW_FOR {
+            bail!(
+                "scrub run {} still running after {FOLLOW_FOR:?}; stopped following it",
+                run.id
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    bar.finish_and_clear();
+    if let Some(task) = task {
+        task.await.context("the scrub task")??;
+    }
+    for p in &finished.problems {
+        println!("{}\t{}", p.digest, p.problem);
+    }
+    let s = &finished.stats;
+    println!(
+        "scrub run {} {}: {} blobs ({}) checked, {} corrupt and {} missing (quarantined: pushing them again restores them)",
+        finished.id, finished.state.as_str(), s.checked, bytes(s.bytes_checked), s.corrupt, s.missing
+    );
+    if finished.state == GcState::Failed {
+        bail!(
+            "scrub run {} failed: {}",
+            finished.id,
+            finished.error.as_deref().unwrap_or("unknown error")
+        );
+    }
+    if s.corrupt + s.missing > 0 {
+        bail!("{} blobs are corrupt or missing", s.corrupt + s.missing);
+    }
+    Ok(())
+}
+
+fn spinner() -> anyhow::Result<ProgressBar> {
+    let bar = ProgressBar::new(0);
+    if !std::io::stderr().is_terminal() {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.set_style(ProgressStyle::with_template(
+        "{spinner} {elapsed} [{bar:30}] {pos}/{len} {msg}",
+    )?);
+    Ok(bar)
+}
+
+/// The registry over the data directory when no server holds it.
+async fn local_registry(
+    config: &Config,
+    store: &Arc<dyn RegistryStore>,
+) -> anyhow::Result<Option<Arc<Registry>>> {
+    match FsStore::open(&config.data_dir).await {
+        Ok(storage) => Ok(Some(Arc::new(Registry::new(
+            Arc::new(storage),
+            store.clone(),
+            config.core_settings(),
+        )))),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("opening {}", config.data_dir.display())),
+    }
 }
 
 /// Shows a run's progress until it ends; returns it as it ended.

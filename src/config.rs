@@ -29,6 +29,23 @@ pub struct Config {
     pub connections: ConnectionsConfig,
     pub audit: AuditConfig,
     pub gc: GcConfig,
+    pub scrub: ScrubConfig,
+}
+
+/// Scrub (`berth scrub`, `POST /api/v1/scrub`): re-hashes stored blobs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScrubConfig {
+    /// Bytes read per second at most, so serving is not starved. 0: no limit.
+    pub bytes_per_second: u64,
+}
+
+impl Default for ScrubConfig {
+    fn default() -> Self {
+        ScrubConfig {
+            bytes_per_second: 64 * 1024 * 1024,
+        }
+    }
 }
 
 /// Garbage collection: removes what no tag, index or subject reaches (and
@@ -174,6 +191,7 @@ impl Default for Config {
             connections: ConnectionsConfig::default(),
             audit: AuditConfig::default(),
             gc: GcConfig::default(),
+            scrub: ScrubConfig::default(),
         }
     }
 }
@@ -270,7 +288,7 @@ pub struct LogOverrides {
 }
 
 /// Top-level keys of `Config`, the names `BERTH_*` variables may start with.
-const SECTIONS: [&str; 13] = [
+const SECTIONS: [&str; 14] = [
     "listen",
     "data_dir",
     "log",
@@ -283,6 +301,7 @@ const SECTIONS: [&str; 13] = [
     "connections",
     "audit",
     "gc",
+    "scrub",
     "admin_password",
 ];
 
@@ -440,6 +459,7 @@ impl Config {
             auto_mount: self.uploads.auto_mount,
             cache_max_age: std::time::Duration::from_secs(self.cache.max_age_seconds),
             gc_grace: std::time::Duration::from_secs(self.gc.grace_seconds),
+            scrub_rate: self.scrub.bytes_per_second,
         }
     }
 }

@@ -102,6 +102,12 @@ enum Command {
         #[command(flatten)]
         data: DataArgs,
     },
+    /// Re-hash every stored blob (rate-limited, resumable); report and
+    /// quarantine the corrupt and missing ones. Exits non-zero if any.
+    Scrub {
+        #[command(flatten)]
+        data: DataArgs,
+    },
     /// Manage repositories.
     Repo {
         #[command(subcommand)]
@@ -269,6 +275,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Audit { args, data } => admin(&data, Read, |c| cli::audit(c, args)),
         Command::Gc { args, data } => admin(&data, Read, |c| cli_lifecycle::gc(c, args)),
+        Command::Scrub { data } => admin(&data, Read, cli_lifecycle::scrub),
         Command::Repo { action, data } => admin(&data, Read, |c| cli_lifecycle::repo(c, action)),
         Command::Keys {
             action: KeysAction::Rotate,

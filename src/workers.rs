@@ -233,7 +233,18 @@ impl Worker for GarbageCollector {
             now_ms() - GC_LEASE.as_millis() as i64
         };
         self.schedule().await?;
-        match self.registry.perform_gc(&self.holder, stale_before).await? {
+        let done = self.registry.perform_gc(&self.holder, stale_before).await?;
+        if first && self.exclusive {
+            // A run that died left deletions half done: finish them now.
+            let recovered = self.registry.recover_gc().await?;
+            if recovered > 0 {
+                tracing::info!(
+                    blobs = recovered,
+                    "finished the deletions of a garbage-collection run that stopped"
+                );
+            }
+        }
+        match done {
             Some(run) => Ok(format!(
                 "garbage collection run {} {}: {} blobs ({} bytes) freed, {} manifests and {} tags swept",
                 run.id,
@@ -249,5 +260,50 @@ impl Worker for GarbageCollector {
 
     async fn woken(&self) {
         self.registry.gc_requested().await
+    }
+}
+
+/// Performs requested scrubs; a scrub left running by a process that died
+/// is resumed after the last digest it checked.
+pub struct Scrubber {
+    pub registry: Arc<Registry>,
+    pub exclusive: bool,
+    pub started: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl Worker for Scrubber {
+    fn name(&self) -> &'static str {
+        "scrub"
+    }
+
+    fn interval(&self) -> Duration {
+        Duration::from_secs(2)
+    }
+
+    async fn run_once(&self) -> anyhow::Result<String> {
+        let first = !self
+            .started
+            .swap(true, std::sync::atomic::Ordering::Relaxed);
+        let stale_before = if first && self.exclusive {
+            i64::MAX
+        } else {
+            now_ms() - GC_LEASE.as_millis() as i64
+        };
+        Ok(match self.registry.perform_scrub(stale_before).await? {
+            Some(run) => format!(
+                "scrub run {} {}: {} blobs checked, {} corrupt, {} missing",
+                run.id,
+                run.state.as_str(),
+                run.stats.checked,
+                run.stats.corrupt,
+                run.stats.missing
+            ),
+            None => String::new(),
+        })
+    }
+
+    async fn woken(&self) {
+        self.registry.scrub_requested().await
     }
 }

@@ -22,6 +22,13 @@ CREATE INDEX blobs_not_live ON blobs(state, digest) WHERE state <> 'live';
 ALTER TABLE repo_blobs ADD COLUMN touched_at INTEGER NOT NULL DEFAULT 0;
 UPDATE repo_blobs SET touched_at = created_at;
 
+-- A manifest's last push or lookup by digest (refreshed at most every half
+-- grace period): an untagged manifest younger than the grace period is kept,
+-- so a client told that the registry has it (and so not pushing it again)
+-- can still reference it from the index it pushes next.
+ALTER TABLE manifests ADD COLUMN touched_at INTEGER NOT NULL DEFAULT 0;
+UPDATE manifests SET touched_at = created_at;
+
 -- The last pull of a tag (Unix ms), refreshed at most once a minute per tag.
 ALTER TABLE tags ADD COLUMN pulled_at INTEGER;
 
@@ -89,3 +96,22 @@ CREATE TABLE gc_dry_links (
     repo_id  INTEGER NOT NULL,
     PRIMARY KEY (run, digest, repo_id)
 ) WITHOUT ROWID;
+
+-- Scrub runs: re-hash stored blobs. One at a time; `cursor` is the last
+-- digest checked, so a run that stopped (its heartbeat did) is resumed
+-- from there by the next. `problems` lists what was found (JSON array).
+CREATE TABLE scrub_runs (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    state         TEXT NOT NULL CHECK (state IN ('requested', 'running', 'succeeded', 'failed')),
+    active        INTEGER GENERATED ALWAYS AS (CASE WHEN state IN ('requested', 'running') THEN 1 END) VIRTUAL,
+    requested_by  TEXT NOT NULL,
+    requested_at  INTEGER NOT NULL,
+    started_at    INTEGER,
+    finished_at   INTEGER,
+    heartbeat_at  INTEGER,
+    cursor        TEXT,
+    stats         TEXT NOT NULL DEFAULT '{}',
+    problems      TEXT NOT NULL DEFAULT '[]',
+    error         TEXT
+);
+CREATE UNIQUE INDEX scrub_runs_one_active ON scrub_runs(active) WHERE active IS NOT NULL;

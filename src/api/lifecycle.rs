@@ -22,6 +22,9 @@ pub fn routes() -> Router<ApiState> {
         .route("/api/v1/gc", post(request_gc))
         .route("/api/v1/gc/runs", get(list_runs))
         .route("/api/v1/gc/runs/{id}", get(get_run))
+        .route("/api/v1/scrub", post(request_scrub))
+        .route("/api/v1/scrub/runs", get(list_scrubs))
+        .route("/api/v1/scrub/runs/{id}", get(get_scrub))
         .route("/api/v1/repositories/{*name}", delete(delete_repository))
         .route(
             "/api/v1/projects/{name}/policy",
@@ -127,6 +130,43 @@ async fn get_run(State(s): State<ApiState>, Path(id): Path<String>, a: Actor) ->
     let number: i64 = id.parse().map_err(|_| unknown())?;
     match s.registry.gc_run(number).await? {
         Some(run) => Ok(json(StatusCode::OK, &RunView::from(run))),
+        None => Err(unknown()),
+    }
+}
+
+async fn request_scrub(State(s): State<ApiState>, a: Actor) -> ApiResult {
+    s.auth.accounts.authorize_system_admin(&a)?;
+    match s.registry.request_scrub(a.principal.name()).await? {
+        Ok(run) => {
+            s.auth
+                .accounts
+                .audit_lifecycle(&a, "scrub.request", format!("run={}", run.id));
+            Ok(json(StatusCode::ACCEPTED, &run))
+        }
+        Err(busy) => Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("scrub run {busy} is already requested or running"),
+        )
+        .with_detail(json!({ "run": busy }))),
+    }
+}
+
+async fn list_scrubs(State(s): State<ApiState>, uri: Uri, a: Actor) -> ApiResult {
+    let q: RunsQuery = query(&uri)?;
+    s.auth.accounts.authorize_system_admin(&a)?;
+    let limit = q.limit.unwrap_or(20).clamp(1, 100);
+    Ok(json(
+        StatusCode::OK,
+        &s.registry.scrub_runs(q.before, limit).await?,
+    ))
+}
+
+async fn get_scrub(State(s): State<ApiState>, Path(id): Path<String>, a: Actor) -> ApiResult {
+    s.auth.accounts.authorize_system_admin(&a)?;
+    let unknown = || ApiError::new(ErrorCode::NotFound, format!("no scrub run {id}"));
+    let number: i64 = id.parse().map_err(|_| unknown())?;
+    match s.registry.scrub_run(number).await? {
+        Some(run) => Ok(json(StatusCode::OK, &run)),
         None => Err(unknown()),
     }
 }

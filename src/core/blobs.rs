@@ -63,7 +63,11 @@ impl Registry {
         let now = now_ms();
         if now - linked.touched_at > self.settings.gc_grace.as_millis() as i64 / 2 {
             let ticket = self.cache.ticket();
-            self.metadata.touch_link(repo, digest).await?;
+            if !self.metadata.touch_link(repo, digest).await? {
+                // Collected since it was cached: the client must upload it.
+                self.cache.invalidate();
+                return Err(Error::BlobUnknown);
+            }
             let touched = LinkedBlob {
                 touched_at: now,
                 ..linked

@@ -21,7 +21,7 @@ use futures_util::{stream, StreamExt};
 use super::retention::tags_to_delete;
 use super::{Error, Registry, Result};
 use crate::metadata::{
-    now_ms, GcBusy, GcRun, GcStats, ProjectPolicy, RepoPlan, SweepRepo, SweptBlob,
+    now_ms, GcBusy, GcRun, GcStats, ProjectPolicy, RepoPlan, RepoSwept, SweepRepo, SweptBlob,
 };
 use crate::oci::Digest;
 
@@ -67,6 +67,22 @@ impl Registry {
 
     pub async fn gc_runs(&self, before: Option<i64>, limit: u32) -> Result<Vec<GcRun>> {
         Ok(self.metadata.gc_runs(before, limit).await?)
+    }
+
+    /// Finishes the deletions that dead runs left half done (their blobs'
+    /// uploads wait until then), without starting a run. Only for a process
+    /// that alone serves the data directory, at start: then no other run
+    /// can be removing those bytes. Returns how many blobs it removed.
+    pub async fn recover_gc(&self) -> Result<u64> {
+        let mut stats = GcStats::default();
+        for _ in 0..1_000_000 {
+            let blobs = self.metadata.abandoned_blobs(0, BLOB_BATCH).await?;
+            if blobs.is_empty() {
+                break;
+            }
+            self.remove_blobs(&mut stats, &blobs).await?;
+        }
+        Ok(stats.blobs_swept)
     }
 
     /// When the last (not dry) run was requested, Unix ms.
@@ -148,7 +164,7 @@ impl Registry {
             if blobs.is_empty() {
                 break;
             }
-            self.remove_blobs(p, &blobs).await?;
+            self.remove_blobs(&mut p.stats, &blobs).await?;
         }
         Ok(())
     }
@@ -179,9 +195,9 @@ impl Registry {
                     .sweep_repository(repo.id, &plan, p.run.id, p.run.dry_run)
                     .await?;
                 p.stats.add(&swept);
-            }
-            if !p.run.dry_run {
-                self.cache.invalidate();
+                if !p.run.dry_run && swept != RepoSwept::default() {
+                    self.cache.invalidate();
+                }
             }
         }
     }
@@ -233,7 +249,7 @@ impl Registry {
             } else {
                 // The lease is checked right before the bytes go.
                 self.heartbeat(p, "blobs").await?;
-                self.remove_blobs(p, &blobs).await?;
+                self.remove_blobs(&mut p.stats, &blobs).await?;
             }
             if !full {
                 return Ok(());
@@ -242,7 +258,7 @@ impl Registry {
     }
 
     /// Removes the bytes of `deleting` blobs, then their rows.
-    async fn remove_blobs(&self, p: &mut Progress<'_>, blobs: &[SweptBlob]) -> Result<()> {
+    async fn remove_blobs(&self, stats: &mut GcStats, blobs: &[SweptBlob]) -> Result<()> {
         let storage = self.storage.clone();
         let results: Vec<_> = stream::iter(blobs.to_vec())
             .map(move |b| {
@@ -259,8 +275,8 @@ impl Registry {
         for (blob, result) in results {
             match result {
                 Ok(()) => {
-                    p.stats.blobs_swept += 1;
-                    p.stats.bytes_freed += blob.size;
+                    stats.blobs_swept += 1;
+                    stats.bytes_freed += blob.size;
                     gone.push(blob.digest.clone());
                 }
                 // Left `deleting`: the next run tries again.

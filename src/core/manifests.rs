@@ -5,7 +5,7 @@ use serde_json::{json, Map, Value};
 
 use super::cache::ReadCache;
 use super::{Error, Registry, Result};
-use crate::metadata::{ManifestRecord, MetadataError, NewManifest, Page, Ref, Visible};
+use crate::metadata::{now_ms, ManifestRecord, MetadataError, NewManifest, Page, Ref, Visible};
 use crate::oci::{media, Digest, ParsedManifest, Reference, RepoName};
 
 /// Largest page a client may ask for with `n`; more entries follow via `Link`.
@@ -126,10 +126,11 @@ impl Registry {
                     .get_manifest(repo, reference)
                     .await?
                     .ok_or(Error::ManifestUnknown)?;
-                self.cache.put_manifest(key, ticket, record.clone());
+                self.cache.put_manifest(key.clone(), ticket, record.clone());
                 record
             }
         };
+        let record = self.keep_fresh(repo, key, record).await?;
         if let Reference::Tag(tag) = reference {
             self.pulls.record(repo, tag.as_str());
         }
@@ -143,6 +144,33 @@ impl Registry {
                 media_type: record.media_type,
             });
         }
+        Ok(record)
+    }
+
+    /// Touches a manifest last touched more than half a grace period ago,
+    /// so a client told it exists may still reference it (see
+    /// `ManifestWrites::touch_manifest`); one collected since it was
+    /// cached is unknown.
+    async fn keep_fresh(
+        &self,
+        repo: &RepoName,
+        key: String,
+        record: ManifestRecord,
+    ) -> Result<ManifestRecord> {
+        let now = now_ms();
+        if now - record.touched_at <= self.settings.gc_grace.as_millis() as i64 / 2 {
+            return Ok(record);
+        }
+        let ticket = self.cache.ticket();
+        if !self.metadata.touch_manifest(repo, &record.digest).await? {
+            self.cache.invalidate();
+            return Err(Error::ManifestUnknown);
+        }
+        let record = ManifestRecord {
+            touched_at: now,
+            ..record
+        };
+        self.cache.put_manifest(key, ticket, record.clone());
         Ok(record)
     }
 

@@ -11,6 +11,7 @@ mod manifests;
 mod policy;
 mod pulls;
 mod retention;
+mod scrub;
 mod uploads;
 
 use std::sync::Arc;
@@ -40,6 +41,8 @@ pub struct Settings {
     pub cache_max_age: Duration,
     /// Garbage collection keeps blobs and links touched this recently.
     pub gc_grace: Duration,
+    /// Bytes a scrub reads per second at most (0: no limit).
+    pub scrub_rate: u64,
 }
 
 impl Default for Settings {
@@ -50,6 +53,7 @@ impl Default for Settings {
             auto_mount: true,
             cache_max_age: Duration::from_secs(60),
             gc_grace: Duration::from_secs(3600),
+            scrub_rate: 64 * 1024 * 1024,
         }
     }
 }
@@ -135,6 +139,7 @@ pub struct Registry {
     cache: cache::ReadCache,
     pulls: pulls::PullRecorder,
     gc_wake: tokio::sync::Notify,
+    scrub_wake: tokio::sync::Notify,
 }
 
 impl Registry {
@@ -147,6 +152,7 @@ impl Registry {
             cache: cache::ReadCache::new(settings.cache_max_age),
             pulls: pulls::PullRecorder::start(metadata.clone()),
             gc_wake: tokio::sync::Notify::new(),
+            scrub_wake: tokio::sync::Notify::new(),
             storage,
             metadata,
             settings,

@@ -63,8 +63,9 @@ impl Registry {
         visible: &Visible,
     ) -> Result<Option<u64>> {
         if let Some(linked) = self.metadata.linked_blob(repo, digest).await? {
-            self.metadata.touch_link(repo, digest).await?;
-            return Ok(Some(linked.size));
+            if self.metadata.touch_link(repo, digest).await? {
+                return Ok(Some(linked.size));
+            }
         }
         let mut size = match from {
             Some(from) => self.metadata.linked_blob(from, digest).await?,

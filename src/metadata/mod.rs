@@ -13,6 +13,7 @@
 mod access;
 mod browse;
 mod lifecycle;
+mod scrub;
 mod sqlite;
 mod sqlite_access;
 mod sqlite_audit;
@@ -20,6 +21,7 @@ mod sqlite_browse;
 mod sqlite_catalog;
 mod sqlite_gc;
 mod sqlite_policy;
+mod sqlite_scrub;
 mod sqlite_tokens;
 #[cfg(test)]
 mod suite;
@@ -38,6 +40,7 @@ use crate::oci::{Digest, Reference, RepoName, Tag};
 pub use access::*;
 pub use browse::*;
 pub use lifecycle::*;
+pub use scrub::*;
 pub use sqlite::SqliteMetadata;
 
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +98,8 @@ pub struct ManifestRecord {
     pub digest: Digest,
     pub media_type: String,
     pub content: Bytes,
+    /// Its last push or refreshed lookup (Unix ms).
+    pub touched_at: i64,
 }
 
 /// A descriptor (digest + declared size) that a manifest references.
@@ -199,8 +204,9 @@ pub trait BlobLinks: Send + Sync {
         size: u64,
         fresh: bool,
     ) -> Result<()>;
-    /// Marks the link used now (so collection keeps it a grace period).
-    async fn touch_link(&self, repo: &RepoName, digest: &Digest) -> Result<()>;
+    /// Marks the link used now (so collection keeps it a grace period);
+    /// whether it still exists.
+    async fn touch_link(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
     /// Removes the link; returns whether there was one.
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
 }
@@ -236,6 +242,9 @@ pub trait ManifestWrites: Send + Sync {
         digest: &Digest,
         policy: &ProjectPolicy,
     ) -> Result<bool>;
+    /// Marks the manifest used now (so collection keeps it a grace period,
+    /// even untagged); whether it still exists.
+    async fn touch_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
     /// Deletes one tag, leaving the manifest; whether it existed.
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool>;
 }
@@ -269,6 +278,7 @@ pub trait RegistryStore:
     + GcRuns
     + GcSweep
     + Policies
+    + Scrubs
 {
 }
 impl<
@@ -281,7 +291,8 @@ impl<
             + Health
             + GcRuns
             + GcSweep
-            + Policies,
+            + Policies
+            + Scrubs,
     > RegistryStore for T
 {
 }

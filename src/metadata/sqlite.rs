@@ -217,10 +217,12 @@ impl SqliteMetadata {
     }
 }
 
-const MANIFEST_BY_TAG: &str = "SELECT m.digest, m.media_type, m.content FROM repositories r \
+const MANIFEST_BY_TAG: &str =
+    "SELECT m.digest, m.media_type, m.content, m.touched_at FROM repositories r \
      JOIN tags t ON t.repo_id = r.id JOIN manifests m ON m.repo_id = r.id AND m.digest = t.digest \
      WHERE r.name = ? AND t.name = ?";
-const MANIFEST_BY_DIGEST: &str = "SELECT m.digest, m.media_type, m.content FROM repositories r \
+const MANIFEST_BY_DIGEST: &str =
+    "SELECT m.digest, m.media_type, m.content, m.touched_at FROM repositories r \
      JOIN manifests m ON m.repo_id = r.id WHERE r.name = ? AND m.digest = ?";
 const REFERRERS: &str = "SELECT digest, media_type, size, artifact_type, annotations \
      FROM manifests WHERE repo_id = (SELECT id FROM repositories WHERE name = ?) \
@@ -282,6 +284,7 @@ impl ManifestIndex for SqliteMetadata {
                 digest: parse(row.get("digest"))?,
                 media_type: row.get("media_type"),
                 content: Bytes::from(row.get::<Vec<u8>, _>("content")),
+                touched_at: row.get("touched_at"),
             })
         })
         .transpose()
@@ -343,8 +346,8 @@ impl ManifestWrites for SqliteMetadata {
         let now = now_ms();
         let digest = m.digest.to_string();
         sqlx::query(
-                "INSERT INTO manifests (repo_id, digest, media_type, artifact_type, subject, annotations, size, content, created_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                "INSERT INTO manifests (repo_id, digest, media_type, artifact_type, subject, annotations, size, content, created_at, touched_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9) ON CONFLICT DO UPDATE SET touched_at = excluded.touched_at",
             )
             .bind(repo_id)
             .bind(&digest)
@@ -423,6 +426,21 @@ impl ManifestWrites for SqliteMetadata {
                 .await?;
         }
         tx.commit().await?;
+        w.done();
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn touch_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        let mut w = self.writer().await?;
+        let done = sqlx::query(
+            "UPDATE manifests SET touched_at = ?3 \
+             WHERE repo_id = (SELECT id FROM repositories WHERE name = ?1) AND digest = ?2",
+        )
+        .bind(repo.as_str())
+        .bind(digest.to_string())
+        .bind(now_ms())
+        .execute(w.conn())
+        .await?;
         w.done();
         Ok(done.rows_affected() > 0)
     }

@@ -262,9 +262,9 @@ impl BlobLinks for SqliteMetadata {
         Ok(())
     }
 
-    async fn touch_link(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+    async fn touch_link(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
         let mut w = self.writer().await?;
-        sqlx::query(
+        let done = sqlx::query(
             "UPDATE repo_blobs SET touched_at = ?3 \
              WHERE repo_id = (SELECT id FROM repositories WHERE name = ?1) AND digest = ?2",
         )
@@ -274,7 +274,7 @@ impl BlobLinks for SqliteMetadata {
         .execute(w.conn())
         .await?;
         w.done();
-        Ok(())
+        Ok(done.rows_affected() > 0)
     }
 
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {

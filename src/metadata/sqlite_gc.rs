@@ -163,12 +163,12 @@ impl GcRuns for SqliteMetadata {
 }
 
 /// The manifests of repository ?1 that are kept: those that a tag not in
-/// ?3 (a JSON array of tags being removed) points at, those pushed at or
-/// after ?2 (all of them when ?2 is NULL), and, at any depth, the children
+/// ?3 (a JSON array of tags being removed) points at, those pushed or
+/// looked up at or after ?2 (all of them when ?2 is NULL), and, at any depth, the children
 /// of a kept index and the referrers of a kept manifest (`subject`).
 const KEPT: &str = "WITH RECURSIVE kept(digest) AS ( \
        SELECT digest FROM tags WHERE repo_id = ?1 AND name NOT IN (SELECT value FROM json_each(?3)) \
-       UNION SELECT digest FROM manifests WHERE repo_id = ?1 AND (?2 IS NULL OR created_at >= ?2) \
+       UNION SELECT digest FROM manifests WHERE repo_id = ?1 AND (?2 IS NULL OR touched_at >= ?2) \
        UNION SELECT r.child_digest FROM kept k JOIN manifest_refs r \
          ON r.repo_id = ?1 AND r.manifest_digest = k.digest AND r.kind = 1 \
        UNION SELECT m.digest FROM kept k JOIN manifests m ON m.repo_id = ?1 AND m.subject = k.digest) ";

@@ -24,7 +24,7 @@ use crate::core::Registry;
 use crate::metadata::SqliteMetadata;
 use crate::storage::FsStore;
 use crate::tls::Tls;
-use crate::workers::{AuditRetention, GarbageCollector, UploadExpiry, Workers};
+use crate::workers::{AuditRetention, GarbageCollector, Scrubber, UploadExpiry, Workers};
 use connections::serve_connections;
 
 /// Opens the embedded default backends under the data directory: the
@@ -99,6 +99,11 @@ pub fn start_workers(state: &AppState, config: &Config, exclusive: bool) -> Work
         exclusive,
         started: Default::default(),
         since: crate::metadata::now_ms(),
+    });
+    workers.spawn(Scrubber {
+        registry: state.registry.clone(),
+        exclusive,
+        started: Default::default(),
     });
     if config.audit.retention_days > 0 {
         workers.spawn(AuditRetention {

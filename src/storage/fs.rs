@@ -182,6 +182,23 @@ impl BlobAdmin for FsStore {
         }
     }
 
+    async fn quarantine(&self, digest: &Digest) -> Result<()> {
+        let dir = self.root.join("quarantine");
+        tokio::fs::create_dir_all(&dir).await?;
+        let to = dir.join(format!(
+            "{}-{}-{}",
+            digest.algorithm().as_str(),
+            digest.hex(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis())
+        ));
+        match tokio::fs::rename(self.blob_path(digest), to).await {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
     fn list(&self) -> DigestStream {
         let root = self.root.join("blobs");
         let (tx, rx) = tokio::sync::mpsc::channel(LIST_BUFFER);

@@ -63,10 +63,13 @@ pub trait BlobRead: Send + Sync {
     }
 }
 
-/// Removes and enumerates committed blobs (garbage collection).
+/// Removes and enumerates committed blobs (garbage collection, scrub).
 #[async_trait]
 pub trait BlobAdmin: Send + Sync {
     async fn delete(&self, digest: &Digest) -> Result<()>;
+    /// Moves a corrupt blob's bytes out of the way (kept for inspection,
+    /// never served), so that a new upload of the digest stores fresh ones.
+    async fn quarantine(&self, digest: &Digest) -> Result<()>;
     /// Every committed blob, streamed: memory does not grow with the store.
     fn list(&self) -> DigestStream;
 }
