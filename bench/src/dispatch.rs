@@ -59,6 +59,8 @@ pub fn figures(w: Workload, p: &Params) -> Vec<FigureSpec> {
         Workload::Auth => auth::figures(p),
         // A table of its own, a column per step (`crate::scale`).
         Workload::Scale => Vec::new(),
+        // A table of its own (`crate::gc`).
+        Workload::Gc => Vec::new(),
     }
 }
 
@@ -76,8 +78,11 @@ pub async fn run(w: Workload, ctx: &Ctx, t: &Target, st: &mut State) -> Result<V
         Workload::Catalog => workloads::catalog(ctx, t, st).await,
         Workload::Ui => ui::run(ctx, t, st).await,
         Workload::Auth => auth::run(ctx, t, st).await,
-        Workload::Scale => {
-            anyhow::bail!("the scale workload runs apart from the side-by-side table")
+        Workload::Scale | Workload::Gc => {
+            anyhow::bail!(
+                "the {} workload runs apart from the side-by-side table",
+                w.name()
+            )
         }
     }
 }

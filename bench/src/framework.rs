@@ -66,67 +66,91 @@ pub struct Params {
     /// samples of each measure per step (`--scale-samples`).
     pub scale_steps: Vec<usize>,
     pub scale_samples: usize,
+    /// `gc`: blobs and manifests of the full data set (`--gc-blobs`,
+    /// `--gc-manifests`), and how long each push-throughput phase lasts.
+    pub gc_blobs: usize,
+    pub gc_manifests: usize,
+    pub gc_push: Duration,
 }
 
 impl Params {
     pub fn new(quick: bool, runs: usize) -> Params {
-        const MIB: u64 = 1 << 20;
-        if quick {
-            Params {
-                runs,
-                big: 64 * MIB,
-                patch_chunk: MIB,
-                conc_count: 64,
-                conc_len: MIB / 2,
-                manifest_puts: 125,
-                manifest_conc: 16,
-                conns: 64,
-                warmup: Duration::from_millis(500),
-                hammer: Duration::from_secs(3),
-                tags: 250,
-                repos: 125,
-                list_iters: 10,
-                list_time: Duration::from_secs(1),
-                timeout: Duration::from_secs(180),
-                auth_images: 2,
-                auth_small_layers: 6,
-                auth_small_len: 64 << 10,
-                auth_big_len: 2 * MIB,
-                auth_push_conc: 5,
-                auth_pull_conc: 3,
-                ui_tags: 2000,
-                ui_iters: 10,
-                scale_steps: vec![100, 1000],
-                scale_samples: 10,
-            }
+        let mut p = if quick {
+            Params::quick()
         } else {
-            Params {
-                runs,
-                big: 1024 * MIB,
-                patch_chunk: 16 * MIB,
-                conc_count: 64,
-                conc_len: 8 * MIB,
-                manifest_puts: 1000,
-                manifest_conc: 16,
-                conns: 64,
-                warmup: Duration::from_secs(2),
-                hammer: Duration::from_secs(10),
-                tags: 2000,
-                repos: 1000,
-                list_iters: 50,
-                list_time: Duration::from_secs(5),
-                timeout: Duration::from_secs(900),
-                auth_images: 8,
-                auth_small_layers: 25,
-                auth_small_len: 64 << 10,
-                auth_big_len: 8 * MIB,
-                auth_push_conc: 5,
-                auth_pull_conc: 3,
-                ui_tags: 2000,
-                ui_iters: 50,
-                scale_steps: vec![1000, 10_000, 100_000],
-                scale_samples: 30,
-            }
+            Params::full()
+        };
+        p.runs = runs;
+        p
+    }
+
+    /// The `--quick` sizes, counts and durations.
+    fn quick() -> Params {
+        const MIB: u64 = 1 << 20;
+        Params {
+            runs: 1,
+            big: 64 * MIB,
+            patch_chunk: MIB,
+            conc_count: 64,
+            conc_len: MIB / 2,
+            manifest_puts: 125,
+            manifest_conc: 16,
+            conns: 64,
+            warmup: Duration::from_millis(500),
+            hammer: Duration::from_secs(3),
+            tags: 250,
+            repos: 125,
+            list_iters: 10,
+            list_time: Duration::from_secs(1),
+            timeout: Duration::from_secs(180),
+            auth_images: 2,
+            auth_small_layers: 6,
+            auth_small_len: 64 << 10,
+            auth_big_len: 2 * MIB,
+            auth_push_conc: 5,
+            auth_pull_conc: 3,
+            ui_tags: 2000,
+            ui_iters: 10,
+            scale_steps: vec![100, 1000],
+            scale_samples: 10,
+            gc_blobs: 6250,
+            gc_manifests: 1250,
+            gc_push: Duration::from_secs(3),
+        }
+    }
+
+    /// The full run's sizes, counts and durations.
+    fn full() -> Params {
+        const MIB: u64 = 1 << 20;
+        Params {
+            runs: 1,
+            big: 1024 * MIB,
+            patch_chunk: 16 * MIB,
+            conc_count: 64,
+            conc_len: 8 * MIB,
+            manifest_puts: 1000,
+            manifest_conc: 16,
+            conns: 64,
+            warmup: Duration::from_secs(2),
+            hammer: Duration::from_secs(10),
+            tags: 2000,
+            repos: 1000,
+            list_iters: 50,
+            list_time: Duration::from_secs(5),
+            timeout: Duration::from_secs(900),
+            auth_images: 8,
+            auth_small_layers: 25,
+            auth_small_len: 64 << 10,
+            auth_big_len: 8 * MIB,
+            auth_push_conc: 5,
+            auth_pull_conc: 3,
+            ui_tags: 2000,
+            ui_iters: 50,
+            scale_steps: vec![1000, 10_000, 100_000],
+            scale_samples: 30,
+            gc_blobs: 100_000,
+            gc_manifests: 20_000,
+            gc_push: Duration::from_secs(10),
         }
     }
 }
@@ -176,6 +200,7 @@ pub enum Workload {
     Ui,
     Auth,
     Scale,
+    Gc,
 }
 
 pub fn size_label(bytes: u64) -> String {
@@ -205,8 +230,8 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 }
 
 impl Workload {
-    /// What runs without `--only`: all but `auth` (which `--auth` adds) and
-    /// `scale` (which only `--only scale` runs).
+    /// What runs without `--only`: all but `auth` (which `--auth` adds),
+    /// `scale` and `gc` (which only `--only scale` and `--only gc` run).
     pub const DEFAULT: [Workload; 10] = [
         Workload::Mono,
         Workload::Chunked,
@@ -220,7 +245,7 @@ impl Workload {
         Workload::Ui,
     ];
 
-    pub const ALL: [Workload; 12] = [
+    pub const ALL: [Workload; 13] = [
         Workload::Mono,
         Workload::Chunked,
         Workload::Pull,
@@ -233,6 +258,7 @@ impl Workload {
         Workload::Ui,
         Workload::Auth,
         Workload::Scale,
+        Workload::Gc,
     ];
 
     pub fn name(self) -> &'static str {
@@ -249,13 +275,17 @@ impl Workload {
             Workload::Ui => "ui",
             Workload::Auth => "auth",
             Workload::Scale => "scale",
+            Workload::Gc => "gc",
         }
     }
 
     /// Whether the workload starts registries of its own (rather than using the
     /// two the run started), and so measures the machine's other load itself.
     pub fn starts_servers(self) -> bool {
-        matches!(self, Workload::Auth | Workload::Ui | Workload::Scale)
+        matches!(
+            self,
+            Workload::Auth | Workload::Ui | Workload::Scale | Workload::Gc
+        )
     }
 }
 
@@ -324,6 +354,19 @@ fn proc_meminfo_kib(field: &str) -> Option<u64> {
     s.lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// A count with thousands separators: 100,000.
+pub fn fmt_count(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// A figure's value as the tables show it: "n/a", or 2, 1 or 0 decimals.

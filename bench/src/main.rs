@@ -8,6 +8,7 @@ mod ceilings;
 mod data;
 mod dispatch;
 mod framework;
+mod gc;
 mod hammer;
 mod http;
 mod registry;
@@ -52,8 +53,9 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Run only these workloads (comma-separated): mono, chunked, pull, concurrent,
-    /// manifest-put, manifest-get, blob-head, tags, catalog, ui, auth, scale. Peak RSS is
-    /// always reported. `scale` is not in the default set and prints a table of its own.
+    /// manifest-put, manifest-get, blob-head, tags, catalog, ui, auth, scale, gc. Peak RSS
+    /// is always reported. `scale` and `gc` are not in the default set and print tables
+    /// of their own.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Also run the `auth` workload (push and pull with and without HTTP Basic
@@ -79,6 +81,13 @@ struct Args {
     /// --quick 10).
     #[arg(long)]
     scale_samples: Option<usize>,
+    /// `gc`: blobs of the full data set (default 100000; with --quick 6250).
+    #[arg(long)]
+    gc_blobs: Option<usize>,
+    /// `gc`: manifests of the full data set, each a config and 4 layers (default
+    /// 20000; with --quick 1250).
+    #[arg(long)]
+    gc_manifests: Option<usize>,
     /// Where the registries' temporary data directories go.
     #[arg(long, default_value_os_t = std::env::temp_dir())]
     tmp_dir: PathBuf,
@@ -131,8 +140,7 @@ fn named(only: &[String]) -> Result<Vec<Workload>> {
     Ok(out)
 }
 
-async fn run(args: Args) -> Result<bool> {
-    let workloads = selected(&args.only, args.auth)?;
+fn params(args: &Args) -> Result<Params> {
     anyhow::ensure!(args.runs >= 1, "--runs must be at least 1");
     anyhow::ensure!(args.rounds >= 1, "--rounds must be at least 1");
     let mut p = Params::new(args.quick, args.runs);
@@ -142,9 +150,48 @@ async fn run(args: Args) -> Result<bool> {
     if let Some(n) = args.scale_samples {
         p.scale_samples = n;
     }
-    // `scale` grows registries of its own and prints a table of its own.
-    let (scale, workloads): (Vec<Workload>, Vec<Workload>) =
-        workloads.into_iter().partition(|w| *w == Workload::Scale);
+    if let Some(n) = args.gc_blobs {
+        p.gc_blobs = n;
+    }
+    if let Some(n) = args.gc_manifests {
+        p.gc_manifests = n;
+    }
+    Ok(p)
+}
+
+/// Runs `scale` or `gc`, which start registries of their own and print a
+/// table of their own; whether every figure was measured.
+async fn run_apart(
+    w: Workload,
+    ctx: &Ctx,
+    json: &mut serde_json::Value,
+    gap: bool,
+) -> Result<bool> {
+    eprintln!("== {}", w.name());
+    let (table, ok, j) = match w {
+        Workload::Scale => {
+            let report = scale::run(ctx).await?;
+            (report.table(), report.ok(), report.to_json())
+        }
+        _ => {
+            let report = gc::run(ctx).await?;
+            (report.table(), report.ok(), report.to_json())
+        }
+    };
+    if gap {
+        println!();
+    }
+    print!("{table}");
+    json[w.name()] = j;
+    Ok(ok)
+}
+
+async fn run(args: Args) -> Result<bool> {
+    let workloads = selected(&args.only, args.auth)?;
+    let p = params(&args)?;
+    let (apart, workloads): (Vec<Workload>, Vec<Workload>) = workloads
+        .into_iter()
+        .partition(|w| matches!(w, Workload::Scale | Workload::Gc));
     let started = Instant::now();
     let machine = machine();
     eprintln!("machine: {machine}");
@@ -172,15 +219,9 @@ async fn run(args: Args) -> Result<bool> {
         ok &= all_ok;
         json = j;
     }
-    if !scale.is_empty() {
-        eprintln!("== scale");
-        let report = scale::run(&ctx).await?;
-        if !workloads.is_empty() {
-            println!();
-        }
-        print!("{}", report.table());
-        ok &= report.ok();
-        json["scale"] = report.to_json();
+    for (i, w) in apart.into_iter().enumerate() {
+        let gap = i > 0 || !workloads.is_empty();
+        ok &= run_apart(w, &ctx, &mut json, gap).await?;
     }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&json)?)

@@ -139,7 +139,14 @@ pub async fn push_chunked(
 pub async fn push_small(t: &Target, repo: &str, data: Bytes) -> Result<String> {
     let digest = sha256_digest(&data);
     let loc = start_upload(t, repo).await?;
-    let url = with_query(&loc, "digest", &digest);
+    put_small(t, &loc, data, &digest).await?;
+    Ok(digest)
+}
+
+/// The one `PUT <loc>?digest=` carrying the whole of a small in-memory blob
+/// into the upload session at `loc`: 201.
+pub async fn put_small(t: &Target, loc: &str, data: Bytes, digest: &str) -> Result<()> {
+    let url = with_query(loc, "digest", digest);
     let len = data.len().to_string();
     let r = t
         .request(
@@ -150,8 +157,7 @@ pub async fn push_small(t: &Target, repo: &str, data: Bytes) -> Result<String> {
             &[201],
         )
         .await?;
-    finish_created(r, &format!("PUT {}", short(&url)), &digest).await?;
-    Ok(digest)
+    finish_created(r, &format!("PUT {}", short(&url)), digest).await
 }
 
 /// GET a blob and discard it (or hash it when `verify`); checks length and digest.

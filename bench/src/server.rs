@@ -64,6 +64,17 @@ pub async fn start_berth(bin: &Path, tmp_root: &Path, htpasswd: Option<&Path>) -
 
 /// Starts berth on a fresh data dir with the given authentication.
 pub async fn start_berth_with(bin: &Path, tmp_root: &Path, auth: BerthAuth<'_>) -> Result<Server> {
+    start_berth_env(bin, tmp_root, auth, &[]).await
+}
+
+/// Starts berth on a fresh data dir with the given authentication and these
+/// environment variables besides (settings such as `BERTH_GC__GRACE_SECONDS`).
+pub async fn start_berth_env(
+    bin: &Path,
+    tmp_root: &Path,
+    auth: BerthAuth<'_>,
+    env: &[(&str, &str)],
+) -> Result<Server> {
     let dir = tempfile::Builder::new()
         .prefix("berth-bench-berth-")
         .tempdir_in(tmp_root)?;
@@ -77,7 +88,8 @@ pub async fn start_berth_with(bin: &Path, tmp_root: &Path, auth: BerthAuth<'_>) 
         .arg("--listen")
         .arg(&listen)
         .arg("--data-dir")
-        .arg(&data);
+        .arg(&data)
+        .envs(env.iter().copied());
     let auth_on = !matches!(auth, BerthAuth::Off);
     match auth {
         // Distribution runs without authentication here; so does berth.
@@ -233,6 +245,12 @@ impl Server {
     }
 
     pub async fn stop(mut self) {
+        self.halt().await;
+    }
+
+    /// Kills the process but keeps its data directory (removed on drop), for
+    /// offline tools that work on it.
+    pub async fn halt(&mut self) {
         let _ = self.child.start_kill();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
     }

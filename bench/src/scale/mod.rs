@@ -34,7 +34,7 @@ use bytes::Bytes;
 use http::Method;
 
 use crate::data::{BlobSpec, ReqBody};
-use crate::framework::{digest_of, median, run_concurrent, sync_disks, Ctx};
+use crate::framework::{digest_of, fmt_count, median, run_concurrent, sync_disks, Ctx};
 use crate::http::{
     basic_authorization, drain, header, new_client, next_link, parse_base, read_body, Target,
 };
@@ -52,7 +52,7 @@ mod ops;
 mod report;
 mod steps;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use grow::*;
 use measure::*;

@@ -223,15 +223,3 @@ pub(super) async fn disk(side: &Side) -> Result<(u64, u64)> {
         .await?
         .with_context(|| format!("walking {what}"))
 }
-
-pub(super) fn fmt_count(n: usize) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}

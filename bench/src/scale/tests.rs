@@ -7,7 +7,7 @@ use crate::framework::Params;
 
 /// `$BERTH_BIN`, else the workspace's `target/release/berth`, else
 /// `target/debug/berth` (as the conformance suite finds it).
-fn berth_binary() -> PathBuf {
+pub(crate) fn berth_binary() -> PathBuf {
     if let Some(bin) = std::env::var_os("BERTH_BIN") {
         return PathBuf::from(bin);
     }
