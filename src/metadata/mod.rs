@@ -30,6 +30,8 @@ mod suite_access;
 #[cfg(test)]
 mod suite_audit;
 #[cfg(test)]
+mod suite_lifecycle;
+#[cfg(test)]
 mod suite_visibility;
 
 use async_trait::async_trait;
