@@ -30,7 +30,10 @@ const REPOSITORY_BATCH: u32 = 200;
 /// Blobs flipped to `deleting` and removed at a time.
 const BLOB_BATCH: u32 = 1_000;
 /// Blob deletions in flight at once.
-const DELETE_CONCURRENCY: usize = 16;
+const DELETE_CONCURRENCY: usize = 4;
+/// After each batch a run rests as long as the batch took: it works at
+/// most half the time, so pushes keep most of the machine while it runs.
+const REST_PER_WORK: f64 = 1.0;
 /// A running run whose heartbeat is older than this is taken as dead.
 pub const LEASE: Duration = Duration::from_secs(300);
 const DAY_MS: i64 = 86_400_000;
@@ -187,6 +190,7 @@ impl Registry {
                 return Ok(());
             };
             after = last.id;
+            let batch = std::time::Instant::now();
             for repo in &repos {
                 let policy = policies.get(repo.name.project()).unwrap_or(&none);
                 let plan = self.plan(repo, policy, p).await?;
@@ -199,6 +203,7 @@ impl Registry {
                     self.cache.invalidate();
                 }
             }
+            rest(batch).await;
         }
     }
 
@@ -243,6 +248,7 @@ impl Registry {
             };
             after = Some(last.digest.clone());
             let full = blobs.len() as u32 == BLOB_BATCH;
+            let batch = std::time::Instant::now();
             if p.run.dry_run {
                 p.stats.blobs_swept += blobs.len() as u64;
                 p.stats.bytes_freed += blobs.iter().map(|b| b.size).sum::<u64>();
@@ -254,6 +260,7 @@ impl Registry {
             if !full {
                 return Ok(());
             }
+            rest(batch).await;
         }
     }
 
@@ -288,4 +295,9 @@ impl Registry {
         self.cache.invalidate();
         Ok(())
     }
+}
+
+/// Rests as long as the work since `started` took (see [`REST_PER_WORK`]).
+async fn rest(started: std::time::Instant) {
+    tokio::time::sleep(started.elapsed().mul_f64(REST_PER_WORK)).await;
 }

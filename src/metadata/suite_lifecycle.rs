@@ -80,7 +80,7 @@ async fn flips_spare_what_is_linked_or_touched(m: &dyn RegistryStore) {
     // Left by run 1, which is not running: abandoned, for anyone else.
     assert_eq!(m.abandoned_blobs(2, 10).await.unwrap().len(), 1);
     assert!(m.abandoned_blobs(1, 10).await.unwrap().is_empty());
-    m.forget_blobs(&[loose.clone()]).await.unwrap();
+    m.forget_blobs(std::slice::from_ref(&loose)).await.unwrap();
     assert!(m.abandoned_blobs(2, 10).await.unwrap().is_empty());
     // Gone: a new upload starts afresh.
     m.reserve_blob(&repo("flip/a"), &loose, 2).await.unwrap();
