@@ -16,8 +16,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use futures_util::{stream, StreamExt};
-
 use super::retention::tags_to_delete;
 use super::{Error, Registry, Result};
 use crate::metadata::{
@@ -29,8 +27,6 @@ use crate::oci::Digest;
 const REPOSITORY_BATCH: u32 = 200;
 /// Blobs flipped to `deleting` and removed at a time.
 const BLOB_BATCH: u32 = 1_000;
-/// Blob deletions in flight at once.
-const DELETE_CONCURRENCY: usize = 4;
 /// After each batch a run rests as long as the batch took: it works at
 /// most half the time, so pushes keep most of the machine while it runs.
 const REST_PER_WORK: f64 = 1.0;
@@ -266,19 +262,9 @@ impl Registry {
 
     /// Removes the bytes of `deleting` blobs, then their rows.
     async fn remove_blobs(&self, stats: &mut GcStats, blobs: &[SweptBlob]) -> Result<()> {
-        let storage = self.storage.clone();
-        let results: Vec<_> = stream::iter(blobs.to_vec())
-            .map(move |b| {
-                let storage = storage.clone();
-                async move {
-                    let deleted = storage.delete(&b.digest).await;
-                    (b, deleted)
-                }
-            })
-            .buffer_unordered(DELETE_CONCURRENCY)
-            .collect()
-            .await;
-        let mut gone = Vec::with_capacity(results.len());
+        let digests: Vec<Digest> = blobs.iter().map(|b| b.digest.clone()).collect();
+        let results = blobs.iter().zip(self.storage.delete_batch(&digests).await);
+        let mut gone = Vec::with_capacity(blobs.len());
         for (blob, result) in results {
             match result {
                 Ok(()) => {

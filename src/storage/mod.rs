@@ -67,6 +67,16 @@ pub trait BlobRead: Send + Sync {
 #[async_trait]
 pub trait BlobAdmin: Send + Sync {
     async fn delete(&self, digest: &Digest) -> Result<()>;
+    /// Deletes many blobs, each one's outcome in order. An object store
+    /// makes it one request per batch (S3 `DeleteObjects`, 1,000 keys);
+    /// by default, one deletion after another.
+    async fn delete_batch(&self, digests: &[Digest]) -> Vec<Result<()>> {
+        let mut outcomes = Vec::with_capacity(digests.len());
+        for d in digests {
+            outcomes.push(self.delete(d).await);
+        }
+        outcomes
+    }
     /// Moves a corrupt blob's bytes out of the way (kept for inspection,
     /// never served), so that a new upload of the digest stores fresh ones.
     async fn quarantine(&self, digest: &Digest) -> Result<()>;

@@ -230,6 +230,25 @@ async fn delete_and_list(store: &dyn Storage) {
     assert_eq!(store.stat(&digest).await.unwrap(), None);
     assert!(!listed(store).await.contains(&digest));
     store.delete(&digest).await.unwrap();
+    // In batches, each outcome in order; what is gone already is no error.
+    let (a, b) = (Digest::sha256_of(b"batch a"), Digest::sha256_of(b"batch b"));
+    for (d, data) in [(&a, b"batch a"), (&b, b"batch b")] {
+        stage(store, data).await.commit(d).await.unwrap();
+    }
+    let outcomes = store
+        .delete_batch(&[a.clone(), digest.clone(), b.clone()])
+        .await;
+    assert_eq!(outcomes.len(), 3);
+    assert!(outcomes.iter().all(|o| o.is_ok()));
+    assert_eq!(store.stat(&a).await.unwrap(), None);
+    assert_eq!(store.stat(&b).await.unwrap(), None);
+    // Quarantined bytes are never served; the digest can be committed anew.
+    stage(store, b"batch a").await.commit(&a).await.unwrap();
+    store.quarantine(&a).await.unwrap();
+    assert_eq!(store.stat(&a).await.unwrap(), None);
+    store.quarantine(&a).await.unwrap();
+    stage(store, b"batch a").await.commit(&a).await.unwrap();
+    assert_eq!(store.stat(&a).await.unwrap(), Some(7));
 }
 
 async fn staged_sessions_are_listed(store: &dyn Storage) {
