@@ -19,7 +19,8 @@ use std::time::Duration;
 use super::retention::tags_to_delete;
 use super::{Error, Registry, Result};
 use crate::metadata::{
-    now_ms, GcBusy, GcRun, GcStats, ProjectPolicy, RepoPlan, RepoSwept, SweepRepo, SweptBlob,
+    now_ms, GcBusy, GcRun, GcState, GcStats, ProjectPolicy, RepoPlan, RepoSwept, SweepRepo,
+    SweptBlob,
 };
 use crate::oci::Digest;
 
@@ -93,6 +94,14 @@ impl Registry {
     /// `holder`; running runs whose heartbeat is older than `stale_before`
     /// (Unix ms) are marked failed first. Returns the finished run.
     pub async fn perform_gc(&self, holder: &str, stale_before: i64) -> Result<Option<GcRun>> {
+        // A read first: with nothing requested or running, no write at all.
+        let newest = self.metadata.gc_runs(None, 1).await?;
+        if !newest
+            .iter()
+            .any(|r| matches!(r.state, GcState::Requested | GcState::Running))
+        {
+            return Ok(None);
+        }
         let Some(run) = self.metadata.claim_gc(holder, stale_before).await? else {
             return Ok(None);
         };

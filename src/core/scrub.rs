@@ -39,6 +39,13 @@ impl Registry {
     /// whose heartbeat is older than `stale_before` is marked failed first
     /// (and resumed by this one).
     pub async fn perform_scrub(&self, stale_before: i64) -> Result<Option<ScrubRun>> {
+        let newest = self.metadata.scrub_runs(None, 1).await?;
+        if !newest
+            .iter()
+            .any(|r| matches!(r.state, GcState::Requested | GcState::Running))
+        {
+            return Ok(None);
+        }
         let Some(mut run) = self.metadata.claim_scrub(stale_before).await? else {
             return Ok(None);
         };
