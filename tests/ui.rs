@@ -1,6 +1,8 @@
 //! The web UI in-process: login, sessions and logout, CSRF refusals, what
-//! guests, maintainers and strangers see and may do, the image page, and the
-//! server time of a repository page with 2,000 tags.
+//! guests, maintainers and strangers see and may do, the image page, the
+//! server time of a repository page with 2,000 tags, and the storage
+//! lifecycle pages (usage and rules, retention preview, repository
+//! deletion, garbage-collection runs) with their permissions.
 
 use std::time::{Duration, Instant};
 
@@ -1144,7 +1146,7 @@ async fn project_page_shows_usage_rules_and_the_retention_preview() {
     assert!(body.contains(r#"<tr data-name="team/tools">"#), "{body}");
     assert!(body.contains("/ui/r/team/tools/-/image/old"), "{body}");
     assert!(!body.contains("/-/image/new") && !body.contains("team/app"));
-    assert!(body.contains("would delete <strong>1</strong> tags and keep 3"));
+    assert!(body.contains("would delete <strong>1</strong> tag and keep 3"));
     assert_eq!(tags_list(&app, "team/tools").await, ["new", "old"]);
 
     // A project without a policy: no limits, nothing immutable, no rules.

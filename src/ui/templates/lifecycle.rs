@@ -64,11 +64,10 @@ pub fn usage_and_rules(rules: &Rules, project: &str) -> Markup {
     }
 }
 
-fn untagged_words(days: Option<u32>) -> String {
-    match days {
+fn untagged_words(after: Option<u32>) -> String {
+    match after {
         None => "kept".into(),
-        Some(1) => "deleted 1 day after push".into(),
-        Some(d) => format!("deleted {d} days after push"),
+        Some(d) => format!("deleted {} after push", days(d)),
     }
 }
 
@@ -82,12 +81,16 @@ fn patterns(list: &[String]) -> Markup {
     }
 }
 
-fn days(d: u32) -> String {
-    if d == 1 {
-        "1 day".into()
+fn plural(n: u64, one: &'static str, many: &'static str) -> &'static str {
+    if n == 1 {
+        one
     } else {
-        format!("{d} days")
+        many
     }
+}
+
+fn days(d: u32) -> String {
+    format!("{d}{}", plural(d.into(), " day", " days"))
 }
 
 /// The retention rules in one sentence: what garbage collection deletes,
@@ -141,7 +144,7 @@ pub fn retention_preview(page: &PreviewPage, viewer: &Viewer) -> Markup {
         (crumbs(&[(name, Some(format!("/ui/projects/{}", urlencode(name)))), ("Retention preview", None)]))
         h1 { "Retention preview" }
         p { "Rules of " strong { (name) } ": " (retention_words(&page.policy)) }
-        p #retention-summary { "Applied now, the rules would delete " strong { (p.tags_deleted) } " tags and keep " (p.tags_kept) ". "
+        p #retention-summary { "Applied now, the rules would delete " strong { (p.tags_deleted) } (plural(p.tags_deleted, " tag", " tags")) " and keep " (p.tags_kept) ". "
             span.muted { "This page deletes nothing; garbage collection applies the rules when it runs." } }
         @if p.repositories.is_empty() {
             p.empty { "Nothing would be deleted." }
@@ -165,14 +168,13 @@ pub fn confirm_delete_repository(page: &DeleteRepositoryPage, viewer: &Viewer) -
     let repo = &page.repo;
     let name = repo.as_str();
     let project_href = format!("/ui/projects/{}", urlencode(repo.project()));
-    let tags = if page.tags == 1 { "tag" } else { "tags" };
     let body = html! {
         (crumbs(&[(repo.project(), Some(project_href)), (name, Some(repo_href(name))), ("Delete", None)]))
         h1 { "Delete repository " (name) }
         @if let Some(why) = &page.refused {
             p.alert role="alert" #refused { "The repository was not deleted: " (why) }
         }
-        p #confirm-question { "Delete repository " strong { (name) } " with its " (page.tags) " " (tags) "? This cannot be undone." }
+        p #confirm-question { "Delete repository " strong { (name) } " with its " (page.tags) (plural(page.tags, " tag", " tags")) "? This cannot be undone." }
         p.muted { "Its tags and manifests go at once and it leaves the catalog; garbage collection frees the storage no other repository uses." }
         form.inline #delete-repository method="post" action={ (repo_href(name)) "/-/delete" } {
             input type="hidden" name="csrf" value=(viewer.csrf);
@@ -276,5 +278,6 @@ mod tests {
     fn untagged_policy_reads_as_kept_or_deleted() {
         assert_eq!(untagged_words(None), "kept");
         assert_eq!(untagged_words(Some(7)), "deleted 7 days after push");
+        assert_eq!(untagged_words(Some(1)), "deleted 1 day after push");
     }
 }
