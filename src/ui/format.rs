@@ -2,19 +2,29 @@
 
 use maud::{html, Markup};
 
+/// `bytes` in the largest of `units` (each `base` times the one before,
+/// the first `base` bytes) that keeps it below `base`, to one decimal;
+/// `None` below one `base`.
+fn scaled(bytes: u64, base: f64, units: &[&'static str]) -> Option<(String, &'static str)> {
+    if (bytes as f64) < base {
+        return None;
+    }
+    let mut value = bytes as f64 / base;
+    let mut unit = 0;
+    while value >= base - 0.05 && unit < units.len() - 1 {
+        value /= base;
+        unit += 1;
+    }
+    Some((format!("{value:.1}"), units[unit]))
+}
+
 /// Bytes in SI units, as `docker images` prints them: `1.2 MB`.
 pub fn size(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["kB", "MB", "GB", "TB", "PB", "EB"];
-    if bytes < 1000 {
-        return format!("{bytes} B");
+    match scaled(bytes, 1000.0, &UNITS) {
+        Some((value, unit)) => format!("{value} {unit}"),
+        None => format!("{bytes} B"),
     }
-    let mut value = bytes as f64 / 1000.0;
-    let mut unit = 0;
-    while value >= 999.95 && unit < UNITS.len() - 1 {
-        value /= 1000.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
 }
 
 /// A size with the exact byte count on hover and in `data-bytes`.
@@ -26,21 +36,10 @@ pub fn size_cell(bytes: u64) -> Markup {
 /// (no `.0`).
 pub fn size_binary(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
+    match scaled(bytes, 1024.0, &UNITS) {
+        Some((value, unit)) => format!("{} {unit}", value.strip_suffix(".0").unwrap_or(&value)),
+        None => format!("{bytes} B"),
     }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1023.95 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    let shown = format!("{value:.1}");
-    format!(
-        "{} {}",
-        shown.strip_suffix(".0").unwrap_or(&shown),
-        UNITS[unit]
-    )
 }
 
 /// A binary-unit size with the exact byte count on hover and in `data-bytes`.

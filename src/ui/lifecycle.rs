@@ -73,14 +73,18 @@ async fn preview(state: &UiState, viewer: &Viewer, project: &str) -> Result<Prev
     })
 }
 
-/// Whether `viewer` may delete `repo` (manages its project).
-pub async fn may_delete_repository(state: &UiState, viewer: &Viewer, repo: &RepoName) -> bool {
-    state
-        .auth
-        .accounts
+/// Refused unless `viewer` may delete `repo` (manages its project), as
+/// the API refuses: strangers of a private project learn nothing.
+async fn may_delete(state: &UiState, viewer: &Viewer, repo: &RepoName) -> Result<(), UiError> {
+    let accounts = &state.auth.accounts;
+    Ok(accounts
         .authorize_project_admin(&viewer.actor, repo.project())
-        .await
-        .is_ok()
+        .await?)
+}
+
+/// Whether `viewer` may delete `repo`, for its page's button.
+pub async fn may_delete_repository(state: &UiState, viewer: &Viewer, repo: &RepoName) -> bool {
+    may_delete(state, viewer, repo).await.is_ok()
 }
 
 /// The confirmation page of a repository's deletion, with the refusal of
@@ -108,11 +112,7 @@ async fn deletion(
     repo: &RepoName,
     refused: Option<String>,
 ) -> Result<DeleteRepositoryPage, UiError> {
-    state
-        .auth
-        .accounts
-        .authorize_project_admin(&viewer.actor, repo.project())
-        .await?;
+    may_delete(state, viewer, repo).await?;
     let tags = state
         .ui
         .browse
@@ -134,11 +134,7 @@ pub async fn delete_repository(
     viewer: &Viewer,
     repo: &RepoName,
 ) -> Result<Response, UiError> {
-    state
-        .auth
-        .accounts
-        .authorize_project_admin(&viewer.actor, repo.project())
-        .await?;
+    may_delete(state, viewer, repo).await?;
     match state.registry.delete_repository(repo).await {
         Ok(()) => {}
         Err(Error::Denied(why)) => {
