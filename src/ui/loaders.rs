@@ -291,8 +291,8 @@ pub enum RepoPath {
 
 impl RepoPath {
     /// `NAME`, `NAME/-/image/REF`, `NAME/-/tags/TAG/delete` or
-    /// `NAME/-/delete`: `-` is never
-    /// a repository path component, so any depth of name works.
+    /// `NAME/-/delete`: `-` is never a repository path component, so any
+    /// depth of name works.
     pub fn parse(path: &str) -> Result<RepoPath, UiError> {
         let bad = || UiError::NotFound("no such repository".into());
         let (name, rest) = match path.split_once("/-/") {

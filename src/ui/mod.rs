@@ -4,8 +4,8 @@
 //!
 //! Contract: the same accounts, roles and audit log as the API. A handler
 //! resolves the signed-in `Viewer`, checks the CSRF token of a form, calls
-//! one loader or service method in `pages`/`admin` and maps the result to a
-//! page, a redirect or a friendly error page. What a viewer may not see is
+//! one loader or service method in `loaders`/`admin`/`lifecycle` and maps
+//! the result to a page, a redirect or a friendly error page. What a viewer may not see is
 //! neither listed nor reachable: pages ask `Authorizer::actions_on` and the
 //! accounts service, whose refusals become 404 (existence hidden) or 403.
 
