@@ -1,6 +1,8 @@
 //! The web UI in-process: login, sessions and logout, CSRF refusals, what
-//! guests, maintainers and strangers see and may do, the image page, and the
-//! server time of a repository page with 2,000 tags.
+//! guests, maintainers and strangers see and may do, the image page, the
+//! server time of a repository page with 2,000 tags, and the storage
+//! lifecycle pages (usage and rules, retention preview, repository
+//! deletion, garbage-collection runs) with their permissions.
 
 use std::time::{Duration, Instant};
 
@@ -1063,4 +1065,257 @@ async fn overview_and_project_pages_come_in_pages_of_100() {
     let rest = b.get("/ui/projects/p000?after=p000%2Fr099").await;
     assert_eq!(repos(&rest.body), 1);
     assert!(rest.body.contains(r#"<tr data-name="p000/r100">"#));
+}
+
+/// `team` with a policy (a storage and a tag quota, immutable `v*`,
+/// untagged manifests deleted after 7 days, keep the newest tag), and a
+/// repository `team/tools` whose older tag the rules would delete.
+async fn team_with_policy(app: &Router) {
+    team(app).await;
+    api(
+        app,
+        Method::PUT,
+        "/api/v1/projects/team/policy",
+        json!({"quota_bytes": 1_000_000_000u64, "quota_tags": 10, "untagged_days": 7,
+               "immutable_tags": ["v*"], "retention": {"keep_last": 1}}),
+    )
+    .await;
+    push_image(app, "team/tools", "old").await;
+    // Retention orders tags by push time, in milliseconds.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    push_image(app, "team/tools", "new").await;
+}
+
+/// Whether `/v2/_catalog` lists `repo`.
+async fn in_catalog(app: &Router, repo: &str) -> bool {
+    let res = call(app, Method::GET, "/v2/_catalog", &[admin()], Body::empty()).await;
+    let v: Value = serde_json::from_str(&res.body).unwrap();
+    v["repositories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r == repo)
+}
+
+/// The project page shows usage against the quotas as the registry counts
+/// them and the rules in words, to whoever may see the project; the
+/// retention preview lists what the rules would delete now.
+#[tokio::test]
+async fn project_page_shows_usage_rules_and_the_retention_preview() {
+    let (app, _root) = open().await;
+    team_with_policy(&app).await;
+    let policy = call(
+        &app,
+        Method::GET,
+        "/api/v1/projects/team/policy",
+        &[admin()],
+        Body::empty(),
+    )
+    .await;
+    let usage: Value = serde_json::from_str(&policy.body).unwrap();
+    let bytes = usage["usage"]["bytes"].as_u64().unwrap();
+    assert!(bytes > 0, "{usage}");
+
+    let mut guest = Browser::signed_in(&app, "guest", "guest-password").await;
+    let page = guest.get("/ui/projects/team").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let body = &page.body;
+    for want in [
+        format!(r#"data-bytes="{bytes}""#),
+        r#"data-bytes="1000000000""#.to_string(),
+        "953.7 MiB".to_string(),
+        "a blob shared by two repositories counts once".to_string(),
+        "2 <span class=\"muted\">(no limit)</span>".to_string(),
+        "4 of 10".to_string(),
+        "tags matching <code>v*</code> are pushed once".to_string(),
+        "deleted 7 days after push".to_string(),
+        "Garbage collection deletes every tag except the most recently pushed tag of each \
+         repository and immutable tags."
+            .to_string(),
+        r#"href="/ui/projects/team/retention""#.to_string(),
+    ] {
+        assert!(
+            body.contains(&want),
+            "the project page shows {want}: {body}"
+        );
+    }
+
+    let preview = guest.get("/ui/projects/team/retention").await;
+    assert_eq!(preview.status, StatusCode::OK);
+    let body = &preview.body;
+    assert!(body.contains(r#"<tr data-name="team/tools">"#), "{body}");
+    assert!(body.contains("/ui/r/team/tools/-/image/old"), "{body}");
+    assert!(!body.contains("/-/image/new") && !body.contains("team/app"));
+    assert!(body.contains("would delete <strong>1</strong> tag and keep 3"));
+    assert_eq!(tags_list(&app, "team/tools").await, ["new", "old"]);
+
+    // A project without a policy: no limits, nothing immutable, no rules.
+    let mut admin_ui = Browser::signed_in(&app, "admin", ADMIN_PASSWORD).await;
+    let other = admin_ui.get("/ui/projects/other").await;
+    assert_eq!(other.body.matches("(no limit)").count(), 3);
+    assert!(other.body.contains("none: any tag may be moved or deleted"));
+    assert!(other.body.contains(r#"<dd id="rule-untagged">kept</dd>"#));
+    assert!(!other.body.contains("/retention"));
+
+    // Who may not see the project sees neither its rules nor the preview.
+    let mut stranger = Browser::signed_in(&app, "stranger", "stranger-password").await;
+    let res = stranger.get("/ui/projects/team/retention").await;
+    assert_eq!(res.status, StatusCode::NOT_FOUND);
+    let res = Browser::new(&app).get("/ui/projects/team/retention").await;
+    assert!(res.header("location").starts_with("/ui/login"));
+}
+
+/// Only the project's admins get the button and may delete; a guest, a
+/// maintainer and a stranger are refused on the URL; an immutable tag
+/// stops the deletion with a readable reason.
+#[tokio::test]
+async fn repository_deletion_is_for_project_admins() {
+    let (app, _root) = open().await;
+    team_with_policy(&app).await;
+    let button = "action=\"/ui/r/team/tools/-/delete\"";
+    for (user, refused) in [
+        ("guest", StatusCode::FORBIDDEN),
+        ("maint", StatusCode::FORBIDDEN),
+        ("stranger", StatusCode::NOT_FOUND),
+    ] {
+        let mut b = Browser::signed_in(&app, user, &format!("{user}-password")).await;
+        let home = b.get("/ui").await;
+        let repo = b.get("/ui/r/team/tools").await;
+        assert!(!repo.body.contains(button), "{user} has no delete button");
+        let confirm = b.get("/ui/r/team/tools/-/delete").await;
+        assert_eq!(confirm.status, refused, "{user}: {}", confirm.body);
+        let res = b
+            .post("/ui/r/team/tools/-/delete", &[("csrf", &home.csrf())])
+            .await;
+        assert_eq!(res.status, refused, "{user}: {}", res.body);
+    }
+    assert_eq!(tags_list(&app, "team/tools").await, ["new", "old"]);
+
+    api(
+        &app,
+        Method::POST,
+        "/api/v1/users",
+        json!({"name": "lead", "password": "lead-password"}),
+    )
+    .await;
+    api(
+        &app,
+        Method::PUT,
+        "/api/v1/projects/team/members/lead",
+        json!({"role": "admin"}),
+    )
+    .await;
+    let mut lead = Browser::signed_in(&app, "lead", "lead-password").await;
+    let repo = lead.get("/ui/r/team/tools").await;
+    assert!(repo.body.contains(button), "{}", repo.body);
+    let confirm = lead.get("/ui/r/team/tools/-/delete").await;
+    assert_eq!(confirm.status, StatusCode::OK);
+    assert!(
+        confirm.body.contains(
+            "Delete repository <strong>team/tools</strong> with its 2 tags? This cannot be undone."
+        ),
+        "{}",
+        confirm.body
+    );
+    let res = lead.post("/ui/r/team/tools/-/delete", &[]).await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN, "no CSRF token");
+    assert!(in_catalog(&app, "team/tools").await);
+    let res = lead
+        .post("/ui/r/team/tools/-/delete", &[("csrf", &confirm.csrf())])
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    assert_eq!(
+        res.header("location"),
+        "/ui/projects/team?deleted=team/tools"
+    );
+    let project = lead.get(res.header("location")).await;
+    assert!(project.body.contains("was deleted"), "{}", project.body);
+    assert!(!project.body.contains(r#"<tr data-name="team/tools">"#));
+    assert!(!in_catalog(&app, "team/tools").await);
+    let tags = call(
+        &app,
+        Method::GET,
+        "/v2/team/tools/tags/list",
+        &[admin()],
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(tags.status, StatusCode::NOT_FOUND);
+
+    // team/app holds v1 and v2, which `v*` makes immutable.
+    let res = lead
+        .post("/ui/r/team/app/-/delete", &[("csrf", &confirm.csrf())])
+        .await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN);
+    assert!(
+        res.body.contains("was not deleted") && res.body.contains("is immutable"),
+        "{}",
+        res.body
+    );
+    assert!(!res.body.contains("something went wrong"));
+    assert_eq!(tags_list(&app, "team/app").await, ["v1", "v2"]);
+
+    let mut admin_ui = Browser::signed_in(&app, "admin", ADMIN_PASSWORD).await;
+    let audit = admin_ui
+        .get("/ui/admin/audit?action=repository.delete")
+        .await;
+    assert!(
+        audit.body.contains("lead") && audit.body.contains("team/tools"),
+        "{}",
+        audit.body
+    );
+}
+
+/// System administrators see the last runs and request one; a second
+/// request while the first waits is a notice, not an error; others are
+/// refused.
+#[tokio::test]
+async fn garbage_collection_runs_are_for_administrators() {
+    let (app, _root) = open().await;
+    team(&app).await;
+    let mut guest = Browser::signed_in(&app, "guest", "guest-password").await;
+    let home = guest.get("/ui").await;
+    let res = guest
+        .post("/ui/admin/gc", &[("csrf", &home.csrf()), ("dry_run", "1")])
+        .await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN);
+
+    let mut b = Browser::signed_in(&app, "admin", ADMIN_PASSWORD).await;
+    let page = b.get("/ui/admin").await;
+    assert!(page.body.contains("No garbage collection has run yet."));
+    let res = b.post("/ui/admin/gc", &[("dry_run", "1")]).await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN, "no CSRF token");
+    let res = b
+        .post("/ui/admin/gc", &[("csrf", &page.csrf()), ("dry_run", "1")])
+        .await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER, "{}", res.body);
+    let to = res
+        .header("location")
+        .split('#')
+        .next()
+        .unwrap()
+        .to_string();
+    let page = b.get(&to).await;
+    assert!(page.body.contains("was requested"), "{}", page.body);
+    let row = &page.body[page.body.find("<tr data-name=\"1\">").unwrap()..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    for want in ["requested", "dry run", "admin"] {
+        assert!(row.contains(want), "{want} in {row}");
+    }
+
+    // No worker runs here: the run waits, and the next request is busy.
+    let res = b.post("/ui/admin/gc", &[("csrf", &page.csrf())]).await;
+    assert_eq!(res.status, StatusCode::SEE_OTHER);
+    let to = res
+        .header("location")
+        .split('#')
+        .next()
+        .unwrap()
+        .to_string();
+    let page = b.get(&to).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("is already requested or running"));
+    let runs = &page.body[page.body.find("<table id=\"gc-runs\">").unwrap()..];
+    let runs = &runs[..runs.find("</table>").unwrap()];
+    assert_eq!(runs.matches("<tr data-name=").count(), 1, "{runs}");
 }

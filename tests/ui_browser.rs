@@ -4,7 +4,10 @@
 //! It pushes an image over HTTP, browses project → repository → tag →
 //! layers and checks sizes and digests against the registry API, deletes a
 //! tag, checks what a guest and a stranger see, CSRF refusal and logout,
-//! and saves screenshots in `target/ui-screenshots/`.
+//! and saves screenshots in `target/ui-screenshots/`. A second test sets a
+//! project policy, checks usage, rules and the retention preview, deletes a
+//! repository through its confirmation page (and is refused one holding an
+//! immutable tag), and requests a garbage-collection dry run.
 //!
 //! Without Chromium, chromedriver or the binary this test FAILS, saying what
 //! to install: a browser test that silently passes would prove nothing.
@@ -25,6 +28,10 @@ use sha2::{Digest as _, Sha256};
 const ADMIN_PASSWORD: &str = "browser-admin-password";
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// One browser at a time: two Chromiums on a small machine slow each other
+/// past the waits of these tests.
+static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Kills a child process when the test ends, however it ends.
 struct Proc(Child);
@@ -236,6 +243,19 @@ impl Registry {
         assert_eq!(res.status, 201, "{}", String::from_utf8_lossy(&res.body));
     }
 
+    async fn catalog(&self) -> Vec<String> {
+        let v = self
+            .call("GET", "/v2/_catalog", &[], Vec::new())
+            .await
+            .json();
+        v["repositories"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_string())
+            .collect()
+    }
+
     async fn tags(&self, repo: &str) -> Vec<String> {
         let v = self
             .call("GET", &format!("/v2/{repo}/tags/list"), &[], Vec::new())
@@ -408,6 +428,14 @@ impl Browser {
         .await;
     }
 
+    async fn text(&self, css: &str) -> String {
+        let e = self.find(css).await;
+        let v = self
+            .cmd("GET", &format!("/element/{e}/text"), json!({}))
+            .await;
+        v.as_str().unwrap_or("").to_string()
+    }
+
     async fn attr(&self, element: &str, name: &str) -> String {
         let v = self
             .cmd(
@@ -497,6 +525,7 @@ impl Drop for Browser {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browse_delete_and_permissions_in_chromium() {
+    let _one = ONE_BROWSER.lock().await;
     let root = tempfile::tempdir().unwrap();
     let registry = Registry::start(&root.path().join("data")).await;
     let base = registry.base.clone();
@@ -714,6 +743,166 @@ async fn browse_delete_and_permissions_in_chromium() {
         "repository",
         "image",
         "guest-repository",
+    ] {
+        assert!(shots.join(format!("{name}.png")).is_file());
+    }
+}
+
+/// A project with a policy: usage and rules on its page, the retention
+/// preview, a repository deleted through its confirmation page (and one
+/// an immutable tag protects, refused), and a GC dry run on the admin page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_retention_repository_deletion_and_gc_in_chromium() {
+    let _one = ONE_BROWSER.lock().await;
+    let root = tempfile::tempdir().unwrap();
+    let registry = Registry::start(&root.path().join("data")).await;
+    let base = registry.base.clone();
+    registry
+        .api("POST", "/api/v1/projects", json!({"name": "shop"}))
+        .await;
+    registry
+        .api(
+            "PUT",
+            "/api/v1/projects/shop/policy",
+            json!({"quota_bytes": 1000000000, "immutable_tags": ["v*"], "retention": {"keep_last": 1}}),
+        )
+        .await;
+    registry.push_image("shop/web", "1.0", 5).await;
+    // Retention orders tags by push time, in milliseconds.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    registry.push_image("shop/web", "2.0", 6).await;
+    registry.push_image("shop/base", "v1", 7).await;
+    let policy = registry
+        .call("GET", "/api/v1/projects/shop/policy", &[], Vec::new())
+        .await
+        .json();
+    let usage = &policy["usage"];
+    assert_eq!(
+        (usage["repositories"].as_u64(), usage["tags"].as_u64()),
+        (Some(2), Some(3))
+    );
+
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui-screenshots");
+    let browser = Browser::start(shots.clone()).await;
+    browser.login(&base, "admin", ADMIN_PASSWORD).await;
+
+    // The project page: usage as the quota counts it, and the rules.
+    browser.goto(&format!("{base}/ui/projects/shop")).await;
+    browser.screenshot("project-lifecycle").await;
+    let sizes = browser.find_all("#usage-storage .size").await;
+    assert_eq!(sizes.len(), 2);
+    assert_eq!(
+        browser.attr(&sizes[0], "data-bytes").await,
+        usage["bytes"].to_string()
+    );
+    assert_eq!(browser.attr(&sizes[1], "data-bytes").await, "1000000000");
+    let storage = browser.text("#usage-storage").await;
+    assert!(storage.contains("of 953.7 MiB"), "{storage}");
+    assert!(
+        storage.contains("a blob shared by two repositories counts once"),
+        "{storage}"
+    );
+    assert_eq!(browser.text("#usage-repositories").await, "2 (no limit)");
+    assert_eq!(browser.text("#usage-tags").await, "3 (no limit)");
+    assert_eq!(
+        browser.text("#rule-immutable").await,
+        "tags matching v* are pushed once, never moved or deleted"
+    );
+    assert_eq!(browser.text("#rule-untagged").await, "kept");
+    let retention = browser.text("#rule-retention").await;
+    assert!(
+        retention.starts_with("Garbage collection deletes every tag except the most recently pushed tag of each repository and immutable tags."),
+        "{retention}"
+    );
+
+    // The preview: the older tag of shop/web goes, the newest stays, and
+    // shop/base keeps its immutable tag.
+    browser.click("a[href='/ui/projects/shop/retention']").await;
+    browser.screenshot("retention-preview").await;
+    let rows = browser.find_all("#retention tbody tr").await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(browser.attr(&rows[0], "data-name").await, "shop/web");
+    assert_eq!(
+        browser.text("#retention tbody tr td:nth-child(2)").await,
+        "1.0"
+    );
+    assert!(browser
+        .find_all("#retention a[href='/ui/r/shop/web/-/image/2.0']")
+        .await
+        .is_empty());
+
+    // A repository holding an immutable tag cannot be deleted: the reason shows.
+    browser.goto(&format!("{base}/ui/r/shop/base")).await;
+    browser
+        .click("form[action='/ui/r/shop/base/-/delete'] button")
+        .await;
+    browser.settle(|url| url.ends_with("/-/delete")).await;
+    browser.click("#delete-repository button").await;
+    for _ in 0..50 {
+        if !browser.find_all("#refused").await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let refused = browser.text("#refused").await;
+    assert!(refused.contains("tag v1 is immutable"), "{refused}");
+    assert_eq!(registry.tags("shop/base").await, ["v1"]);
+
+    // Delete shop/web with the button and its confirmation page.
+    browser.goto(&format!("{base}/ui/r/shop/web")).await;
+    browser
+        .click("form[action='/ui/r/shop/web/-/delete'] button")
+        .await;
+    browser.settle(|url| url.ends_with("/-/delete")).await;
+    assert_eq!(
+        browser.text("#confirm-question").await,
+        "Delete repository shop/web with its 2 tags? This cannot be undone."
+    );
+    browser.screenshot("delete-repository").await;
+    browser.click("#delete-repository button").await;
+    browser.settle(|url| url.contains("deleted=")).await;
+    assert!(browser
+        .url()
+        .await
+        .ends_with("/ui/projects/shop?deleted=shop/web"));
+    assert!(browser
+        .text("#deleted-notice")
+        .await
+        .contains("shop/web was deleted"));
+    assert_eq!(registry.catalog().await, ["shop/base"]);
+    let tags = registry
+        .call("GET", "/v2/shop/web/tags/list", &[], Vec::new())
+        .await;
+    assert_eq!(tags.status, 404, "{}", String::from_utf8_lossy(&tags.body));
+
+    // A dry run from the admin page, listed once the collector has run it.
+    browser.goto(&format!("{base}/ui/admin")).await;
+    browser
+        .click("form[action='/ui/admin/gc']:not([data-confirm]) button")
+        .await;
+    browser.settle(|url| url.contains("gc=")).await;
+    assert!(browser.text("#gc-notice").await.contains("was requested"));
+    let mut state = String::new();
+    for _ in 0..100 {
+        state = browser.text("#gc-runs tbody tr td:nth-child(2)").await;
+        if state == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        browser.goto(&format!("{base}/ui/admin")).await;
+    }
+    assert_eq!(state, "succeeded");
+    assert_eq!(browser.find_all("#gc-runs tbody tr").await.len(), 1);
+    let row = browser.text("#gc-runs tbody tr").await;
+    assert!(row.contains("dry run") && row.contains("admin"), "{row}");
+    browser.goto(&format!("{base}/ui/admin#gc")).await;
+    browser.screenshot("admin-gc").await;
+
+    for name in [
+        "project-lifecycle",
+        "retention-preview",
+        "delete-repository",
+        "admin-gc",
     ] {
         assert!(shots.join(format!("{name}.png")).is_file());
     }

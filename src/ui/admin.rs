@@ -1,5 +1,6 @@
-//! Registry administration pages: accounts, projects, the audit log. The
-//! management service decides who may do what (system administrators).
+//! Registry administration pages: accounts, projects, garbage-collection
+//! runs, the audit log. The management service decides who may do what
+//! (system administrators).
 
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -8,12 +9,13 @@ use maud::html;
 use serde::Deserialize;
 
 use super::format::when;
+use super::lifecycle;
 use super::templates;
 use super::view::layout;
 use super::UiState;
 use super::{now_ms, urlencode, UiError, Viewer};
 use crate::auth::{ProjectView, UserUpdate, UserView};
-use crate::metadata::AuditFilter;
+use crate::metadata::{AuditFilter, GcRun};
 
 /// Users on one page of the administration page; the projects listed
 /// there are the first ones (the overview pages through them all).
@@ -24,6 +26,11 @@ const PROJECTS_SHOWN: u32 = 100;
 pub struct AdminQuery {
     #[serde(default)]
     users_after: String,
+    /// What the garbage-collection form did (`requested`, `busy`), and the run.
+    #[serde(default)]
+    gc: Option<String>,
+    #[serde(default)]
+    run: Option<i64>,
 }
 
 /// The administration page's data: one page of users, the first projects.
@@ -34,6 +41,9 @@ pub struct AdminPage {
     pub projects: Vec<ProjectView>,
     /// Whether there are more projects than those listed.
     pub more_projects: bool,
+    /// The last garbage-collection runs, newest first.
+    pub gc_runs: Vec<GcRun>,
+    pub gc_notice: Option<String>,
 }
 
 pub async fn page(
@@ -64,6 +74,8 @@ pub async fn page(
         next_users,
         projects,
         more_projects,
+        gc_runs: lifecycle::gc_runs(&state, &viewer).await?,
+        gc_notice: lifecycle::gc_notice(q.gc.as_deref(), q.run),
     };
     Ok(templates::admin(&page, &viewer).into_response())
 }

@@ -1,25 +1,59 @@
-//! Human units: sizes, relative times and exact UTC times.
+//! Human units: sizes, durations, relative times and exact UTC times.
 
 use maud::{html, Markup};
+
+/// `bytes` in the largest of `units` (each `base` times the one before,
+/// the first `base` bytes) that keeps it below `base`, to one decimal;
+/// `None` below one `base`.
+fn scaled(bytes: u64, base: f64, units: &[&'static str]) -> Option<(String, &'static str)> {
+    if (bytes as f64) < base {
+        return None;
+    }
+    let mut value = bytes as f64 / base;
+    let mut unit = 0;
+    while value >= base - 0.05 && unit < units.len() - 1 {
+        value /= base;
+        unit += 1;
+    }
+    Some((format!("{value:.1}"), units[unit]))
+}
 
 /// Bytes in SI units, as `docker images` prints them: `1.2 MB`.
 pub fn size(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["kB", "MB", "GB", "TB", "PB", "EB"];
-    if bytes < 1000 {
-        return format!("{bytes} B");
+    match scaled(bytes, 1000.0, &UNITS) {
+        Some((value, unit)) => format!("{value} {unit}"),
+        None => format!("{bytes} B"),
     }
-    let mut value = bytes as f64 / 1000.0;
-    let mut unit = 0;
-    while value >= 999.95 && unit < UNITS.len() - 1 {
-        value /= 1000.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
 }
 
 /// A size with the exact byte count on hover and in `data-bytes`.
 pub fn size_cell(bytes: u64) -> Markup {
     html! { span.size data-bytes=(bytes) title={ (bytes) " bytes" } { (size(bytes)) } }
+}
+
+/// Bytes in binary units, as quotas are usually set: `12.3 MiB`, `1 GiB`
+/// (no `.0`).
+pub fn size_binary(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    match scaled(bytes, 1024.0, &UNITS) {
+        Some((value, unit)) => format!("{} {unit}", value.strip_suffix(".0").unwrap_or(&value)),
+        None => format!("{bytes} B"),
+    }
+}
+
+/// A binary-unit size with the exact byte count on hover and in `data-bytes`.
+pub fn size_binary_cell(bytes: u64) -> Markup {
+    html! { span.size data-bytes=(bytes) title={ (bytes) " bytes" } { (size_binary(bytes)) } }
+}
+
+/// How long something took: `850 ms`, `12.3 s`, `4 min 5 s`.
+pub fn duration(ms: i64) -> String {
+    match ms.max(0) {
+        ms if ms < 1000 => format!("{ms} ms"),
+        ms if ms < 60_000 => format!("{:.1} s", ms as f64 / 1000.0),
+        ms => format!("{} min {} s", ms / 60_000, ms % 60_000 / 1000),
+    }
 }
 
 /// `2024-05-06T07:08:09Z` (RFC 3339, whole seconds) from Unix milliseconds.
@@ -87,6 +121,23 @@ mod tests {
         assert_eq!(size(1_234), "1.2 kB");
         assert_eq!(size(5_300_000), "5.3 MB");
         assert_eq!(size(999_999_999), "1.0 GB");
+    }
+
+    #[test]
+    fn binary_sizes_read_like_quotas() {
+        assert_eq!(size_binary(1000), "1000 B");
+        assert_eq!(size_binary(12_900_000), "12.3 MiB");
+        assert_eq!(size_binary(1 << 30), "1 GiB");
+        assert_eq!(size_binary(1_000_000_000), "953.7 MiB");
+        assert_eq!(size_binary((1 << 30) - 1), "1 GiB");
+    }
+
+    #[test]
+    fn durations_read_as_people_say_them() {
+        assert_eq!(duration(850), "850 ms");
+        assert_eq!(duration(12_345), "12.3 s");
+        assert_eq!(duration(245_000), "4 min 5 s");
+        assert_eq!(duration(-5), "0 ms");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use futures_util::StreamExt as _;
 
 use super::image::{self, Doc};
+use super::lifecycle;
 use super::templates;
 use super::UiState;
 use super::{now_ms, urlencode, ProjectForm, TagQuery, UiError, Viewer};
@@ -134,6 +135,10 @@ pub struct ProjectPage {
     pub robots: Option<Vec<RobotView>>,
     /// A robot just created and its secret, shown only now.
     pub created_robot: Option<(String, String)>,
+    /// Its quotas, usage and rules.
+    pub rules: lifecycle::Rules,
+    /// A repository just deleted, for the notice.
+    pub deleted: Option<String>,
 }
 
 pub async fn project(
@@ -168,6 +173,8 @@ pub async fn project(
         members,
         robots,
         created_robot,
+        rules: lifecycle::rules(state, name).await?,
+        deleted: None,
     })
 }
 
@@ -278,11 +285,14 @@ pub enum RepoPath {
     Repository(RepoName),
     Image(RepoName, Reference),
     DeleteTag(RepoName, Tag),
+    /// `GET`: the confirmation page; `POST`: the deletion.
+    DeleteRepository(RepoName),
 }
 
 impl RepoPath {
-    /// `NAME`, `NAME/-/image/REF` or `NAME/-/tags/TAG/delete`: `-` is never
-    /// a repository path component, so any depth of name works.
+    /// `NAME`, `NAME/-/image/REF`, `NAME/-/tags/TAG/delete` or
+    /// `NAME/-/delete`: `-` is never a repository path component, so any
+    /// depth of name works.
     pub fn parse(path: &str) -> Result<RepoPath, UiError> {
         let bad = || UiError::NotFound("no such repository".into());
         let (name, rest) = match path.split_once("/-/") {
@@ -296,6 +306,7 @@ impl RepoPath {
                 let reference = Reference::parse(reference).map_err(|_| bad())?;
                 Ok(RepoPath::Image(repo, reference))
             }
+            Some(["delete"]) => Ok(RepoPath::DeleteRepository(repo)),
             Some(["tags", tag, "delete"]) => {
                 Ok(RepoPath::DeleteTag(repo, tag.parse().map_err(|_| bad())?))
             }
@@ -327,6 +338,8 @@ pub struct RepositoryPage {
     /// Platforms of each tag that is an index.
     pub platforms: Vec<Vec<String>>,
     pub can_delete: bool,
+    /// Whether the viewer may delete the whole repository.
+    pub can_delete_repository: bool,
     pub order: TagOrder,
     pub page_no: u64,
     pub pages: u64,
@@ -372,6 +385,7 @@ pub async fn repository(
         pages: tags.total.div_ceil(u64::from(TAGS_PER_PAGE)).max(1),
         tags: tags.tags,
         can_delete: actions.contains(&Action::Delete),
+        can_delete_repository: lifecycle::may_delete_repository(state, viewer, repo).await,
         order,
         page_no,
         deleted: q.deleted.clone(),

@@ -4,14 +4,15 @@
 //!
 //! Contract: the same accounts, roles and audit log as the API. A handler
 //! resolves the signed-in `Viewer`, checks the CSRF token of a form, calls
-//! one loader or service method in `pages`/`admin` and maps the result to a
-//! page, a redirect or a friendly error page. What a viewer may not see is
+//! one loader or service method in `loaders`/`admin`/`lifecycle` and maps
+//! the result to a page, a redirect or a friendly error page. What a viewer may not see is
 //! neither listed nor reachable: pages ask `Authorizer::actions_on` and the
 //! accounts service, whose refusals become 404 (existence hidden) or 403.
 
 mod admin;
 mod format;
 mod image;
+mod lifecycle;
 mod loaders;
 mod session;
 mod templates;
@@ -82,6 +83,10 @@ pub fn routes<S: Clone + Send + Sync + 'static>(state: UiState) -> Router<S> {
         .route("/ui/search", get(search))
         .route("/ui/assets/{file}", get(asset))
         .route("/ui/projects/{project}", get(project))
+        .route(
+            "/ui/projects/{project}/retention",
+            get(lifecycle::retention),
+        )
         .route("/ui/projects/{project}/{action}", post(project_action))
         .route("/ui/r/{*path}", get(repository).post(repository_action))
         .route("/ui/admin", get(admin::page))
@@ -89,6 +94,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>(state: UiState) -> Router<S> {
         .route("/ui/admin/users/{name}", post(admin::update_user))
         .route("/ui/admin/projects", post(admin::create_project))
         .route("/ui/admin/audit", get(admin::audit))
+        .route("/ui/admin/gc", post(lifecycle::request_gc))
         // A merged router's fallback gives way to the application's: name
         // the rest of /ui, so that its pages answer as UI pages.
         .route("/ui/{*rest}", axum::routing::any(no_such_page))
@@ -182,6 +188,9 @@ impl From<crate::core::Error> for UiError {
             Error::ManifestUnknown | Error::NameUnknown | Error::BlobUnknown => {
                 UiError::NotFound(e.to_string())
             }
+            // A project rule (immutable tag, quota) refuses: say which.
+            Error::Denied(m) => UiError::Forbidden(m),
+            Error::Invalid(m) => UiError::BadRequest(m),
             other => UiError::Internal(other.to_string()),
         }
     }
@@ -424,14 +433,24 @@ async fn search(
     Ok(templates::search(&page, &viewer).into_response())
 }
 
+/// A project page's cursor, and a repository just deleted (for the notice).
+#[derive(Deserialize, Default)]
+struct ProjectQuery {
+    #[serde(default)]
+    after: String,
+    #[serde(default)]
+    deleted: Option<String>,
+}
+
 async fn project(
     State(state): State<UiState>,
     Visitor(viewer): Visitor,
     UrlPath(project): UrlPath<String>,
-    Query(q): Query<AfterQuery>,
+    Query(q): Query<ProjectQuery>,
 ) -> Result<Response, UiError> {
     let page = loaders::project(&state, &viewer, &project, &q.after, None).await;
-    let page = page.map_err(|e| viewer.or_login(e))?;
+    let mut page = page.map_err(|e| viewer.or_login(e))?;
+    page.deleted = q.deleted;
     Ok(templates::project(&page, &viewer).into_response())
 }
 
@@ -498,6 +517,9 @@ async fn repository(
                 .await
                 .map(|page| templates::image(&page, &viewer))
         }
+        loaders::RepoPath::DeleteRepository(repo) => {
+            lifecycle::confirm_delete(&state, &viewer, &repo).await
+        }
         loaders::RepoPath::DeleteTag(..) => Err(UiError::NotFound("no such page".into())),
     };
     Ok(page.map_err(|e| viewer.or_login(e))?.into_response())
@@ -509,8 +531,13 @@ async fn repository_action(
     UrlPath(path): UrlPath<String>,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, UiError> {
-    let loaders::RepoPath::DeleteTag(repo, tag) = loaders::RepoPath::parse(&path)? else {
-        return Err(UiError::NotFound("no such form".into()));
+    let (repo, tag) = match loaders::RepoPath::parse(&path)? {
+        loaders::RepoPath::DeleteTag(repo, tag) => (repo, tag),
+        loaders::RepoPath::DeleteRepository(repo) => {
+            viewer.check_csrf(&state, &form.csrf)?;
+            return lifecycle::delete_repository(&state, &viewer, &repo).await;
+        }
+        _ => return Err(UiError::NotFound("no such form".into())),
     };
     viewer.check_csrf(&state, &form.csrf)?;
     loaders::delete_tag(&state, &viewer, &repo, &tag).await?;

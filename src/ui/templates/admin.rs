@@ -1,7 +1,9 @@
-//! The administration page: users, the first projects, forms for new ones.
+//! The administration page: users, the first projects, forms for new ones,
+//! and the garbage-collection runs.
 
 use maud::{html, Markup};
 
+use super::lifecycle::gc_section;
 use crate::ui::admin::AdminPage;
 use crate::ui::format::when;
 use crate::ui::view::layout;
@@ -32,7 +34,7 @@ pub fn admin(page: &AdminPage, viewer: &Viewer) -> Markup {
             label { input type="checkbox" name="public" value="true"; " public (anyone may pull)" }
             button type="submit" { "Create project" }
         }
-
+        (gc_section(&page.gc_runs, page.gc_notice.as_deref(), csrf))
     };
     layout("Administration", Some(viewer), body)
 }

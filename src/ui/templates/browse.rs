@@ -2,6 +2,7 @@
 
 use maud::{html, Markup};
 
+use super::lifecycle::delete_repository_button;
 use super::{cursor_pager, image_href, repo_href, repo_table};
 use crate::metadata::TagOrder;
 use crate::ui::format::{short_digest, size_cell, when};
@@ -77,6 +78,7 @@ pub fn repository(page: &RepositoryPage, viewer: &Viewer) -> Markup {
             (tags_table(page, viewer))
             (tag_pager(page))
         }
+        @if page.can_delete_repository { (delete_repository_button(name)) }
     };
     layout(name, Some(viewer), body)
 }

@@ -4,6 +4,7 @@
 mod admin;
 mod browse;
 mod image;
+mod lifecycle;
 mod project;
 
 use maud::{html, Markup};
@@ -11,6 +12,7 @@ use maud::{html, Markup};
 pub use admin::admin;
 pub use browse::{overview, repository, search};
 pub use image::image;
+pub use lifecycle::{confirm_delete_repository, retention_preview};
 pub use project::project;
 
 use super::format::{size_cell, when};

@@ -1,8 +1,10 @@
-//! The project page: its repositories, and for those who manage it, its
-//! members, robot accounts and settings.
+//! The project page: its repositories, usage against its quotas and its
+//! rules, and for those who manage it, its members, robot accounts and
+//! settings.
 
 use maud::{html, Markup};
 
+use super::lifecycle::usage_and_rules;
 use super::{cursor_pager, repo_table};
 use crate::auth::RobotView;
 use crate::metadata::{Member, Role};
@@ -18,6 +20,9 @@ pub fn project(page: &ProjectPage, viewer: &Viewer) -> Markup {
     let body = html! {
         (crumbs(&[(name, None)]))
         h1 { (name) " " span.badge { (if page.public { "public" } else { "private" }) } }
+        @if let Some(deleted) = &page.deleted {
+            p.alert role="status" #deleted-notice { "Repository " strong { (deleted) } " was deleted. Garbage collection frees the storage no other repository uses." }
+        }
         @if let Some((robot, secret)) = &page.created_robot {
             section.alert role="status" {
                 p { "Robot " strong { (robot) } " was created. Its secret is shown only now:" }
@@ -32,6 +37,7 @@ pub fn project(page: &ProjectPage, viewer: &Viewer) -> Markup {
             (repo_table(&page.repos, "repos"))
             (cursor_pager(&base, &page.after, page.next.as_deref()))
         }
+        (usage_and_rules(&page.rules, name))
         @if let Some(members) = &page.members {
             (members_section(name, members, page.robots.is_some(), &base, csrf))
         }
