@@ -149,6 +149,28 @@ impl SqliteMetadata {
         Ok(SqliteMetadata { read, write })
     }
 
+    /// Sets `touched_at` of `repo`'s row for `digest` in `table`
+    /// (`manifests` or `repo_blobs`) to now; whether the row exists.
+    pub(super) async fn touch(
+        &self,
+        table: &str,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<bool> {
+        let mut w = self.writer().await?;
+        let done = sqlx::query(&format!(
+            "UPDATE {table} SET touched_at = ?3 \
+             WHERE repo_id = (SELECT id FROM repositories WHERE name = ?1) AND digest = ?2"
+        ))
+        .bind(repo.as_str())
+        .bind(digest.to_string())
+        .bind(now_ms())
+        .execute(w.conn())
+        .await?;
+        w.done();
+        Ok(done.rows_affected() > 0)
+    }
+
     /// The write connection, for one write (see [`Writer`]).
     pub(super) async fn writer(&self) -> Result<Writer> {
         Ok(Writer {
@@ -431,18 +453,7 @@ impl ManifestWrites for SqliteMetadata {
     }
 
     async fn touch_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        let mut w = self.writer().await?;
-        let done = sqlx::query(
-            "UPDATE manifests SET touched_at = ?3 \
-             WHERE repo_id = (SELECT id FROM repositories WHERE name = ?1) AND digest = ?2",
-        )
-        .bind(repo.as_str())
-        .bind(digest.to_string())
-        .bind(now_ms())
-        .execute(w.conn())
-        .await?;
-        w.done();
-        Ok(done.rows_affected() > 0)
+        self.touch("manifests", repo, digest).await
     }
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {

@@ -263,18 +263,7 @@ impl BlobLinks for SqliteMetadata {
     }
 
     async fn touch_link(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        let mut w = self.writer().await?;
-        let done = sqlx::query(
-            "UPDATE repo_blobs SET touched_at = ?3 \
-             WHERE repo_id = (SELECT id FROM repositories WHERE name = ?1) AND digest = ?2",
-        )
-        .bind(repo.as_str())
-        .bind(digest.to_string())
-        .bind(now_ms())
-        .execute(w.conn())
-        .await?;
-        w.done();
-        Ok(done.rows_affected() > 0)
+        self.touch("repo_blobs", repo, digest).await
     }
 
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
