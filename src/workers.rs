@@ -177,6 +177,17 @@ impl Worker for AuditRetention {
     }
 }
 
+/// Runs (collection, scrub) still marked running whose heartbeat is older
+/// than this are dead. On the first pass of a process that alone serves
+/// the data directory, every one is: none can belong to a live process.
+fn stale_before(first_pass: bool, exclusive: bool) -> i64 {
+    if first_pass && exclusive {
+        i64::MAX
+    } else {
+        now_ms() - GC_LEASE.as_millis() as i64
+    }
+}
+
 /// Garbage collection: requests a run when the schedule says one is due
 /// (counted from the last run's request, whichever process made it), and
 /// performs requested runs (from the API, the CLI or the schedule).
@@ -227,11 +238,7 @@ impl Worker for GarbageCollector {
     async fn run_once(&self) -> anyhow::Result<String> {
         use std::sync::atomic::Ordering;
         let first = !self.started.swap(true, Ordering::Relaxed);
-        let stale_before = if first && self.exclusive {
-            i64::MAX
-        } else {
-            now_ms() - GC_LEASE.as_millis() as i64
-        };
+        let stale_before = stale_before(first, self.exclusive);
         self.schedule().await?;
         let done = self.registry.perform_gc(&self.holder, stale_before).await?;
         if first && self.exclusive {
@@ -285,11 +292,7 @@ impl Worker for Scrubber {
         let first = !self
             .started
             .swap(true, std::sync::atomic::Ordering::Relaxed);
-        let stale_before = if first && self.exclusive {
-            i64::MAX
-        } else {
-            now_ms() - GC_LEASE.as_millis() as i64
-        };
+        let stale_before = stale_before(first, self.exclusive);
         Ok(match self.registry.perform_scrub(stale_before).await? {
             Some(run) => format!(
                 "scrub run {} {}: {} blobs checked, {} corrupt, {} missing",
