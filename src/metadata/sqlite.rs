@@ -54,6 +54,15 @@ impl Writer {
             .expect("a writer holds its connection until dropped")
     }
 
+    /// Begins a write transaction that holds the write lock from its first
+    /// statement (`BEGIN IMMEDIATE`). A deferred one would read first and
+    /// then fail at once with SQLITE_BUSY, instead of waiting out the busy
+    /// timeout, whenever another connection holds the lock: a replaced write
+    /// connection still closing, or another process (the CLI) writing.
+    pub(super) async fn begin(&mut self) -> Result<Transaction<'_, Sqlite>> {
+        Ok(self.conn().begin_with("BEGIN IMMEDIATE").await?)
+    }
+
     /// The write succeeded (committed): the connection may serve the next.
     pub(super) fn done(&mut self) {
         self.clean = true;
@@ -360,7 +369,7 @@ impl ManifestIndex for SqliteMetadata {
 impl ManifestWrites for SqliteMetadata {
     async fn put_manifest(&self, m: &NewManifest) -> Result<()> {
         let mut w = self.writer().await?;
-        let mut tx = w.conn().begin().await?;
+        let mut tx = w.begin().await?;
         let repo_id = Self::repo_id_or_create(&mut tx, &m.repo).await?;
         Self::check_refs(&mut tx, repo_id, &m.blobs, BLOB_SIZES).await?;
         Self::check_refs(&mut tx, repo_id, &m.children, CHILD_SIZES).await?;
@@ -422,7 +431,7 @@ impl ManifestWrites for SqliteMetadata {
         policy: &ProjectPolicy,
     ) -> Result<bool> {
         let mut w = self.writer().await?;
-        let mut tx = w.conn().begin().await?;
+        let mut tx = w.begin().await?;
         let Some(repo_id) = sqlx::query_scalar::<_, i64>(REPO_ID)
             .bind(repo.as_str())
             .fetch_optional(&mut *tx)
@@ -472,7 +481,7 @@ impl ManifestWrites for SqliteMetadata {
 impl UploadIndex for SqliteMetadata {
     async fn create_upload(&self, id: &str, repo: &RepoName) -> Result<()> {
         let mut w = self.writer().await?;
-        let mut tx = w.conn().begin().await?;
+        let mut tx = w.begin().await?;
         let repo_id = Self::repo_id_or_create(&mut tx, repo).await?;
         sqlx::query("INSERT INTO uploads (id, repo_id, created_at) VALUES (?, ?, ?)")
             .bind(id)

@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Connection, Row, Sqlite, Transaction};
+use sqlx::{Row, Sqlite, Transaction};
 
 use super::now_ms;
 use super::sqlite::{visible_params, VISIBLE_PROJECTS};
@@ -285,7 +285,7 @@ impl ProjectStore for SqliteMetadata {
         owner: Option<&str>,
     ) -> Result<Project> {
         let mut w = self.writer().await?;
-        let mut tx = w.conn().begin().await?;
+        let mut tx = w.begin().await?;
         let owner_id = match owner {
             Some(owner) => Some(id_of(&mut tx, USER_ID, owner, "user").await?),
             None => None,
@@ -383,7 +383,7 @@ impl ProjectStore for SqliteMetadata {
 
     async fn delete_project(&self, name: &str, with_repositories: bool) -> Result<ProjectDeletion> {
         let mut w = self.writer().await?;
-        let mut tx = w.conn().begin().await?;
+        let mut tx = w.begin().await?;
         // Members and robots go with it (ON DELETE CASCADE). Returning
         // early drops the transaction, which rolls it back.
         let done = sqlx::query("DELETE FROM projects WHERE name = ?")
@@ -427,7 +427,7 @@ impl ProjectStore for SqliteMetadata {
 impl MemberStore for SqliteMetadata {
     async fn set_member(&self, project: &str, user: &str, role: Role) -> Result<()> {
         let mut w = self.writer().await?;
-        let mut tx = w.conn().begin().await?;
+        let mut tx = w.begin().await?;
         let project_id = id_of(&mut tx, PROJECT_ID, project, "project").await?;
         let user_id = id_of(&mut tx, USER_ID, user, "user").await?;
         sqlx::query(

@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use sqlx::{Connection, Row};
+use sqlx::Row;
 
 use super::browse::{Browse, ProjectUsage, RepoSummary, TagOrder, TagPage, TagRow};
 use super::sqlite::{visible_params, SqliteMetadata, REPO_ID, VISIBLE_PROJECTS};
@@ -236,7 +236,7 @@ impl super::browse::EndedSessions for SqliteMetadata {
     async fn end_session(&self, id: &str, expires_at: i64) -> Result<()> {
         let now = super::now_ms() / 1000;
         let mut w = self.writer().await?;
-        let mut tx = w.conn().begin().await?;
+        let mut tx = w.begin().await?;
         sqlx::query("DELETE FROM ui_ended_sessions WHERE expires_at < ?")
             .bind(now)
             .execute(&mut *tx)

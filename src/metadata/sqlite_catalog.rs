@@ -4,8 +4,6 @@
 
 use async_trait::async_trait;
 
-use sqlx::Connection;
-
 use super::sqlite::{
     parse, split_names, visible_params, SqliteMetadata, REPO_ID, VISIBLE_PROJECTS,
 };
@@ -228,7 +226,7 @@ async fn touch_blob(
 impl BlobLinks for SqliteMetadata {
     async fn reserve_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
         let mut w = self.writer().await?;
-        let mut tx = w.conn().begin().await?;
+        let mut tx = w.begin().await?;
         check_storage_quota(&mut tx, repo, digest, size).await?;
         touch_blob(&mut tx, digest, size, false).await?;
         tx.commit().await?;
@@ -244,7 +242,7 @@ impl BlobLinks for SqliteMetadata {
         fresh: bool,
     ) -> Result<()> {
         let mut w = self.writer().await?;
-        let mut tx = w.conn().begin().await?;
+        let mut tx = w.begin().await?;
         let repo_id = Self::repo_id_or_create(&mut tx, repo).await?;
         touch_blob(&mut tx, digest, size, fresh).await?;
         check_storage_quota(&mut tx, repo, digest, size).await?;

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Connection, Row};
+use sqlx::Row;
 
 use super::sqlite::{parse, SqliteMetadata};
 use super::*;
@@ -63,7 +63,7 @@ impl GcRuns for SqliteMetadata {
 
     async fn claim_gc(&self, holder: &str, stale_before: i64) -> Result<Option<GcRun>> {
         let mut w = self.writer().await?;
-        let mut tx = w.conn().begin().await?;
+        let mut tx = w.begin().await?;
         let now = now_ms();
         sqlx::query(
             "UPDATE gc_runs SET state = 'failed', finished_at = ?1, phase = NULL, \
@@ -215,7 +215,7 @@ fn swept_blobs(rows: Vec<(String, i64)>) -> Result<Vec<SweptBlob>> {
 impl SqliteMetadata {
     async fn sweep_for_real(&self, repo_id: i64, plan: &RepoPlan) -> Result<RepoSwept> {
         let mut w = self.writer().await?;
-        let mut tx = w.conn().begin().await?;
+        let mut tx = w.begin().await?;
         let mut swept = RepoSwept {
             tags: sqlx::query(
                 "DELETE FROM tags WHERE repo_id = ?1 AND name IN (SELECT value FROM json_each(?2))",
@@ -267,7 +267,7 @@ impl SqliteMetadata {
 
     async fn sweep_dry(&self, repo_id: i64, plan: &RepoPlan, run: i64) -> Result<RepoSwept> {
         let mut w = self.writer().await?;
-        let mut tx = w.conn().begin().await?;
+        let mut tx = w.begin().await?;
         let tags = tags_json(&plan.tags);
         let mut swept = RepoSwept::default();
         let (t,): (i64,) = sqlx::query_as(

@@ -3,7 +3,7 @@
 //! repository deletion.
 
 use async_trait::async_trait;
-use sqlx::{Connection, Sqlite, SqliteConnection, Transaction};
+use sqlx::{Sqlite, SqliteConnection, Transaction};
 
 use super::sqlite::{SqliteMetadata, REPO_ID};
 use super::*;
@@ -227,7 +227,7 @@ impl Policies for SqliteMetadata {
 
     async fn delete_repository(&self, repo: &RepoName, policy: &ProjectPolicy) -> Result<bool> {
         let mut w = self.writer().await?;
-        let mut tx = w.conn().begin().await?;
+        let mut tx = w.begin().await?;
         let Some(repo_id) = sqlx::query_scalar::<_, i64>(REPO_ID)
             .bind(repo.as_str())
             .fetch_optional(&mut *tx)

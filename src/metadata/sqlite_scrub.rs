@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Connection, Row};
+use sqlx::Row;
 
 use super::sqlite::{parse, SqliteMetadata};
 use super::*;
@@ -61,7 +61,7 @@ impl Scrubs for SqliteMetadata {
 
     async fn claim_scrub(&self, stale_before: i64) -> Result<Option<ScrubRun>> {
         let mut w = self.writer().await?;
-        let mut tx = w.conn().begin().await?;
+        let mut tx = w.begin().await?;
         let now = now_ms();
         sqlx::query(
             "UPDATE scrub_runs SET state = 'failed', finished_at = ?1, \

@@ -1,5 +1,5 @@
-//! Query-plan and counter tests of the SQLite backend (a child module of
-//! `sqlite`, so it sees the query texts it checks).
+//! Query-plan, counter and locking tests of the SQLite backend (a child
+//! module of `sqlite`, so it sees the query texts it checks).
 
 use super::super::sqlite_catalog::*;
 use super::*;
@@ -267,4 +267,48 @@ pub(in crate::metadata) async fn query_plan(pool: &SqlitePool, query: &str) -> V
         .into_iter()
         .map(|(_, _, _, detail)| detail)
         .collect()
+}
+
+/// A write waits for another connection's write lock (another process, or a
+/// replaced write connection still closing) instead of failing: a link and
+/// a manifest PUT made while a second connection holds the lock for 300 ms
+/// both succeed once it lets go.
+#[tokio::test]
+async fn writes_wait_for_another_connections_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("metadata.db");
+    let m = SqliteMetadata::open(&path).await.unwrap();
+    let repo: RepoName = "lock/a".parse().unwrap();
+    let layer = Digest::sha256_of(b"layer");
+    m.link_blob(&repo, &layer, 5, true).await.unwrap();
+
+    let mut other = SqliteConnection::connect_with(
+        &SqliteConnectOptions::new()
+            .filename(&path)
+            .journal_mode(SqliteJournalMode::Wal),
+    )
+    .await
+    .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let held = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+        other
+    });
+    let started = std::time::Instant::now();
+    let second = Digest::sha256_of(b"second layer");
+    m.link_blob(&repo, &second, 7, true)
+        .await
+        .expect("a link made while another connection holds the write lock");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "the link waited for the lock: {:?}",
+        started.elapsed()
+    );
+    held.await.unwrap().close().await.unwrap();
+    let linked = m.linked_blob(&repo, &second).await.unwrap();
+    assert_eq!(linked.map(|b| b.size), Some(7));
 }

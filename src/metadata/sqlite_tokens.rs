@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Connection, Row};
+use sqlx::Row;
 
 use super::now_ms;
 use super::sqlite::SqliteMetadata;
@@ -51,7 +51,7 @@ impl RobotStore for SqliteMetadata {
     async fn create_robot(&self, robot: &NewRobot) -> Result<Robot> {
         let actions = normalise_actions(&robot.actions);
         let mut w = self.writer().await?;
-        let mut tx = w.conn().begin().await?;
+        let mut tx = w.begin().await?;
         let project_id = id_of(&mut tx, PROJECT_ID, &robot.project, "project").await?;
         let created_at = now_ms();
         let generation = first_generation();
@@ -136,7 +136,7 @@ impl AccessTokenStore for SqliteMetadata {
         expires_at: Option<i64>,
     ) -> Result<AccessToken> {
         let mut w = self.writer().await?;
-        let mut tx = w.conn().begin().await?;
+        let mut tx = w.begin().await?;
         let user_id = id_of(&mut tx, USER_ID, user, "user").await?;
         let id = uuid::Uuid::new_v4().simple().to_string();
         let created_at = now_ms();
