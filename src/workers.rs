@@ -148,6 +148,30 @@ impl Worker for UploadExpiry {
     }
 }
 
+/// Drops the registry's cached lookups within a second of a repository
+/// deleted by another process on the same database (the CLI).
+pub struct CacheSync {
+    pub registry: Arc<Registry>,
+}
+
+#[async_trait]
+impl Worker for CacheSync {
+    fn name(&self) -> &'static str {
+        "cache-sync"
+    }
+
+    fn interval(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    async fn run_once(&self) -> anyhow::Result<String> {
+        if self.registry.follow_removals().await? {
+            tracing::debug!("a repository was deleted: cached lookups dropped");
+        }
+        Ok(String::new())
+    }
+}
+
 /// Deletes audit events older than `audit.retention_days`.
 pub struct AuditRetention {
     pub audit: AuditSink,

@@ -185,6 +185,19 @@ impl Server {
 
     /// A plain HTTP/1.1 GET; (status, body). Status 0: no answer.
     fn get(&self, path: &str, basic: Option<(&str, &str)>) -> (u16, String) {
+        self.request("GET", path, basic, "", b"")
+    }
+
+    /// A plain HTTP/1.1 request with these extra header lines (each ending
+    /// in CRLF) and body; (status, body). Status 0: no answer.
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        basic: Option<(&str, &str)>,
+        headers: &str,
+        body: &[u8],
+    ) -> (u16, String) {
         let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
             return (0, String::new());
         };
@@ -199,9 +212,11 @@ impl Server {
                 )
             })
             .unwrap_or_default();
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n");
-        if stream.write_all(request.as_bytes()).is_err() {
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        if stream.write_all(head.as_bytes()).is_err() || stream.write_all(body).is_err() {
             return (0, String::new());
         }
         let mut answer = String::new();
@@ -494,6 +509,65 @@ fn every_subcommand_works_while_a_server_runs() {
     let (status, body) = server.get("/api/v1/projects/team/members", Some(("admin", "admin-pw")));
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"alice\""), "{body}");
+}
+
+/// `sha256:<hex>` of `data`.
+fn digest(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha256:{:x}", sha2::Sha256::digest(data))
+}
+
+#[test]
+fn a_repository_deleted_by_the_cli_leaves_the_running_server_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let server = Server::start(&data, &[("BERTH_ADMIN_PASSWORD", "admin-pw")]);
+    let admin = Some(("admin", "admin-pw"));
+    let config = br#"{"architecture":"amd64","os":"linux"}"#;
+    let (status, body) = server.request(
+        "POST",
+        &format!("/v2/lib/app/blobs/uploads/?digest={}", digest(config)),
+        admin,
+        "Content-Type: application/octet-stream\r\n",
+        config,
+    );
+    assert_eq!(status, 201, "{body}");
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[]}}"#,
+        digest(config),
+        config.len()
+    );
+    let (status, body) = server.request(
+        "PUT",
+        "/v2/lib/app/manifests/v1",
+        admin,
+        "Content-Type: application/vnd.oci.image.manifest.v1+json\r\n",
+        manifest.as_bytes(),
+    );
+    assert_eq!(status, 201, "{body}");
+    // Served twice: the second answer comes from the server's cache.
+    for _ in 0..2 {
+        assert_eq!(server.get("/v2/lib/app/manifests/v1", admin).0, 200);
+    }
+    cli(&data, &["repo", "del", "lib/app"], "").ok();
+    // The worker that follows deletions looks once a second.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, body) = server.get("/v2/lib/app/manifests/v1", admin);
+        if status == 404 {
+            assert!(body.contains("\"MANIFEST_UNKNOWN\""), "{body}");
+            break;
+        }
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "the running server still serves the deleted repository's manifest"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, body) = server.get("/v2/_catalog", admin);
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains("lib/app"), "{body}");
 }
 
 #[test]

@@ -14,6 +14,7 @@ mod retention;
 mod scrub;
 mod uploads;
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -140,7 +141,11 @@ pub struct Registry {
     pulls: pulls::PullRecorder,
     gc_wake: tokio::sync::Notify,
     scrub_wake: tokio::sync::Notify,
+    /// The metadata's repository-deletion count last seen (`UNSEEN` at first).
+    removals_seen: AtomicI64,
 }
+
+const UNSEEN: i64 = i64::MIN;
 
 impl Registry {
     pub fn new(
@@ -153,6 +158,7 @@ impl Registry {
             pulls: pulls::PullRecorder::start(metadata.clone()),
             gc_wake: tokio::sync::Notify::new(),
             scrub_wake: tokio::sync::Notify::new(),
+            removals_seen: AtomicI64::new(UNSEEN),
             storage,
             metadata,
             settings,
@@ -168,6 +174,19 @@ impl Registry {
     /// deleted with its repositories) changed what they would answer.
     pub fn forget_cached(&self) {
         self.cache.invalidate();
+    }
+
+    /// Drops every cached lookup when a repository was deleted since the
+    /// last call, by whatever process (the CLI's `berth repo del` beside a
+    /// running server). Returns whether it did.
+    pub async fn follow_removals(&self) -> Result<bool> {
+        let now = self.metadata.removals().await?;
+        let before = self.removals_seen.swap(now, Ordering::AcqRel);
+        let moved = before != UNSEEN && before != now;
+        if moved {
+            self.cache.invalidate();
+        }
+        Ok(moved)
     }
 
     /// Whether the backends answer (readiness).

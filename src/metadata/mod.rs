@@ -176,6 +176,9 @@ pub trait RepoIndex: Send + Sync {
     /// lexically ordered.
     async fn list_repositories(&self, page: &Page, visible: &Visible) -> Result<Vec<String>>;
     async fn repository_exists(&self, repo: &RepoName) -> Result<bool>;
+    /// A number that changes whenever a repository is deleted, by whatever
+    /// process: a server drops its cached lookups when it moves.
+    async fn removals(&self) -> Result<i64>;
 }
 
 #[async_trait]

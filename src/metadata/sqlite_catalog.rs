@@ -83,6 +83,12 @@ pub(super) fn visible_counts() -> String {
 
 #[async_trait]
 impl RepoIndex for SqliteMetadata {
+    async fn removals(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT value FROM removals")
+            .fetch_one(&self.read)
+            .await?)
+    }
+
     async fn list_repositories(&self, page: &Page, visible: &Visible) -> Result<Vec<String>> {
         let last = page.last.as_deref().unwrap_or("");
         let Some((member, project)) = visible_params(visible) else {

@@ -24,7 +24,9 @@ use crate::core::Registry;
 use crate::metadata::SqliteMetadata;
 use crate::storage::FsStore;
 use crate::tls::Tls;
-use crate::workers::{AuditRetention, GarbageCollector, Scrubber, UploadExpiry, Workers};
+use crate::workers::{
+    AuditRetention, CacheSync, GarbageCollector, Scrubber, UploadExpiry, Workers,
+};
 use connections::serve_connections;
 
 /// Opens the embedded default backends under the data directory: the
@@ -92,6 +94,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 /// process holds the data directory's lock.
 pub fn start_workers(state: &AppState, config: &Config, exclusive: bool) -> Workers {
     let mut workers = Workers::default();
+    workers.spawn(CacheSync {
+        registry: state.registry.clone(),
+    });
     workers.spawn(GarbageCollector {
         registry: state.registry.clone(),
         interval: Duration::from_secs(config.gc.interval_seconds),
