@@ -28,11 +28,13 @@ use crate::oci::Digest;
 const REPOSITORY_BATCH: u32 = 200;
 /// Blobs flipped to `deleting` and removed at a time.
 const BLOB_BATCH: u32 = 1_000;
-/// After each batch a run rests as long as the batch took: it works at
-/// most half the time, leaving the machine to pushes (measured on 2 cores:
-/// pushes at 0.51x their idle rate beside a run working flat out, 0.68x at
-/// half the time, and no better, 0.66x, at a quarter).
-const REST_PER_WORK: f64 = 1.0;
+/// After each step (a repository, a batch of blobs) a run rests this many
+/// times as long as the step took while requests' writes are waiting (see
+/// `GcSweep::writes_waiting`), and not at all while none are: an idle
+/// registry collects at full speed, a busy one keeps most of its capacity
+/// for pushes. Each step's writes also yield to requests' writes (the
+/// backend's background writer) and are short transactions.
+const REST_PER_BUSY_WORK: f64 = 2.0;
 /// A running run whose heartbeat is older than this is taken as dead.
 pub const LEASE: Duration = Duration::from_secs(300);
 const DAY_MS: i64 = 86_400_000;
@@ -197,8 +199,8 @@ impl Registry {
                 return Ok(());
             };
             after = last.id;
-            let batch = std::time::Instant::now();
             for repo in &repos {
+                let work = std::time::Instant::now();
                 let policy = policies.get(repo.name.project()).unwrap_or(&none);
                 let plan = self.plan(repo, policy, p).await?;
                 let swept = self
@@ -209,8 +211,8 @@ impl Registry {
                 if !p.run.dry_run && swept != RepoSwept::default() {
                     self.cache.invalidate();
                 }
+                self.rest(work).await;
             }
-            rest(batch).await;
         }
     }
 
@@ -254,7 +256,6 @@ impl Registry {
                 return Ok(());
             };
             after = Some(last.digest.clone());
-            let full = blobs.len() as u32 == BLOB_BATCH;
             let batch = std::time::Instant::now();
             if p.run.dry_run {
                 p.stats.blobs_swept += blobs.len() as u64;
@@ -264,10 +265,7 @@ impl Registry {
                 self.heartbeat(p, "blobs").await?;
                 self.remove_blobs(&mut p.stats, &blobs).await?;
             }
-            if !full {
-                return Ok(());
-            }
-            rest(batch).await;
+            self.rest(batch).await;
         }
     }
 
@@ -294,7 +292,12 @@ impl Registry {
     }
 }
 
-/// Rests as long as the work since `started` took (see [`REST_PER_WORK`]).
-async fn rest(started: std::time::Instant) {
-    tokio::time::sleep(started.elapsed().mul_f64(REST_PER_WORK)).await;
+impl Registry {
+    /// Rests after the step begun at `started`, while requests' writes are
+    /// waiting (see [`REST_PER_BUSY_WORK`]).
+    async fn rest(&self, started: std::time::Instant) {
+        if self.metadata.writes_waiting() {
+            tokio::time::sleep(started.elapsed().mul_f64(REST_PER_BUSY_WORK)).await;
+        }
+    }
 }

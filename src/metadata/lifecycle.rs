@@ -194,7 +194,9 @@ pub trait GcSweep: Send + Sync {
     ) -> Result<RepoSwept>;
     /// Flips to `deleting` (for `run`) up to `limit` blobs with digests above
     /// `after` that no link holds and nothing touched since `before`, and
-    /// returns them, by digest. With `dry_run` nothing changes, and links
+    /// returns them, by digest; empty when there are none above `after`
+    /// (fewer than `limit` does not mean the last batch: a candidate linked
+    /// meanwhile is skipped). With `dry_run` nothing changes, and links
     /// recorded by the dry sweep count as gone.
     async fn flip_blobs(
         &self,
@@ -208,6 +210,10 @@ pub trait GcSweep: Send + Sync {
     async fn abandoned_blobs(&self, run: i64, limit: u32) -> Result<Vec<SweptBlob>>;
     /// Removes the rows of `deleting` blobs whose bytes are gone.
     async fn forget_blobs(&self, digests: &[Digest]) -> Result<()>;
+    /// Whether requests' writes are waiting for the backend right now: a
+    /// run rests between its steps while they are, and goes on at full
+    /// speed while they are not.
+    fn writes_waiting(&self) -> bool;
     /// What stays: (manifests, blobs, bytes of those blobs); clears what a
     /// dry run of `run` recorded.
     async fn gc_marked(&self, run: i64) -> Result<(u64, u64, u64)>;

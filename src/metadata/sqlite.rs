@@ -11,6 +11,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -28,6 +29,29 @@ use super::*;
 pub struct SqliteMetadata {
     pub(super) read: SqlitePool,
     pub(super) write: SqlitePool,
+    /// Writes of requests waiting for the write connection: background
+    /// work ([`SqliteMetadata::background_writer`]) lets them go first.
+    queued: AtomicUsize,
+}
+
+/// How long a background write waits for the requests' writes to drain
+/// before it queues anyway (so that a steady load does not starve it).
+const BACKGROUND_YIELD: Duration = Duration::from_millis(10);
+
+/// Counts a request's write as queued while it waits for the connection.
+struct Queued<'a>(&'a AtomicUsize);
+
+impl<'a> Queued<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::AcqRel);
+        Queued(n)
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 pub(super) fn parse<T: FromStr>(s: String) -> Result<T>
@@ -155,7 +179,11 @@ impl SqliteMetadata {
             .max_connections(8)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(SqliteMetadata { read, write })
+        Ok(SqliteMetadata {
+            read,
+            write,
+            queued: AtomicUsize::new(0),
+        })
     }
 
     /// Sets `touched_at` of `repo`'s row for `digest` in `table`
@@ -182,6 +210,28 @@ impl SqliteMetadata {
 
     /// The write connection, for one write (see [`Writer`]).
     pub(super) async fn writer(&self) -> Result<Writer> {
+        let _queued = Queued::new(&self.queued);
+        Ok(Writer {
+            conn: Some(self.write.acquire().await?),
+            clean: false,
+        })
+    }
+
+    /// Requests' writes waiting for the write connection now.
+    pub(super) fn writes_queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// The write connection for background work (a garbage collection's
+    /// sweeps): it waits until no request's write is queued, at most
+    /// [`BACKGROUND_YIELD`], so a push waits for at most one background
+    /// transaction, and background work takes a bounded share of the writes
+    /// under a steady load instead of starving.
+    pub(super) async fn background_writer(&self) -> Result<Writer> {
+        let until = tokio::time::Instant::now() + BACKGROUND_YIELD;
+        while self.queued.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         Ok(Writer {
             conn: Some(self.write.acquire().await?),
             clean: false,

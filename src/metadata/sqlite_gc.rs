@@ -194,6 +194,12 @@ const UNLINKED_BLOBS: &str =
          AND d.repo_id = l.repo_id)) \
      ORDER BY digest LIMIT ?4";
 
+/// Rows one sweep transaction deletes at most: a push queued behind it
+/// waits a few milliseconds, not for a whole repository.
+const SWEEP_CHUNK: u32 = 200;
+/// Bound on a sweep's rounds (each deletes rows, so the loop ends anyway).
+const MAX_ROUNDS: usize = 1_000_000;
+
 fn tags_json(tags: &[String]) -> String {
     serde_json::to_string(tags).unwrap_or_else(|_| "[]".into())
 }
@@ -213,60 +219,125 @@ fn swept_blobs(rows: Vec<(String, i64)>) -> Result<Vec<SweptBlob>> {
 }
 
 impl SqliteMetadata {
-    async fn sweep_for_real(&self, repo_id: i64, plan: &RepoPlan) -> Result<RepoSwept> {
-        let mut w = self.writer().await?;
-        let mut tx = w.begin().await?;
-        let mut swept = RepoSwept {
-            tags: sqlx::query(
-                "DELETE FROM tags WHERE repo_id = ?1 AND name IN (SELECT value FROM json_each(?2))",
-            )
-            .bind(repo_id)
-            .bind(tags_json(&plan.tags))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected(),
-            ..RepoSwept::default()
-        };
+    /// Whether a read finds anything the sweep of repository `repo_id` with
+    /// `plan` would delete. A read sees a snapshot; skipping a repository it
+    /// finds clean only defers deletions, it never deletes.
+    async fn anything_to_sweep(&self, repo_id: i64, plan: &RepoPlan) -> Result<bool> {
+        if !plan.tags.is_empty() {
+            return Ok(true);
+        }
         if plan.untagged_before.is_some() {
-            swept.manifests = sqlx::query(&format!(
-                "{KEPT} DELETE FROM manifests WHERE repo_id = ?1 AND digest NOT IN (SELECT digest FROM kept)"
+            let untagged: bool = sqlx::query_scalar(&format!(
+                "{KEPT} SELECT EXISTS (SELECT 1 FROM manifests WHERE repo_id = ?1 \
+                 AND digest NOT IN (SELECT digest FROM kept))"
             ))
             .bind(repo_id)
             .bind(plan.untagged_before)
             .bind("[]")
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            sqlx::query(
-                "DELETE FROM manifest_refs WHERE repo_id = ?1 AND NOT EXISTS (SELECT 1 FROM manifests m \
-                 WHERE m.repo_id = ?1 AND m.digest = manifest_refs.manifest_digest)",
+            .fetch_one(&self.read)
+            .await?;
+            if untagged {
+                return Ok(true);
+            }
+        }
+        let (stale, empty): (bool, bool) = sqlx::query_as(&format!(
+            "{KEPT} SELECT EXISTS (SELECT 1 {STALE_LINKS}), EXISTS (SELECT 1 {EMPTY_REPOSITORY})"
+        ))
+        .bind(repo_id)
+        .bind(None::<i64>)
+        .bind("[]")
+        .bind(plan.links_before)
+        .fetch_one(&self.read)
+        .await?;
+        Ok(stale || empty)
+    }
+
+    /// The sweep of one repository, in transactions that delete at most
+    /// `SWEEP_CHUNK` manifests and `SWEEP_CHUNK` links each (every one
+    /// re-checks what it deletes; a small repository takes one), through
+    /// the background writer: a push waits for one short transaction at most.
+    async fn sweep_for_real(&self, repo_id: i64, plan: &RepoPlan) -> Result<RepoSwept> {
+        let mut swept = RepoSwept::default();
+        if !self.anything_to_sweep(repo_id, plan).await? {
+            return Ok(swept);
+        }
+        for tags in plan.tags.chunks(SWEEP_CHUNK as usize) {
+            let mut w = self.background_writer().await?;
+            swept.tags += sqlx::query(
+                "DELETE FROM tags WHERE repo_id = ?1 AND name IN (SELECT value FROM json_each(?2))",
             )
             .bind(repo_id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        swept.links = sqlx::query(&format!("{KEPT} DELETE {STALE_LINKS}"))
-            .bind(repo_id)
-            .bind(None::<i64>)
-            .bind("[]")
-            .bind(plan.links_before)
-            .execute(&mut *tx)
+            .bind(tags_json(tags))
+            .execute(w.conn())
             .await?
             .rows_affected();
-        swept.repository = sqlx::query(&format!("DELETE {EMPTY_REPOSITORY}"))
-            .bind(repo_id)
-            .bind(plan.links_before)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-            > 0;
-        tx.commit().await?;
-        w.done();
+            w.done();
+        }
+        let mut manifests_left = plan.untagged_before.is_some();
+        // Each round's deletions are gone before the next looks; bounded anyway.
+        for _ in 0..MAX_ROUNDS {
+            let mut w = self.background_writer().await?;
+            let mut tx = w.begin().await?;
+            if manifests_left {
+                let n = sqlx::query(&format!(
+                    "{KEPT} DELETE FROM manifests WHERE repo_id = ?1 AND digest IN \
+                     (SELECT digest FROM manifests WHERE repo_id = ?1 \
+                      AND digest NOT IN (SELECT digest FROM kept) LIMIT ?4)"
+                ))
+                .bind(repo_id)
+                .bind(plan.untagged_before)
+                .bind("[]")
+                .bind(SWEEP_CHUNK)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                sqlx::query(
+                    "DELETE FROM manifest_refs WHERE repo_id = ?1 AND NOT EXISTS (SELECT 1 FROM manifests m \
+                     WHERE m.repo_id = ?1 AND m.digest = manifest_refs.manifest_digest)",
+                )
+                .bind(repo_id)
+                .execute(&mut *tx)
+                .await?;
+                swept.manifests += n;
+                manifests_left = n == u64::from(SWEEP_CHUNK);
+            }
+            let mut last = false;
+            if !manifests_left {
+                let n = sqlx::query(&format!(
+                    "{KEPT} DELETE FROM repo_blobs WHERE repo_id = ?1 AND digest IN \
+                     (SELECT digest {STALE_LINKS} LIMIT ?5)"
+                ))
+                .bind(repo_id)
+                .bind(None::<i64>)
+                .bind("[]")
+                .bind(plan.links_before)
+                .bind(SWEEP_CHUNK)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                swept.links += n;
+                last = n < u64::from(SWEEP_CHUNK);
+                if last {
+                    swept.repository = sqlx::query(&format!("DELETE {EMPTY_REPOSITORY}"))
+                        .bind(repo_id)
+                        .bind(plan.links_before)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected()
+                        > 0;
+                }
+            }
+            tx.commit().await?;
+            w.done();
+            if last {
+                break;
+            }
+        }
         Ok(swept)
     }
 
     async fn sweep_dry(&self, repo_id: i64, plan: &RepoPlan, run: i64) -> Result<RepoSwept> {
-        let mut w = self.writer().await?;
+        let mut w = self.background_writer().await?;
         let mut tx = w.begin().await?;
         let tags = tags_json(&plan.tags);
         let mut swept = RepoSwept::default();
@@ -400,19 +471,42 @@ impl GcSweep for SqliteMetadata {
             .await?;
             return swept_blobs(rows);
         }
-        let mut w = self.writer().await?;
-        let rows: Vec<(String, i64)> = sqlx::query_as(&format!(
-            "UPDATE blobs SET state = 'deleting', gc_run = ?1 WHERE digest IN ({UNLINKED_BLOBS}) \
-             RETURNING digest, size"
-        ))
-        .bind(run)
-        .bind(after)
-        .bind(before)
-        .bind(limit)
-        .fetch_all(w.conn())
-        .await?;
-        w.done();
-        swept_blobs(rows)
+        // The candidates are found by a read; the flip re-checks each in
+        // the statement that flips it, so the write lock is held for the
+        // batch's rows only, not for a scan of every blob. A candidate
+        // linked or touched meanwhile is skipped (kept); when a whole batch
+        // was, the next one is read.
+        let mut after = after;
+        for _ in 0..MAX_ROUNDS {
+            let candidates: Vec<String> = sqlx::query_scalar(UNLINKED_BLOBS)
+                .bind(run)
+                .bind(&after)
+                .bind(before)
+                .bind(limit)
+                .fetch_all(&self.read)
+                .await?;
+            let Some(last) = candidates.last().cloned() else {
+                return Ok(Vec::new());
+            };
+            let mut w = self.background_writer().await?;
+            let rows: Vec<(String, i64)> = sqlx::query_as(
+                "UPDATE blobs SET state = 'deleting', gc_run = ?1 \
+                 WHERE digest IN (SELECT value FROM json_each(?2)) AND state <> 'deleting' \
+                 AND touched_at < ?3 AND NOT EXISTS (SELECT 1 FROM repo_blobs l WHERE l.digest = blobs.digest) \
+                 RETURNING digest, size",
+            )
+            .bind(run)
+            .bind(serde_json::to_string(&candidates).unwrap_or_else(|_| "[]".into()))
+            .bind(before)
+            .fetch_all(w.conn())
+            .await?;
+            w.done();
+            if !rows.is_empty() {
+                return swept_blobs(rows);
+            }
+            after = last;
+        }
+        Ok(Vec::new())
     }
 
     async fn abandoned_blobs(&self, run: i64, limit: u32) -> Result<Vec<SweptBlob>> {
@@ -436,7 +530,7 @@ impl GcSweep for SqliteMetadata {
         let json =
             serde_json::to_string(&digests.iter().map(Digest::to_string).collect::<Vec<_>>())
                 .unwrap_or_else(|_| "[]".into());
-        let mut w = self.writer().await?;
+        let mut w = self.background_writer().await?;
         sqlx::query(
             "DELETE FROM blobs WHERE state = 'deleting' AND digest IN (SELECT value FROM json_each(?))",
         )
@@ -445,6 +539,10 @@ impl GcSweep for SqliteMetadata {
         .await?;
         w.done();
         Ok(())
+    }
+
+    fn writes_waiting(&self) -> bool {
+        self.writes_queued() > 0
     }
 
     async fn gc_marked(&self, run: i64) -> Result<(u64, u64, u64)> {

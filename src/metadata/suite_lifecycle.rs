@@ -41,6 +41,8 @@ pub async fn run(m: &dyn RegistryStore) {
     flips_spare_what_is_linked_or_touched(m).await;
     links_refuse_deleting_blobs(m).await;
     sweeps_keep_what_tags_reach(m).await;
+    large_repositories_are_swept_whole(m).await;
+    removals_move_when_a_repository_goes(m).await;
     one_run_at_a_time_with_a_lease(m).await;
     quotas_and_immutability_hold_inside_writes(m).await;
     pulls_are_recorded(m).await;
@@ -183,6 +185,92 @@ async fn sweeps_keep_what_tags_reach(m: &dyn RegistryStore) {
         }
     );
     assert!(!m.repository_exists(&repo(r)).await.unwrap());
+}
+
+/// More than one transaction's worth of untagged manifests, links and
+/// blobs: a sweep and a run's flips still take all of them, keep what the
+/// tag reaches, and the repository goes once empty.
+async fn large_repositories_are_swept_whole(m: &dyn RegistryStore) {
+    let r = "bulk/app";
+    let kept = digest("bulk kept");
+    m.link_blob(&repo(r), &kept, 1, true).await.unwrap();
+    m.put_manifest(&image(r, "bulk tagged", Some("v1"), &[(&kept, 1)]))
+        .await
+        .unwrap();
+    for i in 0..450 {
+        let d = digest(&format!("bulk layer {i}"));
+        m.link_blob(&repo(r), &d, 1, true).await.unwrap();
+        if i < 430 {
+            let label = format!("bulk untagged {i}");
+            m.put_manifest(&image(r, &label, None, &[(&d, 1)]))
+                .await
+                .unwrap();
+        }
+    }
+    let id = m.sweep_repositories(Some("bulk"), 0, 10).await.unwrap()[0].id;
+    let plan = RepoPlan {
+        tags: Vec::new(),
+        untagged_before: Some(FUTURE),
+        links_before: FUTURE,
+    };
+    let swept = m.sweep_repository(id, &plan, 20, false).await.unwrap();
+    assert_eq!(
+        swept,
+        RepoSwept {
+            tags: 0,
+            manifests: 430,
+            links: 450,
+            repository: false
+        }
+    );
+    assert!(m.linked_blob(&repo(r), &kept).await.unwrap().is_some());
+    // Nothing left to sweep: a second sweep finds nothing.
+    assert_eq!(
+        m.sweep_repository(id, &plan, 20, false).await.unwrap(),
+        RepoSwept::default()
+    );
+    let mut flipped = Vec::new();
+    let mut after: Option<Digest> = None;
+    for _ in 0..10 {
+        let batch = m
+            .flip_blobs(after.as_ref(), FUTURE, 20, 200, false)
+            .await
+            .unwrap();
+        let Some(last) = batch.last() else { break };
+        after = Some(last.digest.clone());
+        flipped.extend(batch.into_iter().map(|b| b.digest));
+    }
+    assert!(!flipped.contains(&kept));
+    for i in 0..450 {
+        assert!(
+            flipped.contains(&digest(&format!("bulk layer {i}"))),
+            "layer {i}"
+        );
+    }
+    m.forget_blobs(&flipped).await.unwrap();
+    let last = RepoPlan {
+        tags: vec!["v1".into()],
+        ..plan
+    };
+    assert!(
+        m.sweep_repository(id, &last, 21, false)
+            .await
+            .unwrap()
+            .repository
+    );
+}
+
+async fn removals_move_when_a_repository_goes(m: &dyn RegistryStore) {
+    let before = m.removals().await.unwrap();
+    let d = digest("removal");
+    m.link_blob(&repo("gone/app"), &d, 1, true).await.unwrap();
+    assert_eq!(m.removals().await.unwrap(), before);
+    let policy = ProjectPolicy::default();
+    assert!(m
+        .delete_repository(&repo("gone/app"), &policy)
+        .await
+        .unwrap());
+    assert_ne!(m.removals().await.unwrap(), before);
 }
 
 async fn one_run_at_a_time_with_a_lease(m: &dyn RegistryStore) {
