@@ -218,6 +218,49 @@ fn swept_blobs(rows: Vec<(String, i64)>) -> Result<Vec<SweptBlob>> {
     Ok(blobs)
 }
 
+type Tx<'a> = sqlx::Transaction<'a, sqlx::Sqlite>;
+
+/// Deletes up to `SWEEP_CHUNK` of the repository's manifests that nothing
+/// kept reaches, with their references; how many.
+async fn sweep_manifests(tx: &mut Tx<'_>, repo_id: i64, plan: &RepoPlan) -> Result<u64> {
+    let n = sqlx::query(&format!(
+        "{KEPT} DELETE FROM manifests WHERE repo_id = ?1 AND digest IN \
+         (SELECT digest FROM manifests WHERE repo_id = ?1 \
+          AND digest NOT IN (SELECT digest FROM kept) LIMIT ?4)"
+    ))
+    .bind(repo_id)
+    .bind(plan.untagged_before)
+    .bind("[]")
+    .bind(SWEEP_CHUNK)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    sqlx::query(
+        "DELETE FROM manifest_refs WHERE repo_id = ?1 AND NOT EXISTS (SELECT 1 FROM manifests m \
+         WHERE m.repo_id = ?1 AND m.digest = manifest_refs.manifest_digest)",
+    )
+    .bind(repo_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(n)
+}
+
+/// Deletes up to `SWEEP_CHUNK` of the repository's stale links; how many.
+async fn sweep_links(tx: &mut Tx<'_>, repo_id: i64, plan: &RepoPlan) -> Result<u64> {
+    Ok(sqlx::query(&format!(
+        "{KEPT} DELETE FROM repo_blobs WHERE repo_id = ?1 AND digest IN \
+         (SELECT digest {STALE_LINKS} LIMIT ?5)"
+    ))
+    .bind(repo_id)
+    .bind(None::<i64>)
+    .bind("[]")
+    .bind(plan.links_before)
+    .bind(SWEEP_CHUNK)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected())
+}
+
 impl SqliteMetadata {
     /// Whether a read finds anything the sweep of repository `repo_id` with
     /// `plan` would delete. A read sees a snapshot; skipping a repository it
@@ -279,42 +322,13 @@ impl SqliteMetadata {
             let mut w = self.background_writer().await?;
             let mut tx = w.begin().await?;
             if manifests_left {
-                let n = sqlx::query(&format!(
-                    "{KEPT} DELETE FROM manifests WHERE repo_id = ?1 AND digest IN \
-                     (SELECT digest FROM manifests WHERE repo_id = ?1 \
-                      AND digest NOT IN (SELECT digest FROM kept) LIMIT ?4)"
-                ))
-                .bind(repo_id)
-                .bind(plan.untagged_before)
-                .bind("[]")
-                .bind(SWEEP_CHUNK)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                sqlx::query(
-                    "DELETE FROM manifest_refs WHERE repo_id = ?1 AND NOT EXISTS (SELECT 1 FROM manifests m \
-                     WHERE m.repo_id = ?1 AND m.digest = manifest_refs.manifest_digest)",
-                )
-                .bind(repo_id)
-                .execute(&mut *tx)
-                .await?;
+                let n = sweep_manifests(&mut tx, repo_id, plan).await?;
                 swept.manifests += n;
                 manifests_left = n == u64::from(SWEEP_CHUNK);
             }
             let mut last = false;
             if !manifests_left {
-                let n = sqlx::query(&format!(
-                    "{KEPT} DELETE FROM repo_blobs WHERE repo_id = ?1 AND digest IN \
-                     (SELECT digest {STALE_LINKS} LIMIT ?5)"
-                ))
-                .bind(repo_id)
-                .bind(None::<i64>)
-                .bind("[]")
-                .bind(plan.links_before)
-                .bind(SWEEP_CHUNK)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+                let n = sweep_links(&mut tx, repo_id, plan).await?;
                 swept.links += n;
                 last = n < u64::from(SWEEP_CHUNK);
                 if last {
