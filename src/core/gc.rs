@@ -290,9 +290,7 @@ impl Registry {
         self.cache.invalidate();
         Ok(())
     }
-}
 
-impl Registry {
     /// Rests after the step begun at `started`, while requests' writes are
     /// waiting (see [`REST_PER_BUSY_WORK`]).
     async fn rest(&self, started: std::time::Instant) {

@@ -211,6 +211,10 @@ impl SqliteMetadata {
     /// The write connection, for one write (see [`Writer`]).
     pub(super) async fn writer(&self) -> Result<Writer> {
         let _queued = Queued::new(&self.queued);
+        self.take_writer().await
+    }
+
+    async fn take_writer(&self) -> Result<Writer> {
         Ok(Writer {
             conn: Some(self.write.acquire().await?),
             clean: false,
@@ -229,13 +233,10 @@ impl SqliteMetadata {
     /// under a steady load instead of starving.
     pub(super) async fn background_writer(&self) -> Result<Writer> {
         let until = tokio::time::Instant::now() + BACKGROUND_YIELD;
-        while self.queued.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < until {
+        while self.writes_queued() > 0 && tokio::time::Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        Ok(Writer {
-            conn: Some(self.write.acquire().await?),
-            clean: false,
-        })
+        self.take_writer().await
     }
 
     pub(super) async fn repo_id_or_create(
