@@ -13,6 +13,7 @@
 mod access;
 mod browse;
 mod lifecycle;
+mod postgres;
 mod scrub;
 mod sqlite;
 mod sqlite_access;
@@ -42,8 +43,14 @@ use crate::oci::{Digest, Reference, RepoName, Tag};
 pub use access::*;
 pub use browse::*;
 pub use lifecycle::*;
+pub use postgres::PgMetadata;
 pub use scrub::*;
 pub use sqlite::SqliteMetadata;
+
+/// The test PostgreSQL server (shared with the integration tests).
+#[cfg(test)]
+#[path = "../../tests/support/postgres.rs"]
+pub(crate) mod test_postgres;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetadataError {
