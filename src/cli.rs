@@ -157,7 +157,7 @@ pub enum Access {
 /// admin with it) where there was none, as in a wrong working directory.
 pub fn check_data_dir(config: &Config, access: Access) -> anyhow::Result<()> {
     let database = config.data_dir.join("metadata.db");
-    if access == Access::Write || database.is_file() {
+    if access == Access::Write || config.shared_metadata() || database.is_file() {
         return Ok(());
     }
     let shown = std::path::absolute(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
@@ -171,15 +171,8 @@ pub fn check_data_dir(config: &Config, access: Access) -> anyhow::Result<()> {
 async fn open(config: &Config) -> anyhow::Result<Auth> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
-    let metadata = berth::metadata::SqliteMetadata::open(&config.data_dir.join("metadata.db"))
-        .await
-        .with_context(|| format!("opening {}", config.data_dir.join("metadata.db").display()))?;
-    Ok(Auth::open(
-        std::sync::Arc::new(metadata),
-        &config.auth,
-        &config.data_dir,
-    )
-    .await?)
+    let metadata = berth::server::open_metadata(config).await?;
+    Ok(Auth::open(metadata, &config.auth, &config.data_dir).await?)
 }
 
 fn admin() -> Actor {

@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use berth::config::Config;
 use berth::core::Registry;
-use berth::metadata::{GcRun, GcState, Policies, ProjectPolicy, RegistryStore, SqliteMetadata};
+use berth::metadata::{GcRun, GcState, Metadata, Policies, ProjectPolicy, RegistryStore};
 use berth::oci::RepoName;
 use berth::storage::FsStore;
 
@@ -34,12 +34,8 @@ pub enum RepoCommand {
 /// How long `berth gc` follows a run the server performs.
 const FOLLOW_FOR: Duration = Duration::from_secs(6 * 3600);
 
-async fn open_metadata(config: &Config) -> anyhow::Result<Arc<SqliteMetadata>> {
-    let path = config.data_dir.join("metadata.db");
-    let metadata = SqliteMetadata::open(&path)
-        .await
-        .with_context(|| format!("opening {}", path.display()))?;
-    Ok(Arc::new(metadata))
+async fn open_metadata(config: &Config) -> anyhow::Result<Arc<dyn Metadata>> {
+    berth::server::open_metadata(config).await
 }
 
 pub async fn gc(config: &Config, args: GcArgs) -> anyhow::Result<()> {

@@ -30,6 +30,29 @@ pub struct Config {
     pub audit: AuditConfig,
     pub gc: GcConfig,
     pub scrub: ScrubConfig,
+    pub metadata: MetadataConfig,
+}
+
+/// Where the metadata lives: the embedded SQLite file, or a PostgreSQL
+/// database that several berth replicas share (the scale-out mode).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetadataConfig {
+    /// `sqlite://<path>`, or `postgres://user:password@host:port/database`.
+    /// Empty: `sqlite://<data_dir>/metadata.db`.
+    pub url: String,
+    /// Most connections this process opens to PostgreSQL (SQLite always
+    /// uses one writer and eight readers).
+    pub max_connections: u32,
+}
+
+impl Default for MetadataConfig {
+    fn default() -> Self {
+        MetadataConfig {
+            url: String::new(),
+            max_connections: 16,
+        }
+    }
 }
 
 /// Scrub (`berth scrub`, `POST /api/v1/scrub`): re-hashes stored blobs.
@@ -155,8 +178,9 @@ pub struct UploadsConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct CacheConfig {
     /// How long a manifest or blob lookup is served from memory, in seconds
-    /// (0 turns the cache off). Within one process every write invalidates
-    /// it at once; the age bound matters only for replicas sharing metadata.
+    /// (0 turns the cache off). Every write of this process invalidates it
+    /// at once, and a repository deleted by another process (the CLI) within
+    /// a second. With PostgreSQL metadata (replicas) the cache is off.
     pub max_age_seconds: u64,
 }
 
@@ -192,6 +216,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             gc: GcConfig::default(),
             scrub: ScrubConfig::default(),
+            metadata: MetadataConfig::default(),
         }
     }
 }
@@ -288,7 +313,8 @@ pub struct LogOverrides {
 }
 
 /// Top-level keys of `Config`, the names `BERTH_*` variables may start with.
-const SECTIONS: [&str; 14] = [
+const SECTIONS: [&str; 15] = [
+    "metadata",
     "listen",
     "data_dir",
     "log",
@@ -371,6 +397,7 @@ impl Config {
         if shown.auth.admin_password.is_some() {
             shown.auth.admin_password = Some("<redacted>".into());
         }
+        shown.metadata.url = crate::metadata::redacted_url(&shown.metadata.url);
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
 
@@ -400,6 +427,9 @@ impl Config {
             problems.push("limits.max_manifest_bytes must be at least 1".to_string());
         }
         self.auth.check(&mut problems);
+        if let Err(e) = crate::metadata::Backend::parse(&self.metadata_url()) {
+            problems.push(format!("metadata.url: {e}"));
+        }
         let tls = &self.tls;
         match (&tls.cert_file, &tls.key_file, tls.self_signed) {
             (Some(_), None, _) => problems.push("tls.cert_file is set but tls.key_file is not".into()),
@@ -452,12 +482,35 @@ impl Config {
         unknown
     }
 
+    /// `metadata.url`, or the embedded database under the data directory.
+    pub fn metadata_url(&self) -> String {
+        if self.metadata.url.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("metadata.db").display())
+        } else {
+            self.metadata.url.clone()
+        }
+    }
+
+    /// Whether several berth processes may share this configuration's
+    /// metadata (PostgreSQL): then no process owns the data directory.
+    pub fn shared_metadata(&self) -> bool {
+        matches!(
+            crate::metadata::Backend::parse(&self.metadata_url()),
+            Ok(crate::metadata::Backend::Postgres(_))
+        )
+    }
+
     pub fn core_settings(&self) -> crate::core::Settings {
         crate::core::Settings {
             max_manifest_bytes: self.limits.max_manifest_bytes,
             max_manifest_descriptors: self.limits.max_manifest_descriptors,
             auto_mount: self.uploads.auto_mount,
-            cache_max_age: std::time::Duration::from_secs(self.cache.max_age_seconds),
+            // Another replica's write is not seen by this process's cache.
+            cache_max_age: if self.shared_metadata() {
+                std::time::Duration::ZERO
+            } else {
+                std::time::Duration::from_secs(self.cache.max_age_seconds)
+            },
             gc_grace: std::time::Duration::from_secs(self.gc.grace_seconds),
             scrub_rate: self.scrub.bytes_per_second,
         }

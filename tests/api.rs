@@ -475,6 +475,24 @@ async fn health_probes_answer() {
 }
 
 #[tokio::test]
+async fn readiness_fails_while_blob_storage_is_unusable() {
+    let reg = Reg::new().await;
+    let blobs = reg.config.data_dir.join("blobs");
+    let moved = reg.config.data_dir.join("blobs.away");
+    std::fs::rename(&blobs, &moved).unwrap();
+    // A file where the blob tree should be: every blob lookup fails with
+    // an I/O error (not "no such blob").
+    std::fs::write(&blobs, b"").unwrap();
+    let r = reg.get("/readyz").await;
+    r.expect(503);
+    assert_eq!(r.text(), "blob storage unavailable");
+    reg.get("/healthz").await.expect(200);
+    std::fs::remove_file(&blobs).unwrap();
+    std::fs::rename(&moved, &blobs).unwrap();
+    reg.get("/readyz").await.expect(200);
+}
+
+#[tokio::test]
 async fn unknown_paths_are_404_json() {
     let reg = Reg::new().await;
     for uri in [

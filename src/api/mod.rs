@@ -70,14 +70,9 @@ async fn base(State(state): State<ApiState>, req: Request) -> Response {
 }
 
 async fn readyz(State(state): State<ApiState>) -> Response {
-    if state.registry.ready().await {
-        (StatusCode::OK, "ready").into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "metadata backend unavailable",
-        )
-            .into_response()
+    match state.registry.ready().await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
     }
 }
 

@@ -189,8 +189,18 @@ impl Registry {
         Ok(moved)
     }
 
-    /// Whether the backends answer (readiness).
-    pub async fn ready(&self) -> bool {
-        self.metadata.ping().await.is_ok()
+    /// Whether both backends answer (readiness); otherwise which one does
+    /// not. Storage is asked for a blob's size (the empty blob's: whether it
+    /// exists does not matter), which an object store answers with a HEAD.
+    pub async fn ready(&self) -> Result<(), &'static str> {
+        if let Err(e) = self.metadata.ping().await {
+            tracing::warn!(error = %e, "not ready: the metadata backend does not answer");
+            return Err("metadata backend unavailable");
+        }
+        if let Err(e) = self.storage.stat(&Digest::sha256_of(b"")).await {
+            tracing::warn!(error = %e, "not ready: blob storage does not answer");
+            return Err("blob storage unavailable");
+        }
+        Ok(())
     }
 }

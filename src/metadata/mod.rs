@@ -13,6 +13,8 @@
 mod access;
 mod browse;
 mod lifecycle;
+mod open;
+mod pg_shared;
 mod postgres;
 mod scrub;
 mod sqlite;
@@ -43,6 +45,7 @@ use crate::oci::{Digest, Reference, RepoName, Tag};
 pub use access::*;
 pub use browse::*;
 pub use lifecycle::*;
+pub use open::{open, redacted_url, Backend, Opened};
 pub use postgres::PgMetadata;
 pub use scrub::*;
 pub use sqlite::SqliteMetadata;
@@ -274,6 +277,27 @@ pub trait UploadIndex: Send + Sync {
 #[async_trait]
 pub trait Health: Send + Sync {
     async fn ping(&self) -> Result<()>;
+}
+
+/// A file that replicas sharing the metadata must hold the same copy of,
+/// by its path under the data directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedFile {
+    pub name: String,
+    pub content: Vec<u8>,
+}
+
+/// The shared copies of such files (backends several processes share).
+#[async_trait]
+pub trait SharedFiles: Send + Sync {
+    /// Hands the stored files to `exchange`, which writes them locally and
+    /// returns the local ones the store lacks, which are then stored; all
+    /// while holding a lock that makes concurrent exchanges take turns, so
+    /// of replicas starting together the first one's files win.
+    async fn exchange_shared_files(
+        &self,
+        exchange: &(dyn Fn(Vec<SharedFile>) -> std::io::Result<Vec<SharedFile>> + Sync),
+    ) -> Result<()>;
 }
 
 /// What the registry core needs from a metadata backend: repositories,

@@ -5,6 +5,7 @@
 
 mod connections;
 mod router;
+mod shared;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,7 +22,6 @@ pub use router::{router, AppState};
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::core::Registry;
-use crate::metadata::SqliteMetadata;
 use crate::storage::FsStore;
 use crate::tls::Tls;
 use crate::workers::{
@@ -39,11 +39,11 @@ pub async fn open_state(config: &Config) -> anyhow::Result<AppState> {
     let storage = FsStore::open(dir)
         .await
         .with_context(|| format!("opening blob storage in {}", dir.display()))?;
-    let metadata = Arc::new(
-        SqliteMetadata::open(&dir.join("metadata.db"))
-            .await
-            .context("opening metadata database")?,
-    );
+    let opened = open_backend(config).await?;
+    if let Some(store) = &opened.shared_files {
+        shared::share_files(store.as_ref(), dir).await?;
+    }
+    let metadata = opened.metadata;
     let registry = Registry::new(Arc::new(storage), metadata.clone(), config.core_settings());
     let browse = crate::core::Browser::new(metadata.clone(), metadata.clone());
     let ui = crate::ui::UiContext::open(dir, browse).context("opening the web UI's session key")?;
@@ -57,6 +57,23 @@ pub async fn open_state(config: &Config) -> anyhow::Result<AppState> {
         scheme: if tls_on { "https" } else { "http" },
         ui: Arc::new(ui),
     })
+}
+
+/// Opens the metadata backend `metadata.url` names.
+pub async fn open_metadata(config: &Config) -> anyhow::Result<Arc<dyn crate::metadata::Metadata>> {
+    Ok(open_backend(config).await?.metadata)
+}
+
+async fn open_backend(config: &Config) -> anyhow::Result<crate::metadata::Opened> {
+    let url = config.metadata_url();
+    crate::metadata::open(&url, config.metadata.max_connections)
+        .await
+        .with_context(|| {
+            format!(
+                "opening the metadata database {}",
+                crate::metadata::redacted_url(&url)
+            )
+        })
 }
 
 /// Builds the whole HTTP application for `config` over the embedded backends.
@@ -77,10 +94,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         // are only read, so a broken one fails here.
         Tls::from_config(&config).context("setting up TLS")?;
     }
-    // The blob store holds the data directory's lock: this process alone
-    // serves it, so a collection run it finds running was left by a dead one.
+    // On the embedded default the blob store holds the data directory's
+    // lock: this process alone serves it, so a collection run it finds
+    // running was left by a dead one. Replicas sharing PostgreSQL are not
+    // exclusive: a run is theirs to share.
     let state = open_state(&config).await?;
-    let workers = start_workers(&state, &config, true);
+    let workers = start_workers(&state, &config, !config.shared_metadata());
     let served = serve_on(listener, router(state.clone()), &config, shutdown_signal()).await;
     workers
         .shutdown(Duration::from_secs(config.shutdown.grace_seconds))

@@ -59,6 +59,11 @@ impl UiContext {
     }
 }
 
+/// Creates `<data_dir>/ui-session.key` if it is missing.
+pub fn ensure_session_key(data_dir: &Path) -> std::io::Result<()> {
+    SessionKey::load_or_create(data_dir).map(|_| ())
+}
+
 const CSS: &str = include_str!("assets/ui.css");
 const JS: &str = include_str!("assets/ui.js");
 
