@@ -5,6 +5,10 @@
 //! Every response goes through `Client::send`, which asserts that no answer
 //! is ever a 500 and that each carries `Docker-Distribution-API-Version`.
 
+#[allow(dead_code)] // each stack uses part of it
+#[path = "support/scale_out.rs"]
+mod scale_out;
+
 use std::collections::BTreeSet;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
@@ -432,6 +436,7 @@ impl Reg {
         };
         // These tests are about the registry API itself; access control has its own.
         config.auth.mode = berth::auth::AuthMode::None;
+        scale_out::configure(&mut config).await;
         tweak(&mut config);
         let client = Client(open_router(&config).await);
         Reg {

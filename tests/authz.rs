@@ -6,6 +6,10 @@
 //! The matrix tests report every mismatching cell before failing, so one run
 //! shows the whole picture.
 
+#[allow(dead_code)] // each stack uses part of it
+#[path = "support/scale_out.rs"]
+mod scale_out;
+
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -528,6 +532,7 @@ async fn open(
     config.auth.admin_password = Some(ADMIN_PASSWORD.into());
     // The matrix runs for a while; one verification per account is enough.
     config.auth.credential_cache_seconds = 3600;
+    scale_out::configure(&mut config).await;
     tweak(&mut config);
     let state = berth::server::open_state(&config)
         .await
