@@ -13,6 +13,10 @@
 mod access;
 mod browse;
 mod lifecycle;
+mod pg_access;
+mod pg_audit;
+mod pg_browse;
+mod pg_tokens;
 mod postgres;
 mod scrub;
 mod sqlite;
