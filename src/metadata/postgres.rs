@@ -42,3 +42,37 @@ impl Health for PgMetadata {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::test_postgres::fresh_database;
+
+    /// Two replicas starting together on an empty database both come up on
+    /// the one schema, and its triggers keep the usage counters.
+    #[tokio::test]
+    async fn schema_applies_once_for_replicas_starting_together() {
+        let url = fresh_database().await;
+        let (a, b) = tokio::join!(PgMetadata::open(&url, 2), PgMetadata::open(&url, 2));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        b.ping().await.unwrap();
+        let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+            .fetch_one(&a.pool)
+            .await
+            .unwrap();
+        assert_eq!(applied, 1);
+        sqlx::query(
+            "INSERT INTO repositories (name, project, created_at) VALUES ('lib/a', 'lib', 1)",
+        )
+        .execute(&a.pool)
+        .await
+        .unwrap();
+        let counters: (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM repo_stats), (SELECT COUNT(*) FROM project_stats)",
+        )
+        .fetch_one(&b.pool)
+        .await
+        .unwrap();
+        assert_eq!(counters, (1, 1));
+    }
+}
