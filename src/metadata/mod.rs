@@ -14,6 +14,8 @@ mod access;
 mod browse;
 mod lifecycle;
 mod pg_access;
+#[cfg(test)]
+mod pg_access_tests;
 mod pg_audit;
 mod pg_browse;
 mod pg_tokens;
