@@ -13,6 +13,12 @@
 mod access;
 mod browse;
 mod lifecycle;
+mod pg_catalog;
+mod pg_gc;
+mod pg_manifests;
+mod pg_policy;
+mod pg_scrub;
+mod pg_sweep;
 mod postgres;
 mod scrub;
 mod sqlite;
