@@ -2,7 +2,9 @@
 -- table for table and column for column (same names, same order), so that
 -- both backends' queries read alike. SQLite's INTEGER is BIGINT here (ids
 -- BIGSERIAL), its BLOB is BYTEA; flags stay BIGINT 0/1 with the same CHECKs.
--- Times are Unix milliseconds.
+-- Times are Unix milliseconds. Text compares and sorts by bytes (COLLATE
+-- "C"), as in SQLite, whatever the database's locale: page cursors
+-- (`name > $1 ORDER BY name`) and listings agree with the other backend.
 --
 -- Unlike SQLite, several replicas write at once. The usage counters are
 -- kept by triggers written so that two concurrent writers cannot both
@@ -13,9 +15,9 @@
 -- `project` is the name's first component.
 CREATE TABLE repositories (
     id          BIGSERIAL PRIMARY KEY,
-    name        TEXT NOT NULL UNIQUE,
+    name        TEXT COLLATE "C" NOT NULL UNIQUE,
     created_at  BIGINT NOT NULL,
-    project     TEXT NOT NULL DEFAULT ''
+    project     TEXT COLLATE "C" NOT NULL DEFAULT ''
 );
 CREATE INDEX repositories_by_project ON repositories(project, name);
 
@@ -32,10 +34,10 @@ CREATE INDEX repository_names ON repositories USING gin (name gin_trgm_ops);
 -- `corrupt` (scrub found its bytes missing or wrong: never served, a new
 -- upload replaces it). `touched_at`: last upload, mount or link.
 CREATE TABLE blobs (
-    digest      TEXT PRIMARY KEY,
+    digest      TEXT COLLATE "C" PRIMARY KEY,
     size        BIGINT NOT NULL,
     created_at  BIGINT NOT NULL,
-    state       TEXT NOT NULL DEFAULT 'live' CHECK (state IN ('live', 'deleting', 'corrupt')),
+    state       TEXT COLLATE "C" NOT NULL DEFAULT 'live' CHECK (state IN ('live', 'deleting', 'corrupt')),
     touched_at  BIGINT NOT NULL DEFAULT 0,
     gc_run      BIGINT
 );
@@ -44,7 +46,7 @@ CREATE INDEX blobs_not_live ON blobs(state, digest) WHERE state <> 'live';
 -- What each repository may serve; `touched_at` is the link's last use.
 CREATE TABLE repo_blobs (
     repo_id     BIGINT NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
-    digest      TEXT NOT NULL REFERENCES blobs(digest),
+    digest      TEXT COLLATE "C" NOT NULL REFERENCES blobs(digest),
     created_at  BIGINT NOT NULL,
     touched_at  BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (repo_id, digest)
@@ -53,11 +55,11 @@ CREATE INDEX repo_blobs_by_digest ON repo_blobs(digest);
 
 CREATE TABLE manifests (
     repo_id       BIGINT NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
-    digest        TEXT NOT NULL,
-    media_type    TEXT NOT NULL,
-    artifact_type TEXT,
-    subject       TEXT,
-    annotations   TEXT,
+    digest        TEXT COLLATE "C" NOT NULL,
+    media_type    TEXT COLLATE "C" NOT NULL,
+    artifact_type TEXT COLLATE "C",
+    subject       TEXT COLLATE "C",
+    annotations   TEXT COLLATE "C",
     size          BIGINT NOT NULL,
     content       BYTEA NOT NULL,
     created_at    BIGINT NOT NULL,
@@ -70,8 +72,8 @@ CREATE INDEX manifests_by_subject ON manifests(repo_id, subject) WHERE subject I
 -- references: what garbage collection marks from.
 CREATE TABLE manifest_refs (
     repo_id         BIGINT NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
-    manifest_digest TEXT NOT NULL,
-    child_digest    TEXT NOT NULL,
+    manifest_digest TEXT COLLATE "C" NOT NULL,
+    child_digest    TEXT COLLATE "C" NOT NULL,
     kind            BIGINT NOT NULL,
     PRIMARY KEY (repo_id, manifest_digest, kind, child_digest)
 );
@@ -79,8 +81,8 @@ CREATE TABLE manifest_refs (
 -- `pulled_at`: the last pull, refreshed at most once a minute per tag.
 CREATE TABLE tags (
     repo_id     BIGINT NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
-    name        TEXT NOT NULL,
-    digest      TEXT NOT NULL,
+    name        TEXT COLLATE "C" NOT NULL,
+    digest      TEXT COLLATE "C" NOT NULL,
     updated_at  BIGINT NOT NULL,
     pulled_at   BIGINT,
     PRIMARY KEY (repo_id, name)
@@ -88,7 +90,7 @@ CREATE TABLE tags (
 CREATE INDEX tags_by_digest ON tags(repo_id, digest);
 
 CREATE TABLE uploads (
-    id          TEXT PRIMARY KEY,
+    id          TEXT COLLATE "C" PRIMARY KEY,
     repo_id     BIGINT NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
     created_at  BIGINT NOT NULL
 );
@@ -99,8 +101,8 @@ CREATE TABLE uploads (
 -- account.
 CREATE TABLE users (
     id            BIGSERIAL PRIMARY KEY,
-    name          TEXT NOT NULL UNIQUE,
-    password_hash TEXT NOT NULL,
+    name          TEXT COLLATE "C" NOT NULL UNIQUE,
+    password_hash TEXT COLLATE "C" NOT NULL,
     admin         BIGINT NOT NULL DEFAULT 0 CHECK (admin IN (0, 1)),
     disabled      BIGINT NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1)),
     created_at    BIGINT NOT NULL,
@@ -110,7 +112,7 @@ CREATE TABLE users (
 -- A project owns every repository whose first path component is its name.
 CREATE TABLE projects (
     id          BIGSERIAL PRIMARY KEY,
-    name        TEXT NOT NULL UNIQUE,
+    name        TEXT COLLATE "C" NOT NULL UNIQUE,
     public      BIGINT NOT NULL DEFAULT 0 CHECK (public IN (0, 1)),
     created_at  BIGINT NOT NULL
 );
@@ -119,7 +121,7 @@ CREATE INDEX projects_public ON projects(name) WHERE public = 1;
 CREATE TABLE members (
     project_id  BIGINT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
     user_id     BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-    role        TEXT NOT NULL CHECK (role IN ('guest', 'developer', 'maintainer', 'admin')),
+    role        TEXT COLLATE "C" NOT NULL CHECK (role IN ('guest', 'developer', 'maintainer', 'admin')),
     PRIMARY KEY (project_id, user_id)
 );
 CREATE INDEX members_by_user ON members(user_id);
@@ -128,13 +130,13 @@ CREATE INDEX members_by_user ON members(user_id);
 -- plain name, not a reference: the robot outlives the user who made it.
 CREATE TABLE robots (
     id          BIGSERIAL PRIMARY KEY,
-    name        TEXT NOT NULL UNIQUE,
-    secret_hash TEXT NOT NULL,
+    name        TEXT COLLATE "C" NOT NULL UNIQUE,
+    secret_hash TEXT COLLATE "C" NOT NULL,
     project_id  BIGINT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
     -- Comma-separated actions, e.g. 'pull,push'.
-    actions     TEXT NOT NULL,
+    actions     TEXT COLLATE "C" NOT NULL,
     expires_at  BIGINT,
-    created_by  TEXT NOT NULL,
+    created_by  TEXT COLLATE "C" NOT NULL,
     created_at  BIGINT NOT NULL,
     disabled    BIGINT NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1)),
     generation  BIGINT NOT NULL DEFAULT 0
@@ -144,10 +146,10 @@ CREATE INDEX robots_by_project ON robots(project_id);
 -- Personal access tokens. The id is random and travels inside the token the
 -- user holds, so a presented token is found without scanning hashes.
 CREATE TABLE access_tokens (
-    id           TEXT PRIMARY KEY,
+    id           TEXT COLLATE "C" PRIMARY KEY,
     user_id      BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-    name         TEXT NOT NULL,
-    secret_hash  TEXT NOT NULL,
+    name         TEXT COLLATE "C" NOT NULL,
+    secret_hash  TEXT COLLATE "C" NOT NULL,
     expires_at   BIGINT,
     created_at   BIGINT NOT NULL,
     last_used_at BIGINT,
@@ -159,12 +161,12 @@ CREATE TABLE access_tokens (
 CREATE TABLE audit (
     id          BIGSERIAL PRIMARY KEY,
     at          BIGINT NOT NULL,
-    actor       TEXT NOT NULL,
-    source      TEXT,
-    action      TEXT NOT NULL,
-    repository  TEXT,
-    digest      TEXT,
-    detail      TEXT,
+    actor       TEXT COLLATE "C" NOT NULL,
+    source      TEXT COLLATE "C",
+    action      TEXT COLLATE "C" NOT NULL,
+    repository  TEXT COLLATE "C",
+    digest      TEXT COLLATE "C",
+    detail      TEXT COLLATE "C",
     success     BIGINT NOT NULL CHECK (success IN (0, 1))
 );
 -- Each filter also serves the newest-first order (id DESC) of the page.
@@ -175,7 +177,7 @@ CREATE INDEX audit_by_at ON audit(at);
 
 -- Web UI sessions that ended (logout) before their cookie expired.
 CREATE TABLE ui_ended_sessions (
-    id          TEXT PRIMARY KEY,
+    id          TEXT COLLATE "C" PRIMARY KEY,
     expires_at  BIGINT NOT NULL
 );
 CREATE INDEX ui_ended_sessions_by_expiry ON ui_ended_sessions(expires_at);
@@ -240,7 +242,7 @@ CREATE TABLE repo_stats (
 -- last push, tags (for the tag quota). `project_blobs` counts, per project,
 -- the repositories linking each blob, so a shared layer counts once.
 CREATE TABLE project_stats (
-    project       TEXT PRIMARY KEY,
+    project       TEXT COLLATE "C" PRIMARY KEY,
     repositories  BIGINT NOT NULL DEFAULT 0,
     bytes         BIGINT NOT NULL DEFAULT 0,
     last_push     BIGINT,
@@ -248,8 +250,8 @@ CREATE TABLE project_stats (
 );
 
 CREATE TABLE project_blobs (
-    project     TEXT NOT NULL,
-    digest      TEXT NOT NULL,
+    project     TEXT COLLATE "C" NOT NULL,
+    digest      TEXT COLLATE "C" NOT NULL,
     links       BIGINT NOT NULL,
     PRIMARY KEY (project, digest)
 );
@@ -323,6 +325,10 @@ CREATE TRIGGER tags_stats AFTER INSERT OR DELETE OR UPDATE OF updated_at ON tags
 -- The project's first link to a blob adds its bytes, its last link takes
 -- them away; "first" and "last" are what the upsert on the project's
 -- `project_blobs` row returns, which concurrent writers see one at a time.
+-- Every trigger locks `repo_stats` before `project_stats`, and
+-- `project_stats` before `project_blobs`: a sweep deleting links of one
+-- repository and a push linking into another of the same project wait for
+-- each other instead of deadlocking.
 CREATE FUNCTION repo_blobs_stats() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     blob_size BIGINT;
@@ -336,6 +342,7 @@ BEGIN
         IF repo_project IS NULL THEN
             RETURN NULL;
         END IF;
+        PERFORM 1 FROM project_stats WHERE project = repo_project FOR UPDATE;
         INSERT INTO project_blobs AS pb (project, digest, links)
         VALUES (repo_project, NEW.digest, 1)
         ON CONFLICT (project, digest) DO UPDATE SET links = pb.links + 1
@@ -350,6 +357,7 @@ BEGIN
         IF repo_project IS NULL THEN
             RETURN NULL;
         END IF;
+        PERFORM 1 FROM project_stats WHERE project = repo_project FOR UPDATE;
         UPDATE project_blobs SET links = links - 1
         WHERE project = repo_project AND digest = OLD.digest
         RETURNING links INTO remaining;
@@ -368,26 +376,26 @@ CREATE TRIGGER repo_blobs_stats AFTER INSERT OR DELETE ON repo_blobs
 -- whose heartbeat stopped (its process died) is marked failed by the next.
 CREATE TABLE gc_runs (
     id            BIGSERIAL PRIMARY KEY,
-    state         TEXT NOT NULL CHECK (state IN ('requested', 'running', 'succeeded', 'failed')),
+    state         TEXT COLLATE "C" NOT NULL CHECK (state IN ('requested', 'running', 'succeeded', 'failed')),
     active        BIGINT GENERATED ALWAYS AS (CASE WHEN state IN ('requested', 'running') THEN 1 END) STORED,
     dry_run       BIGINT NOT NULL CHECK (dry_run IN (0, 1)),
-    requested_by  TEXT NOT NULL,
+    requested_by  TEXT COLLATE "C" NOT NULL,
     requested_at  BIGINT NOT NULL,
     started_at    BIGINT,
     finished_at   BIGINT,
     heartbeat_at  BIGINT,
-    holder        TEXT,
-    phase         TEXT,
+    holder        TEXT COLLATE "C",
+    phase         TEXT COLLATE "C",
     -- Counts and bytes (JSON object), updated as the run goes.
-    stats         TEXT NOT NULL DEFAULT '{}',
-    error         TEXT
+    stats         TEXT COLLATE "C" NOT NULL DEFAULT '{}',
+    error         TEXT COLLATE "C"
 );
 CREATE UNIQUE INDEX gc_runs_one_active ON gc_runs(active) WHERE active IS NOT NULL;
 
 -- Per project (by name, like `project_stats`): quotas, tag immutability,
 -- the untagged-manifest policy and retention rules. No row: no limits.
 CREATE TABLE project_policies (
-    project             TEXT PRIMARY KEY,
+    project             TEXT COLLATE "C" PRIMARY KEY,
     quota_bytes         BIGINT,
     quota_repositories  BIGINT,
     quota_tags          BIGINT,
@@ -395,9 +403,9 @@ CREATE TABLE project_policies (
     -- (NULL: kept).
     untagged_days       BIGINT,
     -- JSON array of tag patterns (`v*`) whose tags are immutable.
-    immutable_tags      TEXT NOT NULL DEFAULT '[]',
+    immutable_tags      TEXT COLLATE "C" NOT NULL DEFAULT '[]',
     -- JSON object of retention rules (see `metadata::Retention`).
-    retention           TEXT NOT NULL DEFAULT '{}',
+    retention           TEXT COLLATE "C" NOT NULL DEFAULT '{}',
     updated_at          BIGINT NOT NULL
 );
 
@@ -405,7 +413,7 @@ CREATE TABLE project_policies (
 -- would go with them; cleared at the end of the run.
 CREATE TABLE gc_dry_links (
     run      BIGINT NOT NULL,
-    digest   TEXT NOT NULL,
+    digest   TEXT COLLATE "C" NOT NULL,
     repo_id  BIGINT NOT NULL,
     PRIMARY KEY (run, digest, repo_id)
 );
@@ -415,16 +423,16 @@ CREATE TABLE gc_dry_links (
 -- `problems` lists what was found (JSON array).
 CREATE TABLE scrub_runs (
     id            BIGSERIAL PRIMARY KEY,
-    state         TEXT NOT NULL CHECK (state IN ('requested', 'running', 'succeeded', 'failed')),
+    state         TEXT COLLATE "C" NOT NULL CHECK (state IN ('requested', 'running', 'succeeded', 'failed')),
     active        BIGINT GENERATED ALWAYS AS (CASE WHEN state IN ('requested', 'running') THEN 1 END) STORED,
-    requested_by  TEXT NOT NULL,
+    requested_by  TEXT COLLATE "C" NOT NULL,
     requested_at  BIGINT NOT NULL,
     started_at    BIGINT,
     finished_at   BIGINT,
     heartbeat_at  BIGINT,
-    cursor        TEXT,
-    stats         TEXT NOT NULL DEFAULT '{}',
-    problems      TEXT NOT NULL DEFAULT '[]',
-    error         TEXT
+    cursor        TEXT COLLATE "C",
+    stats         TEXT COLLATE "C" NOT NULL DEFAULT '{}',
+    problems      TEXT COLLATE "C" NOT NULL DEFAULT '[]',
+    error         TEXT COLLATE "C"
 );
 CREATE UNIQUE INDEX scrub_runs_one_active ON scrub_runs(active) WHERE active IS NOT NULL;

@@ -10,6 +10,8 @@ use sqlx::postgres::PgRow;
 use sqlx::{Postgres, Row, Transaction};
 
 use super::now_ms;
+use super::postgres::{retrying, VISIBLE_PROJECTS};
+use super::sqlite::visible_params;
 use super::sqlite_access::{duplicate, first_generation, parse};
 use super::*;
 
@@ -17,22 +19,6 @@ use super::*;
 pub(super) const USER_ID: &str = "SELECT id FROM users WHERE name = $1 FOR KEY SHARE";
 /// The id of the project named $1, locked likewise.
 pub(super) const PROJECT_ID: &str = "SELECT id FROM projects WHERE name = $1 FOR KEY SHARE";
-
-/// The names of the projects a caller restricted to projects may see, with
-/// parameters $1 = the member's name, $2 = the robot's project (see
-/// [`Visible::Projects`]): the public projects, the member's, the robot's.
-pub(super) const PG_VISIBLE_PROJECTS: &str = "SELECT name FROM projects WHERE public = 1 \
-     UNION SELECT p.name FROM users u JOIN members mb ON mb.user_id = u.id \
-       JOIN projects p ON p.id = mb.project_id WHERE u.name = $1 \
-     UNION SELECT name FROM projects WHERE name = $2";
-
-/// `PG_VISIBLE_PROJECTS`' parameters, or `None` for [`Visible::All`].
-pub(super) fn pg_visible_params(visible: &Visible) -> Option<(Option<&str>, Option<&str>)> {
-    match visible {
-        Visible::All => None,
-        Visible::Projects { member, project } => Some((member.as_deref(), project.as_deref())),
-    }
-}
 
 pub(super) async fn id_of(
     tx: &mut Transaction<'_, Postgres>,
@@ -65,21 +51,6 @@ async fn delete_repositories_of(tx: &mut Transaction<'_, Postgres>, name: &str) 
         sqlx::query(counters).bind(name).execute(&mut **tx).await?;
     }
     Ok(deleted)
-}
-
-impl PgMetadata {
-    /// Runs `update`, which sets a flag (BIGINT 0 or 1, as on SQLite) to $1 on the row named $2; whether
-    /// such a row exists. One statement: PostgreSQL re-reads a row another
-    /// transaction changed before applying it, so a generation bump that
-    /// depends on the old flag counts each real change once.
-    pub(super) async fn set_flag(&self, update: &str, flag: bool, name: &str) -> Result<bool> {
-        let done = sqlx::query(update)
-            .bind(i64::from(flag))
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() > 0)
-    }
 }
 
 /// A flag column (BIGINT 0 or 1, as on SQLite).
@@ -116,12 +87,12 @@ fn projects_page_all() -> String {
     )
 }
 
-/// A page of the projects `PG_VISIBLE_PROJECTS` ($1, $2) names ($3, $4 as
+/// A page of the projects `VISIBLE_PROJECTS` ($1, $2) names ($3, $4 as
 /// in [`projects_page_all`]).
 fn projects_page_visible() -> String {
     format!(
         "SELECT p.id, p.name, p.public, p.created_at, {ROLE_IN_P} \
-         FROM ({PG_VISIBLE_PROJECTS}) v JOIN projects p ON p.name = v.name \
+         FROM ({VISIBLE_PROJECTS}) v JOIN projects p ON p.name = v.name \
          WHERE p.name > $3 ORDER BY p.name LIMIT $4"
     )
 }
@@ -133,6 +104,120 @@ fn project_from_row(row: &PgRow) -> Result<Project> {
         public: flag(row, "public")?,
         created_at: row.try_get("created_at")?,
     })
+}
+
+// The writes of more than one statement: each is one transaction, which
+// the trait methods run again through `retrying` when PostgreSQL aborted it
+// to break a deadlock with another replica's.
+impl PgMetadata {
+    /// Runs `update`, which sets a flag (BIGINT 0 or 1, as on SQLite) to $1
+    /// on the row named $2; whether such a row exists. One statement: PostgreSQL re-reads a row another
+    /// transaction changed before applying it, so a generation bump that
+    /// depends on the old flag counts each real change once.
+    pub(super) async fn set_flag(&self, update: &str, flag: bool, name: &str) -> Result<bool> {
+        let done = sqlx::query(update)
+            .bind(i64::from(flag))
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn create_project_once(
+        &self,
+        name: &str,
+        public: bool,
+        owner: Option<&str>,
+    ) -> Result<Project> {
+        let mut tx = self.pool.begin().await?;
+        let owner_id = match owner {
+            Some(owner) => Some(id_of(&mut tx, USER_ID, owner, "user").await?),
+            None => None,
+        };
+        let created_at = now_ms();
+        let id = sqlx::query_scalar::<_, i64>(
+            "INSERT INTO projects (name, public, created_at) VALUES ($1, $2, $3) RETURNING id",
+        )
+        .bind(name)
+        .bind(i64::from(public))
+        .bind(created_at)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(duplicate(|| format!("project {name:?}")))?;
+        delete_repositories_of(&mut tx, name).await?;
+        if let Some(owner_id) = owner_id {
+            sqlx::query("INSERT INTO members (project_id, user_id, role) VALUES ($1, $2, $3)")
+                .bind(id)
+                .bind(owner_id)
+                .bind(Role::Admin.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(Project {
+            id,
+            name: name.to_string(),
+            public,
+            created_at,
+        })
+    }
+
+    async fn delete_project_once(
+        &self,
+        name: &str,
+        with_repositories: bool,
+    ) -> Result<ProjectDeletion> {
+        let mut tx = self.pool.begin().await?;
+        // Members and robots go with it (ON DELETE CASCADE). The deleted
+        // row stays locked until the commit, so a second replica deleting
+        // it waits and then finds nothing. Returning early drops the
+        // transaction, which rolls it back.
+        let done = sqlx::query("DELETE FROM projects WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Ok(ProjectDeletion::NotFound);
+        }
+        if !with_repositories {
+            // Locked: a push's first manifest in a repository updates this
+            // row in its own transaction, so it either counted already or
+            // waits for this deletion.
+            let holding: Option<i64> = sqlx::query_scalar(
+                "SELECT repositories FROM project_stats WHERE project = $1 FOR UPDATE",
+            )
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(holding @ 1..) = holding {
+                return Ok(ProjectDeletion::NotEmpty {
+                    repositories: holding as u64,
+                });
+            }
+        }
+        let repositories = delete_repositories_of(&mut tx, name).await?;
+        tx.commit().await?;
+        Ok(ProjectDeletion::Deleted { repositories })
+    }
+
+    async fn set_member_once(&self, project: &str, user: &str, role: Role) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let project_id = id_of(&mut tx, PROJECT_ID, project, "project").await?;
+        let user_id = id_of(&mut tx, USER_ID, user, "user").await?;
+        // Two replicas adding the same member at once: the second's insert
+        // waits on the first's key and then updates its row.
+        sqlx::query(
+            "INSERT INTO members (project_id, user_id, role) VALUES ($1, $2, $3) \
+             ON CONFLICT (project_id, user_id) DO UPDATE SET role = excluded.role",
+        )
+        .bind(project_id)
+        .bind(user_id)
+        .bind(role.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -258,37 +343,7 @@ impl ProjectStore for PgMetadata {
         public: bool,
         owner: Option<&str>,
     ) -> Result<Project> {
-        let mut tx = self.pool.begin().await?;
-        let owner_id = match owner {
-            Some(owner) => Some(id_of(&mut tx, USER_ID, owner, "user").await?),
-            None => None,
-        };
-        let created_at = now_ms();
-        let id = sqlx::query_scalar::<_, i64>(
-            "INSERT INTO projects (name, public, created_at) VALUES ($1, $2, $3) RETURNING id",
-        )
-        .bind(name)
-        .bind(i64::from(public))
-        .bind(created_at)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(duplicate(|| format!("project {name:?}")))?;
-        delete_repositories_of(&mut tx, name).await?;
-        if let Some(owner_id) = owner_id {
-            sqlx::query("INSERT INTO members (project_id, user_id, role) VALUES ($1, $2, $3)")
-                .bind(id)
-                .bind(owner_id)
-                .bind(Role::Admin.as_str())
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(Project {
-            id,
-            name: name.to_string(),
-            public,
-            created_at,
-        })
+        retrying(|| self.create_project_once(name, public, owner)).await
     }
 
     async fn get_project(&self, name: &str) -> Result<Option<Project>> {
@@ -313,7 +368,7 @@ impl ProjectStore for PgMetadata {
         after: &str,
         limit: u32,
     ) -> Result<Vec<(Project, Option<Role>)>> {
-        let rows = match pg_visible_params(visible) {
+        let rows = match visible_params(visible) {
             None => {
                 sqlx::query(&projects_page_all())
                     .bind(user)
@@ -354,37 +409,7 @@ impl ProjectStore for PgMetadata {
     }
 
     async fn delete_project(&self, name: &str, with_repositories: bool) -> Result<ProjectDeletion> {
-        let mut tx = self.pool.begin().await?;
-        // Members and robots go with it (ON DELETE CASCADE). The deleted
-        // row stays locked until the commit, so a second replica deleting
-        // it waits and then finds nothing. Returning early drops the
-        // transaction, which rolls it back.
-        let done = sqlx::query("DELETE FROM projects WHERE name = $1")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Ok(ProjectDeletion::NotFound);
-        }
-        if !with_repositories {
-            // Locked: a push's first manifest in a repository updates this
-            // row in its own transaction, so it either counted already or
-            // waits for this deletion.
-            let holding: Option<i64> = sqlx::query_scalar(
-                "SELECT repositories FROM project_stats WHERE project = $1 FOR UPDATE",
-            )
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(holding @ 1..) = holding {
-                return Ok(ProjectDeletion::NotEmpty {
-                    repositories: holding as u64,
-                });
-            }
-        }
-        let repositories = delete_repositories_of(&mut tx, name).await?;
-        tx.commit().await?;
-        Ok(ProjectDeletion::Deleted { repositories })
+        retrying(|| self.delete_project_once(name, with_repositories)).await
     }
 
     async fn project_repository_count(&self, name: &str) -> Result<u64> {
@@ -399,22 +424,7 @@ impl ProjectStore for PgMetadata {
 #[async_trait]
 impl MemberStore for PgMetadata {
     async fn set_member(&self, project: &str, user: &str, role: Role) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        let project_id = id_of(&mut tx, PROJECT_ID, project, "project").await?;
-        let user_id = id_of(&mut tx, USER_ID, user, "user").await?;
-        // Two replicas adding the same member at once: the second's insert
-        // waits on the first's key and then updates its row.
-        sqlx::query(
-            "INSERT INTO members (project_id, user_id, role) VALUES ($1, $2, $3) \
-             ON CONFLICT (project_id, user_id) DO UPDATE SET role = excluded.role",
-        )
-        .bind(project_id)
-        .bind(user_id)
-        .bind(role.as_str())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        retrying(|| self.set_member_once(project, user, role)).await
     }
 
     async fn remove_member(&self, project: &str, user: &str) -> Result<bool> {

@@ -8,7 +8,8 @@ use sqlx::postgres::PgRow;
 use sqlx::Row;
 
 use super::browse::{Browse, EndedSessions, ProjectUsage, RepoSummary, TagOrder, TagPage, TagRow};
-use super::pg_access::{pg_visible_params, PG_VISIBLE_PROJECTS};
+use super::postgres::{retrying, REPO_ID, VISIBLE_PROJECTS};
+use super::sqlite::visible_params;
 use super::sqlite_browse::{contains_pattern, name_byte};
 use super::{MetadataError, PgMetadata, Result, Visible};
 use crate::oci::{media, Digest, RepoName};
@@ -29,7 +30,6 @@ fn repositories_in_query() -> String {
     )
 }
 
-const REPO_ID: &str = "SELECT id FROM repositories WHERE name = $1";
 const TAG_COUNT: &str = "SELECT tags FROM repo_stats WHERE repo_id = $1";
 
 fn summary(row: PgRow) -> Result<RepoSummary> {
@@ -52,10 +52,10 @@ fn search_all() -> String {
 }
 
 /// Search over the restricted caller's repositories, read by project
-/// ($1, $2 as in `PG_VISIBLE_PROJECTS`, $3 = LIKE pattern, $4 = limit).
+/// ($1, $2 as in `VISIBLE_PROJECTS`, $3 = LIKE pattern, $4 = limit).
 fn search_visible() -> String {
     format!(
-        "SELECT r.name, {REPO_STATS} FROM ({PG_VISIBLE_PROJECTS}) p \
+        "SELECT r.name, {REPO_STATS} FROM ({VISIBLE_PROJECTS}) p \
          JOIN repositories r ON r.project = p.name \
          JOIN repo_stats s ON s.repo_id = r.id \
          WHERE r.name LIKE $3 ESCAPE '\\' AND s.manifests > 0 \
@@ -201,7 +201,7 @@ impl Browse for PgMetadata {
             return Ok(Vec::new());
         }
         let pattern = contains_pattern(&needle);
-        let restricted = pg_visible_params(visible);
+        let restricted = visible_params(visible);
         let query = match restricted {
             None => search_all(),
             Some(_) => search_visible(),
@@ -220,9 +220,8 @@ impl Browse for PgMetadata {
     }
 }
 
-#[async_trait]
-impl EndedSessions for PgMetadata {
-    async fn end_session(&self, id: &str, expires_at: i64) -> Result<()> {
+impl PgMetadata {
+    async fn end_session_once(&self, id: &str, expires_at: i64) -> Result<()> {
         let now = super::now_ms() / 1000;
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM ui_ended_sessions WHERE expires_at < $1")
@@ -239,6 +238,13 @@ impl EndedSessions for PgMetadata {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl EndedSessions for PgMetadata {
+    async fn end_session(&self, id: &str, expires_at: i64) -> Result<()> {
+        retrying(|| self.end_session_once(id, expires_at)).await
     }
 
     async fn session_ended(&self, id: &str) -> Result<bool> {

@@ -10,6 +10,7 @@ use sqlx::Row;
 
 use super::now_ms;
 use super::pg_access::{flag, id_of, PROJECT_ID, USER_ID};
+use super::postgres::retrying;
 use super::sqlite_access::{
     actions_from_text, actions_text, duplicate, first_generation, normalise_actions,
 };
@@ -50,9 +51,9 @@ fn token_from_row(row: &PgRow) -> Result<AccessToken> {
     })
 }
 
-#[async_trait]
-impl RobotStore for PgMetadata {
-    async fn create_robot(&self, robot: &NewRobot) -> Result<Robot> {
+// Each a transaction, run again through `retrying` after a deadlock.
+impl PgMetadata {
+    async fn create_robot_once(&self, robot: &NewRobot) -> Result<Robot> {
         let actions = normalise_actions(&robot.actions);
         let mut tx = self.pool.begin().await?;
         let project_id = id_of(&mut tx, PROJECT_ID, &robot.project, "project").await?;
@@ -87,6 +88,51 @@ impl RobotStore for PgMetadata {
             disabled: false,
             generation,
         })
+    }
+
+    async fn create_access_token_once(
+        &self,
+        user: &str,
+        name: &str,
+        secret_hash: &str,
+        expires_at: Option<i64>,
+    ) -> Result<AccessToken> {
+        let mut tx = self.pool.begin().await?;
+        let user_id = id_of(&mut tx, USER_ID, user, "user").await?;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let created_at = now_ms();
+        sqlx::query(
+            "INSERT INTO access_tokens (id, user_id, name, secret_hash, expires_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&id)
+        .bind(user_id)
+        .bind(name)
+        .bind(secret_hash)
+        .bind(expires_at)
+        .bind(created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(duplicate(|| {
+            format!("access token {name:?} of user {user:?}")
+        }))?;
+        tx.commit().await?;
+        Ok(AccessToken {
+            id,
+            user: user.to_string(),
+            name: name.to_string(),
+            secret_hash: secret_hash.to_string(),
+            expires_at,
+            created_at,
+            last_used_at: None,
+        })
+    }
+}
+
+#[async_trait]
+impl RobotStore for PgMetadata {
+    async fn create_robot(&self, robot: &NewRobot) -> Result<Robot> {
+        retrying(|| self.create_robot_once(robot)).await
     }
 
     async fn get_robot(&self, name: &str) -> Result<Option<Robot>> {
@@ -136,35 +182,7 @@ impl AccessTokenStore for PgMetadata {
         secret_hash: &str,
         expires_at: Option<i64>,
     ) -> Result<AccessToken> {
-        let mut tx = self.pool.begin().await?;
-        let user_id = id_of(&mut tx, USER_ID, user, "user").await?;
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let created_at = now_ms();
-        sqlx::query(
-            "INSERT INTO access_tokens (id, user_id, name, secret_hash, expires_at, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&id)
-        .bind(user_id)
-        .bind(name)
-        .bind(secret_hash)
-        .bind(expires_at)
-        .bind(created_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(duplicate(|| {
-            format!("access token {name:?} of user {user:?}")
-        }))?;
-        tx.commit().await?;
-        Ok(AccessToken {
-            id,
-            user: user.to_string(),
-            name: name.to_string(),
-            secret_hash: secret_hash.to_string(),
-            expires_at,
-            created_at,
-            last_used_at: None,
-        })
+        retrying(|| self.create_access_token_once(user, name, secret_hash, expires_at)).await
     }
 
     async fn get_access_token(&self, id: &str) -> Result<Option<AccessToken>> {

@@ -449,13 +449,7 @@ async fn sqlite_passes_access_suite() {
 async fn postgres_passes_access_suite() {
     let url = super::test_postgres::fresh_database().await;
     let m = PgMetadata::open(&url, 4).await.unwrap();
-    users(&m).await;
-    projects(&m).await;
-    members(&m).await;
-    robots(&m).await;
-    access_tokens(&m).await;
-    ended_sessions(&m).await;
-    super::suite_audit::run(&m).await;
+    run(&m).await;
     // A second pool (another replica) sees what the first stored.
     let other = PgMetadata::open(&url, 2).await.unwrap();
     kept(&other).await;
