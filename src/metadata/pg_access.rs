@@ -6,7 +6,8 @@
 //! so a concurrent deletion waits instead of leaving half a write behind.
 
 use async_trait::async_trait;
-use sqlx::postgres::PgRow;
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::Query;
 use sqlx::{Postgres, Row, Transaction};
 
 use super::now_ms;
@@ -110,17 +111,26 @@ fn project_from_row(row: &PgRow) -> Result<Project> {
 // the trait methods run again through `retrying` when PostgreSQL aborted it
 // to break a deadlock with another replica's.
 impl PgMetadata {
+    /// Runs one statement, its own transaction, again if PostgreSQL aborted
+    /// it to break a deadlock (every access write also updates the one
+    /// `access_generation` row, by trigger); the rows it changed.
+    pub(super) async fn write_rows<'q>(
+        &self,
+        statement: impl Fn() -> Query<'q, Postgres, PgArguments>,
+    ) -> Result<u64> {
+        retrying(|| async { Ok(statement().execute(&self.pool).await?.rows_affected()) }).await
+    }
+
     /// Runs `update`, which sets a flag (BIGINT 0 or 1, as on SQLite) to $1
-    /// on the row named $2; whether such a row exists. One statement: PostgreSQL re-reads a row another
-    /// transaction changed before applying it, so a generation bump that
-    /// depends on the old flag counts each real change once.
+    /// on the row named $2; whether such a row exists. One statement:
+    /// PostgreSQL re-reads a row another transaction changed before
+    /// applying it, so a generation bump that depends on the old flag counts
+    /// each real change once.
     pub(super) async fn set_flag(&self, update: &str, flag: bool, name: &str) -> Result<bool> {
-        let done = sqlx::query(update)
-            .bind(i64::from(flag))
-            .bind(name)
-            .execute(&self.pool)
+        let rows = self
+            .write_rows(|| sqlx::query(update).bind(i64::from(flag)).bind(name))
             .await?;
-        Ok(done.rows_affected() > 0)
+        Ok(rows > 0)
     }
 
     async fn create_project_once(
@@ -277,14 +287,12 @@ impl UserStore for PgMetadata {
     }
 
     async fn set_password(&self, name: &str, password_hash: &str) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE users SET password_hash = $1, generation = generation + 1 WHERE name = $2",
-        )
-        .bind(password_hash)
-        .bind(name)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() > 0)
+        const SET: &str =
+            "UPDATE users SET password_hash = $1, generation = generation + 1 WHERE name = $2";
+        let rows = self
+            .write_rows(|| sqlx::query(SET).bind(password_hash).bind(name))
+            .await?;
+        Ok(rows > 0)
     }
 
     async fn set_admin(&self, name: &str, admin: bool) -> Result<bool> {
@@ -311,11 +319,10 @@ impl UserStore for PgMetadata {
 
     async fn delete_user(&self, name: &str) -> Result<bool> {
         // Memberships and access tokens go with it (ON DELETE CASCADE).
-        let done = sqlx::query("DELETE FROM users WHERE name = $1")
-            .bind(name)
-            .execute(&self.pool)
+        let rows = self
+            .write_rows(|| sqlx::query("DELETE FROM users WHERE name = $1").bind(name))
             .await?;
-        Ok(done.rows_affected() > 0)
+        Ok(rows > 0)
     }
 
     async fn count_users(&self) -> Result<u64> {
@@ -428,15 +435,13 @@ impl MemberStore for PgMetadata {
     }
 
     async fn remove_member(&self, project: &str, user: &str) -> Result<bool> {
-        let done = sqlx::query(
-            "DELETE FROM members WHERE project_id = (SELECT id FROM projects WHERE name = $1) \
-             AND user_id = (SELECT id FROM users WHERE name = $2)",
-        )
-        .bind(project)
-        .bind(user)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() > 0)
+        const REMOVE: &str = "DELETE FROM members \
+             WHERE project_id = (SELECT id FROM projects WHERE name = $1) \
+             AND user_id = (SELECT id FROM users WHERE name = $2)";
+        let rows = self
+            .write_rows(|| sqlx::query(REMOVE).bind(project).bind(user))
+            .await?;
+        Ok(rows > 0)
     }
 
     async fn members(&self, project: &str) -> Result<Vec<Member>> {

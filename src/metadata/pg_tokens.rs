@@ -154,11 +154,10 @@ impl RobotStore for PgMetadata {
     }
 
     async fn delete_robot(&self, name: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM robots WHERE name = $1")
-            .bind(name)
-            .execute(&self.pool)
+        let rows = self
+            .write_rows(|| sqlx::query("DELETE FROM robots WHERE name = $1").bind(name))
             .await?;
-        Ok(done.rows_affected() > 0)
+        Ok(rows > 0)
     }
 
     async fn set_robot_disabled(&self, name: &str, disabled: bool) -> Result<bool> {
@@ -204,15 +203,12 @@ impl AccessTokenStore for PgMetadata {
     }
 
     async fn delete_access_token(&self, user: &str, id: &str) -> Result<bool> {
-        let done = sqlx::query(
-            "DELETE FROM access_tokens WHERE id = $1 \
-             AND user_id = (SELECT id FROM users WHERE name = $2)",
-        )
-        .bind(id)
-        .bind(user)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() > 0)
+        const DELETE: &str = "DELETE FROM access_tokens WHERE id = $1 \
+             AND user_id = (SELECT id FROM users WHERE name = $2)";
+        let rows = self
+            .write_rows(|| sqlx::query(DELETE).bind(id).bind(user))
+            .await?;
+        Ok(rows > 0)
     }
 
     async fn touch_access_token(&self, id: &str, at: i64) -> Result<()> {
