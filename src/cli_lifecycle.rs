@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use berth::config::Config;
 use berth::core::Registry;
-use berth::metadata::{GcRun, GcState, Metadata, Policies, ProjectPolicy, RegistryStore};
+use berth::metadata::{GcRun, GcState, Metadata, ProjectPolicy, RegistryStore};
 use berth::oci::RepoName;
 use berth::storage::FsStore;
 

@@ -15,6 +15,18 @@ mod browse;
 mod lifecycle;
 mod open;
 mod pg_shared;
+mod pg_access;
+#[cfg(test)]
+mod pg_access_tests;
+mod pg_audit;
+mod pg_browse;
+mod pg_catalog;
+mod pg_gc;
+mod pg_manifests;
+mod pg_policy;
+mod pg_scrub;
+mod pg_sweep;
+mod pg_tokens;
 mod postgres;
 mod scrub;
 mod sqlite;
