@@ -30,6 +30,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub gc: GcConfig,
     pub scrub: ScrubConfig,
+    pub metrics: crate::metrics::MetricsConfig,
 }
 
 /// Scrub (`berth scrub`, `POST /api/v1/scrub`): re-hashes stored blobs.
@@ -192,6 +193,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             gc: GcConfig::default(),
             scrub: ScrubConfig::default(),
+            metrics: Default::default(),
         }
     }
 }
@@ -288,7 +290,7 @@ pub struct LogOverrides {
 }
 
 /// Top-level keys of `Config`, the names `BERTH_*` variables may start with.
-const SECTIONS: [&str; 14] = [
+const SECTIONS: [&str; 15] = [
     "listen",
     "data_dir",
     "log",
@@ -302,6 +304,7 @@ const SECTIONS: [&str; 14] = [
     "audit",
     "gc",
     "scrub",
+    "metrics",
     "admin_password",
 ];
 
@@ -400,6 +403,7 @@ impl Config {
             problems.push("limits.max_manifest_bytes must be at least 1".to_string());
         }
         self.auth.check(&mut problems);
+        self.metrics.check(&mut problems);
         let tls = &self.tls;
         match (&tls.cert_file, &tls.key_file, tls.self_signed) {
             (Some(_), None, _) => problems.push("tls.cert_file is set but tls.key_file is not".into()),
