@@ -332,6 +332,123 @@ async fn no_repository_name_reaches_a_label() {
     );
 }
 
+/// Polls `/metrics` until `name{labels}` reaches `at_least` (the worker
+/// records a run just after the run's own row says it finished).
+async fn wait_for(app: &Router, name: &str, labels: &[(&str, &str)], at_least: f64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = get(app, "/metrics", None).await.text();
+        if sample(&text, name, labels) >= at_least {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} stayed below {at_least}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn collection_and_scrub_runs_are_counted_with_what_they_did() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let data = root.path().join("data");
+    let mut config = Config {
+        data_dir: data.clone(),
+        ..Default::default()
+    };
+    config.auth.mode = AuthMode::None;
+    config.gc.grace_seconds = 0;
+    config.gc.interval_seconds = 0;
+    let state = berth::server::open_state(&config).await.expect("open");
+    let _workers = berth::server::start_workers(&state, &config, true);
+    let app = berth::server::router(state);
+    let (plain, corrupt, freed) = (
+        b"plain bytes".to_vec(),
+        b"corrupt".to_vec(),
+        vec![7u8; 5000],
+    );
+    for blob in [&plain, &corrupt] {
+        let uri = format!("/v2/p/app/blobs/uploads/?digest={}", sha256(blob));
+        call(&app, Method::POST, &uri, &[], blob.clone())
+            .await
+            .expect(201);
+    }
+    let uri = format!("/v2/p/gone/blobs/uploads/?digest={}", sha256(&freed));
+    call(&app, Method::POST, &uri, &[], freed.clone())
+        .await
+        .expect(201);
+    // A blob no manifest references is garbage once its grace is over.
+    call(&app, Method::POST, "/api/v1/gc", &[], vec![])
+        .await
+        .expect(202);
+    let succeeded = [("outcome", "succeeded")];
+    let text = wait_for(&app, "berth_gc_runs_total", &succeeded, 1.0).await;
+    assert_eq!(
+        sample(&text, "berth_gc_runs_total", &[("outcome", "failed")]),
+        0.0
+    );
+    assert_eq!(
+        sample(&text, "berth_gc_blobs_freed_total", &[]),
+        3.0,
+        "{text}"
+    );
+    let bytes = (plain.len() + corrupt.len() + freed.len()) as f64;
+    assert_eq!(
+        sample(&text, "berth_gc_bytes_freed_total", &[]),
+        bytes,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "berth_gc_run_duration_seconds_count", &[]),
+        1.0
+    );
+    let deletes = [("operation", "delete_batch")];
+    let deletes = sample(
+        &text,
+        "berth_storage_operation_duration_seconds_count",
+        &deletes,
+    ) + sample(
+        &text,
+        "berth_storage_operation_duration_seconds_count",
+        &[("operation", "delete")],
+    );
+    assert!(deletes >= 1.0, "{text}");
+    // Pushed again, one of them corrupted on disk: the scrub quarantines it.
+    for blob in [&plain, &corrupt] {
+        let uri = format!("/v2/p/app/blobs/uploads/?digest={}", sha256(blob));
+        call(&app, Method::POST, &uri, &[], blob.clone())
+            .await
+            .expect(201);
+    }
+    let hex = sha256(&corrupt).trim_start_matches("sha256:").to_string();
+    let file = data.join("blobs/sha256").join(&hex[..2]).join(&hex);
+    std::fs::write(file, b"flipped").expect("corrupt the blob");
+    call(&app, Method::POST, "/api/v1/scrub", &[], vec![])
+        .await
+        .expect(202);
+    let text = wait_for(&app, "berth_scrub_runs_total", &succeeded, 1.0).await;
+    assert_eq!(
+        sample(&text, "berth_scrub_blobs_checked_total", &[]),
+        2.0,
+        "{text}"
+    );
+    let corrupt = [("problem", "corrupt")];
+    assert_eq!(
+        sample(&text, "berth_scrub_blobs_quarantined_total", &corrupt),
+        1.0
+    );
+    let missing = [("problem", "missing")];
+    assert_eq!(
+        sample(&text, "berth_scrub_blobs_quarantined_total", &missing),
+        0.0
+    );
+    assert_eq!(
+        sample(&text, "berth_scrub_run_duration_seconds_count", &[]),
+        1.0
+    );
+}
+
 // ---------------------------------------------------------------------------
 // `metrics.listen`: the real binary
 // ---------------------------------------------------------------------------
