@@ -31,6 +31,7 @@ pub struct Config {
     pub gc: GcConfig,
     pub scrub: ScrubConfig,
     pub metadata: MetadataConfig,
+    pub metrics: crate::metrics::MetricsConfig,
 }
 
 /// Where the metadata lives: the embedded SQLite file, or a PostgreSQL
@@ -217,6 +218,7 @@ impl Default for Config {
             gc: GcConfig::default(),
             scrub: ScrubConfig::default(),
             metadata: MetadataConfig::default(),
+            metrics: Default::default(),
         }
     }
 }
@@ -313,7 +315,7 @@ pub struct LogOverrides {
 }
 
 /// Top-level keys of `Config`, the names `BERTH_*` variables may start with.
-const SECTIONS: [&str; 15] = [
+const SECTIONS: [&str; 16] = [
     "metadata",
     "listen",
     "data_dir",
@@ -328,6 +330,7 @@ const SECTIONS: [&str; 15] = [
     "audit",
     "gc",
     "scrub",
+    "metrics",
     "admin_password",
 ];
 
@@ -430,6 +433,7 @@ impl Config {
         if let Err(e) = crate::metadata::Backend::parse(&self.metadata_url()) {
             problems.push(format!("metadata.url: {e}"));
         }
+        self.metrics.check(&mut problems);
         let tls = &self.tls;
         match (&tls.cert_file, &tls.key_file, tls.self_signed) {
             (Some(_), None, _) => problems.push("tls.cert_file is set but tls.key_file is not".into()),

@@ -10,6 +10,7 @@ pub mod config;
 pub mod core;
 pub mod http;
 pub mod metadata;
+pub mod metrics;
 pub mod oci;
 pub mod secret_file;
 pub mod server;

@@ -14,7 +14,6 @@ mod access;
 mod browse;
 mod lifecycle;
 mod open;
-mod pg_shared;
 mod pg_access;
 #[cfg(test)]
 mod pg_access_tests;
@@ -25,6 +24,7 @@ mod pg_gc;
 mod pg_manifests;
 mod pg_policy;
 mod pg_scrub;
+mod pg_shared;
 mod pg_sweep;
 mod pg_tokens;
 mod postgres;
@@ -289,6 +289,31 @@ pub trait UploadIndex: Send + Sync {
 #[async_trait]
 pub trait Health: Send + Sync {
     async fn ping(&self) -> Result<()>;
+    /// The backend's connection pools as they are now (for metrics); none
+    /// by default.
+    fn pools(&self) -> Vec<PoolUsage> {
+        Vec::new()
+    }
+}
+
+/// One connection pool's use: connections open, idle among them, and the most it opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUsage {
+    pub pool: &'static str,
+    pub open: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
+impl PoolUsage {
+    pub fn of<DB: sqlx::Database>(pool: &'static str, of: &sqlx::Pool<DB>) -> PoolUsage {
+        PoolUsage {
+            pool,
+            open: of.size(),
+            idle: u32::try_from(of.num_idle()).unwrap_or(u32::MAX),
+            max: of.options().get_max_connections(),
+        }
+    }
 }
 
 /// A file that replicas sharing the metadata must hold the same copy of,

@@ -41,6 +41,10 @@ impl Health for PgMetadata {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+
+    fn pools(&self) -> Vec<PoolUsage> {
+        vec![PoolUsage::of("postgres", &self.pool)]
+    }
 }
 
 /// A failure PostgreSQL resolves by running the transaction again: it

@@ -17,11 +17,12 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tower_http::set_header::SetResponseHeaderLayer;
 
-pub use router::{router, AppState};
+pub use router::{metrics_router, router, AppState};
 
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::core::Registry;
+use crate::metrics::{MeteredStorage, Metrics};
 use crate::storage::FsStore;
 use crate::tls::Tls;
 use crate::workers::{
@@ -44,6 +45,8 @@ pub async fn open_state(config: &Config) -> anyhow::Result<AppState> {
         shared::share_files(store.as_ref(), dir).await?;
     }
     let metadata = opened.metadata;
+    let metrics = Metrics::new(metadata.clone());
+    let storage = MeteredStorage::new(Arc::new(storage), metrics.clone());
     let registry = Registry::new(Arc::new(storage), metadata.clone(), config.core_settings());
     let browse = crate::core::Browser::new(metadata.clone(), metadata.clone());
     let ui = crate::ui::UiContext::open(dir, browse).context("opening the web UI's session key")?;
@@ -56,6 +59,8 @@ pub async fn open_state(config: &Config) -> anyhow::Result<AppState> {
         auth: Arc::new(auth),
         scheme: if tls_on { "https" } else { "http" },
         ui: Arc::new(ui),
+        metrics,
+        metrics_on_main: config.metrics.listen.is_none(),
     })
 }
 
@@ -89,6 +94,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
+    let metrics_listener = match &config.metrics.listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on {addr} (metrics.listen)"))?,
+        ),
+        None => None,
+    };
     if !config.tls.self_signed {
         // A generated certificate lives in the data directory; given files
         // are only read, so a broken one fails here.
@@ -100,13 +113,29 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // exclusive: a run is theirs to share.
     let state = open_state(&config).await?;
     let workers = start_workers(&state, &config, !config.shared_metadata());
+    let metrics_server = metrics_listener.map(|l| serve_metrics(l, state.metrics.clone()));
     let served = serve_on(listener, router(state.clone()), &config, shutdown_signal()).await;
     workers
         .shutdown(Duration::from_secs(config.shutdown.grace_seconds))
         .await;
     // What was audited during the last requests reaches the database.
     state.auth.audit().flush().await;
+    if let Some(task) = metrics_server {
+        task.abort();
+    }
     served
+}
+
+/// Serves `GET /metrics` on its own plain-HTTP listener until aborted.
+fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>) -> tokio::task::JoinHandle<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(listen = %addr, "serving metrics");
+    }
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, metrics_router(metrics)).await {
+            tracing::error!(error = %e, "the metrics listener stopped");
+        }
+    })
 }
 
 /// Starts the background workers over the opened state; `exclusive`: this
@@ -118,6 +147,7 @@ pub fn start_workers(state: &AppState, config: &Config, exclusive: bool) -> Work
     });
     workers.spawn(GarbageCollector {
         registry: state.registry.clone(),
+        metrics: state.metrics.clone(),
         interval: Duration::from_secs(config.gc.interval_seconds),
         holder: gc_holder(),
         exclusive,
@@ -126,6 +156,7 @@ pub fn start_workers(state: &AppState, config: &Config, exclusive: bool) -> Work
     });
     workers.spawn(Scrubber {
         registry: state.registry.clone(),
+        metrics: state.metrics.clone(),
         exclusive,
         started: Default::default(),
     });
