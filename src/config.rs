@@ -10,14 +10,16 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthConfig;
+use crate::storage::StorageConfig;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address and port the registry listens on.
     pub listen: String,
-    /// Directory holding everything berth stores: `blobs/`, `uploads/` and
-    /// the SQLite metadata database `metadata.db`.
+    /// Directory holding everything berth stores: `blobs/`, `uploads/` (with
+    /// `storage.kind = "fs"`), the SQLite metadata database `metadata.db`
+    /// and the keys.
     pub data_dir: PathBuf,
     pub log: LogConfig,
     pub limits: LimitsConfig,
@@ -30,6 +32,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub gc: GcConfig,
     pub scrub: ScrubConfig,
+    pub storage: StorageConfig,
 }
 
 /// Scrub (`berth scrub`, `POST /api/v1/scrub`): re-hashes stored blobs.
@@ -192,6 +195,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             gc: GcConfig::default(),
             scrub: ScrubConfig::default(),
+            storage: StorageConfig::default(),
         }
     }
 }
@@ -288,7 +292,7 @@ pub struct LogOverrides {
 }
 
 /// Top-level keys of `Config`, the names `BERTH_*` variables may start with.
-const SECTIONS: [&str; 14] = [
+const SECTIONS: [&str; 15] = [
     "listen",
     "data_dir",
     "log",
@@ -302,6 +306,7 @@ const SECTIONS: [&str; 14] = [
     "audit",
     "gc",
     "scrub",
+    "storage",
     "admin_password",
 ];
 
@@ -371,6 +376,7 @@ impl Config {
         if shown.auth.admin_password.is_some() {
             shown.auth.admin_password = Some("<redacted>".into());
         }
+        shown.storage = shown.storage.redacted();
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
 
@@ -400,6 +406,7 @@ impl Config {
             problems.push("limits.max_manifest_bytes must be at least 1".to_string());
         }
         self.auth.check(&mut problems);
+        self.storage.check(&mut problems);
         let tls = &self.tls;
         match (&tls.cert_file, &tls.key_file, tls.self_signed) {
             (Some(_), None, _) => problems.push("tls.cert_file is set but tls.key_file is not".into()),
@@ -492,6 +499,16 @@ mod tests {
             assert_eq!(c.auth.admin_password.as_deref(), Some("s3cret"));
             assert_eq!(c.auth.mode, AuthMode::None);
             assert!(!c.to_toml().contains("s3cret"), "secrets are redacted");
+            jail.set_env("BERTH_STORAGE__KIND", "s3");
+            jail.set_env("BERTH_STORAGE__S3__ENDPOINT", "http://127.0.0.1:3900");
+            jail.set_env("BERTH_STORAGE__S3__SECRET_ACCESS_KEY", "k3y-s3cret");
+            let c = Config::load(None, &Overrides::default()).unwrap();
+            assert_eq!(c.storage.kind, crate::storage::StorageKind::S3);
+            assert_eq!(
+                c.storage.s3.endpoint.as_deref(),
+                Some("http://127.0.0.1:3900")
+            );
+            assert!(!c.to_toml().contains("k3y-s3cret"), "secrets are redacted");
             Ok(())
         });
     }

@@ -22,7 +22,7 @@ use crate::auth::Auth;
 use crate::config::Config;
 use crate::core::Registry;
 use crate::metadata::SqliteMetadata;
-use crate::storage::FsStore;
+use crate::storage::{lock_data_dir, FsStore, S3Store, Storage, StorageKind};
 use crate::tls::Tls;
 use crate::workers::{
     AuditRetention, CacheSync, GarbageCollector, Scrubber, UploadExpiry, Workers,
@@ -36,15 +36,13 @@ pub async fn open_state(config: &Config) -> anyhow::Result<AppState> {
     tokio::fs::create_dir_all(dir)
         .await
         .with_context(|| format!("creating data directory {}", dir.display()))?;
-    let storage = FsStore::open(dir)
-        .await
-        .with_context(|| format!("opening blob storage in {}", dir.display()))?;
+    let storage = open_storage(config).await?;
     let metadata = Arc::new(
         SqliteMetadata::open(&dir.join("metadata.db"))
             .await
             .context("opening metadata database")?,
     );
-    let registry = Registry::new(Arc::new(storage), metadata.clone(), config.core_settings());
+    let registry = Registry::new(storage, metadata.clone(), config.core_settings());
     let browse = crate::core::Browser::new(metadata.clone(), metadata.clone());
     let ui = crate::ui::UiContext::open(dir, browse).context("opening the web UI's session key")?;
     let auth = Auth::open(metadata, &config.auth, dir)
@@ -56,6 +54,24 @@ pub async fn open_state(config: &Config) -> anyhow::Result<AppState> {
         auth: Arc::new(auth),
         scheme: if tls_on { "https" } else { "http" },
         ui: Arc::new(ui),
+    })
+}
+
+/// The blob store `storage.kind` names. Either way the store holds the
+/// data directory's lock: the SQLite metadata there has one user.
+async fn open_storage(config: &Config) -> anyhow::Result<Arc<dyn Storage>> {
+    let dir = &config.data_dir;
+    Ok(match config.storage.kind {
+        StorageKind::Fs => Arc::new(
+            FsStore::open(dir)
+                .await
+                .with_context(|| format!("opening blob storage in {}", dir.display()))?,
+        ),
+        StorageKind::S3 => {
+            let owner = lock_data_dir(dir)?;
+            let store = S3Store::open(&config.storage).await?;
+            Arc::new(store.holding(owner))
+        }
     })
 }
 
