@@ -12,6 +12,7 @@
 
 mod access;
 mod browse;
+mod config;
 mod lifecycle;
 mod open;
 mod pg_access;
@@ -57,6 +58,7 @@ use crate::oci::{Digest, Reference, RepoName, Tag};
 pub use access::*;
 pub use browse::*;
 pub use lifecycle::*;
+pub use config::MetadataConfig;
 pub use open::{open, redacted_url, Backend, Opened};
 pub use postgres::PgMetadata;
 pub use scrub::*;

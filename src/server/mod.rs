@@ -23,7 +23,7 @@ use crate::auth::Auth;
 use crate::config::Config;
 use crate::core::Registry;
 use crate::metrics::{MeteredStorage, Metrics};
-use crate::storage::FsStore;
+use crate::storage::{lock_data_dir, FsStore, S3Store, Storage, StorageKind};
 use crate::tls::Tls;
 use crate::workers::{
     AuditRetention, CacheSync, GarbageCollector, Scrubber, UploadExpiry, Workers,
@@ -37,16 +37,14 @@ pub async fn open_state(config: &Config) -> anyhow::Result<AppState> {
     tokio::fs::create_dir_all(dir)
         .await
         .with_context(|| format!("creating data directory {}", dir.display()))?;
-    let storage = FsStore::open(dir)
-        .await
-        .with_context(|| format!("opening blob storage in {}", dir.display()))?;
+    let storage = open_storage(config).await?;
     let opened = open_backend(config).await?;
     if let Some(store) = &opened.shared_files {
         shared::share_files(store.as_ref(), dir).await?;
     }
     let metadata = opened.metadata;
     let metrics = Metrics::new(metadata.clone());
-    let storage = MeteredStorage::new(Arc::new(storage), metrics.clone());
+    let storage = MeteredStorage::new(storage, metrics.clone());
     let registry = Registry::new(Arc::new(storage), metadata.clone(), config.core_settings());
     let browse = crate::core::Browser::new(metadata.clone(), metadata.clone());
     let ui = crate::ui::UiContext::open(dir, browse).context("opening the web UI's session key")?;
@@ -79,6 +77,24 @@ async fn open_backend(config: &Config) -> anyhow::Result<crate::metadata::Opened
                 crate::metadata::redacted_url(&url)
             )
         })
+}
+
+/// The blob store `storage.kind` names. Either way the store holds the
+/// data directory's lock: the SQLite metadata there has one user.
+async fn open_storage(config: &Config) -> anyhow::Result<Arc<dyn Storage>> {
+    let dir = &config.data_dir;
+    Ok(match config.storage.kind {
+        StorageKind::Fs => Arc::new(
+            FsStore::open(dir)
+                .await
+                .with_context(|| format!("opening blob storage in {}", dir.display()))?,
+        ),
+        StorageKind::S3 => {
+            let owner = lock_data_dir(dir)?;
+            let store = S3Store::open(&config.storage).await?;
+            Arc::new(store.holding(owner))
+        }
+    })
 }
 
 /// Builds the whole HTTP application for `config` over the embedded backends.
