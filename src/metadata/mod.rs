@@ -43,6 +43,8 @@ mod suite_access;
 #[cfg(test)]
 mod suite_audit;
 #[cfg(test)]
+mod suite_browse;
+#[cfg(test)]
 mod suite_lifecycle;
 #[cfg(test)]
 mod suite_visibility;
