@@ -87,10 +87,13 @@ async fn racing_changes_bump_generations_once_per_change() {
     let robot = || async { b.get_robot("team+ci").await.unwrap().unwrap().generation };
     for _ in 0..ROUNDS {
         let before = user().await;
+        let seen = b.access_generation().await.unwrap();
         // The same change from both: one change, one bump.
         let (ra, rb) = tokio::join!(a.set_admin("alice", true), b.set_admin("alice", true));
         assert!(ra.unwrap() && rb.unwrap());
         assert_eq!(user().await, before + 1);
+        // The other replica's cached rights are stale as soon as it commits.
+        assert_ne!(b.access_generation().await.unwrap(), seen);
         let (ra, rb) = tokio::join!(a.set_admin("alice", false), b.set_disabled("alice", true));
         assert!(ra.unwrap() && rb.unwrap());
         let (ra, rb) = tokio::join!(
