@@ -7,8 +7,8 @@
 //! that must be atomic (a manifest with its references and tag, a manifest
 //! delete with its tags) is one transaction inside one method. All state that
 //! a second replica must see lives here, never in process memory.
-//! Every backend must pass the shared suites in `metadata::suite` and
-//! `metadata::suite_access`.
+//! Every backend must pass the shared suites in `metadata::suite`,
+//! `metadata::suite_access` and `metadata::suite_browse`.
 
 mod access;
 mod browse;
@@ -45,6 +45,8 @@ mod suite;
 mod suite_access;
 #[cfg(test)]
 mod suite_audit;
+#[cfg(test)]
+mod suite_browse;
 #[cfg(test)]
 mod suite_lifecycle;
 #[cfg(test)]

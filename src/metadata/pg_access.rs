@@ -189,6 +189,14 @@ impl PgMetadata {
         if done.rows_affected() == 0 {
             return Ok(ProjectDeletion::NotFound);
         }
+        // The project's repositories first, then its counters: a push
+        // holds its repository's row, then updates the counters, so taking
+        // them in the same order makes this wait for a push under way (and
+        // a push wait for this) instead of both waiting for each other.
+        sqlx::query("SELECT id FROM repositories WHERE project = $1 ORDER BY id FOR UPDATE")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
         if !with_repositories {
             // Locked: a push's first manifest in a repository updates this
             // row in its own transaction, so it either counted already or

@@ -87,10 +87,13 @@ async fn racing_changes_bump_generations_once_per_change() {
     let robot = || async { b.get_robot("team+ci").await.unwrap().unwrap().generation };
     for _ in 0..ROUNDS {
         let before = user().await;
+        let seen = b.access_generation().await.unwrap();
         // The same change from both: one change, one bump.
         let (ra, rb) = tokio::join!(a.set_admin("alice", true), b.set_admin("alice", true));
         assert!(ra.unwrap() && rb.unwrap());
         assert_eq!(user().await, before + 1);
+        // The other replica's cached rights are stale as soon as it commits.
+        assert_ne!(b.access_generation().await.unwrap(), seen);
         let (ra, rb) = tokio::join!(a.set_admin("alice", false), b.set_disabled("alice", true));
         assert!(ra.unwrap() && rb.unwrap());
         let (ra, rb) = tokio::join!(
@@ -197,4 +200,49 @@ async fn replicas_pruning_at_once_delete_each_event_once() {
         .unwrap();
     assert_eq!(left.iter().map(|e| e.at).collect::<Vec<_>>(), [5000]);
     assert_eq!(da + db, 1000, "{da} + {db}");
+}
+
+/// A project deleted (unless it holds images) while a replica pushes the
+/// first image into it: either the push counted first and the deletion is
+/// refused, or the deletion went first and the push finds its layer gone
+/// with the repository. Never a database error on either side, however the
+/// two transactions' locks interleave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_project_deleted_during_its_first_push_is_refused_or_takes_the_repository() {
+    let (a, b) = replicas().await;
+    let layer = Digest::sha256_of(b"layer");
+    for i in 0..6 {
+        let project = format!("race{i}");
+        let repo: RepoName = format!("{project}/app").parse().unwrap();
+        a.create_project(&project, false, None).await.unwrap();
+        a.link_blob(&repo, &layer, 5, true).await.unwrap();
+        let content = bytes::Bytes::from(format!("{{\"n\":{i}}}"));
+        let image = NewManifest {
+            repo: repo.clone(),
+            digest: Digest::sha256_of(&content),
+            media_type: crate::oci::media::OCI_MANIFEST.into(),
+            content,
+            artifact_type: None,
+            subject: None,
+            annotations: None,
+            blobs: vec![Ref {
+                digest: layer.clone(),
+                size: 5,
+            }],
+            children: Vec::new(),
+            tag: Some("v1".parse().unwrap()),
+            immutable_rule: None,
+        };
+        let (pushed, deleted) =
+            tokio::join!(a.put_manifest(&image), b.delete_project(&project, false));
+        match (&pushed, deleted.unwrap()) {
+            (Ok(()), ProjectDeletion::NotEmpty { repositories: 1 }) => {
+                assert!(b.get_project(&project).await.unwrap().is_some())
+            }
+            (Err(MetadataError::MissingReference(_)), ProjectDeletion::Deleted { .. }) => {
+                assert!(!b.repository_exists(&repo).await.unwrap())
+            }
+            (_, deleted) => panic!("{project}: {pushed:?} and {deleted:?}"),
+        }
+    }
 }
