@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# The operators' packaging in deploy/, checked as far as this machine can without a
+# cluster or a registry to pull from (deploy.sh builds and runs the image itself):
+# the compose stack parses with `docker compose config` (or docker-compose), refuses
+# to start without its secrets, and wires berth to PostgreSQL, Garage (in the region
+# garage.toml serves) and nginx (whose configuration nginx -t accepts and which
+# streams bodies of any size); the systemd unit passes `systemd-analyze verify`
+# without a warning and its hardening scores as low an exposure as `systemd-analyze
+# security` allows; the Helm chart lints (chart-lint.py without helm; `helm lint` and
+# `helm template` in both modes where helm exists).
+# shellcheck disable=SC2317  # (functions run indirectly, through check/step)
+set -euo pipefail
+# shellcheck source=tests/e2e/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+e2e_init
+require python3
+DEPLOY=$E2E_ROOT/deploy
+# Made-up secrets of the documented shapes (compose has no defaults for them).
+COMPOSE_ENV=(BERTH_ADMIN_PASSWORD=e2e-admin POSTGRES_PASSWORD=e2e-pg
+	S3_ACCESS_KEY_ID=GK0123456789abcdef01234567 GARAGE_RPC_SECRET="$(printf '%064d' 0)"
+	S3_SECRET_ACCESS_KEY="$(printf '%064d' 1)")
+
+# The compose plugin where it exists, else the standalone docker-compose (v1).
+COMPOSE=()
+if docker compose version >/dev/null 2>&1; then
+	COMPOSE=(docker compose)
+elif command -v docker-compose >/dev/null 2>&1; then
+	COMPOSE=(docker-compose)
+fi
+
+compose_parses() {
+	env "${COMPOSE_ENV[@]}" "${COMPOSE[@]}" -f "$DEPLOY/compose.yaml" config -q
+	env "${COMPOSE_ENV[@]}" "${COMPOSE[@]}" -f "$DEPLOY/compose.yaml" config >"$E2E_TMP/compose.out"
+}
+
+compose_needs_secrets() {
+	refute env -u BERTH_ADMIN_PASSWORD -u POSTGRES_PASSWORD -u S3_ACCESS_KEY_ID -u S3_SECRET_ACCESS_KEY \
+		-u GARAGE_RPC_SECRET "${COMPOSE[@]}" -f "$DEPLOY/compose.yaml" config -q 2>"$E2E_TMP/nosecret.err"
+	cat "$E2E_TMP/nosecret.err"
+	grep -q 'set [A-Z_]*PASSWORD\|set S3_\|set GARAGE_' "$E2E_TMP/nosecret.err"
+}
+
+# The effective stack: who talks to whom, with which settings.
+compose_wiring() {
+	python3 - "$E2E_TMP/compose.out" "$DEPLOY/compose/garage.toml" <<-'PY'
+		import sys, tomllib, yaml
+		stack = yaml.safe_load(open(sys.argv[1]))
+		garage = tomllib.load(open(sys.argv[2], "rb"))
+		services = stack["services"]
+		want = {"berth-1", "berth-2", "nginx", "postgres", "garage"}
+		assert set(services) == want, f"services {sorted(services)} != {sorted(want)}"
+		for name in ("berth-1", "berth-2"):
+		    env = services[name]["environment"]
+		    assert env["BERTH_METADATA__URL"].startswith("postgres://berth:e2e-pg@postgres:5432/"), env["BERTH_METADATA__URL"]
+		    assert env["BERTH_STORAGE__KIND"] == "s3"
+		    assert env["BERTH_STORAGE__S3__ENDPOINT"] == "http://garage:3900"
+		    region = garage["s3_api"]["s3_region"]
+		    assert env["BERTH_STORAGE__S3__REGION"] == region, f"region {env['BERTH_STORAGE__S3__REGION']} != garage's {region}"
+		    assert env["BERTH_STORAGE__S3__ACCESS_KEY_ID"] == services["garage"]["environment"]["GARAGE_DEFAULT_ACCESS_KEY"]
+		    assert env["BERTH_STORAGE__S3__BUCKET"] == services["garage"]["environment"]["GARAGE_DEFAULT_BUCKET"]
+		    assert "ports" not in services[name], f"{name} must be reached through nginx only"
+		ports = services["nginx"]["ports"]
+		print("nginx ports:", ports)
+		assert any("127.0.0.1" in str(p) for p in ports), "nginx must publish on loopback only"
+		print("ok:", sorted(services))
+	PY
+}
+
+nginx_conf() {
+	local conf=$DEPLOY/compose/nginx.conf d
+	for d in 'client_max_body_size 0;' 'proxy_request_buffering off;' 'proxy_buffering off;' \
+		'proxy_http_version 1.1;' 'proxy_set_header Host $http_host;'; do
+		grep -qF "$d" "$conf" || {
+			echo "nginx.conf lacks: $d"
+			return 1
+		}
+	done
+	if ! command -v nginx >/dev/null 2>&1; then
+		echo "no nginx here: syntax not checked"
+		return 0
+	fi
+	# The replicas' names resolve only inside the compose network.
+	mkdir -p "$E2E_TMP/nginx"
+	sed 's/server berth-[0-9]*:/server 127.0.0.1:/' "$conf" >"$E2E_TMP/nginx/berth.conf"
+	cat >"$E2E_TMP/nginx/nginx.conf" <<-EOF
+		pid $E2E_TMP/nginx/nginx.pid;
+		error_log $E2E_TMP/nginx/error.log;
+		events {}
+		http { include $E2E_TMP/nginx/berth.conf; }
+	EOF
+	nginx -t -p "$E2E_TMP/nginx" -e "$E2E_TMP/nginx/error.log" -c "$E2E_TMP/nginx/nginx.conf"
+}
+
+systemd_verify() {
+	local unit=$E2E_TMP/sd/berth.service
+	mkdir -p "$E2E_TMP/sd"
+	# verify insists that ExecStart's binary exists.
+	sed "s#/usr/local/bin/berth#$(command -v true)#" "$DEPLOY/berth.service" >"$unit"
+	systemd-analyze verify "$unit" 2>&1 | tee "$E2E_TMP/sd/verify.out"
+	# An unknown or misspelt key is only a warning: it must not happen either.
+	[[ ! -s $E2E_TMP/sd/verify.out ]]
+	systemd-analyze security --offline=yes --threshold=20 "$unit" | tail -n 1
+}
+
+chart_lint() {
+	python3 "$E2E_ROOT/tests/e2e/chart-lint.py" "$DEPLOY/helm/berth" "$E2E_ROOT/Cargo.toml"
+}
+
+helm_template() {
+	local chart=$DEPLOY/helm/berth
+	helm lint "$chart"
+	helm template t "$chart" >"$E2E_TMP/embedded.yaml"
+	grep -q 'kind: PersistentVolumeClaim' "$E2E_TMP/embedded.yaml"
+	grep -q 'replicas: 1$' "$E2E_TMP/embedded.yaml"
+	helm template t "$chart" --set mode=scaleout --set replicaCount=3 \
+		--set scaleout.s3.endpoint=http://garage:3900 --set scaleout.s3.bucket=berth \
+		--set secrets.metadataUrl=postgres://u:p@db:5432/berth \
+		--set secrets.s3AccessKeyId=k --set secrets.s3SecretAccessKey=s >"$E2E_TMP/scaleout.yaml"
+	refute grep -q 'kind: PersistentVolumeClaim' "$E2E_TMP/scaleout.yaml"
+	grep -q 'replicas: 3$' "$E2E_TMP/scaleout.yaml"
+	grep -q 'BERTH_STORAGE__KIND' "$E2E_TMP/scaleout.yaml"
+	refute helm template t "$chart" --set mode=scaleout
+}
+
+if ((${#COMPOSE[@]} > 0)); then
+	check "compose.yaml parses (docker compose config)" compose_parses
+	check "compose.yaml refuses to start without its secrets" compose_needs_secrets
+	check "compose stack: berth x2 -> PostgreSQL, Garage (same region, key, bucket), behind nginx" compose_wiring
+else
+	skip "compose.yaml: neither docker compose nor docker-compose here"
+fi
+check "nginx.conf: streams bodies of any size; nginx -t accepts it" nginx_conf
+if command -v systemd-analyze >/dev/null 2>&1; then
+	check "berth.service: systemd-analyze verify, no warning; exposure <= 2.0" systemd_verify
+else
+	skip "berth.service: no systemd-analyze here"
+fi
+check "Helm chart lints (Chart, values, templates as YAML, .Values references)" chart_lint
+if command -v helm >/dev/null 2>&1; then
+	check "helm lint; helm template in both modes" helm_template
+else
+	skip "helm lint / helm template: no helm here"
+fi
+
+e2e_finish
