@@ -4,7 +4,7 @@
   chart-lint.py CHART_DIR CARGO_TOML
 
 Checks, printing one line per problem (exit 1 if any):
-  * Chart.yaml and values.yaml parse; appVersion (the image's default tag) is the
+  * Chart.yaml and values.yaml parse, and values' config (berth.toml) is TOML; appVersion (the image's default tag) is the
     crate's version; the probes are /healthz (liveness) and /readyz (readiness);
   * every template's actions are closed ({{ }}) and its blocks (if, range, with,
     define) balanced by {{ end }};
@@ -82,6 +82,10 @@ def main(chart_dir, cargo_toml):
     for probe, path in (("liveness", "/healthz"), ("readiness", "/readyz"), ("startup", "/healthz")):
         if probes.get(probe, {}).get("path") != path:
             problems.append(f"values.yaml: probes.{probe}.path is not {path}")
+    try:
+        tomllib.loads(values.get("config", ""))
+    except (tomllib.TOMLDecodeError, TypeError) as e:
+        problems.append(f"values.yaml: config is not a TOML document: {e}")
     if values.get("mode") not in ("embedded", "scaleout"):
         problems.append("values.yaml: mode must be embedded or scaleout")
 

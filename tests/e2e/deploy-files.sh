@@ -7,7 +7,7 @@
 # streams bodies of any size); the systemd unit passes `systemd-analyze verify`
 # without a warning and its hardening scores as low an exposure as `systemd-analyze
 # security` allows; the Helm chart lints (chart-lint.py without helm; `helm lint` and
-# `helm template` in both modes where helm exists).
+# `helm template` in both modes where helm exists) and berth accepts its berth.toml.
 # shellcheck disable=SC2317  # (functions run indirectly, through check/step)
 set -euo pipefail
 # shellcheck source=tests/e2e/lib.sh
@@ -107,6 +107,14 @@ chart_lint() {
 	python3 "$E2E_ROOT/tests/e2e/chart-lint.py" "$DEPLOY/helm/berth" "$E2E_ROOT/Cargo.toml"
 }
 
+# The chart's berth.toml, read by the real berth (unknown keys are errors there).
+chart_config_accepted() {
+	python3 -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["config"], end="")' \
+		"$DEPLOY/helm/berth/values.yaml" >"$E2E_TMP/chart-berth.toml"
+	env -i PATH="$PATH" "$BERTH_BIN" config print --config "$E2E_TMP/chart-berth.toml" >"$E2E_TMP/chart-config.out"
+	grep -q '^json = true' "$E2E_TMP/chart-config.out"
+}
+
 helm_template() {
 	local chart=$DEPLOY/helm/berth
 	helm lint "$chart"
@@ -137,6 +145,11 @@ else
 	skip "berth.service: no systemd-analyze here"
 fi
 check "Helm chart lints (Chart, values, templates as YAML, .Values references)" chart_lint
+if [[ -x $BERTH_BIN ]]; then
+	check "the chart's berth.toml passes berth config print" chart_config_accepted
+else
+	skip "the chart's berth.toml: no berth binary at $BERTH_BIN"
+fi
 if command -v helm >/dev/null 2>&1; then
 	check "helm lint; helm template in both modes" helm_template
 else

@@ -51,39 +51,3 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- define "berth.metricsPort" -}}
 {{- .Values.metrics.listen | splitList ":" | last -}}
 {{- end -}}
-
-{{/*
-A TOML value. Helm reads every number in values.yaml as a float; toToml would write
-30 as 30.0, which berth's integer settings refuse, so whole numbers are written as
-integers here.
-*/}}
-{{- define "berth.tomlValue" -}}
-{{- if kindIs "string" . -}}
-{{- quote . -}}
-{{- else if kindIs "float64" . -}}
-{{- if eq (. | int64 | float64) . -}}{{- int64 . -}}{{- else -}}{{- . -}}{{- end -}}
-{{- else if kindIs "slice" . -}}
-[{{- range $i, $v := . -}}{{- if $i -}}, {{ end -}}{{- include "berth.tomlValue" $v -}}{{- end -}}]
-{{- else -}}
-{{- . -}}
-{{- end -}}
-{{- end -}}
-
-{{/* A TOML table: (dict "prefix" "log" "table" $map); nested maps become [a.b] tables. */}}
-{{- define "berth.tomlTable" -}}
-{{- $prefix := .prefix -}}
-{{- range $k, $v := .table -}}
-{{- if not (or (kindIs "map" $v) (kindIs "invalid" $v)) }}
-{{ $k }} = {{ include "berth.tomlValue" $v }}
-{{- end -}}
-{{- end -}}
-{{- range $k, $v := .table -}}
-{{- if kindIs "map" $v -}}
-{{- $name := $k -}}
-{{- if $prefix -}}{{- $name = printf "%s.%s" $prefix $k -}}{{- end }}
-
-[{{ $name }}]
-{{- include "berth.tomlTable" (dict "prefix" $name "table" $v) -}}
-{{- end -}}
-{{- end -}}
-{{- end -}}
