@@ -8,7 +8,10 @@
 # pushes (authentication is on); take a docker login as the first admin (password
 # from BERTH_ADMIN_PASSWORD), a push and a pull; stop gracefully on `docker stop`;
 # and, replaced by a new container on the same volume, still serve what was pushed.
-# e2e-timeout: 420
+# Then the same Dockerfile on a Debian minbase rootfs (debootstrap'd once, cached, as
+# realistic.sh does), the way it builds on debian:bookworm-slim: apt installs the CA
+# bundle in the build.
+# e2e-timeout: 1200   (the first run debootstraps a Debian rootfs; later runs use the cache)
 # shellcheck disable=SC2317  # (functions run indirectly, through check/step)
 set -euo pipefail
 # shellcheck source=tests/e2e/lib.sh
@@ -59,17 +62,17 @@ make_base() {
 # The documented build (docker build -f deploy/Dockerfile .) from the repository,
 # whose .dockerignore sends only the binary; a BERTH_BIN elsewhere is staged in a
 # context of the same layout.
-build_image() {
-	local ctx=$E2E_ROOT bytes limit
+build_image() { # BASE IMAGE
+	local base=$1 image=$2 ctx=$E2E_ROOT bytes limit
 	if [[ $(realpath "$BERTH_BIN") != "$(realpath -m "$E2E_ROOT/target/release/berth")" ]]; then
 		ctx=$E2E_TMP/ctx
 		mkdir -p "$ctx/target/release"
 		cp "$BERTH_BIN" "$ctx/target/release/berth"
 		cp "$E2E_ROOT/.dockerignore" "$ctx/"
 	fi
-	tmo docker build --build-arg "BASE=$BASE" -f "$E2E_ROOT/deploy/Dockerfile" -t "$IMAGE" "$ctx" \
+	tmo docker build --build-arg "BASE=$base" -f "$E2E_ROOT/deploy/Dockerfile" -t "$image" "$ctx" \
 		2>&1 | tee "$E2E_TMP/build.out"
-	docker image inspect "$IMAGE" >/dev/null
+	docker image inspect "$image" >/dev/null
 	# "Sending build context to Docker daemon  39.85MB" (the classic builder's line):
 	# the context is the binary, not the repository's target/ of several GB.
 	bytes=$(sed -n 's/^Sending build context to Docker daemon *\([0-9.]*\)\([kMG]*B\).*/\1 \2/p' "$E2E_TMP/build.out" |
@@ -96,23 +99,23 @@ start_container() {
 	tmo docker run -d --name "$CONTAINER" -p "$REG:5000" -v "$VOLUME:/data" \
 		--read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges \
 		-e BERTH_ADMIN_PASSWORD="$ADMIN_PW" "$IMAGE"
-	wait_ready
+	wait_ready "$CONTAINER" "$REG_URL"
 }
 
-wait_ready() {
-	local i code
+wait_ready() { # CONTAINER URL
+	local container=$1 url=$2 i code
 	for ((i = 0; i < 300; i++)); do # 300 x 0.1 s = 30 s at most
-		if [[ $(docker inspect -f '{{.State.Running}}' "$CONTAINER") != true ]]; then
-			docker logs --tail 30 "$CONTAINER"
+		if [[ $(docker inspect -f '{{.State.Running}}' "$container") != true ]]; then
+			docker logs --tail 30 "$container"
 			echo "the container exited during startup"
 			return 1
 		fi
-		code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$REG_URL/readyz" || true)
+		code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url/readyz" || true)
 		[[ $code == 200 ]] && break
 		sleep 0.1
 	done
 	expect_eq "GET /readyz" 200 "$code"
-	expect_eq "GET /healthz" 200 "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$REG_URL/healthz")"
+	expect_eq "GET /healthz" 200 "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$url/healthz")"
 }
 
 runs_unprivileged() {
@@ -178,7 +181,7 @@ replaced_container() {
 }
 
 step "a local base image (docker import: berth's libraries, busybox, CA bundle)" make_base
-step "docker build -f deploy/Dockerfile --build-arg BASE=(local base)" build_image
+step "docker build -f deploy/Dockerfile --build-arg BASE=(local base)" build_image "$BASE" "$IMAGE"
 check "image: user berth, volume /data, port 5000, entrypoint berth serve" image_config
 step "docker run the image (read-only, no capabilities): /readyz and /healthz answer 200" start_container
 check "berth runs as uid 10001, owns /data, keeps metadata.db there" runs_unprivileged
@@ -194,6 +197,34 @@ else
 fi
 check "docker stop: berth exits 0 within the grace period" graceful_stop
 check "a new container on the same volume serves the image pushed before" replaced_container
+
+# The Dockerfile's own path, as on debian:bookworm-slim: a Debian base without a CA
+# bundle, which the build installs with apt (Debian's mirror is reachable here).
+debian_image() {
+	tmo docker import "$DEBIAN_ROOTFS_TAR" "$DEB_BASE"
+	build_image "$DEB_BASE" "$DEB_IMAGE"
+	grep -q 'Setting up ca-certificates' "$E2E_TMP/build.out"
+	tmo docker run -d --name "$DEB_CONTAINER" -p "127.0.0.1:$DEB_PORT:5000" -e BERTH_AUTH__MODE=none "$DEB_IMAGE"
+	wait_ready "$DEB_CONTAINER" "http://127.0.0.1:$DEB_PORT"
+	expect_eq "uid of berth in the Debian-based container" 10001 "$(docker exec "$DEB_CONTAINER" id -u)"
+	docker exec "$DEB_CONTAINER" test -s /etc/ssl/certs/ca-certificates.crt
+	expect_eq "GET /v2/ (auth off)" 200 "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$DEB_PORT/v2/")"
+}
+
+DEB_PORT=$(free_port)
+DEB_BASE=berth-e2e/debian-base:deploy-$DEB_PORT
+DEB_IMAGE=berth-e2e/berth-debian:$TAG
+DEB_CONTAINER=berth-e2e-deploy-debian-$DEB_PORT
+on_exit "docker rmi -f $DEB_IMAGE $DEB_BASE"
+on_exit "docker rm -f -v $DEB_CONTAINER"
+if command -v debootstrap >/dev/null 2>&1; then
+	check "Debian $DEBIAN_SUITE minbase rootfs (debootstrap, cached)" ensure_debian_rootfs
+	if ((E2E_LAST_RC == 0)); then
+		check "docker build on a Debian base (apt installs ca-certificates) and run it" debian_image
+	fi
+else
+	skip "the image on a Debian base: no debootstrap here"
+fi
 
 if ((E2E_FAIL > 0)); then
 	log "last lines of the container's log:"
