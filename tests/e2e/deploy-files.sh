@@ -6,8 +6,9 @@
 # garage.toml serves) and nginx (whose configuration nginx -t accepts and which
 # streams bodies of any size); the systemd unit passes `systemd-analyze verify`
 # without a warning and its hardening scores as low an exposure as `systemd-analyze
-# security` allows; the Helm chart lints (chart-lint.py without helm; `helm lint` and
-# `helm template` in both modes where helm exists) and berth accepts its berth.toml.
+# security` allows; the Helm chart lints (chart-lint.py; and where helm exists, which
+# scripts/install-deps provides, `helm lint` and `helm template` in both modes) and
+# berth accepts its berth.toml.
 # shellcheck disable=SC2317  # (functions run indirectly, through check/step)
 set -euo pipefail
 # shellcheck source=tests/e2e/lib.sh
@@ -116,19 +117,29 @@ chart_config_accepted() {
 }
 
 helm_template() {
-	local chart=$DEPLOY/helm/berth
-	helm lint "$chart"
-	helm template t "$chart" >"$E2E_TMP/embedded.yaml"
-	grep -q 'kind: PersistentVolumeClaim' "$E2E_TMP/embedded.yaml"
-	grep -q 'replicas: 1$' "$E2E_TMP/embedded.yaml"
+	local chart=$DEPLOY/helm/berth out=$E2E_TMP/helm
+	mkdir -p "$out"
+	# helm's own caches and settings stay in the temp dir.
+	export HELM_CACHE_HOME=$out/cache HELM_CONFIG_HOME=$out/config HELM_DATA_HOME=$out/data
+	helm lint --strict "$chart"
+	helm template t "$chart" --set replicaCount=5 >"$out/embedded.yaml"
+	grep -q 'kind: PersistentVolumeClaim' "$out/embedded.yaml"
+	grep -q '^  replicas: 1$' "$out/embedded.yaml"
+	grep -q 'type: Recreate' "$out/embedded.yaml"
 	helm template t "$chart" --set mode=scaleout --set replicaCount=3 \
 		--set scaleout.s3.endpoint=http://garage:3900 --set scaleout.s3.bucket=berth \
 		--set secrets.metadataUrl=postgres://u:p@db:5432/berth \
-		--set secrets.s3AccessKeyId=k --set secrets.s3SecretAccessKey=s >"$E2E_TMP/scaleout.yaml"
-	refute grep -q 'kind: PersistentVolumeClaim' "$E2E_TMP/scaleout.yaml"
-	grep -q 'replicas: 3$' "$E2E_TMP/scaleout.yaml"
-	grep -q 'BERTH_STORAGE__KIND' "$E2E_TMP/scaleout.yaml"
+		--set secrets.s3AccessKeyId=k --set secrets.s3SecretAccessKey=s >"$out/scaleout.yaml"
+	refute grep -q 'kind: PersistentVolumeClaim' "$out/scaleout.yaml"
+	grep -q '^  replicas: 3$' "$out/scaleout.yaml"
+	grep -A1 'name: BERTH_STORAGE__KIND' "$out/scaleout.yaml" | grep -q 'value: s3'
+	grep -q 'key: metadata-url' "$out/scaleout.yaml"
+	# What a scale-out release cannot work without, and a mistyped mode, are refused.
 	refute helm template t "$chart" --set mode=scaleout
+	refute helm template t "$chart" --set mode=scale-out
+	helm template t "$chart" --set secrets.existingSecret=mine >"$out/existing.yaml"
+	refute grep -q 'kind: Secret' "$out/existing.yaml"
+	grep -q 'name: mine' "$out/existing.yaml"
 }
 
 if ((${#COMPOSE[@]} > 0)); then
@@ -151,7 +162,7 @@ else
 	skip "the chart's berth.toml: no berth binary at $BERTH_BIN"
 fi
 if command -v helm >/dev/null 2>&1; then
-	check "helm lint; helm template in both modes" helm_template
+	check "helm lint --strict; helm template: embedded (1 replica, PVC), scaleout, refusals, existing Secret" helm_template
 else
 	skip "helm lint / helm template: no helm here"
 fi
