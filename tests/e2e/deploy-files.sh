@@ -5,10 +5,10 @@
 # to start without its secrets, and wires berth to PostgreSQL, Garage (in the region
 # garage.toml serves) and nginx (whose configuration nginx -t accepts and which
 # streams bodies of any size); the systemd unit passes `systemd-analyze verify`
-# without a warning and its hardening scores as low an exposure as `systemd-analyze
-# security` allows; the Helm chart lints (chart-lint.py; and where helm exists, which
-# scripts/install-deps provides, `helm lint` and `helm template` in both modes) and
-# berth accepts its berth.toml.
+# without a warning and its hardening rates an exposure of at most 2.0 in
+# `systemd-analyze security`; the Helm chart lints (chart-lint.py; and where helm
+# exists, which scripts/install-deps provides, `helm lint` and `helm template` in both
+# modes) and berth accepts its berth.toml.
 # shellcheck disable=SC2317  # (functions run indirectly, through check/step)
 set -euo pipefail
 # shellcheck source=tests/e2e/lib.sh
