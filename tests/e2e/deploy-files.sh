@@ -68,6 +68,22 @@ compose_wiring() {
 	PY
 }
 
+# The compose replicas' BERTH_* variables, read by the real berth: every one must
+# name a setting (berth warns about and ignores any other) and pass its checks.
+compose_env_known() {
+	local -a vars
+	mapfile -t vars < <(python3 -c '
+import sys, yaml
+env = yaml.safe_load(open(sys.argv[1]))["services"]["berth-1"]["environment"]
+for k, v in env.items():
+    print(f"{k}={v}")' "$E2E_TMP/compose.out")
+	env -i PATH="$PATH" "${vars[@]}" BERTH_DATA_DIR="$E2E_TMP/compose-data" \
+		"$BERTH_BIN" config print >"$E2E_TMP/compose-config.out" 2>"$E2E_TMP/compose-config.err"
+	cat "$E2E_TMP/compose-config.err"
+	[[ ! -s $E2E_TMP/compose-config.err ]]
+	grep -q '^kind = "s3"' "$E2E_TMP/compose-config.out"
+}
+
 nginx_conf() {
 	local conf=$DEPLOY/compose/nginx.conf d
 	for d in 'client_max_body_size 0;' 'proxy_request_buffering off;' 'proxy_buffering off;' \
@@ -146,6 +162,12 @@ if ((${#COMPOSE[@]} > 0)); then
 	check "compose.yaml parses (docker compose config)" compose_parses
 	check "compose.yaml refuses to start without its secrets" compose_needs_secrets
 	check "compose stack: berth x2 -> PostgreSQL, Garage (same region, key, bucket), behind nginx" compose_wiring
+	# Only a berth with the scale-out settings (storage, metadata) can judge them.
+	if [[ -x $BERTH_BIN ]] && env -i PATH="$PATH" "$BERTH_BIN" config print 2>/dev/null | grep -q '^\[storage'; then
+		check "compose stack: every BERTH_* variable is a berth setting (berth config print)" compose_env_known
+	else
+		skip "compose stack's BERTH_* names: this berth ($BERTH_BIN) has no [storage] settings"
+	fi
 else
 	skip "compose.yaml: neither docker compose nor docker-compose here"
 fi
