@@ -158,6 +158,27 @@ helm_template() {
 	grep -q 'name: mine' "$out/existing.yaml"
 }
 
+# The scale-out Deployment's environment (values, and the chart's Secret for the
+# secretKeyRefs) read by the real berth, as compose_env_known does.
+chart_env_known() {
+	local -a vars
+	mapfile -t vars < <(python3 -c '
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+secret = next(d for d in docs if d["kind"] == "Secret")["stringData"]
+deploy = next(d for d in docs if d["kind"] == "Deployment")
+for e in deploy["spec"]["template"]["spec"]["containers"][0]["env"]:
+    ref = e.get("valueFrom", {}).get("secretKeyRef")
+    print("%s=%s" % (e["name"], secret[ref["key"]] if ref else e["value"]))' "$E2E_TMP/helm/scaleout.yaml")
+	printf '%s\n' "${vars[@]%%=*}"
+	# BERTH_CONFIG names the ConfigMap's file, which exists only in the pod.
+	env -i PATH="$PATH" "${vars[@]}" BERTH_CONFIG="$E2E_TMP/chart-berth.toml" BERTH_DATA_DIR="$E2E_TMP/chart-data" \
+		"$BERTH_BIN" config print >"$E2E_TMP/chart-env.out" 2>"$E2E_TMP/chart-env.err"
+	cat "$E2E_TMP/chart-env.err"
+	[[ ! -s $E2E_TMP/chart-env.err ]]
+	grep -q '^kind = "s3"' "$E2E_TMP/chart-env.out"
+}
+
 if ((${#COMPOSE[@]} > 0)); then
 	check "compose.yaml parses (docker compose config)" compose_parses
 	check "compose.yaml refuses to start without its secrets" compose_needs_secrets
@@ -185,6 +206,11 @@ else
 fi
 if command -v helm >/dev/null 2>&1; then
 	check "helm lint --strict; helm template: embedded (1 replica, PVC), scaleout, refusals, existing Secret" helm_template
+	if [[ -x $BERTH_BIN ]] && env -i PATH="$PATH" "$BERTH_BIN" config print 2>/dev/null | grep -q '^\[storage'; then
+		check "the scale-out Deployment's BERTH_* variables are berth settings" chart_env_known
+	else
+		skip "the chart's BERTH_* names: this berth ($BERTH_BIN) has no [storage] settings"
+	fi
 else
 	skip "helm lint / helm template: no helm here"
 fi
