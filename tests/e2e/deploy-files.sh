@@ -19,8 +19,8 @@ require python3
 DEPLOY=$E2E_ROOT/deploy
 # Made-up secrets of the documented shapes (compose has no defaults for them).
 COMPOSE_ENV=(BERTH_ADMIN_PASSWORD=e2e-admin POSTGRES_PASSWORD=e2e-pg
-	S3_ACCESS_KEY_ID=GK0123456789abcdef01234567 GARAGE_RPC_SECRET="$(printf '%064d' 0)"
-	S3_SECRET_ACCESS_KEY="$(printf '%064d' 1)")
+	S3_ACCESS_KEY_ID=GK0123456789abcdef01234567 GARAGE_RPC_SECRET="$(printf 'ab%062d' 0)"
+	S3_SECRET_ACCESS_KEY="$(printf 'cd%062d' 1)")
 
 # The compose plugin where it exists, else the standalone docker-compose (v1).
 COMPOSE=()
