@@ -84,8 +84,9 @@ fn validation_reports_every_problem() {
         "{problems:?}"
     );
     assert!(problems.contains(&"tls.cert_file is set but tls.key_file is not".to_string()));
-    assert!(problems
-        .contains(&"tls.cert_file = \"/nonexistent/cert.pem\": no such file".to_string()));
+    assert!(
+        problems.contains(&"tls.cert_file = \"/nonexistent/cert.pem\": no such file".to_string())
+    );
     c = Config {
         listen: "127.0.0.1:5000".into(),
         ..Config::default()

@@ -59,8 +59,8 @@ use crate::oci::{Digest, Reference, RepoName, Tag};
 
 pub use access::*;
 pub use browse::*;
-pub use lifecycle::*;
 pub use config::MetadataConfig;
+pub use lifecycle::*;
 pub use open::{open, redacted_url, Backend, Opened};
 pub use postgres::PgMetadata;
 pub use scrub::*;

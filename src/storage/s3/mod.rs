@@ -85,6 +85,14 @@ impl S3Store {
                     .with_connect_timeout(Duration::from_secs(5))
                     .with_read_timeout(Duration::from_secs(120)),
             )
+            // A store that does not answer fails a request within seconds
+            // (and /readyz says so), instead of object_store's default of
+            // retrying for up to three minutes.
+            .with_retry(object_store::RetryConfig {
+                max_retries: 3,
+                retry_timeout: Duration::from_secs(15),
+                backoff: Default::default(),
+            })
             // After the client options, which would reset it.
             .with_allow_http(s3.allow_http);
         if let Some(endpoint) = &s3.endpoint {

@@ -269,21 +269,25 @@ impl StagedUpload for S3Upload {
         ));
         let store = &self.store;
         let mut writer = PartWriter::new(store.s3.clone(), key.clone(), store.part_size);
+        let mut broken = None;
         while let Some(item) = body.next().await {
-            let pushed = match item {
+            match item {
                 Ok(chunk) => {
                     if let Some(h) = hasher.as_mut() {
                         h.update(&chunk);
                     }
-                    writer.push(chunk).await
+                    if let Err(e) = writer.push(chunk).await {
+                        // The store failed: nothing of this append is staged.
+                        writer.abort().await;
+                        return Err(e);
+                    }
                 }
-                Err(e) => Err(StorageError::Body(e)),
-            };
-            if let Err(e) = pushed {
-                // Nothing of this append becomes staged: the client resends
-                // it from the size it is told.
-                writer.abort().await;
-                return Err(e);
+                // The client's body broke: what arrived is staged, as the
+                // filesystem keeps it, so the client resumes after it.
+                Err(e) => {
+                    broken = Some(StorageError::Body(e));
+                    break;
+                }
             }
         }
         let (written, stats) = writer.finish().await?;
@@ -296,7 +300,10 @@ impl StagedUpload for S3Upload {
             });
             self.size += written;
         }
-        Ok(hasher)
+        match broken {
+            Some(e) => Err(e),
+            None => Ok(hasher),
+        }
     }
 
     async fn digest(&mut self, algorithm: Algorithm) -> Result<Digest> {
