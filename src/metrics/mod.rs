@@ -14,6 +14,7 @@
 //! (the storage decorator, the pools) and nothing above them.
 
 mod http;
+mod metadata;
 mod storage;
 
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::metadata::{GcRun, GcState, Health, ScrubRun};
 
 pub use http::{name_endpoint, track};
+pub use metadata::MeteredMetadata;
 pub use storage::MeteredStorage;
 
 /// Where `GET /metrics` is served.
@@ -79,9 +81,11 @@ pub struct Metrics {
     registry: Registry,
     http: http::HttpMetrics,
     storage: storage::StorageMetrics,
+    metadata: metadata::MetadataMetrics,
     runs: RunMetrics,
     pools: PoolGauges,
-    metadata: Arc<dyn Health>,
+    /// Whose pools are read at each scrape.
+    pool_source: Arc<dyn Health>,
 }
 
 struct PoolGauges {
@@ -119,6 +123,7 @@ impl Metrics {
         Arc::new(Metrics {
             http: http::HttpMetrics::new(&registry),
             storage: storage::StorageMetrics::new(&registry),
+            metadata: metadata::MetadataMetrics::new(&registry),
             runs: RunMetrics::new(&registry),
             pools: PoolGauges {
                 connections: gauges(
@@ -135,13 +140,13 @@ impl Metrics {
                 ),
             },
             registry,
-            metadata,
+            pool_source: metadata,
         })
     }
 
     /// Everything, in the Prometheus text format.
     pub fn render(&self) -> String {
-        for pool in self.metadata.pools() {
+        for pool in self.pool_source.pools() {
             let c = &self.pools.connections;
             c.with_label_values(&[pool.pool, "idle"])
                 .set(i64::from(pool.idle));

@@ -22,7 +22,7 @@ use crate::auth::Auth;
 use crate::config::Config;
 use crate::core::Registry;
 use crate::metadata::SqliteMetadata;
-use crate::metrics::{MeteredStorage, Metrics};
+use crate::metrics::{MeteredMetadata, MeteredStorage, Metrics};
 use crate::storage::FsStore;
 use crate::tls::Tls;
 use crate::workers::{
@@ -47,7 +47,8 @@ pub async fn open_state(config: &Config) -> anyhow::Result<AppState> {
     );
     let metrics = Metrics::new(metadata.clone());
     let storage = MeteredStorage::new(Arc::new(storage), metrics.clone());
-    let registry = Registry::new(Arc::new(storage), metadata.clone(), config.core_settings());
+    let timed = MeteredMetadata::new(metadata.clone(), metrics.clone());
+    let registry = Registry::new(Arc::new(storage), Arc::new(timed), config.core_settings());
     let browse = crate::core::Browser::new(metadata.clone(), metadata.clone());
     let ui = crate::ui::UiContext::open(dir, browse).context("opening the web UI's session key")?;
     let auth = Auth::open(metadata, &config.auth, dir)
