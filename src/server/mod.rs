@@ -95,7 +95,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // serves it, so a collection run it finds running was left by a dead one.
     let state = open_state(&config).await?;
     let workers = start_workers(&state, &config, true);
-    let metrics_server = metrics_listener.map(|l| serve_metrics(l, state.metrics.clone()));
+    let metrics_server = metrics_listener.map(|l| serve_metrics(l, state.metrics.clone(), &config));
     let served = serve_on(listener, router(state.clone()), &config, shutdown_signal()).await;
     workers
         .shutdown(Duration::from_secs(config.shutdown.grace_seconds))
@@ -108,15 +108,21 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     served
 }
 
-/// Serves `GET /metrics` on its own plain-HTTP listener until aborted.
-fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>) -> tokio::task::JoinHandle<()> {
+/// Serves `GET /metrics` on its own plain-HTTP listener until aborted,
+/// with the main listener's connection limits (it faces fewer clients, but
+/// no less careless ones).
+fn serve_metrics(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    config: &Config,
+) -> tokio::task::JoinHandle<()> {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(listen = %addr, "serving metrics");
     }
+    let limits = config.connections.clone();
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, metrics_router(metrics)).await {
-            tracing::error!(error = %e, "the metrics listener stopped");
-        }
+        let app = metrics_router(metrics);
+        serve_connections(listener, app, None, &limits, std::future::pending()).await;
     })
 }
 
