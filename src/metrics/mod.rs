@@ -321,3 +321,39 @@ fn register<C: Collector + Clone + 'static>(registry: &Registry, metric: C) -> C
         .expect("metric names are unique and valid");
     metric
 }
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{Config, Overrides};
+
+    #[test]
+    fn listen_comes_from_the_file_or_the_environment_and_is_checked() {
+        figment::Jail::expect_with(|jail| {
+            let load = |file: Option<&Path>| Config::load(file, &Overrides::default()).unwrap();
+            assert_eq!(load(None).metrics.listen, None);
+            jail.create_file("berth.toml", "[metrics]\nlisten = \"127.0.0.1:9100\"\n")?;
+            let file = Some(Path::new("berth.toml"));
+            assert_eq!(load(file).metrics.listen.as_deref(), Some("127.0.0.1:9100"));
+            jail.set_env("BERTH_METRICS__LISTEN", "127.0.0.1:9200");
+            assert_eq!(load(file).metrics.listen.as_deref(), Some("127.0.0.1:9200"));
+            let unknown = Config::unknown_env_vars();
+            assert!(
+                !unknown.iter().any(|v| v == "BERTH_METRICS__LISTEN"),
+                "{unknown:?}"
+            );
+            assert!(load(file).validate().is_ok());
+            jail.set_env("BERTH_METRICS__LISTEN", "nowhere");
+            let problems = load(file).validate().unwrap_err().0;
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.starts_with("metrics.listen = \"nowhere\"")),
+                "{problems:?}"
+            );
+            Ok(())
+        });
+    }
+}
