@@ -1,7 +1,7 @@
 //! Prometheus metrics (`GET /metrics`, text format): HTTP requests by
 //! endpoint, status and duration, bytes in and out, active uploads, blob
-//! storage latency, metadata pool use, garbage collection and scrub runs,
-//! build info.
+//! storage and metadata latency, metadata pool use, garbage collection and
+//! scrub runs, build info.
 //!
 //! Every label takes its values from a bounded set: an endpoint's name
 //! (`manifest.put`), a route's template (`/api/v1/projects/{name}`), a
@@ -11,7 +11,7 @@
 //! are read when scraped.
 //!
 //! A leaf beside `tracing`: it reads the storage and metadata contracts
-//! (the storage decorator, the pools) and nothing above them.
+//! (the timing decorators, the pools) and nothing above them.
 
 mod http;
 mod metadata;
