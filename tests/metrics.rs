@@ -242,6 +242,11 @@ async fn a_push_and_a_pull_show_in_the_request_counters() {
         ) >= 1.0
     );
     assert_eq!(sample(&text, "berth_uploads_active", &[]), 0.0, "{text}");
+    let metadata = "berth_metadata_operation_duration_seconds_count";
+    for operation in ["put_manifest", "get_manifest", "link_blob"] {
+        let op = [("operation", operation)];
+        assert!(sample(&text, metadata, &op) >= 1.0, "{operation}: {text}");
+    }
     assert_eq!(
         sample(
             &text,

@@ -1,7 +1,7 @@
 //! Prometheus metrics (`GET /metrics`, text format): HTTP requests by
 //! endpoint, status and duration, bytes in and out, active uploads, blob
-//! storage latency, metadata pool use, garbage collection and scrub runs,
-//! build info.
+//! storage and metadata latency, metadata pool use, garbage collection and
+//! scrub runs, build info.
 //!
 //! Every label takes its values from a bounded set: an endpoint's name
 //! (`manifest.put`), a route's template (`/api/v1/projects/{name}`), a
@@ -11,9 +11,10 @@
 //! are read when scraped.
 //!
 //! A leaf beside `tracing`: it reads the storage and metadata contracts
-//! (the storage decorator, the pools) and nothing above them.
+//! (the timing decorators, the pools) and nothing above them.
 
 mod http;
+mod metadata;
 mod storage;
 
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::metadata::{GcRun, GcState, Health, ScrubRun};
 
 pub use http::{name_endpoint, track};
+pub use metadata::MeteredMetadata;
 pub use storage::MeteredStorage;
 
 /// Where `GET /metrics` is served.
@@ -79,9 +81,11 @@ pub struct Metrics {
     registry: Registry,
     http: http::HttpMetrics,
     storage: storage::StorageMetrics,
+    metadata: metadata::MetadataMetrics,
     runs: RunMetrics,
     pools: PoolGauges,
-    metadata: Arc<dyn Health>,
+    /// Whose pools are read at each scrape.
+    pool_source: Arc<dyn Health>,
 }
 
 struct PoolGauges {
@@ -119,6 +123,7 @@ impl Metrics {
         Arc::new(Metrics {
             http: http::HttpMetrics::new(&registry),
             storage: storage::StorageMetrics::new(&registry),
+            metadata: metadata::MetadataMetrics::new(&registry),
             runs: RunMetrics::new(&registry),
             pools: PoolGauges {
                 connections: gauges(
@@ -135,13 +140,13 @@ impl Metrics {
                 ),
             },
             registry,
-            metadata,
+            pool_source: metadata,
         })
     }
 
     /// Everything, in the Prometheus text format.
     pub fn render(&self) -> String {
-        for pool in self.metadata.pools() {
+        for pool in self.pool_source.pools() {
             let c = &self.pools.connections;
             c.with_label_values(&[pool.pool, "idle"])
                 .set(i64::from(pool.idle));
@@ -315,4 +320,40 @@ fn register<C: Collector + Clone + 'static>(registry: &Registry, metric: C) -> C
         .register(Box::new(metric.clone()))
         .expect("metric names are unique and valid");
     metric
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{Config, Overrides};
+
+    #[test]
+    fn listen_comes_from_the_file_or_the_environment_and_is_checked() {
+        figment::Jail::expect_with(|jail| {
+            let load = |file: Option<&Path>| Config::load(file, &Overrides::default()).unwrap();
+            assert_eq!(load(None).metrics.listen, None);
+            jail.create_file("berth.toml", "[metrics]\nlisten = \"127.0.0.1:9100\"\n")?;
+            let file = Some(Path::new("berth.toml"));
+            assert_eq!(load(file).metrics.listen.as_deref(), Some("127.0.0.1:9100"));
+            jail.set_env("BERTH_METRICS__LISTEN", "127.0.0.1:9200");
+            assert_eq!(load(file).metrics.listen.as_deref(), Some("127.0.0.1:9200"));
+            let unknown = Config::unknown_env_vars();
+            assert!(
+                !unknown.iter().any(|v| v == "BERTH_METRICS__LISTEN"),
+                "{unknown:?}"
+            );
+            assert!(load(file).validate().is_ok());
+            jail.set_env("BERTH_METRICS__LISTEN", "nowhere");
+            let problems = load(file).validate().unwrap_err().0;
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.starts_with("metrics.listen = \"nowhere\"")),
+                "{problems:?}"
+            );
+            Ok(())
+        });
+    }
 }

@@ -22,7 +22,7 @@ pub use router::{metrics_router, router, AppState};
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::core::Registry;
-use crate::metrics::{MeteredStorage, Metrics};
+use crate::metrics::{MeteredMetadata, MeteredStorage, Metrics};
 use crate::storage::{lock_data_dir, FsStore, S3Store, Storage, StorageKind};
 use crate::tls::Tls;
 use crate::workers::{
@@ -45,7 +45,8 @@ pub async fn open_state(config: &Config) -> anyhow::Result<AppState> {
     let metadata = opened.metadata;
     let metrics = Metrics::new(metadata.clone());
     let storage = MeteredStorage::new(storage, metrics.clone());
-    let registry = Registry::new(Arc::new(storage), metadata.clone(), config.core_settings());
+    let timed = MeteredMetadata::new(metadata.clone(), metrics.clone());
+    let registry = Registry::new(Arc::new(storage), Arc::new(timed), config.core_settings());
     let browse = crate::core::Browser::new(metadata.clone(), metadata.clone());
     let ui = crate::ui::UiContext::open(dir, browse).context("opening the web UI's session key")?;
     let auth = Auth::open(metadata, &config.auth, dir)
@@ -129,7 +130,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // exclusive: a run is theirs to share.
     let state = open_state(&config).await?;
     let workers = start_workers(&state, &config, !config.shared_metadata());
-    let metrics_server = metrics_listener.map(|l| serve_metrics(l, state.metrics.clone()));
+    let metrics_server = metrics_listener.map(|l| serve_metrics(l, state.metrics.clone(), &config));
     let served = serve_on(listener, router(state.clone()), &config, shutdown_signal()).await;
     workers
         .shutdown(Duration::from_secs(config.shutdown.grace_seconds))
@@ -142,15 +143,21 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     served
 }
 
-/// Serves `GET /metrics` on its own plain-HTTP listener until aborted.
-fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>) -> tokio::task::JoinHandle<()> {
+/// Serves `GET /metrics` on its own plain-HTTP listener until aborted,
+/// with the main listener's connection limits (it faces fewer clients, but
+/// no less careless ones).
+fn serve_metrics(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    config: &Config,
+) -> tokio::task::JoinHandle<()> {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(listen = %addr, "serving metrics");
     }
+    let limits = config.connections.clone();
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, metrics_router(metrics)).await {
-            tracing::error!(error = %e, "the metrics listener stopped");
-        }
+        let app = metrics_router(metrics);
+        serve_connections(listener, app, None, &limits, std::future::pending()).await;
     })
 }
 
