@@ -155,9 +155,11 @@ impl S3Store {
     /// order. A key that is already gone is no error.
     async fn delete_keys(&self, keys: Vec<Path>) -> Vec<Result<()>> {
         let mut outcomes = Vec::with_capacity(keys.len());
-        for batch in keys.chunks(DELETE_BATCH) {
+        let mut keys = keys.into_iter().peekable();
+        while keys.peek().is_some() {
+            let batch: Vec<Path> = keys.by_ref().take(DELETE_BATCH).collect();
             let wanted = batch.len();
-            let input = futures_util::stream::iter(batch.to_vec().into_iter().map(Ok)).boxed();
+            let input = futures_util::stream::iter(batch.into_iter().map(Ok)).boxed();
             let results: Vec<_> = self.s3.delete_stream(input).collect().await;
             if results.len() == wanted {
                 outcomes.extend(results.into_iter().map(|r| match r {
