@@ -5,6 +5,8 @@
 
 mod connections;
 mod router;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::sync::Arc;

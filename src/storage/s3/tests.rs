@@ -17,34 +17,11 @@ use crate::storage::{
 };
 
 fn config(target: &S3Target) -> StorageConfig {
-    let mut config = StorageConfig {
-        kind: StorageKind::S3,
-        redirect_pulls: true,
-        ..StorageConfig::default()
-    };
-    let s3 = &mut config.s3;
-    s3.endpoint = Some(target.endpoint.clone());
-    s3.bucket = target.bucket.clone();
-    s3.region = target.region.clone();
-    s3.prefix = target.prefix.clone();
-    s3.access_key_id = Some(target.access_key_id.clone());
-    s3.secret_access_key = Some(target.secret_access_key.clone());
-    s3.allow_http = true;
-    s3.path_style = true;
-    assert_eq!(config.check_problems(), Vec::<String>::new());
-    config
+    crate::storage::test_config(target)
 }
 
 async fn open(target: &S3Target) -> S3Store {
     S3Store::open(&config(target)).await.unwrap()
-}
-
-impl StorageConfig {
-    fn check_problems(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        self.check(&mut problems);
-        problems
-    }
 }
 
 /// `data` in chunks of `chunk` bytes.
