@@ -43,6 +43,8 @@ use crate::oci::Digest;
 
 /// Size of an upload part (S3 wants at least 5 MiB for all but the last).
 const PART_SIZE: usize = 8 * 1024 * 1024;
+/// How long the store may take to answer at start.
+const PROBE_WITHIN: Duration = Duration::from_secs(15);
 /// Keys per `DeleteObjects` request: S3's maximum.
 const DELETE_BATCH: usize = 1000;
 
@@ -124,10 +126,17 @@ impl S3Store {
     /// One request that needs the bucket and valid credentials, so that a
     /// wrong setting fails at start, in one line, not at the first push.
     async fn probe(&self, bucket: &str) -> io::Result<()> {
-        match self.s3.head(&self.key("berth-probe")).await {
-            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(io::Error::other(format!(
+        // The client retries for minutes what may be a passing failure;
+        // at start, an answer is due soon.
+        let probe = self.key("berth-probe");
+        let head = self.s3.head(&probe);
+        match tokio::time::timeout(PROBE_WITHIN, head).await {
+            Ok(Ok(_) | Err(object_store::Error::NotFound { .. })) => Ok(()),
+            Ok(Err(e)) => Err(io::Error::other(format!(
                 "storage.s3: bucket {bucket:?} does not answer: {e}"
+            ))),
+            Err(_) => Err(io::Error::other(format!(
+                "storage.s3: bucket {bucket:?} did not answer within {PROBE_WITHIN:?}"
             ))),
         }
     }

@@ -220,6 +220,23 @@ async fn a_bad_secret_fails_at_open() {
     assert!(!e.contains('\n'), "{e}");
 }
 
+/// A store that does not answer fails the start soon, not after minutes
+/// of retries.
+#[tokio::test]
+async fn an_unreachable_store_fails_at_open_soon() {
+    let mut target = test_s3::s3s_fs();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    target.endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let started = std::time::Instant::now();
+    let e = S3Store::open(&config(&target))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(started.elapsed() < Duration::from_secs(30), "{e}");
+    assert!(e.starts_with("storage.s3: bucket "), "{e}");
+}
+
 /// Objects under `blobs/` that are not blobs (another tool's, a typo) are
 /// not listed, nor are they errors.
 #[tokio::test]
