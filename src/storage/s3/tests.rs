@@ -177,6 +177,32 @@ async fn a_failed_append_adds_nothing() {
     assert_eq!(read_all(&store, &digest).await, b"abcdef");
 }
 
+/// A commit or abort cut short after the session's marker went (a crash)
+/// leaves bytes that no session owns: they are listed for the expiry
+/// worker, and go when it opens them.
+#[tokio::test]
+async fn bytes_of_an_interrupted_commit_are_found_and_removed() {
+    let store = open(&test_s3::garage()).await;
+    let id = uuid::Uuid::new_v4().to_string();
+    store.create(&id).await.unwrap();
+    let mut staged = store.open_upload(&id).await.unwrap();
+    staged
+        .append(chunked(b"left behind", 4), None)
+        .await
+        .unwrap();
+    drop(staged);
+    let marker = store.key(&format!("uploads/{id}/created"));
+    store.s3.delete(&marker).await.unwrap();
+    assert_eq!(store.size(&id).await.unwrap(), None, "the session is over");
+    let debris = store.staged().await.unwrap();
+    assert_eq!(debris.iter().find(|s| s.id == id).map(|s| s.size), Some(11));
+    assert!(matches!(
+        store.open_upload(&id).await,
+        Err(StorageError::UploadNotFound)
+    ));
+    assert!(!store.staged().await.unwrap().iter().any(|s| s.id == id));
+}
+
 /// A presigned URL serves the blob to a plain HTTP client for its TTL.
 #[tokio::test]
 async fn presigned_urls_serve_the_blob() {
