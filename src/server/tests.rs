@@ -49,8 +49,7 @@ async fn s3_storage_serves_pushes_and_pulls() {
     // The SQLite metadata in the data directory still has one user.
     let second = build_app(&config)
         .await
-        .err()
-        .expect("a second process is refused");
+        .expect_err("a second process is refused");
     assert!(
         format!("{second:#}").contains("in use by another berth process"),
         "{second:#}"

@@ -13,7 +13,7 @@ use crate::oci::{Algorithm, Digest};
 use crate::storage::test_s3::{self, S3Target};
 use crate::storage::{
     suite, BlobAdmin, BlobRead, ByteStream, LocalLocks, StagedUpload, StorageConfig, StorageError,
-    StorageKind, UploadStore,
+    UploadStore,
 };
 
 fn config(target: &S3Target) -> StorageConfig {
