@@ -6,6 +6,8 @@
 mod connections;
 mod router;
 mod shared;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -81,8 +83,9 @@ async fn open_backend(config: &Config) -> anyhow::Result<crate::metadata::Opened
 }
 
 /// The blob store `storage.kind` names. Either way the store holds the
-/// data directory's lock: the SQLite metadata there has one user.
-async fn open_storage(config: &Config) -> anyhow::Result<Arc<dyn Storage>> {
+/// data directory's lock: the SQLite metadata there has one user (an
+/// `io::Error` of kind `WouldBlock` in the chain when another holds it).
+pub async fn open_storage(config: &Config) -> anyhow::Result<Arc<dyn Storage>> {
     let dir = &config.data_dir;
     Ok(match config.storage.kind {
         StorageKind::Fs => Arc::new(
@@ -91,7 +94,7 @@ async fn open_storage(config: &Config) -> anyhow::Result<Arc<dyn Storage>> {
                 .with_context(|| format!("opening blob storage in {}", dir.display()))?,
         ),
         StorageKind::S3 => {
-            let owner = lock_data_dir(dir)?;
+            let owner = lock_data_dir(dir).with_context(|| format!("opening {}", dir.display()))?;
             let store = S3Store::open(&config.storage).await?;
             Arc::new(store.holding(owner))
         }

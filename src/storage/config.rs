@@ -158,6 +158,31 @@ impl S3Config {
     }
 }
 
+/// Settings for a bucket of the test S3 servers (`storage::test_s3`).
+#[cfg(test)]
+pub(crate) fn test_config(target: &super::test_s3::S3Target) -> StorageConfig {
+    let s3 = S3Config {
+        endpoint: Some(target.endpoint.clone()),
+        bucket: target.bucket.clone(),
+        region: target.region.clone(),
+        prefix: target.prefix.clone(),
+        access_key_id: Some(target.access_key_id.clone()),
+        secret_access_key: Some(target.secret_access_key.clone()),
+        secret_access_key_file: None,
+        allow_http: true,
+        path_style: true,
+    };
+    let config = StorageConfig {
+        kind: StorageKind::S3,
+        redirect_pulls: true,
+        s3,
+    };
+    let mut problems = Vec::new();
+    config.check(&mut problems);
+    assert_eq!(problems, Vec::<String>::new());
+    config
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,6 +33,8 @@ use futures_util::Stream;
 
 use crate::oci::{Algorithm, Digest, Hasher};
 
+#[cfg(test)]
+pub(crate) use config::test_config;
 pub use config::{S3Config, StorageConfig, StorageKind};
 pub use fs::{lock_data_dir, FsStore};
 pub use locks::{LocalLocks, SessionLock, SessionLocks};

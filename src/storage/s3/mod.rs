@@ -43,6 +43,8 @@ use crate::oci::Digest;
 
 /// Size of an upload part (S3 wants at least 5 MiB for all but the last).
 const PART_SIZE: usize = 8 * 1024 * 1024;
+/// How long the store may take to answer at start.
+const PROBE_WITHIN: Duration = Duration::from_secs(15);
 /// Keys per `DeleteObjects` request: S3's maximum.
 const DELETE_BATCH: usize = 1000;
 
@@ -132,10 +134,17 @@ impl S3Store {
     /// One request that needs the bucket and valid credentials, so that a
     /// wrong setting fails at start, in one line, not at the first push.
     async fn probe(&self, bucket: &str) -> io::Result<()> {
-        match self.s3.head(&self.key("berth-probe")).await {
-            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(io::Error::other(format!(
+        // The client retries for minutes what may be a passing failure;
+        // at start, an answer is due soon.
+        let probe = self.key("berth-probe");
+        let head = self.s3.head(&probe);
+        match tokio::time::timeout(PROBE_WITHIN, head).await {
+            Ok(Ok(_) | Err(object_store::Error::NotFound { .. })) => Ok(()),
+            Ok(Err(e)) => Err(io::Error::other(format!(
                 "storage.s3: bucket {bucket:?} does not answer: {e}"
+            ))),
+            Err(_) => Err(io::Error::other(format!(
+                "storage.s3: bucket {bucket:?} did not answer within {PROBE_WITHIN:?}"
             ))),
         }
     }
@@ -163,9 +172,11 @@ impl S3Store {
     /// order. A key that is already gone is no error.
     async fn delete_keys(&self, keys: Vec<Path>) -> Vec<Result<()>> {
         let mut outcomes = Vec::with_capacity(keys.len());
-        for batch in keys.chunks(DELETE_BATCH) {
+        let mut keys = keys.into_iter().peekable();
+        while keys.peek().is_some() {
+            let batch: Vec<Path> = keys.by_ref().take(DELETE_BATCH).collect();
             let wanted = batch.len();
-            let input = futures_util::stream::iter(batch.to_vec().into_iter().map(Ok)).boxed();
+            let input = futures_util::stream::iter(batch.into_iter().map(Ok)).boxed();
             let results: Vec<_> = self.s3.delete_stream(input).collect().await;
             if results.len() == wanted {
                 outcomes.extend(results.into_iter().map(|r| match r {

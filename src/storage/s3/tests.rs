@@ -13,38 +13,15 @@ use crate::oci::{Algorithm, Digest};
 use crate::storage::test_s3::{self, S3Target};
 use crate::storage::{
     suite, BlobAdmin, BlobRead, ByteStream, LocalLocks, StagedUpload, StorageConfig, StorageError,
-    StorageKind, UploadStore,
+    UploadStore,
 };
 
 fn config(target: &S3Target) -> StorageConfig {
-    let mut config = StorageConfig {
-        kind: StorageKind::S3,
-        redirect_pulls: true,
-        ..StorageConfig::default()
-    };
-    let s3 = &mut config.s3;
-    s3.endpoint = Some(target.endpoint.clone());
-    s3.bucket = target.bucket.clone();
-    s3.region = target.region.clone();
-    s3.prefix = target.prefix.clone();
-    s3.access_key_id = Some(target.access_key_id.clone());
-    s3.secret_access_key = Some(target.secret_access_key.clone());
-    s3.allow_http = true;
-    s3.path_style = true;
-    assert_eq!(config.check_problems(), Vec::<String>::new());
-    config
+    crate::storage::test_config(target)
 }
 
 async fn open(target: &S3Target) -> S3Store {
     S3Store::open(&config(target)).await.unwrap()
-}
-
-impl StorageConfig {
-    fn check_problems(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        self.check(&mut problems);
-        problems
-    }
 }
 
 /// `data` in chunks of `chunk` bytes.
@@ -200,6 +177,32 @@ async fn a_failed_append_adds_nothing() {
     assert_eq!(read_all(&store, &digest).await, b"abcdef");
 }
 
+/// A commit or abort cut short after the session's marker went (a crash)
+/// leaves bytes that no session owns: they are listed for the expiry
+/// worker, and go when it opens them.
+#[tokio::test]
+async fn bytes_of_an_interrupted_commit_are_found_and_removed() {
+    let store = open(&test_s3::garage()).await;
+    let id = uuid::Uuid::new_v4().to_string();
+    store.create(&id).await.unwrap();
+    let mut staged = store.open_upload(&id).await.unwrap();
+    staged
+        .append(chunked(b"left behind", 4), None)
+        .await
+        .unwrap();
+    drop(staged);
+    let marker = store.key(&format!("uploads/{id}/created"));
+    store.s3.delete(&marker).await.unwrap();
+    assert_eq!(store.size(&id).await.unwrap(), None, "the session is over");
+    let debris = store.staged().await.unwrap();
+    assert_eq!(debris.iter().find(|s| s.id == id).map(|s| s.size), Some(11));
+    assert!(matches!(
+        store.open_upload(&id).await,
+        Err(StorageError::UploadNotFound)
+    ));
+    assert!(!store.staged().await.unwrap().iter().any(|s| s.id == id));
+}
+
 /// A presigned URL serves the blob to a plain HTTP client for its TTL.
 #[tokio::test]
 async fn presigned_urls_serve_the_blob() {
@@ -241,6 +244,23 @@ async fn a_bad_secret_fails_at_open() {
         .to_string();
     assert!(e.starts_with("storage.s3: bucket "), "{e}");
     assert!(!e.contains('\n'), "{e}");
+}
+
+/// A store that does not answer fails the start soon, not after minutes
+/// of retries.
+#[tokio::test]
+async fn an_unreachable_store_fails_at_open_soon() {
+    let mut target = test_s3::s3s_fs();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    target.endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let started = std::time::Instant::now();
+    let e = S3Store::open(&config(&target))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(started.elapsed() < Duration::from_secs(30), "{e}");
+    assert!(e.starts_with("storage.s3: bucket "), "{e}");
 }
 
 /// Objects under `blobs/` that are not blobs (another tool's, a typo) are
