@@ -156,17 +156,11 @@ impl BlobIndex for PgMetadata {
     }
 }
 
-/// Locks the usage rows a quota check of `repo_id` in `project` reads, in
-/// the order the usage triggers lock them (`repo_stats`, then
-/// `project_stats`), so that two replicas adding to the same project check
-/// one after the other: the second sees what the first added.
-pub(super) async fn lock_usage(tx: &mut PgTx, repo_id: Option<i64>, project: &str) -> Result<()> {
-    if let Some(repo_id) = repo_id {
-        sqlx::query("SELECT 1 FROM repo_stats WHERE repo_id = $1 FOR UPDATE")
-            .bind(repo_id)
-            .execute(&mut **tx)
-            .await?;
-    }
+/// Locks the project's usage row a quota check reads (the caller holds
+/// its repository's, see `PgMetadata::lock_repository`), so that two
+/// replicas adding to the same project check one after the other: the
+/// second sees what the first added.
+pub(super) async fn lock_usage(tx: &mut PgTx, project: &str) -> Result<()> {
     sqlx::query("SELECT 1 FROM project_stats WHERE project = $1 FOR UPDATE")
         .bind(project)
         .execute(&mut **tx)
@@ -189,7 +183,6 @@ const OVER_STORAGE_QUOTA: &str = "SELECT p.quota_bytes, COALESCE(s.bytes, 0) \
 /// queue behind each other here.
 async fn check_storage_quota(
     tx: &mut PgTx,
-    repo_id: Option<i64>,
     repo: &RepoName,
     digest: &Digest,
     size: u64,
@@ -203,7 +196,7 @@ async fn check_storage_quota(
     if limited.is_none() {
         return Ok(());
     }
-    lock_usage(tx, repo_id, repo.project()).await?;
+    lock_usage(tx, repo.project()).await?;
     let over: Option<(i64, i64)> = sqlx::query_as(OVER_STORAGE_QUOTA)
         .bind(repo.project())
         .bind(digest.to_string())
@@ -251,8 +244,13 @@ impl PgMetadata {
             .bind(repo.as_str())
             .fetch_optional(&mut *tx)
             .await?;
-        check_storage_quota(&mut tx, repo_id, repo, digest, size).await?;
+        if let Some(repo_id) = repo_id {
+            Self::lock_repository(&mut tx, repo_id).await?;
+        }
+        // The blob before the project's usage, in the order a link takes
+        // them; a refusal rolls the touch back.
         touch_blob(&mut tx, digest, size, false).await?;
+        check_storage_quota(&mut tx, repo, digest, size).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -266,8 +264,9 @@ impl PgMetadata {
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         let repo_id = Self::repo_id_or_create(&mut tx, repo).await?;
+        Self::lock_repository(&mut tx, repo_id).await?;
         touch_blob(&mut tx, digest, size, fresh).await?;
-        check_storage_quota(&mut tx, Some(repo_id), repo, digest, size).await?;
+        check_storage_quota(&mut tx, repo, digest, size).await?;
         sqlx::query(
             "INSERT INTO repo_blobs (repo_id, digest, created_at, touched_at) VALUES ($1, $2, $3, $3) \
              ON CONFLICT (repo_id, digest) DO UPDATE SET touched_at = excluded.touched_at",
@@ -279,6 +278,27 @@ impl PgMetadata {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+}
+
+impl PgMetadata {
+    async fn unlink_once(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let Some(repo_id) = sqlx::query_scalar::<_, i64>(REPO_ID)
+            .bind(repo.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(false);
+        };
+        Self::lock_repository(&mut tx, repo_id).await?;
+        let done = sqlx::query("DELETE FROM repo_blobs WHERE repo_id = $1 AND digest = $2")
+            .bind(repo_id)
+            .bind(digest.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
     }
 }
 
@@ -303,14 +323,6 @@ impl BlobLinks for PgMetadata {
     }
 
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        let done = sqlx::query(
-            "DELETE FROM repo_blobs WHERE repo_id = (SELECT id FROM repositories WHERE name = $1) \
-             AND digest = $2",
-        )
-        .bind(repo.as_str())
-        .bind(digest.to_string())
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() > 0)
+        retrying(|| self.unlink_once(repo, digest)).await
     }
 }

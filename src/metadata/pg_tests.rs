@@ -91,3 +91,212 @@ pub(in crate::metadata) async fn assert_counters_consistent(m: &PgMetadata) {
     .unwrap();
     assert_eq!(stray, 0, "usage left behind by deleted repositories");
 }
+
+fn repo(s: &str) -> RepoName {
+    s.parse().unwrap()
+}
+
+fn image(r: &str, label: &str, tag: &str, blob: &Digest, size: u64) -> NewManifest {
+    NewManifest {
+        repo: repo(r),
+        digest: Digest::sha256_of(label.as_bytes()),
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        content: bytes::Bytes::from(label.to_string()),
+        artifact_type: None,
+        subject: None,
+        annotations: None,
+        blobs: vec![Ref {
+            digest: blob.clone(),
+            size,
+        }],
+        children: Vec::new(),
+        tag: Some(tag.parse().unwrap()),
+        immutable_rule: None,
+    }
+}
+
+/// Two replicas (two pools) on one database.
+async fn two_replicas() -> (std::sync::Arc<PgMetadata>, std::sync::Arc<PgMetadata>) {
+    let url = fresh_database().await;
+    let a = PgMetadata::open(&url, 8).await.unwrap();
+    let b = PgMetadata::open(&url, 8).await.unwrap();
+    (std::sync::Arc::new(a), std::sync::Arc::new(b))
+}
+
+async fn count(m: &PgMetadata, query: &str) -> i64 {
+    sqlx::query_scalar(query).fetch_one(&m.pool).await.unwrap()
+}
+
+/// 20 pushes of the same layer and tag through two replicas at once, into
+/// a repository none of them has created yet: every one succeeds, and the
+/// registry ends with one repository, one link, the blob's bytes counted
+/// once, and the tag at one of the pushed manifests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_pushing_the_same_tag_at_once_agree() {
+    let (a, b) = two_replicas().await;
+    let layer = Digest::sha256_of(b"race layer");
+    let mut pushes = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let m = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let layer = layer.clone();
+        pushes.spawn(async move {
+            m.link_blob(&repo("race/app"), &layer, 7, true).await?;
+            m.put_manifest(&image(
+                "race/app",
+                &format!("race {i}"),
+                "latest",
+                &layer,
+                7,
+            ))
+            .await
+        });
+    }
+    while let Some(pushed) = pushes.join_next().await {
+        pushed.unwrap().expect("a concurrent push");
+    }
+    assert_eq!(count(&a, "SELECT COUNT(*) FROM repositories").await, 1);
+    assert_eq!(count(&a, "SELECT COUNT(*) FROM repo_blobs").await, 1);
+    assert_eq!(count(&a, "SELECT COUNT(*) FROM manifests").await, 20);
+    let usage = b.quota_usage("race").await.unwrap();
+    assert_eq!((usage.bytes, usage.tags, usage.repositories), (7, 1, 1));
+    let latest = a
+        .get_manifest(
+            &repo("race/app"),
+            &Reference::Tag("latest".parse().unwrap()),
+        )
+        .await
+        .unwrap()
+        .expect("the tag points at a pushed manifest");
+    assert!(String::from_utf8_lossy(&latest.content).starts_with("race "));
+    assert_counters_consistent(&a).await;
+}
+
+/// Replicas linking distinct 10-byte blobs at once into a project with a
+/// 100-byte quota: exactly ten links fit, whatever the interleaving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_holds_for_replicas_linking_at_once() {
+    let (a, b) = two_replicas().await;
+    let policy = ProjectPolicy {
+        quota_bytes: Some(100),
+        ..ProjectPolicy::default()
+    };
+    a.set_project_policy("quota", &policy).await.unwrap();
+    // The repositories exist, so each link is the quota check and the add.
+    for r in ["quota/a", "quota/b"] {
+        a.create_upload(&format!("upload {r}"), &repo(r))
+            .await
+            .unwrap();
+    }
+    let mut links = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let m = if i % 2 == 0 { a.clone() } else { b.clone() };
+        links.spawn(async move {
+            let r = if i % 3 == 0 { "quota/a" } else { "quota/b" };
+            let blob = Digest::sha256_of(format!("quota {i}").as_bytes());
+            m.link_blob(&repo(r), &blob, 10, true).await
+        });
+    }
+    let (mut linked, mut refused) = (0, 0);
+    while let Some(link) = links.join_next().await {
+        match link.unwrap() {
+            Ok(()) => linked += 1,
+            Err(MetadataError::QuotaExceeded { .. }) => refused += 1,
+            Err(e) => panic!("a link failed otherwise: {e}"),
+        }
+    }
+    assert_eq!((linked, refused), (10, 10));
+    assert_eq!(b.quota_usage("quota").await.unwrap().bytes, 100);
+    assert_counters_consistent(&a).await;
+}
+
+/// A flip to `deleting` on one replica racing a link of the same blob on
+/// another, many times over: each round one of them wins, and no link ever
+/// holds a `deleting` blob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flip_racing_a_link_never_leaves_a_link_to_a_deleting_blob() {
+    let (a, b) = two_replicas().await;
+    let (mut flips, mut links) = (0, 0);
+    for round in 0..30 {
+        let blob = Digest::sha256_of(format!("flip race {round}").as_bytes());
+        let r = repo(&format!("flip/r{round}"));
+        a.reserve_blob(&r, &blob, 3).await.unwrap();
+        let (flipped, linked) = tokio::join!(
+            a.flip_blobs(None, i64::MAX, 1, 100, false),
+            b.link_blob(&r, &blob, 3, false)
+        );
+        let flipped = flipped.unwrap();
+        match linked {
+            Ok(()) => {
+                links += 1;
+                assert!(flipped.iter().all(|f| f.digest != blob), "round {round}");
+                assert!(b.linked_blob(&r, &blob).await.unwrap().is_some());
+            }
+            Err(MetadataError::BlobDeleting(_)) => {
+                flips += 1;
+                assert!(flipped.iter().any(|f| f.digest == blob), "round {round}");
+                a.forget_blobs(&[blob]).await.unwrap();
+            }
+            Err(e) => panic!("round {round}: {e}"),
+        }
+        let bad = count(
+            &a,
+            "SELECT COUNT(*) FROM repo_blobs l JOIN blobs b ON b.digest = l.digest \
+             WHERE b.state = 'deleting'",
+        )
+        .await;
+        assert_eq!(bad, 0, "round {round}: a link holds a deleting blob");
+    }
+    assert_eq!(flips + links, 30);
+}
+
+/// A sweep removing a stale link on one replica racing a manifest PUT that
+/// references it on another: either the manifest is stored and keeps its
+/// link, or it is refused as referencing a missing blob; never a stored
+/// manifest whose layer's link is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_racing_a_manifest_put_never_orphans_a_reference() {
+    let (a, b) = two_replicas().await;
+    let plan = RepoPlan {
+        tags: Vec::new(),
+        untagged_before: None,
+        links_before: i64::MAX,
+    };
+    let (mut kept, mut refused) = (0, 0);
+    for round in 0..30 {
+        let r = format!("sweep/r{round}");
+        let layer = Digest::sha256_of(format!("sweep race {round}").as_bytes());
+        a.link_blob(&repo(&r), &layer, 4, true).await.unwrap();
+        let id = a.sweep_repositories(Some("sweep"), 0, 100).await.unwrap();
+        let id = id.iter().find(|s| s.name.as_str() == r).unwrap().id;
+        let put = image(&r, &format!("sweep manifest {round}"), "v1", &layer, 4);
+        let (swept, pushed) = tokio::join!(
+            a.sweep_repository(id, &plan, 1, false),
+            b.put_manifest(&put)
+        );
+        let swept = swept.unwrap();
+        match pushed {
+            Ok(()) => {
+                kept += 1;
+                assert_eq!(swept.links, 0, "round {round}");
+                assert!(b.linked_blob(&repo(&r), &layer).await.unwrap().is_some());
+            }
+            Err(MetadataError::MissingReference(_)) => {
+                refused += 1;
+                assert_eq!(swept.links, 1, "round {round}");
+            }
+            Err(e) => panic!("round {round}: {e}"),
+        }
+        let orphans = count(
+            &a,
+            "SELECT COUNT(*) FROM manifest_refs f WHERE f.kind = 0 AND NOT EXISTS \
+             (SELECT 1 FROM repo_blobs l WHERE l.repo_id = f.repo_id AND l.digest = f.child_digest)",
+        )
+        .await;
+        assert_eq!(
+            orphans, 0,
+            "round {round}: a manifest references a removed link"
+        );
+    }
+    assert_eq!(kept + refused, 30);
+    assert_counters_consistent(&a).await;
+}
