@@ -7,18 +7,24 @@
 //! that must be atomic (a manifest with its references and tag, a manifest
 //! delete with its tags) is one transaction inside one method. All state that
 //! a second replica must see lives here, never in process memory.
-//! Every backend must pass the shared suites in `metadata::suite` and
-//! `metadata::suite_access`.
+//! Every backend must pass the shared suites in `metadata::suite`,
+//! `metadata::suite_access` and `metadata::suite_browse`.
 
 mod access;
 mod browse;
 mod lifecycle;
+mod pg_access;
+#[cfg(test)]
+mod pg_access_tests;
+mod pg_audit;
+mod pg_browse;
 mod pg_catalog;
 mod pg_gc;
 mod pg_manifests;
 mod pg_policy;
 mod pg_scrub;
 mod pg_sweep;
+mod pg_tokens;
 mod postgres;
 mod scrub;
 mod sqlite;
@@ -36,6 +42,8 @@ mod suite;
 mod suite_access;
 #[cfg(test)]
 mod suite_audit;
+#[cfg(test)]
+mod suite_browse;
 #[cfg(test)]
 mod suite_lifecycle;
 #[cfg(test)]

@@ -324,7 +324,7 @@ async fn repos_of(m: &dyn Metadata, project: &str, after: &str) -> Vec<(String, 
 /// Usage follows every write: repositories holding a manifest, tags, bytes
 /// of distinct blobs (a blob shared by two repositories counts once for
 /// their project), last push.
-async fn usage(m: &dyn Metadata) {
+pub(super) async fn usage(m: &dyn Metadata) {
     let projects = ["use".to_string(), "use-other".to_string()];
     let (a, b, bare) = (repo("use/a"), repo("use/b"), repo("use"));
     let (shared, own) = (digest(20), digest(21));
