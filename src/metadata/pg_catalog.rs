@@ -291,7 +291,9 @@ impl PgMetadata {
         else {
             return Ok(false);
         };
-        Self::lock_repository(&mut tx, repo_id).await?;
+        if !Self::lock_repository(&mut tx, repo_id).await? {
+            return Ok(false);
+        }
         let done = sqlx::query("DELETE FROM repo_blobs WHERE repo_id = $1 AND digest = $2")
             .bind(repo_id)
             .bind(digest.to_string())

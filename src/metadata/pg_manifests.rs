@@ -263,7 +263,9 @@ impl PgMetadata {
         else {
             return Ok(false);
         };
-        Self::lock_repository(&mut tx, repo_id).await?;
+        if !Self::lock_repository(&mut tx, repo_id).await? {
+            return Ok(false);
+        }
         let digest = digest.to_string();
         super::pg_policy::check_tags_deletable(&mut tx, repo_id, &digest, policy).await?;
         let done = sqlx::query("DELETE FROM manifests WHERE repo_id = $1 AND digest = $2")
@@ -294,7 +296,9 @@ impl PgMetadata {
         else {
             return Ok(false);
         };
-        Self::lock_repository(&mut tx, repo_id).await?;
+        if !Self::lock_repository(&mut tx, repo_id).await? {
+            return Ok(false);
+        }
         let done = sqlx::query("DELETE FROM tags WHERE repo_id = $1 AND name = $2")
             .bind(repo_id)
             .bind(tag.as_str())

@@ -182,7 +182,9 @@ impl PgMetadata {
 
     async fn sweep_tags(&self, repo_id: i64, tags: &[String]) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
-        Self::lock_repository(&mut tx, repo_id).await?;
+        if !Self::lock_repository(&mut tx, repo_id).await? {
+            return Ok(0);
+        }
         let n = sqlx::query("DELETE FROM tags WHERE repo_id = $1 AND name = ANY($2)")
             .bind(repo_id)
             .bind(tags)
@@ -204,7 +206,10 @@ impl PgMetadata {
         mut manifests_left: bool,
     ) -> Result<(RepoSwept, bool, bool)> {
         let mut tx = self.pool.begin().await?;
-        Self::lock_repository(&mut tx, repo_id).await?;
+        if !Self::lock_repository(&mut tx, repo_id).await? {
+            // Deleted meanwhile (with its project): nothing left to sweep.
+            return Ok((RepoSwept::default(), false, true));
+        }
         let mut round = RepoSwept::default();
         if manifests_left {
             let (n, more) = sweep_manifests(&mut tx, repo_id, plan).await?;
