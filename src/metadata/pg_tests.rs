@@ -300,3 +300,37 @@ async fn a_sweep_racing_a_manifest_put_never_orphans_a_reference() {
     assert_eq!(kept + refused, 30);
     assert_counters_consistent(&a).await;
 }
+
+/// Two replicas requesting a collection at once get one run between them
+/// (the other is told which is active), and claiming it at once, one holds
+/// it: the other gets nothing and cannot renew it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_at_a_time_holds_a_collection_run() {
+    let (a, b) = two_replicas().await;
+    let (ra, rb) = tokio::join!(a.request_gc(false, "a"), b.request_gc(false, "b"));
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    let run = match (&ra, &rb) {
+        (Ok(run), Err(GcBusy(busy))) | (Err(GcBusy(busy)), Ok(run)) => {
+            assert_eq!(run.id, *busy);
+            run.clone()
+        }
+        other => panic!("two requests at once: {other:?}"),
+    };
+    let (ca, cb) = tokio::join!(a.claim_gc("replica-a", 0), b.claim_gc("replica-b", 0));
+    let (ca, cb) = (ca.unwrap(), cb.unwrap());
+    let (holder, loser) = match (&ca, &cb) {
+        (Some(claimed), None) => (("replica-a", claimed), "replica-b"),
+        (None, Some(claimed)) => (("replica-b", claimed), "replica-a"),
+        other => panic!("two claims at once: {other:?}"),
+    };
+    assert_eq!(holder.1.id, run.id);
+    let stats = GcStats::default();
+    assert!(a
+        .gc_heartbeat(run.id, holder.0, "blobs", &stats)
+        .await
+        .unwrap());
+    assert!(!b
+        .gc_heartbeat(run.id, loser, "blobs", &stats)
+        .await
+        .unwrap());
+}
