@@ -334,3 +334,51 @@ async fn one_replica_at_a_time_holds_a_collection_run() {
         .await
         .unwrap());
 }
+
+/// A sweep on one replica racing a link on another into the same
+/// repository: one whose old link the sweep removes, or one left empty
+/// (an abandoned upload) that the sweep removes. The link the upload was
+/// told it made is there afterwards, whichever committed first, and its
+/// blob is not flipped to `deleting`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_racing_a_link_keeps_the_link() {
+    let (a, b) = two_replicas().await;
+    for round in 0..40 {
+        let r = repo(&format!("relink/r{round}"));
+        let layer = Digest::sha256_of(format!("relink {round}").as_bytes());
+        if round % 2 == 0 {
+            a.link_blob(&r, &layer, 2, true).await.unwrap();
+        } else {
+            a.create_upload(&format!("abandoned {round}"), &r)
+                .await
+                .unwrap();
+            a.delete_upload(&format!("abandoned {round}"))
+                .await
+                .unwrap();
+        }
+        let id = a.sweep_repositories(Some("relink"), 0, 100).await.unwrap();
+        let id = id.iter().find(|s| s.name == r).unwrap().id;
+        // Everything so far is older than the cutoff; the racing link is not.
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        let cutoff = now_ms();
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        let plan = RepoPlan {
+            tags: Vec::new(),
+            untagged_before: None,
+            links_before: cutoff,
+        };
+        let (swept, linked) = tokio::join!(
+            a.sweep_repository(id, &plan, 1, false),
+            b.link_blob(&r, &layer, 2, true)
+        );
+        swept.unwrap();
+        linked.unwrap();
+        assert!(
+            b.linked_blob(&r, &layer).await.unwrap().is_some(),
+            "round {round}: the link made is gone"
+        );
+        let flipped = a.flip_blobs(None, cutoff, 1, 100, false).await.unwrap();
+        assert!(flipped.iter().all(|f| f.digest != layer), "round {round}");
+    }
+    assert_counters_consistent(&a).await;
+}
