@@ -10,7 +10,7 @@ use super::postgres::{retrying, PgMetadata, PgTx, REPO_ID, VISIBLE_PROJECTS};
 use super::sqlite::parse;
 use super::*;
 
-const LINKED_BLOB_SIZE: &str = "SELECT b.size, l.touched_at FROM repositories r \
+pub(super) const LINKED_BLOB_SIZE: &str = "SELECT b.size, l.touched_at FROM repositories r \
      JOIN repo_blobs l ON l.repo_id = r.id JOIN blobs b ON b.digest = l.digest \
      WHERE r.name = $1 AND l.digest = $2 AND b.state = 'live'";
 /// Holders of a blob, or visible repositories, that a mount looks through
@@ -21,7 +21,7 @@ const HOLDER_PROBE: u32 = 1_000;
 /// in [`VISIBLE_PROJECTS`]): the first found among the first
 /// [`HOLDER_PROBE`] holders, else among the first [`HOLDER_PROBE`]
 /// repositories the caller may see. Never a list of them all.
-fn visible_holder_query() -> String {
+pub(super) fn visible_holder_query() -> String {
     format!(
         "(SELECT r.name FROM \
            (SELECT repo_id FROM repo_blobs WHERE digest = $3 LIMIT {HOLDER_PROBE}) l \
@@ -35,17 +35,18 @@ fn visible_holder_query() -> String {
     )
 }
 /// Any repository holding blob $1 (for callers who may see every one).
-const ANY_HOLDER: &str = "SELECT r.name FROM repo_blobs l JOIN repositories r ON r.id = l.repo_id \
+pub(super) const ANY_HOLDER: &str =
+    "SELECT r.name FROM repo_blobs l JOIN repositories r ON r.id = l.repo_id \
      WHERE l.digest = $1 LIMIT 1";
 
 /// A catalog page for a caller who may see everything: $1 = the last name
 /// of the previous page, $2 = the page size.
-const CATALOG_ALL: &str =
+pub(super) const CATALOG_ALL: &str =
     "SELECT r.name FROM repositories r JOIN repo_stats s ON s.repo_id = r.id \
      WHERE r.name > $1 AND s.manifests > 0 ORDER BY r.name LIMIT $2";
 /// A catalog page read from the projects the caller may see (parameters as
 /// in [`VISIBLE_PROJECTS`], then $3 = last name, $4 = page size).
-fn catalog_by_project() -> String {
+pub(super) fn catalog_by_project() -> String {
     format!(
         "SELECT r.name FROM ({VISIBLE_PROJECTS}) p JOIN repositories r ON r.project = p.name \
          JOIN repo_stats s ON s.repo_id = r.id \
@@ -54,7 +55,7 @@ fn catalog_by_project() -> String {
 }
 /// A catalog page read in name order, skipping what the caller may not see
 /// (parameters as in [`catalog_by_project`]).
-fn catalog_by_name() -> String {
+pub(super) fn catalog_by_name() -> String {
     format!(
         "SELECT r.name FROM repositories r JOIN repo_stats s ON s.repo_id = r.id \
          WHERE r.name > $3 AND s.manifests > 0 AND r.project IN ({VISIBLE_PROJECTS}) \
@@ -63,7 +64,7 @@ fn catalog_by_name() -> String {
 }
 /// Repositories holding a manifest that the caller may see, and the
 /// repositories ever created (an upper bound of the registry's size).
-fn visible_counts() -> String {
+pub(super) fn visible_counts() -> String {
     format!(
         "SELECT (SELECT COALESCE(SUM(repositories), 0)::BIGINT FROM project_stats \
                  WHERE project IN ({VISIBLE_PROJECTS})), \

@@ -14,41 +14,41 @@ use super::postgres::{retrying, PgMetadata, PgTx, REPO_ID};
 use super::sqlite::parse;
 use super::*;
 
-const MANIFEST_BY_TAG: &str =
+pub(super) const MANIFEST_BY_TAG: &str =
     "SELECT m.digest, m.media_type, m.content, m.touched_at FROM repositories r \
      JOIN tags t ON t.repo_id = r.id JOIN manifests m ON m.repo_id = r.id AND m.digest = t.digest \
      WHERE r.name = $1 AND t.name = $2";
-const MANIFEST_BY_DIGEST: &str =
+pub(super) const MANIFEST_BY_DIGEST: &str =
     "SELECT m.digest, m.media_type, m.content, m.touched_at FROM repositories r \
      JOIN manifests m ON m.repo_id = r.id WHERE r.name = $1 AND m.digest = $2";
-const REFERRERS: &str = "SELECT digest, media_type, size, artifact_type, annotations \
+pub(super) const REFERRERS: &str = "SELECT digest, media_type, size, artifact_type, annotations \
      FROM manifests WHERE repo_id = (SELECT id FROM repositories WHERE name = $1) \
      AND subject = $2 AND ($3::TEXT IS NULL OR artifact_type = $3) ORDER BY digest";
-const TAGS_PAGE: &str =
+pub(super) const TAGS_PAGE: &str =
     "SELECT name FROM tags WHERE repo_id = $1 AND name > $2 ORDER BY name LIMIT $3";
-const UPLOAD_REPOSITORY: &str =
+pub(super) const UPLOAD_REPOSITORY: &str =
     "SELECT r.name FROM uploads u JOIN repositories r ON r.id = u.repo_id WHERE u.id = $1";
 
 /// Locks (shared) the referenced blobs' rows, then the repository's links
 /// to them, each in digest order: the order a link (the blob's upsert, then
 /// its link's) takes them, so a push and a link of the same layer on two
 /// replicas queue instead of deadlocking.
-const LOCK_BLOBS: &[&str] = &[
+pub(super) const LOCK_BLOBS: &[&str] = &[
     "SELECT 1 FROM blobs WHERE digest = ANY($1) AND $2::BIGINT IS NOT NULL \
      ORDER BY digest FOR SHARE",
     "SELECT 1 FROM repo_blobs WHERE repo_id = $2 AND digest = ANY($1) ORDER BY digest FOR SHARE",
 ];
 /// Size of each referenced blob linked in the repository, by reference
 /// index (0-based).
-const BLOB_SIZES: &str =
+pub(super) const BLOB_SIZES: &str =
     "SELECT j.i - 1, b.size FROM unnest($1::TEXT[]) WITH ORDINALITY j(digest, i) \
      LEFT JOIN repo_blobs l ON l.repo_id = $2 AND l.digest = j.digest \
      LEFT JOIN blobs b ON b.digest = l.digest AND b.state = 'live' ORDER BY j.i";
 /// Locks (shared) the referenced child manifests, in digest order.
-const LOCK_CHILDREN: &[&str] = &["SELECT 1 FROM manifests WHERE repo_id = $2 \
+pub(super) const LOCK_CHILDREN: &[&str] = &["SELECT 1 FROM manifests WHERE repo_id = $2 \
      AND digest = ANY($1) ORDER BY digest FOR SHARE"];
 /// Size of each referenced child manifest in the repository, by reference index.
-const CHILD_SIZES: &str =
+pub(super) const CHILD_SIZES: &str =
     "SELECT j.i - 1, m.size FROM unnest($1::TEXT[]) WITH ORDINALITY j(digest, i) \
      LEFT JOIN manifests m ON m.repo_id = $2 AND m.digest = j.digest ORDER BY j.i";
 
