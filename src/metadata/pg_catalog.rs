@@ -10,7 +10,7 @@ use super::postgres::{retrying, PgMetadata, PgTx, REPO_ID, VISIBLE_PROJECTS};
 use super::sqlite::parse;
 use super::*;
 
-const LINKED_BLOB_SIZE: &str = "SELECT b.size, l.touched_at FROM repositories r \
+pub(super) const LINKED_BLOB_SIZE: &str = "SELECT b.size, l.touched_at FROM repositories r \
      JOIN repo_blobs l ON l.repo_id = r.id JOIN blobs b ON b.digest = l.digest \
      WHERE r.name = $1 AND l.digest = $2 AND b.state = 'live'";
 /// Holders of a blob, or visible repositories, that a mount looks through
@@ -21,7 +21,7 @@ const HOLDER_PROBE: u32 = 1_000;
 /// in [`VISIBLE_PROJECTS`]): the first found among the first
 /// [`HOLDER_PROBE`] holders, else among the first [`HOLDER_PROBE`]
 /// repositories the caller may see. Never a list of them all.
-fn visible_holder_query() -> String {
+pub(super) fn visible_holder_query() -> String {
     format!(
         "(SELECT r.name FROM \
            (SELECT repo_id FROM repo_blobs WHERE digest = $3 LIMIT {HOLDER_PROBE}) l \
@@ -35,17 +35,18 @@ fn visible_holder_query() -> String {
     )
 }
 /// Any repository holding blob $1 (for callers who may see every one).
-const ANY_HOLDER: &str = "SELECT r.name FROM repo_blobs l JOIN repositories r ON r.id = l.repo_id \
+pub(super) const ANY_HOLDER: &str =
+    "SELECT r.name FROM repo_blobs l JOIN repositories r ON r.id = l.repo_id \
      WHERE l.digest = $1 LIMIT 1";
 
 /// A catalog page for a caller who may see everything: $1 = the last name
 /// of the previous page, $2 = the page size.
-const CATALOG_ALL: &str =
+pub(super) const CATALOG_ALL: &str =
     "SELECT r.name FROM repositories r JOIN repo_stats s ON s.repo_id = r.id \
      WHERE r.name > $1 AND s.manifests > 0 ORDER BY r.name LIMIT $2";
 /// A catalog page read from the projects the caller may see (parameters as
 /// in [`VISIBLE_PROJECTS`], then $3 = last name, $4 = page size).
-fn catalog_by_project() -> String {
+pub(super) fn catalog_by_project() -> String {
     format!(
         "SELECT r.name FROM ({VISIBLE_PROJECTS}) p JOIN repositories r ON r.project = p.name \
          JOIN repo_stats s ON s.repo_id = r.id \
@@ -54,7 +55,7 @@ fn catalog_by_project() -> String {
 }
 /// A catalog page read in name order, skipping what the caller may not see
 /// (parameters as in [`catalog_by_project`]).
-fn catalog_by_name() -> String {
+pub(super) fn catalog_by_name() -> String {
     format!(
         "SELECT r.name FROM repositories r JOIN repo_stats s ON s.repo_id = r.id \
          WHERE r.name > $3 AND s.manifests > 0 AND r.project IN ({VISIBLE_PROJECTS}) \
@@ -63,7 +64,7 @@ fn catalog_by_name() -> String {
 }
 /// Repositories holding a manifest that the caller may see, and the
 /// repositories ever created (an upper bound of the registry's size).
-fn visible_counts() -> String {
+pub(super) fn visible_counts() -> String {
     format!(
         "SELECT (SELECT COALESCE(SUM(repositories), 0)::BIGINT FROM project_stats \
                  WHERE project IN ({VISIBLE_PROJECTS})), \
@@ -156,17 +157,11 @@ impl BlobIndex for PgMetadata {
     }
 }
 
-/// Locks the usage rows a quota check of `repo_id` in `project` reads, in
-/// the order the usage triggers lock them (`repo_stats`, then
-/// `project_stats`), so that two replicas adding to the same project check
-/// one after the other: the second sees what the first added.
-pub(super) async fn lock_usage(tx: &mut PgTx, repo_id: Option<i64>, project: &str) -> Result<()> {
-    if let Some(repo_id) = repo_id {
-        sqlx::query("SELECT 1 FROM repo_stats WHERE repo_id = $1 FOR UPDATE")
-            .bind(repo_id)
-            .execute(&mut **tx)
-            .await?;
-    }
+/// Locks the project's usage row a quota check reads (the caller holds
+/// its repository's, see `PgMetadata::lock_repository`), so that two
+/// replicas adding to the same project check one after the other: the
+/// second sees what the first added.
+pub(super) async fn lock_usage(tx: &mut PgTx, project: &str) -> Result<()> {
     sqlx::query("SELECT 1 FROM project_stats WHERE project = $1 FOR UPDATE")
         .bind(project)
         .execute(&mut **tx)
@@ -189,7 +184,6 @@ const OVER_STORAGE_QUOTA: &str = "SELECT p.quota_bytes, COALESCE(s.bytes, 0) \
 /// queue behind each other here.
 async fn check_storage_quota(
     tx: &mut PgTx,
-    repo_id: Option<i64>,
     repo: &RepoName,
     digest: &Digest,
     size: u64,
@@ -203,7 +197,7 @@ async fn check_storage_quota(
     if limited.is_none() {
         return Ok(());
     }
-    lock_usage(tx, repo_id, repo.project()).await?;
+    lock_usage(tx, repo.project()).await?;
     let over: Option<(i64, i64)> = sqlx::query_as(OVER_STORAGE_QUOTA)
         .bind(repo.project())
         .bind(digest.to_string())
@@ -251,8 +245,13 @@ impl PgMetadata {
             .bind(repo.as_str())
             .fetch_optional(&mut *tx)
             .await?;
-        check_storage_quota(&mut tx, repo_id, repo, digest, size).await?;
+        if let Some(repo_id) = repo_id {
+            Self::lock_repository(&mut tx, repo_id).await?;
+        }
+        // The blob before the project's usage, in the order a link takes
+        // them; a refusal rolls the touch back.
         touch_blob(&mut tx, digest, size, false).await?;
+        check_storage_quota(&mut tx, repo, digest, size).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -266,8 +265,9 @@ impl PgMetadata {
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         let repo_id = Self::repo_id_or_create(&mut tx, repo).await?;
+        Self::lock_repository(&mut tx, repo_id).await?;
         touch_blob(&mut tx, digest, size, fresh).await?;
-        check_storage_quota(&mut tx, Some(repo_id), repo, digest, size).await?;
+        check_storage_quota(&mut tx, repo, digest, size).await?;
         sqlx::query(
             "INSERT INTO repo_blobs (repo_id, digest, created_at, touched_at) VALUES ($1, $2, $3, $3) \
              ON CONFLICT (repo_id, digest) DO UPDATE SET touched_at = excluded.touched_at",
@@ -279,6 +279,29 @@ impl PgMetadata {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+}
+
+impl PgMetadata {
+    async fn unlink_once(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let Some(repo_id) = sqlx::query_scalar::<_, i64>(REPO_ID)
+            .bind(repo.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(false);
+        };
+        if !Self::lock_repository(&mut tx, repo_id).await? {
+            return Ok(false);
+        }
+        let done = sqlx::query("DELETE FROM repo_blobs WHERE repo_id = $1 AND digest = $2")
+            .bind(repo_id)
+            .bind(digest.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
     }
 }
 
@@ -303,14 +326,6 @@ impl BlobLinks for PgMetadata {
     }
 
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        let done = sqlx::query(
-            "DELETE FROM repo_blobs WHERE repo_id = (SELECT id FROM repositories WHERE name = $1) \
-             AND digest = $2",
-        )
-        .bind(repo.as_str())
-        .bind(digest.to_string())
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() > 0)
+        retrying(|| self.unlink_once(repo, digest)).await
     }
 }

@@ -14,37 +14,41 @@ use super::postgres::{retrying, PgMetadata, PgTx, REPO_ID};
 use super::sqlite::parse;
 use super::*;
 
-const MANIFEST_BY_TAG: &str =
+pub(super) const MANIFEST_BY_TAG: &str =
     "SELECT m.digest, m.media_type, m.content, m.touched_at FROM repositories r \
      JOIN tags t ON t.repo_id = r.id JOIN manifests m ON m.repo_id = r.id AND m.digest = t.digest \
      WHERE r.name = $1 AND t.name = $2";
-const MANIFEST_BY_DIGEST: &str =
+pub(super) const MANIFEST_BY_DIGEST: &str =
     "SELECT m.digest, m.media_type, m.content, m.touched_at FROM repositories r \
      JOIN manifests m ON m.repo_id = r.id WHERE r.name = $1 AND m.digest = $2";
-const REFERRERS: &str = "SELECT digest, media_type, size, artifact_type, annotations \
+pub(super) const REFERRERS: &str = "SELECT digest, media_type, size, artifact_type, annotations \
      FROM manifests WHERE repo_id = (SELECT id FROM repositories WHERE name = $1) \
      AND subject = $2 AND ($3::TEXT IS NULL OR artifact_type = $3) ORDER BY digest";
-const TAGS_PAGE: &str =
+pub(super) const TAGS_PAGE: &str =
     "SELECT name FROM tags WHERE repo_id = $1 AND name > $2 ORDER BY name LIMIT $3";
-const UPLOAD_REPOSITORY: &str =
+pub(super) const UPLOAD_REPOSITORY: &str =
     "SELECT r.name FROM uploads u JOIN repositories r ON r.id = u.repo_id WHERE u.id = $1";
 
-/// Locks (shared) the repository's links of the referenced blobs with the
-/// blobs' rows, in digest order (two pushes sharing layers lock them in the
-/// same order).
-const LOCK_BLOBS: &str = "SELECT 1 FROM repo_blobs l JOIN blobs b ON b.digest = l.digest \
-     WHERE l.repo_id = $2 AND l.digest = ANY($1) ORDER BY l.digest FOR SHARE OF l, b";
+/// Locks (shared) the referenced blobs' rows, then the repository's links
+/// to them, each in digest order: the order a link (the blob's upsert, then
+/// its link's) takes them, so a push and a link of the same layer on two
+/// replicas queue instead of deadlocking.
+pub(super) const LOCK_BLOBS: &[&str] = &[
+    "SELECT 1 FROM blobs WHERE digest = ANY($1) AND $2::BIGINT IS NOT NULL \
+     ORDER BY digest FOR SHARE",
+    "SELECT 1 FROM repo_blobs WHERE repo_id = $2 AND digest = ANY($1) ORDER BY digest FOR SHARE",
+];
 /// Size of each referenced blob linked in the repository, by reference
 /// index (0-based).
-const BLOB_SIZES: &str =
+pub(super) const BLOB_SIZES: &str =
     "SELECT j.i - 1, b.size FROM unnest($1::TEXT[]) WITH ORDINALITY j(digest, i) \
      LEFT JOIN repo_blobs l ON l.repo_id = $2 AND l.digest = j.digest \
      LEFT JOIN blobs b ON b.digest = l.digest AND b.state = 'live' ORDER BY j.i";
 /// Locks (shared) the referenced child manifests, in digest order.
-const LOCK_CHILDREN: &str = "SELECT 1 FROM manifests WHERE repo_id = $2 AND digest = ANY($1) \
-     ORDER BY digest FOR SHARE";
+pub(super) const LOCK_CHILDREN: &[&str] = &["SELECT 1 FROM manifests WHERE repo_id = $2 \
+     AND digest = ANY($1) ORDER BY digest FOR SHARE"];
 /// Size of each referenced child manifest in the repository, by reference index.
-const CHILD_SIZES: &str =
+pub(super) const CHILD_SIZES: &str =
     "SELECT j.i - 1, m.size FROM unnest($1::TEXT[]) WITH ORDINALITY j(digest, i) \
      LEFT JOIN manifests m ON m.repo_id = $2 AND m.digest = j.digest ORDER BY j.i";
 
@@ -59,17 +63,19 @@ async fn check_refs(
     tx: &mut PgTx,
     repo_id: i64,
     refs: &[Ref],
-    (lock, sizes): (&str, &str),
+    (locks, sizes): (&[&str], &str),
 ) -> Result<()> {
     if refs.is_empty() {
         return Ok(());
     }
     let wanted = digests(refs);
-    sqlx::query(lock)
-        .bind(&wanted)
-        .bind(repo_id)
-        .execute(&mut **tx)
-        .await?;
+    for lock in locks {
+        sqlx::query(lock)
+            .bind(&wanted)
+            .bind(repo_id)
+            .execute(&mut **tx)
+            .await?;
+    }
     let rows: Vec<(i64, Option<i64>)> = sqlx::query_as(sizes)
         .bind(&wanted)
         .bind(repo_id)
@@ -91,6 +97,34 @@ async fn check_refs(
             }
             Some(_) => {}
         }
+    }
+    Ok(())
+}
+
+/// Points `tag` at the manifest being pushed.
+async fn set_tag(tx: &mut PgTx, repo_id: i64, tag: &Tag, m: &NewManifest, now: i64) -> Result<()> {
+    // An upsert: two replicas moving the tag at once leave it at
+    // the digest of the last to commit, never an error. An
+    // immutable tag is only ever set to the digest it has: the
+    // second of two first pushes with different digests waits for
+    // the first's commit, updates nothing, and is refused.
+    let set = sqlx::query(
+        "INSERT INTO tags AS t (repo_id, name, digest, updated_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, \
+         updated_at = excluded.updated_at WHERE NOT $5 OR t.digest = excluded.digest",
+    )
+    .bind(repo_id)
+    .bind(tag.as_str())
+    .bind(m.digest.to_string())
+    .bind(now)
+    .bind(m.immutable_rule.is_some())
+    .execute(&mut **tx)
+    .await?;
+    if let (0, Some(rule)) = (set.rows_affected(), &m.immutable_rule) {
+        return Err(MetadataError::ImmutableTag {
+            tag: tag.to_string(),
+            rule: rule.clone(),
+        });
     }
     Ok(())
 }
@@ -169,6 +203,7 @@ impl PgMetadata {
     async fn put_manifest_once(&self, m: &NewManifest) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         let repo_id = Self::repo_id_or_create(&mut tx, &m.repo).await?;
+        Self::lock_repository(&mut tx, repo_id).await?;
         check_refs(&mut tx, repo_id, &m.blobs, (LOCK_BLOBS, BLOB_SIZES)).await?;
         check_refs(&mut tx, repo_id, &m.children, (LOCK_CHILDREN, CHILD_SIZES)).await?;
         super::pg_policy::check_manifest_push(&mut tx, repo_id, m).await?;
@@ -208,29 +243,7 @@ impl PgMetadata {
             .await?;
         }
         if let Some(tag) = &m.tag {
-            // An upsert: two replicas moving the tag at once leave it at
-            // the digest of the last to commit, never an error. An
-            // immutable tag is only ever set to the digest it has: the
-            // second of two first pushes with different digests waits for
-            // the first's commit, updates nothing, and is refused.
-            let set = sqlx::query(
-                "INSERT INTO tags AS t (repo_id, name, digest, updated_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, \
-                 updated_at = excluded.updated_at WHERE NOT $5 OR t.digest = excluded.digest",
-            )
-            .bind(repo_id)
-            .bind(tag.as_str())
-            .bind(&digest)
-            .bind(now)
-            .bind(m.immutable_rule.is_some())
-            .execute(&mut *tx)
-            .await?;
-            if let (0, Some(rule)) = (set.rows_affected(), &m.immutable_rule) {
-                return Err(MetadataError::ImmutableTag {
-                    tag: tag.to_string(),
-                    rule: rule.clone(),
-                });
-            }
+            set_tag(&mut tx, repo_id, tag, m, now).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -250,6 +263,9 @@ impl PgMetadata {
         else {
             return Ok(false);
         };
+        if !Self::lock_repository(&mut tx, repo_id).await? {
+            return Ok(false);
+        }
         let digest = digest.to_string();
         super::pg_policy::check_tags_deletable(&mut tx, repo_id, &digest, policy).await?;
         let done = sqlx::query("DELETE FROM manifests WHERE repo_id = $1 AND digest = $2")
@@ -267,6 +283,27 @@ impl PgMetadata {
                 .execute(&mut *tx)
                 .await?;
         }
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_tag_once(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let Some(repo_id) = sqlx::query_scalar::<_, i64>(REPO_ID)
+            .bind(repo.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(false);
+        };
+        if !Self::lock_repository(&mut tx, repo_id).await? {
+            return Ok(false);
+        }
+        let done = sqlx::query("DELETE FROM tags WHERE repo_id = $1 AND name = $2")
+            .bind(repo_id)
+            .bind(tag.as_str())
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(done.rows_affected() > 0)
     }
@@ -305,15 +342,7 @@ impl ManifestWrites for PgMetadata {
     }
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
-        let done = sqlx::query(
-            "DELETE FROM tags WHERE repo_id = (SELECT id FROM repositories WHERE name = $1) \
-             AND name = $2",
-        )
-        .bind(repo.as_str())
-        .bind(tag.as_str())
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() > 0)
+        retrying(|| self.delete_tag_once(repo, tag)).await
     }
 }
 

@@ -15,7 +15,6 @@ use super::*;
 /// With such a quota the usage rows are locked before they are read.
 async fn over_count_quota(
     tx: &mut PgTx,
-    repo_id: i64,
     project: &str,
     (column, used): (&str, &str),
 ) -> Result<Option<(i64, i64)>> {
@@ -28,7 +27,7 @@ async fn over_count_quota(
     if limited.is_none() {
         return Ok(None);
     }
-    lock_usage(tx, Some(repo_id), project).await?;
+    lock_usage(tx, project).await?;
     let query = format!(
         "SELECT p.{column}, COALESCE(s.{used}, 0) FROM project_policies p \
          LEFT JOIN project_stats s ON s.project = p.project \
@@ -52,8 +51,8 @@ fn quota_error(project: &str, what: &'static str, (limit, usage): (i64, i64)) ->
 
 /// Inside a manifest PUT's transaction: an immutable tag is not moved, and
 /// a new tag or a repository's first manifest stays within the project's
-/// count quotas. The tag's row is locked, so a tag pushed at once by
-/// another replica is seen here (and counted once) after it commits.
+/// count quotas. The caller holds the repository's lock, so a tag pushed
+/// at once by another replica is seen here (and counted once).
 pub(super) async fn check_manifest_push(
     tx: &mut PgTx,
     repo_id: i64,
@@ -61,13 +60,12 @@ pub(super) async fn check_manifest_push(
 ) -> Result<()> {
     let project = m.repo.project();
     if let Some(tag) = &m.tag {
-        let current: Option<String> = sqlx::query_scalar(
-            "SELECT digest FROM tags WHERE repo_id = $1 AND name = $2 FOR UPDATE",
-        )
-        .bind(repo_id)
-        .bind(tag.as_str())
-        .fetch_optional(&mut **tx)
-        .await?;
+        let current: Option<String> =
+            sqlx::query_scalar("SELECT digest FROM tags WHERE repo_id = $1 AND name = $2")
+                .bind(repo_id)
+                .bind(tag.as_str())
+                .fetch_optional(&mut **tx)
+                .await?;
         match (current, &m.immutable_rule) {
             (Some(current), Some(rule)) if current != m.digest.to_string() => {
                 return Err(MetadataError::ImmutableTag {
@@ -78,7 +76,7 @@ pub(super) async fn check_manifest_push(
             (Some(_), _) => {}
             (None, _) => {
                 let quota = ("quota_tags", "tags");
-                if let Some(over) = over_count_quota(tx, repo_id, project, quota).await? {
+                if let Some(over) = over_count_quota(tx, project, quota).await? {
                     return Err(quota_error(project, "tags", over));
                 }
             }
@@ -92,7 +90,7 @@ pub(super) async fn check_manifest_push(
     .await?;
     if held == 0 {
         let quota = ("quota_repositories", "repositories");
-        if let Some(over) = over_count_quota(tx, repo_id, project, quota).await? {
+        if let Some(over) = over_count_quota(tx, project, quota).await? {
             return Err(quota_error(project, "repositories", over));
         }
     }
@@ -111,7 +109,7 @@ pub(super) async fn check_tags_deletable(
         return Ok(());
     }
     let tags: Vec<String> =
-        sqlx::query_scalar("SELECT name FROM tags WHERE repo_id = $1 AND digest = $2 FOR UPDATE")
+        sqlx::query_scalar("SELECT name FROM tags WHERE repo_id = $1 AND digest = $2")
             .bind(repo_id)
             .bind(digest)
             .fetch_all(&mut **tx)
@@ -181,6 +179,7 @@ impl PgMetadata {
         else {
             return Ok(false);
         };
+        Self::lock_repository(&mut tx, repo_id).await?;
         if !policy.immutable_tags.is_empty() {
             let tags: Vec<String> = sqlx::query_scalar("SELECT name FROM tags WHERE repo_id = $1")
                 .bind(repo_id)

@@ -180,6 +180,21 @@ impl PgMetadata {
         Ok(row.get::<bool, _>("untagged") || row.get::<bool, _>("stale") || row.get("empty"))
     }
 
+    async fn sweep_tags(&self, repo_id: i64, tags: &[String]) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        if !Self::lock_repository(&mut tx, repo_id).await? {
+            return Ok(0);
+        }
+        let n = sqlx::query("DELETE FROM tags WHERE repo_id = $1 AND name = ANY($2)")
+            .bind(repo_id)
+            .bind(tags)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
+
     /// One transaction of the sweep: a chunk of manifests while
     /// `manifests_left`, else a chunk of links (and, after the last, the
     /// repository). What it removed, whether manifests are left, and
@@ -191,6 +206,10 @@ impl PgMetadata {
         mut manifests_left: bool,
     ) -> Result<(RepoSwept, bool, bool)> {
         let mut tx = self.pool.begin().await?;
+        if !Self::lock_repository(&mut tx, repo_id).await? {
+            // Deleted meanwhile (with its project): nothing left to sweep.
+            return Ok((RepoSwept::default(), false, true));
+        }
         let mut round = RepoSwept::default();
         if manifests_left {
             let (n, more) = sweep_manifests(&mut tx, repo_id, plan).await?;
@@ -219,12 +238,7 @@ impl PgMetadata {
             return Ok(swept);
         }
         for tags in plan.tags.chunks(SWEEP_CHUNK as usize) {
-            swept.tags += sqlx::query("DELETE FROM tags WHERE repo_id = $1 AND name = ANY($2)")
-                .bind(repo_id)
-                .bind(tags)
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
+            swept.tags += retrying(|| self.sweep_tags(repo_id, tags)).await?;
         }
         let mut manifests_left = plan.untagged_before.is_some();
         for _ in 0..MAX_ROUNDS {

@@ -136,6 +136,34 @@ impl PgMetadata {
         )))
     }
 
+    /// Locks the repository: its row `FOR KEY SHARE` (as a push holds it,
+    /// so a deletion of it waits), then its usage row (`repo_stats`)
+    /// `FOR UPDATE`, for the rest of the transaction; `false` when the
+    /// repository is gone. Every transaction that writes a repository's
+    /// counted rows (links, manifests, tags) takes this lock before any
+    /// other row lock of that repository, of a blob or of its project:
+    /// writes to one repository then queue in one line instead of
+    /// deadlocking over rows they lock in different orders (a tag checked,
+    /// then `repo_stats` by a trigger, in one; the other way round in the
+    /// next), and those to different repositories still run side by side.
+    /// The order after it: blobs, the repository's rows, `project_stats`,
+    /// `project_blobs`.
+    pub(super) async fn lock_repository(tx: &mut PgTx, repo_id: i64) -> Result<bool> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM repositories WHERE id = $1 FOR KEY SHARE")
+                .bind(repo_id)
+                .fetch_optional(&mut **tx)
+                .await?;
+        if found.is_none() {
+            return Ok(false);
+        }
+        sqlx::query("SELECT 1 FROM repo_stats WHERE repo_id = $1 FOR UPDATE")
+            .bind(repo_id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(true)
+    }
+
     /// Sets `touched_at` of `repo`'s row for `digest` in `table`
     /// (`manifests` or `repo_blobs`) to now; whether the row exists.
     pub(super) async fn touch(

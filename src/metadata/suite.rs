@@ -480,3 +480,21 @@ async fn sqlite_passes_suite() {
         ["a"]
     );
 }
+
+#[tokio::test]
+async fn postgres_passes_suite() {
+    let url = super::test_postgres::fresh_database().await;
+    let m = PgMetadata::open(&url, 5).await.unwrap();
+    run(&m).await;
+    super::postgres::tests::assert_counters_consistent(&m).await;
+    // Another replica opening the same database sees what was stored.
+    let other = PgMetadata::open(&url, 2).await.unwrap();
+    assert_eq!(
+        other
+            .list_tags(&repo("tags/app"), &all())
+            .await
+            .unwrap()
+            .unwrap(),
+        ["a"]
+    );
+}

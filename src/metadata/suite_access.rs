@@ -450,6 +450,7 @@ async fn postgres_passes_access_suite() {
     let url = super::test_postgres::fresh_database().await;
     let m = PgMetadata::open(&url, 4).await.unwrap();
     run(&m).await;
+    super::postgres::tests::assert_counters_consistent(&m).await;
     // A second pool (another replica) sees what the first stored.
     let other = PgMetadata::open(&url, 2).await.unwrap();
     kept(&other).await;
