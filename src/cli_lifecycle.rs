@@ -165,7 +165,7 @@ async fn local_registry(
 ) -> anyhow::Result<Option<Arc<Registry>>> {
     // The blob store the server would use: GC and scrub on another one
     // would find every blob missing.
-    match berth::server::open_storage(config).await {
+    match berth::server::open_storage(config, None).await {
         Ok(storage) => Ok(Some(Arc::new(Registry::new(
             storage,
             store.clone(),

@@ -3194,6 +3194,34 @@ async fn a_monolithic_push_whose_body_breaks_stores_nothing() {
 }
 
 #[tokio::test]
+async fn pulls_go_to_the_store_when_redirect_pulls_is_on() {
+    let reg = Reg::with(|c| c.storage.redirect_pulls = true).await;
+    let data = bytes_of(3000, 31);
+    let d = reg.push_blob("repo", &data).await;
+    let r = reg.get(&format!("/v2/repo/blobs/{d}")).await;
+    if scale_out::on() {
+        // An object store: a short-lived presigned URL of the object.
+        r.expect(307);
+        assert_eq!(r.header("docker-content-digest"), d);
+        let (status, bytes) = scale_out::fetch(&r.header("location")).await;
+        assert_eq!((status, bytes), (200, data.clone()));
+    } else {
+        // The filesystem has no URL of its own: berth serves the bytes.
+        r.expect(200);
+        assert_eq!(r.body.as_ref(), &data[..]);
+    }
+    // A range, and a blob the repository does not hold, are berth's to answer.
+    let r = reg
+        .call(Method::GET, &format!("/v2/repo/blobs/{d}"), &[("range", "bytes=0-9")], Body::empty())
+        .await;
+    r.expect(206);
+    assert_eq!(r.body.as_ref(), &data[..10]);
+    reg.get(&format!("/v2/other/blobs/{d}"))
+        .await
+        .expect_error(404, "BLOB_UNKNOWN");
+}
+
+#[tokio::test]
 async fn blob_bytes_missing_from_storage_are_unknown_not_500() {
     let reg = Reg::new().await;
     let data = b"bytes that will vanish".to_vec();

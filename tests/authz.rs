@@ -2096,17 +2096,9 @@ async fn repositories_without_a_project_are_for_system_admins_only() {
         .push_manifest("hidden/app", "v1", &image.manifest(None))
         .await;
     // What an older berth did on project deletion: drop the row only.
-    let url = format!(
-        "sqlite://{}",
-        world.config.data_dir.join("metadata.db").display()
-    );
-    let db = sqlx::SqlitePool::connect(&url).await.unwrap();
-    let done = sqlx::query("DELETE FROM projects WHERE name = 'hidden'")
-        .execute(&db)
-        .await
-        .unwrap();
-    assert_eq!(done.rows_affected(), 1);
-    db.close().await;
+    let deleted =
+        scale_out::execute(&world.config, "DELETE FROM projects WHERE name = 'hidden'").await;
+    assert_eq!(deleted, 1);
     tokio::time::sleep(Duration::from_millis(2100)).await; // project facts TTL
     let manifest = Req::get("/v2/hidden/app/manifests/v1").header("accept", OCI_MANIFEST);
     for (who, auth, want) in [
@@ -2256,9 +2248,7 @@ async fn robot_refresh_tokens_end_when_the_robot_is_disabled_or_expires() {
         ["pull", "push"]
     );
     use berth::metadata::RobotStore as _;
-    let db = berth::metadata::SqliteMetadata::open(&world.config.data_dir.join("metadata.db"))
-        .await
-        .unwrap();
+    let db = berth::server::open_metadata(&world.config).await.unwrap();
     assert!(db.set_robot_disabled(&robot, true).await.unwrap());
     assert_revoked(
         &redeem(&world, &refresh, "privp/app").await,
@@ -2390,10 +2380,8 @@ async fn catalog_pages_and_links_name_only_visible_repositories() {
 /// data directory, acting as a system admin, while the server runs.
 async fn cli(world: &World) -> berth::auth::Auth {
     let data = &world.config.data_dir;
-    let metadata = berth::metadata::SqliteMetadata::open(&data.join("metadata.db"))
-        .await
-        .unwrap();
-    berth::auth::Auth::open(Arc::new(metadata), &world.config.auth, data)
+    let metadata = berth::server::open_metadata(&world.config).await.unwrap();
+    berth::auth::Auth::open(metadata, &world.config.auth, data)
         .await
         .unwrap()
 }
@@ -2489,12 +2477,13 @@ async fn files_holding_secrets_are_private() {
     std::fs::write(&old, b"").unwrap();
     std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
     let world = World::with(|c| c.data_dir = data.clone()).await;
-    let mut files = vec![
-        data.join("metadata.db"),
-        data.join("metadata.db-wal"),
-        data.join("metadata.db-shm"),
-        data.join("ui-session.key"),
-    ];
+    let mut files = vec![data.join("ui-session.key")];
+    if !scale_out::on() {
+        // The embedded database (on PostgreSQL it is not a local file).
+        for suffix in ["", "-wal", "-shm"] {
+            files.push(data.join(format!("metadata.db{suffix}")));
+        }
+    }
     for key in std::fs::read_dir(data.join("keys")).unwrap() {
         files.push(key.unwrap().path());
     }

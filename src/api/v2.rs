@@ -349,7 +349,14 @@ async fn head_blob(reg: &Registry, repo: &RepoName, digest: &Digest) -> ApiResul
 }
 
 async fn get_blob(reg: &Registry, repo: &RepoName, digest: &Digest, req: Request) -> ApiResult {
-    let blob = reg.get_blob(repo, digest, byte_range(&req.headers)).await?;
+    let range = byte_range(&req.headers);
+    if range.is_none() {
+        if let Some(url) = reg.blob_redirect(repo, digest).await? {
+            let headers = vec![(header::LOCATION, url), (h(DIGEST_HEADER), digest.to_string())];
+            return Ok(respond(StatusCode::TEMPORARY_REDIRECT, headers, Body::empty()));
+        }
+    }
+    let blob = reg.get_blob(repo, digest, range).await?;
     let body = Body::from_stream(blob.stream);
     Ok(match blob.range {
         None => respond(StatusCode::OK, blob_headers(digest, blob.size), body),

@@ -4,6 +4,9 @@ use crate::metadata::{now_ms, LinkedBlob};
 use crate::oci::{Digest, RepoName};
 use crate::storage::ByteStream;
 
+/// How long a pull's presigned URL stays valid.
+const REDIRECT_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// A byte range as a client asked for it (`bytes=start-end`, `bytes=start-`
 /// or `bytes=-suffix`), resolved against the blob's size by the service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +78,14 @@ impl Registry {
             self.cache.put_blob(key, ticket, touched);
         }
         Ok(linked.size)
+    }
+
+    /// Where the client may fetch the whole blob straight from the store
+    /// (a presigned URL, when the store offers one and `redirect_pulls` is
+    /// on), after the same checks as a download.
+    pub async fn blob_redirect(&self, repo: &RepoName, digest: &Digest) -> Result<Option<String>> {
+        self.stat_blob(repo, digest).await?;
+        Ok(self.storage.redirect_url(digest, REDIRECT_TTL).await?)
     }
 
     pub async fn get_blob(

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::{Metadata, PgMetadata, Result, SharedFiles, SqliteMetadata};
+use super::{Metadata, PgMetadata, PgSessionLocks, Result, SharedFiles, SqliteMetadata};
+use crate::storage::SessionLocks;
 
 /// The backend a metadata URL names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +44,9 @@ pub struct Opened {
     /// Where the files replicas must share are kept, when other processes
     /// share this backend (PostgreSQL).
     pub shared_files: Option<Arc<dyn SharedFiles>>,
+    /// Upload-session locks every process sharing the backend sees (for a
+    /// blob store that has none of its own).
+    pub session_locks: Option<Arc<dyn SessionLocks>>,
 }
 
 /// Opens the backend `url` names; `max_connections` bounds PostgreSQL's pool.
@@ -51,12 +55,17 @@ pub async fn open(url: &str, max_connections: u32) -> Result<Opened> {
         Backend::Sqlite(path) => Ok(Opened {
             metadata: Arc::new(SqliteMetadata::open(&path).await?),
             shared_files: None,
+            session_locks: None,
         }),
         Backend::Postgres(url) => {
             let pg = Arc::new(PgMetadata::open(&url, max_connections).await?);
+            let locks = PgSessionLocks {
+                pool: pg.pool.clone(),
+            };
             Ok(Opened {
                 metadata: pg.clone(),
                 shared_files: Some(pg),
+                session_locks: Some(Arc::new(locks)),
             })
         }
     }

@@ -39,8 +39,8 @@ pub async fn open_state(config: &Config) -> anyhow::Result<AppState> {
     tokio::fs::create_dir_all(dir)
         .await
         .with_context(|| format!("creating data directory {}", dir.display()))?;
-    let storage = open_storage(config).await?;
     let opened = open_backend(config).await?;
+    let storage = open_storage(config, opened.session_locks.clone()).await?;
     if let Some(store) = &opened.shared_files {
         shared::share_files(store.as_ref(), dir).await?;
     }
@@ -85,7 +85,11 @@ async fn open_backend(config: &Config) -> anyhow::Result<crate::metadata::Opened
 /// The blob store `storage.kind` names. Either way the store holds the
 /// data directory's lock: the SQLite metadata there has one user (an
 /// `io::Error` of kind `WouldBlock` in the chain when another holds it).
-pub async fn open_storage(config: &Config) -> anyhow::Result<Arc<dyn Storage>> {
+/// `locks`: the upload-session locks of a metadata backend replicas share.
+pub async fn open_storage(
+    config: &Config,
+    locks: Option<Arc<dyn crate::storage::SessionLocks>>,
+) -> anyhow::Result<Arc<dyn Storage>> {
     let dir = &config.data_dir;
     Ok(match config.storage.kind {
         StorageKind::Fs => Arc::new(
@@ -95,7 +99,10 @@ pub async fn open_storage(config: &Config) -> anyhow::Result<Arc<dyn Storage>> {
         ),
         StorageKind::S3 => {
             let owner = lock_data_dir(dir).with_context(|| format!("opening {}", dir.display()))?;
-            let store = S3Store::open(&config.storage).await?;
+            let mut store = S3Store::open(&config.storage).await?;
+            if let Some(locks) = locks {
+                store = store.with_locks(locks);
+            }
             Arc::new(store.holding(owner))
         }
     })

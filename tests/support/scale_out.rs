@@ -168,3 +168,30 @@ async fn forward(
         });
     }
 }
+
+/// A plain HTTP GET, as a client following a redirect makes it.
+pub async fn fetch(url: &str) -> (u16, Vec<u8>) {
+    use http_body_util::BodyExt as _;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let response = client.get(url.parse().unwrap()).await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, body.to_vec())
+}
+
+/// Runs one SQL statement on the registry's metadata database, behind its
+/// back (what an older berth or an operator did); the rows it affected.
+pub async fn execute(config: &berth::config::Config, sql: &str) -> u64 {
+    let url = config.metadata_url();
+    if on() {
+        let db = sqlx::PgPool::connect(&url).await.unwrap();
+        let done = sqlx::query(sql).execute(&db).await.unwrap();
+        db.close().await;
+        return done.rows_affected();
+    }
+    let db = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let done = sqlx::query(sql).execute(&db).await.unwrap();
+    db.close().await;
+    done.rows_affected()
+}
