@@ -3212,7 +3212,12 @@ async fn pulls_go_to_the_store_when_redirect_pulls_is_on() {
     }
     // A range, and a blob the repository does not hold, are berth's to answer.
     let r = reg
-        .call(Method::GET, &format!("/v2/repo/blobs/{d}"), &[("range", "bytes=0-9")], Body::empty())
+        .call(
+            Method::GET,
+            &format!("/v2/repo/blobs/{d}"),
+            &[("range", "bytes=0-9")],
+            Body::empty(),
+        )
         .await;
     r.expect(206);
     assert_eq!(r.body.as_ref(), &data[..10]);

@@ -352,8 +352,15 @@ async fn get_blob(reg: &Registry, repo: &RepoName, digest: &Digest, req: Request
     let range = byte_range(&req.headers);
     if range.is_none() {
         if let Some(url) = reg.blob_redirect(repo, digest).await? {
-            let headers = vec![(header::LOCATION, url), (h(DIGEST_HEADER), digest.to_string())];
-            return Ok(respond(StatusCode::TEMPORARY_REDIRECT, headers, Body::empty()));
+            let headers = vec![
+                (header::LOCATION, url),
+                (h(DIGEST_HEADER), digest.to_string()),
+            ];
+            return Ok(respond(
+                StatusCode::TEMPORARY_REDIRECT,
+                headers,
+                Body::empty(),
+            ));
         }
     }
     let blob = reg.get_blob(repo, digest, range).await?;

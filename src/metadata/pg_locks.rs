@@ -1,58 +1,69 @@
-//! Upload-session exclusivity across replicas: a PostgreSQL advisory lock
-//! per session, held on one pooled connection while the session is open.
-//! Every replica sharing the database sees it, and a replica that dies
-//! releases its locks with its connections.
+//! Upload-session exclusivity across replicas: a lease row per held
+//! session. The holder renews it while its request runs and deletes it
+//! when done; a replica that dies leaves its leases to expire, so its
+//! sessions can be resumed elsewhere a minute later. No connection is held
+//! while a session is (thousands of uploads may run at once).
 
-use std::hash::{Hash as _, Hasher as _};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::pool::PoolConnection;
-use sqlx::{PgPool, Postgres};
+use sqlx::PgPool;
 
+use super::now_ms;
 use crate::storage::{SessionLock, SessionLocks, StorageError};
 
 pub struct PgSessionLocks {
     pub(super) pool: PgPool,
 }
 
-/// Advisory lock keys of upload sessions: a stable 64-bit hash of the id
-/// (the same on every replica), in a space of its own by a fixed seed.
-fn lock_key(id: &str) -> i64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    "berth upload session".hash(&mut h);
-    id.hash(&mut h);
-    h.finish() as i64
-}
+/// How long a lease lasts unless renewed.
+const LEASE: Duration = Duration::from_secs(60);
 
 fn db_error(e: sqlx::Error) -> StorageError {
     StorageError::Io(std::io::Error::other(format!("upload session lock: {e}")))
 }
 
+/// A held lease: renewed in the background, released on drop.
 struct Held {
-    conn: Option<PoolConnection<Postgres>>,
-    key: i64,
+    renewal: tokio::task::JoinHandle<()>,
+    pool: PgPool,
+    id: String,
+    holder: String,
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        let Some(mut conn) = self.conn.take() else {
-            return;
-        };
-        let key = self.key;
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
-                        .bind(key)
-                        .execute(&mut *conn)
+        self.renewal.abort();
+        let (pool, id, holder) = (self.pool.clone(), self.id.clone(), self.holder.clone());
+        // Outside a runtime (at exit) the lease simply expires.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let released =
+                    sqlx::query("DELETE FROM upload_leases WHERE id = $1 AND holder = $2")
+                        .bind(&id)
+                        .bind(&holder)
+                        .execute(&pool)
                         .await;
-                    if unlocked.is_err() {
-                        // Closing the connection releases its locks too.
-                        drop(conn.detach());
-                    }
-                });
-            }
-            Err(_) => drop(conn.detach()),
+                if let Err(e) = released {
+                    tracing::warn!(session = %id, error = %e, "upload lease left to expire");
+                }
+            });
+        }
+    }
+}
+
+async fn renew(pool: PgPool, id: String, holder: String) {
+    loop {
+        tokio::time::sleep(LEASE / 3).await;
+        let renewed =
+            sqlx::query("UPDATE upload_leases SET expires_at = $3 WHERE id = $1 AND holder = $2")
+                .bind(&id)
+                .bind(&holder)
+                .bind(now_ms() + LEASE.as_millis() as i64)
+                .execute(&pool)
+                .await;
+        if let Err(e) = renewed {
+            tracing::warn!(session = %id, error = %e, "renewing an upload lease failed");
         }
     }
 }
@@ -60,19 +71,30 @@ impl Drop for Held {
 #[async_trait]
 impl SessionLocks for PgSessionLocks {
     async fn try_lock(&self, id: &str) -> Result<Option<SessionLock>, StorageError> {
-        let mut conn = self.pool.acquire().await.map_err(db_error)?;
-        let key = lock_key(id);
-        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(key)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(db_error)?;
-        if !got {
+        let holder = uuid::Uuid::new_v4().to_string();
+        let now = now_ms();
+        // Taken when free or when its lease ran out.
+        let taken: Option<String> = sqlx::query_scalar(
+            "INSERT INTO upload_leases (id, holder, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (id) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at \
+             WHERE upload_leases.expires_at < $4 RETURNING holder",
+        )
+        .bind(id)
+        .bind(&holder)
+        .bind(now + LEASE.as_millis() as i64)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?;
+        if taken.is_none() {
             return Ok(None);
         }
+        let renewal = tokio::spawn(renew(self.pool.clone(), id.to_string(), holder.clone()));
         Ok(Some(Box::new(Held {
-            conn: Some(conn),
-            key,
+            renewal,
+            pool: self.pool.clone(),
+            id: id.to_string(),
+            holder,
         })))
     }
 }
@@ -87,16 +109,33 @@ mod tests {
     async fn a_session_is_held_by_one_replica_at_a_time() {
         let url = fresh_database().await;
         let a = PgSessionLocks {
-            pool: PgMetadata::open(&url, 3).await.unwrap().pool,
+            pool: PgMetadata::open(&url, 2).await.unwrap().pool,
         };
         let b = PgSessionLocks {
-            pool: PgMetadata::open(&url, 3).await.unwrap().pool,
+            pool: PgMetadata::open(&url, 2).await.unwrap().pool,
         };
-        let held = a.try_lock("s1").await.unwrap().expect("free at first");
-        assert!(b.try_lock("s1").await.unwrap().is_none(), "held by the other replica");
-        assert!(a.try_lock("s1").await.unwrap().is_none(), "held, even for its holder's pool");
-        let other = b.try_lock("s2").await.unwrap();
-        assert!(other.is_some(), "another session is free");
+        // More sessions held at once than either pool has connections.
+        let mut held = Vec::new();
+        for i in 0..10 {
+            held.push(
+                a.try_lock(&format!("s{i}"))
+                    .await
+                    .unwrap()
+                    .expect("free at first"),
+            );
+        }
+        assert!(
+            b.try_lock("s1").await.unwrap().is_none(),
+            "held by the other replica"
+        );
+        assert!(
+            a.try_lock("s1").await.unwrap().is_none(),
+            "held, even for its holder"
+        );
+        assert!(
+            b.try_lock("other").await.unwrap().is_some(),
+            "another session is free"
+        );
         drop(held);
         let mut freed = None;
         for _ in 0..200 {
@@ -104,8 +143,22 @@ mod tests {
             if freed.is_some() {
                 break;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(freed.is_some(), "released once its holder let go");
+    }
+
+    #[tokio::test]
+    async fn the_lease_of_a_dead_replica_runs_out() {
+        let url = fresh_database().await;
+        let pool = PgMetadata::open(&url, 2).await.unwrap().pool;
+        // What a replica killed while holding the session leaves behind.
+        sqlx::query("INSERT INTO upload_leases (id, holder, expires_at) VALUES ('s', 'dead', $1)")
+            .bind(now_ms() - 1)
+            .execute(&pool)
+            .await
+            .unwrap();
+        let locks = PgSessionLocks { pool };
+        assert!(locks.try_lock("s").await.unwrap().is_some());
     }
 }
