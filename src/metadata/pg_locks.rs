@@ -71,6 +71,24 @@ async fn renew(pool: PgPool, id: String, holder: String) {
 #[async_trait]
 impl SessionLocks for PgSessionLocks {
     async fn try_lock(&self, id: &str) -> Result<Option<SessionLock>, StorageError> {
+        // A holder releases in the background as its request ends, so the
+        // client's next request may come first: it waits for that a moment.
+        for _ in 0..RELEASE_WAITS {
+            if let Some(held) = self.take(id).await? {
+                return Ok(Some(held));
+            }
+            tokio::time::sleep(RELEASE_WAIT).await;
+        }
+        self.take(id).await
+    }
+}
+
+/// How long (in all) a lock waits for a holder that is letting go.
+const RELEASE_WAIT: Duration = Duration::from_millis(10);
+const RELEASE_WAITS: u32 = 30;
+
+impl PgSessionLocks {
+    async fn take(&self, id: &str) -> Result<Option<SessionLock>, StorageError> {
         let holder = uuid::Uuid::new_v4().to_string();
         let now = now_ms();
         // Taken when free or when its lease ran out.
