@@ -34,6 +34,21 @@ pub async fn run(store: &dyn Storage) {
     many_blobs_are_listed(store).await;
     large_blobs_read_whole_and_in_ranges(store).await;
     staged_sessions_are_listed(store).await;
+    sha512_blobs_are_stored_and_listed(store).await;
+}
+
+/// Digests of other algorithms than SHA-256 have longer names: the layout
+/// must hold them too.
+async fn sha512_blobs_are_stored_and_listed(store: &dyn Storage) {
+    let digest = Digest::of(Algorithm::Sha512, b"sha512 bytes");
+    let staged = stage(store, b"sha512 bytes").await;
+    assert_eq!(staged.commit(&digest).await.unwrap(), 12);
+    assert_eq!(store.stat(&digest).await.unwrap(), Some(12));
+    assert_eq!(
+        read_all(store.get(&digest, Some((7, 5))).await.unwrap()).await,
+        b"bytes"
+    );
+    assert!(listed(store).await.contains(&digest));
 }
 
 async fn stage(store: &dyn Storage, data: &'static [u8]) -> Box<dyn StagedUpload> {
