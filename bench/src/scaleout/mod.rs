@@ -19,6 +19,8 @@
 mod engines;
 mod lists;
 mod report;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::path::Path;

@@ -156,6 +156,12 @@ impl ScaleOutReport {
         }
     }
 
+    /// A figure's value, if it was measured.
+    #[cfg(test)]
+    pub fn value(&self, fig: Fig, who: Stack) -> Option<f64> {
+        self.get(fig, who).as_ref()?.as_ref().ok().copied()
+    }
+
     fn get(&self, fig: Fig, who: Stack) -> &Option<Cell> {
         &self.cells[fig.index()][who.index()]
     }
