@@ -13,9 +13,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use berth::config::Config;
 use berth::core::Registry;
-use berth::metadata::{GcRun, GcState, Metadata, Policies, ProjectPolicy, RegistryStore};
+use berth::metadata::{GcRun, GcState, Metadata, ProjectPolicy, RegistryStore};
 use berth::oci::RepoName;
-use berth::storage::FsStore;
 
 #[derive(clap::Args)]
 pub struct GcArgs {
@@ -164,14 +163,21 @@ async fn local_registry(
     config: &Config,
     store: &Arc<dyn RegistryStore>,
 ) -> anyhow::Result<Option<Arc<Registry>>> {
-    match FsStore::open(&config.data_dir).await {
+    // The blob store the server would use: GC and scrub on another one
+    // would find every blob missing.
+    match berth::server::open_storage(config).await {
         Ok(storage) => Ok(Some(Arc::new(Registry::new(
-            Arc::new(storage),
+            storage,
             store.clone(),
             config.core_settings(),
         )))),
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("opening {}", config.data_dir.display())),
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::WouldBlock) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
     }
 }
 

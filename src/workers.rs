@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use crate::auth::audit::AuditSink;
 use crate::core::{Registry, GC_LEASE};
 use crate::metadata::now_ms;
+use crate::metrics::Metrics;
 
 #[async_trait]
 pub trait Worker: Send + Sync + 'static {
@@ -217,6 +218,7 @@ fn stale_before(first_pass: bool, exclusive: bool) -> i64 {
 /// performs requested runs (from the API, the CLI or the schedule).
 pub struct GarbageCollector {
     pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
     /// Zero: no scheduled runs.
     pub interval: Duration,
     /// This process, as the holder of a run's lease.
@@ -264,7 +266,11 @@ impl Worker for GarbageCollector {
         let first = !self.started.swap(true, Ordering::Relaxed);
         let stale_before = stale_before(first, self.exclusive);
         self.schedule().await?;
-        let done = self.registry.perform_gc(&self.holder, stale_before).await?;
+        let done = self.registry.perform_gc(&self.holder, stale_before).await;
+        let done = done.inspect_err(|_| self.metrics.run_errored("gc"))?;
+        if let Some(run) = &done {
+            self.metrics.gc_finished(run);
+        }
         if first && self.exclusive {
             // A run that died left deletions half done: finish them now.
             let recovered = self.registry.recover_gc().await?;
@@ -298,6 +304,7 @@ impl Worker for GarbageCollector {
 /// is resumed after the last digest it checked.
 pub struct Scrubber {
     pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
     pub exclusive: bool,
     pub started: std::sync::atomic::AtomicBool,
 }
@@ -317,7 +324,12 @@ impl Worker for Scrubber {
             .started
             .swap(true, std::sync::atomic::Ordering::Relaxed);
         let stale_before = stale_before(first, self.exclusive);
-        Ok(match self.registry.perform_scrub(stale_before).await? {
+        let done = self.registry.perform_scrub(stale_before).await;
+        let done = done.inspect_err(|_| self.metrics.run_errored("scrub"))?;
+        if let Some(run) = &done {
+            self.metrics.scrub_finished(run);
+        }
+        Ok(match done {
             Some(run) => format!(
                 "scrub run {} {}: {} blobs checked, {} corrupt, {} missing",
                 run.id,

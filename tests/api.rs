@@ -481,19 +481,16 @@ async fn health_probes_answer() {
 
 #[tokio::test]
 async fn readiness_fails_while_blob_storage_is_unusable() {
-    let reg = Reg::new().await;
-    let blobs = reg.config.data_dir.join("blobs");
-    let moved = reg.config.data_dir.join("blobs.away");
-    std::fs::rename(&blobs, &moved).unwrap();
-    // A file where the blob tree should be: every blob lookup fails with
-    // an I/O error (not "no such blob").
-    std::fs::write(&blobs, b"").unwrap();
+    let mut storage = None;
+    let reg = Reg::with(|c| storage = Some(scale_out::Cuttable::insert(c))).await;
+    let storage = storage.unwrap();
+    reg.get("/readyz").await.expect(200);
+    storage.cut();
     let r = reg.get("/readyz").await;
     r.expect(503);
     assert_eq!(r.text(), "blob storage unavailable");
     reg.get("/healthz").await.expect(200);
-    std::fs::remove_file(&blobs).unwrap();
-    std::fs::rename(&moved, &blobs).unwrap();
+    storage.mend();
     reg.get("/readyz").await.expect(200);
 }
 
@@ -3041,7 +3038,19 @@ fn channel_body() -> (Chunks, Body) {
     (tx, Body::from_stream(stream))
 }
 
-/// Waits until the session reports `range` (the bytes of an in-flight chunk are on disk).
+/// Waits until the registry has taken every chunk sent so far from the
+/// request body (so the request holds its session and is writing them).
+async fn wait_consumed(tx: &Chunks) {
+    for _ in 0..500 {
+        if tx.capacity() == tx.max_capacity() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the registry never read the request body");
+}
+
+/// Waits until the session reports `range`.
 async fn wait_for_range(client: &Client, location: &str, range: &str) {
     for _ in 0..500 {
         let r = client.get(location).await;
@@ -3065,13 +3074,15 @@ async fn a_second_chunk_while_one_is_in_flight_is_refused() {
         tokio::spawn(async move { client.call(Method::PATCH, &location, &[], body).await })
     };
     tx.send(Ok(Bytes::from(vec![b'A'; 10]))).await.unwrap();
-    wait_for_range(&reg, &location, "0-9").await;
+    wait_consumed(&tx).await;
+    let held = scale_out::staged_while_in_flight("0-9");
+    wait_for_range(&reg, &location, held).await;
 
     let r = reg
         .call(Method::PATCH, &location, &[], vec![b'B'; 10])
         .await;
     r.expect_error_status(416);
-    assert_eq!(r.header("range"), "0-9");
+    assert_eq!(r.header("range"), held);
     let whole = sha256(&[b'A'; 20]);
     reg.call(
         Method::PUT,
@@ -3118,7 +3129,7 @@ async fn a_chunk_whose_body_breaks_keeps_what_arrived() {
     tx.send(Ok(Bytes::copy_from_slice(&data[..10])))
         .await
         .unwrap();
-    wait_for_range(&reg, &location, "0-9").await;
+    wait_consumed(&tx).await;
     tx.send(Err(std::io::Error::new(
         std::io::ErrorKind::ConnectionReset,
         "client went away",
@@ -3175,11 +3186,9 @@ async fn a_monolithic_push_whose_body_breaks_stores_nothing() {
     reg.head(&format!("/v2/repo/blobs/{d}"))
         .await
         .expect_error(404, "BLOB_UNKNOWN");
-    assert!(
-        std::fs::read_dir(reg.config.data_dir.join("uploads"))
-            .unwrap()
-            .next()
-            .is_none(),
+    assert_eq!(
+        scale_out::staged_sessions(&reg.config).await,
+        0,
         "staging left behind"
     );
 }
@@ -3189,14 +3198,7 @@ async fn blob_bytes_missing_from_storage_are_unknown_not_500() {
     let reg = Reg::new().await;
     let data = b"bytes that will vanish".to_vec();
     let d = reg.push_blob("repo", &data).await;
-    let hex = d.strip_prefix("sha256:").unwrap();
-    let path = reg
-        .config
-        .data_dir
-        .join("blobs/sha256")
-        .join(&hex[..2])
-        .join(hex);
-    std::fs::remove_file(&path).expect("blob file where the fs layout says");
+    scale_out::remove_blob_bytes(&reg.config, &d).await;
 
     reg.get(&format!("/v2/repo/blobs/{d}"))
         .await
@@ -3223,7 +3225,7 @@ async fn upload_whose_staging_vanished_is_unknown() {
     let location = reg.start_upload("repo").await;
     reg.patch_chunk(&location, 0, b"staged").await.expect(202);
     let id = location.rsplit('/').next().unwrap();
-    std::fs::remove_file(reg.config.data_dir.join("uploads").join(id)).expect("staging file");
+    scale_out::remove_staging(&reg.config, id).await;
     reg.get(&location)
         .await
         .expect_error(404, "BLOB_UPLOAD_UNKNOWN");
@@ -3313,12 +3315,20 @@ async fn an_abandoned_chunk_request_releases_the_session() {
     tx.send(Ok(Bytes::copy_from_slice(&data[..10])))
         .await
         .unwrap();
-    wait_for_range(&reg, &location, "0-9").await;
+    wait_consumed(&tx).await;
+    // Bytes staged as they arrive are kept when the request is dropped; an
+    // object store keeps a chunk only once the request finished it.
+    let held = scale_out::staged_while_in_flight("0-9");
+    wait_for_range(&reg, &location, held).await;
     first.abort();
     assert!(first.await.is_err_and(|e| e.is_cancelled()));
     drop(tx);
 
-    reg.patch_chunk(&location, 10, &data[10..])
+    let r = reg.get(&location).await;
+    r.expect(204);
+    assert_eq!(r.header("range"), held);
+    let from = if held == "0-9" { 10 } else { 0 };
+    reg.patch_chunk(&location, from as u64, &data[from..])
         .await
         .expect(202);
     let d = sha256(&data);

@@ -145,6 +145,7 @@ enum Ep {
     TokensDeleteOwn,
     TokensDeleteOther,
     Audit,
+    Metrics,
 }
 
 impl Ep {
@@ -172,6 +173,7 @@ impl Ep {
                 | RobotsList
                 | RobotsCreate
                 | RobotsDelete
+                | Metrics
                 | TokensList
                 | TokensCreate
                 | TokensDeleteOwn
@@ -267,6 +269,7 @@ const MATRIX: &[(&str, Ep, &str, &str)] = &[
 ("DELETE tokens/<someone else's id>", Ep::TokensDeleteOther,
                                                 "401  404  404  404  404  404  403  403", "401  404  404  404  404  404  403  403"),
 ("GET /api/v1/audit",              Ep::Audit,   SYSADMIN_200, SYSADMIN_200),
+("GET /metrics",                 Ep::Metrics,   SYSADMIN_200, SYSADMIN_200),
 ];
 
 /// What one cell expects.
@@ -833,6 +836,7 @@ impl World {
                 req
             }
             Ep::OpenApi => Req::get("/api/v1/openapi.json"),
+            Ep::Metrics => Req::get("/metrics"),
             Ep::UsersList => Req::get("/api/v1/users"),
             Ep::UsersCreate => Req::new(Method::POST, "/api/v1/users")
                 .json(json!({"name": format!("new{n}"), "password": format!("new-password-{n}")})),

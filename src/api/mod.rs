@@ -29,6 +29,7 @@ pub use error::{ApiError, InternalError};
 
 use crate::auth::Auth;
 use crate::core::Registry;
+use crate::metrics::Metrics;
 use crate::oci::ErrorCode;
 use auth::Caller;
 
@@ -74,6 +75,24 @@ async fn readyz(State(state): State<ApiState>) -> Response {
         Ok(()) => (StatusCode::OK, "ready").into_response(),
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
     }
+}
+
+/// `GET /metrics` on the main listener, for system administrators only
+/// (with authentication off, for anyone, as the management API).
+pub fn admin_metrics<S: Clone + Send + Sync + 'static>(
+    state: ApiState,
+    metrics: Arc<Metrics>,
+) -> Router<S> {
+    let render = move |State(s): State<ApiState>, actor: crate::auth::Actor| async move {
+        s.auth.accounts.authorize_system_admin(&actor)?;
+        let body = metrics.render();
+        Ok::<_, ApiError>(
+            ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response(),
+        )
+    };
+    Router::new()
+        .route("/metrics", get(render))
+        .with_state(state)
 }
 
 /// The answer to a path nothing serves: an OCI `NOT_FOUND` body.
@@ -153,6 +172,7 @@ async fn admit(
     if let Ok(endpoint) = &parsed {
         // The request's span is labelled by endpoint, not by its raw path.
         tracing::Span::current().record("endpoint", tracing::field::display(endpoint.name()));
+        crate::metrics::name_endpoint(endpoint.name());
     }
     let required = match &parsed {
         Ok(endpoint) => endpoint.access().required,

@@ -98,9 +98,20 @@ impl Authenticator {
             Some(p) if !p.is_empty() => (p, false),
             _ => (generate_secret(""), true),
         };
-        self.metadata
+        match self
+            .metadata
             .create_user("admin", &hash_password(&password), true)
-            .await?;
+            .await
+        {
+            Ok(_) => {}
+            // A replica starting at the same time on the same database
+            // created it first: that one is the first account.
+            Err(MetadataError::Duplicate(_)) => {
+                tracing::info!("the first account was created by another replica");
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
         if generated {
             // Printed once, on the first start only: the hash is all we keep.
             tracing::warn!(

@@ -193,11 +193,19 @@ impl Registry {
     /// not. Storage is asked for a blob's size (the empty blob's: whether it
     /// exists does not matter), which an object store answers with a HEAD.
     pub async fn ready(&self) -> Result<(), &'static str> {
-        if let Err(e) = self.metadata.ping().await {
+        // A probe must answer in time: a backend that hangs is not ready.
+        const WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
+        let ping = tokio::time::timeout(WITHIN, self.metadata.ping()).await;
+        if let Some(e) = ping.map_or(Some("no answer in 3 s".to_string()), |r| {
+            r.err().map(|e| e.to_string())
+        }) {
             tracing::warn!(error = %e, "not ready: the metadata backend does not answer");
             return Err("metadata backend unavailable");
         }
-        if let Err(e) = self.storage.stat(&Digest::sha256_of(b"")).await {
+        let stat = tokio::time::timeout(WITHIN, self.storage.stat(&Digest::sha256_of(b""))).await;
+        if let Some(e) = stat.map_or(Some("no answer in 3 s".to_string()), |r| {
+            r.err().map(|e| e.to_string())
+        }) {
             tracing::warn!(error = %e, "not ready: blob storage does not answer");
             return Err("blob storage unavailable");
         }

@@ -7,14 +7,27 @@
 //! that must be atomic (a manifest with its references and tag, a manifest
 //! delete with its tags) is one transaction inside one method. All state that
 //! a second replica must see lives here, never in process memory.
-//! Every backend must pass the shared suites in `metadata::suite` and
-//! `metadata::suite_access`.
+//! Every backend must pass the shared suites in `metadata::suite`,
+//! `metadata::suite_access` and `metadata::suite_browse`.
 
 mod access;
 mod browse;
+mod config;
 mod lifecycle;
 mod open;
+mod pg_access;
+#[cfg(test)]
+mod pg_access_tests;
+mod pg_audit;
+mod pg_browse;
+mod pg_catalog;
+mod pg_gc;
+mod pg_manifests;
+mod pg_policy;
+mod pg_scrub;
 mod pg_shared;
+mod pg_sweep;
+mod pg_tokens;
 mod postgres;
 mod scrub;
 mod sqlite;
@@ -33,6 +46,8 @@ mod suite_access;
 #[cfg(test)]
 mod suite_audit;
 #[cfg(test)]
+mod suite_browse;
+#[cfg(test)]
 mod suite_lifecycle;
 #[cfg(test)]
 mod suite_visibility;
@@ -44,6 +59,7 @@ use crate::oci::{Digest, Reference, RepoName, Tag};
 
 pub use access::*;
 pub use browse::*;
+pub use config::MetadataConfig;
 pub use lifecycle::*;
 pub use open::{open, redacted_url, Backend, Opened};
 pub use postgres::PgMetadata;
@@ -277,6 +293,31 @@ pub trait UploadIndex: Send + Sync {
 #[async_trait]
 pub trait Health: Send + Sync {
     async fn ping(&self) -> Result<()>;
+    /// The backend's connection pools as they are now (for metrics); none
+    /// by default.
+    fn pools(&self) -> Vec<PoolUsage> {
+        Vec::new()
+    }
+}
+
+/// One connection pool's use: connections open, idle among them, and the most it opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUsage {
+    pub pool: &'static str,
+    pub open: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
+impl PoolUsage {
+    pub fn of<DB: sqlx::Database>(pool: &'static str, of: &sqlx::Pool<DB>) -> PoolUsage {
+        PoolUsage {
+            pool,
+            open: of.size(),
+            idle: u32::try_from(of.num_idle()).unwrap_or(u32::MAX),
+            max: of.options().get_max_connections(),
+        }
+    }
 }
 
 /// A file that replicas sharing the metadata must hold the same copy of,

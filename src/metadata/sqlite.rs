@@ -578,6 +578,13 @@ impl Health for SqliteMetadata {
         sqlx::query("SELECT 1").execute(&self.read).await?;
         Ok(())
     }
+
+    fn pools(&self) -> Vec<PoolUsage> {
+        vec![
+            PoolUsage::of("sqlite_read", &self.read),
+            PoolUsage::of("sqlite_write", &self.write),
+        ]
+    }
 }
 
 #[cfg(test)]

@@ -39,7 +39,7 @@ fn summary(row: sqlx::sqlite::SqliteRow) -> Result<RepoSummary> {
 }
 
 /// `needle` as a LIKE pattern matching it anywhere, wildcards escaped.
-fn contains_pattern(needle: &str) -> String {
+pub(super) fn contains_pattern(needle: &str) -> String {
     let mut pattern = String::with_capacity(needle.len() + 2);
     pattern.push('%');
     for c in needle.chars() {
@@ -177,7 +177,7 @@ impl Browse for SqliteMetadata {
 }
 
 /// The bytes repository names are made of.
-fn name_byte(b: u8) -> bool {
+pub(super) fn name_byte(b: u8) -> bool {
     b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/".contains(&b)
 }
 

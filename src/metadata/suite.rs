@@ -324,7 +324,7 @@ async fn repos_of(m: &dyn Metadata, project: &str, after: &str) -> Vec<(String, 
 /// Usage follows every write: repositories holding a manifest, tags, bytes
 /// of distinct blobs (a blob shared by two repositories counts once for
 /// their project), last push.
-async fn usage(m: &dyn Metadata) {
+pub(super) async fn usage(m: &dyn Metadata) {
     let projects = ["use".to_string(), "use-other".to_string()];
     let (a, b, bare) = (repo("use/a"), repo("use/b"), repo("use"));
     let (shared, own) = (digest(20), digest(21));
@@ -474,6 +474,24 @@ async fn sqlite_passes_suite() {
         .unwrap();
     assert_eq!(
         m.list_tags(&repo("tags/app"), &all())
+            .await
+            .unwrap()
+            .unwrap(),
+        ["a"]
+    );
+}
+
+#[tokio::test]
+async fn postgres_passes_suite() {
+    let url = super::test_postgres::fresh_database().await;
+    let m = PgMetadata::open(&url, 5).await.unwrap();
+    run(&m).await;
+    super::postgres::tests::assert_counters_consistent(&m).await;
+    // Another replica opening the same database sees what was stored.
+    let other = PgMetadata::open(&url, 2).await.unwrap();
+    assert_eq!(
+        other
+            .list_tags(&repo("tags/app"), &all())
             .await
             .unwrap()
             .unwrap(),

@@ -13,6 +13,7 @@ pub async fn run(m: &dyn Metadata) {
     members(m).await;
     robots(m).await;
     access_tokens(m).await;
+    ended_sessions(m).await;
     super::suite_visibility::run(m).await;
     super::suite_audit::run(m).await;
 }
@@ -387,16 +388,25 @@ async fn access_tokens(m: &dyn AccessMetadata) {
     assert!(m.get_access_token(&bobs.id).await.unwrap().is_some());
 }
 
-#[tokio::test]
-async fn sqlite_passes_access_suite() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("metadata.db");
-    let m = SqliteMetadata::open(&path).await.unwrap();
-    run(&m).await;
-    super::sqlite::tests::assert_counters_consistent(&m).await;
-    // Reopening keeps what was stored.
-    drop(m);
-    let m = SqliteMetadata::open(&path).await.unwrap();
+/// A logout is seen by every process on the store, and a record outlives
+/// nothing: one whose expiry passed is forgotten by the next logout.
+async fn ended_sessions(m: &dyn EndedSessions) {
+    let far = crate::metadata::now_ms() / 1000 + 3600;
+    assert!(!m.session_ended("session-a").await.unwrap());
+    m.end_session("session-a", far).await.unwrap();
+    assert!(m.session_ended("session-a").await.unwrap());
+    // Ending it again (a second logout) is no error.
+    m.end_session("session-a", far).await.unwrap();
+    m.end_session("session-old", 1).await.unwrap();
+    m.end_session("session-b", far).await.unwrap();
+    assert!(!m.session_ended("session-old").await.unwrap(), "expired");
+    assert!(m.session_ended("session-a").await.unwrap());
+    assert!(!m.session_ended("session-c").await.unwrap());
+}
+
+/// What the suite left must be there for a new connection (a reopened
+/// file, another replica's pool).
+async fn kept(m: &dyn AccessMetadata) {
     assert_eq!(
         m.role_of("library", "bob").await.unwrap(),
         None,
@@ -420,4 +430,28 @@ async fn sqlite_passes_access_suite() {
         .await
         .unwrap();
     assert_eq!(events[0].at, T0);
+}
+
+#[tokio::test]
+async fn sqlite_passes_access_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("metadata.db");
+    let m = SqliteMetadata::open(&path).await.unwrap();
+    run(&m).await;
+    super::sqlite::tests::assert_counters_consistent(&m).await;
+    // Reopening keeps what was stored.
+    drop(m);
+    let m = SqliteMetadata::open(&path).await.unwrap();
+    kept(&m).await;
+}
+
+#[tokio::test]
+async fn postgres_passes_access_suite() {
+    let url = super::test_postgres::fresh_database().await;
+    let m = PgMetadata::open(&url, 4).await.unwrap();
+    run(&m).await;
+    super::postgres::tests::assert_counters_consistent(&m).await;
+    // A second pool (another replica) sees what the first stored.
+    let other = PgMetadata::open(&url, 2).await.unwrap();
+    kept(&other).await;
 }

@@ -436,3 +436,11 @@ async fn sqlite_passes_lifecycle_suite() {
     run(&m).await;
     super::sqlite::tests::assert_counters_consistent(&m).await;
 }
+
+#[tokio::test]
+async fn postgres_passes_lifecycle_suite() {
+    let url = super::test_postgres::fresh_database().await;
+    let m = PgMetadata::open(&url, 5).await.unwrap();
+    run(&m).await;
+    super::postgres::tests::assert_counters_consistent(&m).await;
+}

@@ -6,6 +6,8 @@
 mod connections;
 mod router;
 mod shared;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,12 +19,13 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tower_http::set_header::SetResponseHeaderLayer;
 
-pub use router::{router, AppState};
+pub use router::{metrics_router, router, AppState};
 
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::core::Registry;
-use crate::storage::FsStore;
+use crate::metrics::{MeteredMetadata, MeteredStorage, Metrics};
+use crate::storage::{lock_data_dir, FsStore, S3Store, Storage, StorageKind};
 use crate::tls::Tls;
 use crate::workers::{
     AuditRetention, CacheSync, GarbageCollector, Scrubber, UploadExpiry, Workers,
@@ -36,15 +39,16 @@ pub async fn open_state(config: &Config) -> anyhow::Result<AppState> {
     tokio::fs::create_dir_all(dir)
         .await
         .with_context(|| format!("creating data directory {}", dir.display()))?;
-    let storage = FsStore::open(dir)
-        .await
-        .with_context(|| format!("opening blob storage in {}", dir.display()))?;
+    let storage = open_storage(config).await?;
     let opened = open_backend(config).await?;
     if let Some(store) = &opened.shared_files {
         shared::share_files(store.as_ref(), dir).await?;
     }
     let metadata = opened.metadata;
-    let registry = Registry::new(Arc::new(storage), metadata.clone(), config.core_settings());
+    let metrics = Metrics::new(metadata.clone());
+    let storage = MeteredStorage::new(storage, metrics.clone());
+    let timed = MeteredMetadata::new(metadata.clone(), metrics.clone());
+    let registry = Registry::new(Arc::new(storage), Arc::new(timed), config.core_settings());
     let browse = crate::core::Browser::new(metadata.clone(), metadata.clone());
     let ui = crate::ui::UiContext::open(dir, browse).context("opening the web UI's session key")?;
     let auth = Auth::open(metadata, &config.auth, dir)
@@ -56,6 +60,8 @@ pub async fn open_state(config: &Config) -> anyhow::Result<AppState> {
         auth: Arc::new(auth),
         scheme: if tls_on { "https" } else { "http" },
         ui: Arc::new(ui),
+        metrics,
+        metrics_on_main: config.metrics.listen.is_none(),
     })
 }
 
@@ -76,6 +82,25 @@ async fn open_backend(config: &Config) -> anyhow::Result<crate::metadata::Opened
         })
 }
 
+/// The blob store `storage.kind` names. Either way the store holds the
+/// data directory's lock: the SQLite metadata there has one user (an
+/// `io::Error` of kind `WouldBlock` in the chain when another holds it).
+pub async fn open_storage(config: &Config) -> anyhow::Result<Arc<dyn Storage>> {
+    let dir = &config.data_dir;
+    Ok(match config.storage.kind {
+        StorageKind::Fs => Arc::new(
+            FsStore::open(dir)
+                .await
+                .with_context(|| format!("opening blob storage in {}", dir.display()))?,
+        ),
+        StorageKind::S3 => {
+            let owner = lock_data_dir(dir).with_context(|| format!("opening {}", dir.display()))?;
+            let store = S3Store::open(&config.storage).await?;
+            Arc::new(store.holding(owner))
+        }
+    })
+}
+
 /// Builds the whole HTTP application for `config` over the embedded backends.
 pub async fn build_app(config: &Config) -> anyhow::Result<Router> {
     Ok(router(open_state(config).await?))
@@ -89,6 +114,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
+    let metrics_listener = match &config.metrics.listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on {addr} (metrics.listen)"))?,
+        ),
+        None => None,
+    };
     if !config.tls.self_signed {
         // A generated certificate lives in the data directory; given files
         // are only read, so a broken one fails here.
@@ -100,13 +133,35 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // exclusive: a run is theirs to share.
     let state = open_state(&config).await?;
     let workers = start_workers(&state, &config, !config.shared_metadata());
+    let metrics_server = metrics_listener.map(|l| serve_metrics(l, state.metrics.clone(), &config));
     let served = serve_on(listener, router(state.clone()), &config, shutdown_signal()).await;
     workers
         .shutdown(Duration::from_secs(config.shutdown.grace_seconds))
         .await;
     // What was audited during the last requests reaches the database.
     state.auth.audit().flush().await;
+    if let Some(task) = metrics_server {
+        task.abort();
+    }
     served
+}
+
+/// Serves `GET /metrics` on its own plain-HTTP listener until aborted,
+/// with the main listener's connection limits (it faces fewer clients, but
+/// no less careless ones).
+fn serve_metrics(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    config: &Config,
+) -> tokio::task::JoinHandle<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(listen = %addr, "serving metrics");
+    }
+    let limits = config.connections.clone();
+    tokio::spawn(async move {
+        let app = metrics_router(metrics);
+        serve_connections(listener, app, None, &limits, std::future::pending()).await;
+    })
 }
 
 /// Starts the background workers over the opened state; `exclusive`: this
@@ -118,6 +173,7 @@ pub fn start_workers(state: &AppState, config: &Config, exclusive: bool) -> Work
     });
     workers.spawn(GarbageCollector {
         registry: state.registry.clone(),
+        metrics: state.metrics.clone(),
         interval: Duration::from_secs(config.gc.interval_seconds),
         holder: gc_holder(),
         exclusive,
@@ -126,6 +182,7 @@ pub fn start_workers(state: &AppState, config: &Config, exclusive: bool) -> Work
     });
     workers.spawn(Scrubber {
         registry: state.registry.clone(),
+        metrics: state.metrics.clone(),
         exclusive,
         started: Default::default(),
     });

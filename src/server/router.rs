@@ -1,7 +1,7 @@
 //! The application state and the one router: `api` and `ui` routes over
 //! their sub-states, and the global layers (tracing with the request id and
-//! the endpoint's name, error logging, the API-version header, `Host` from
-//! `:authority`).
+//! the endpoint's name, metrics, error logging, the API-version header,
+//! `Host` from `:authority`); and the metrics listener's own router.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +22,7 @@ use tower_http::trace::TraceLayer;
 use crate::api::{self, ApiState, InternalError};
 use crate::auth::Auth;
 use crate::core::Registry;
+use crate::metrics::{self, Metrics};
 use crate::ui::{self, UiContext, UiState};
 
 /// Everything the HTTP application holds: the services, and the scheme the
@@ -34,6 +35,10 @@ pub struct AppState {
     pub scheme: &'static str,
     /// The web UI's session key and read-only browse queries.
     pub ui: Arc<UiContext>,
+    pub metrics: Arc<Metrics>,
+    /// `/metrics` is served here, to system administrators (no
+    /// `metrics.listen` of its own).
+    pub metrics_on_main: bool,
 }
 
 impl FromRef<AppState> for ApiState {
@@ -60,11 +65,23 @@ impl FromRef<AppState> for UiState {
 /// The whole HTTP application over `state`.
 pub fn router(state: AppState) -> Router {
     let request_id = axum::http::HeaderName::from_static("x-request-id");
-    Router::new()
+    let mut app = Router::new()
         .merge(api::routes(ApiState::from_ref(&state)))
         .merge(ui::routes(UiState::from_ref(&state)))
-        .route("/", get(|| async { axum::response::Redirect::to("/ui") }))
-        .fallback(api::not_found)
+        .route("/", get(|| async { axum::response::Redirect::to("/ui") }));
+    if state.metrics_on_main {
+        app = app.merge(api::admin_metrics(
+            ApiState::from_ref(&state),
+            state.metrics.clone(),
+        ));
+    }
+    app.fallback(api::not_found)
+        // Applied per route (as every `Router::layer`), so it sees the
+        // matched route's template: its label for non-/v2/ requests.
+        .layer(middleware::from_fn_with_state(
+            state.metrics.clone(),
+            metrics::track,
+        ))
         .layer(middleware::from_fn(log_internal_errors))
         .layer(middleware::from_fn(host_from_authority))
         .layer(SetResponseHeaderLayer::overriding(
@@ -127,4 +144,18 @@ async fn log_internal_errors(req: Request, next: Next) -> Response {
         tracing::error!(error = %cause, "internal error");
     }
     response
+}
+
+/// The separate metrics listener's application (`metrics.listen`): only
+/// `GET /metrics`, without authentication; anything else is a 404.
+pub fn metrics_router(metrics: Arc<Metrics>) -> Router {
+    let render = move || async move {
+        (
+            [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+            metrics.render(),
+        )
+    };
+    Router::new()
+        .route("/metrics", get(render))
+        .fallback(api::not_found)
 }

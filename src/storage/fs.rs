@@ -42,20 +42,7 @@ impl FsStore {
         let root = root.into();
         tokio::fs::create_dir_all(root.join("blobs")).await?;
         tokio::fs::create_dir_all(root.join("uploads")).await?;
-        let owner = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(root.join("berth.lock"))?;
-        if let Err(e) = owner.try_lock() {
-            return Err(match e {
-                std::fs::TryLockError::WouldBlock => io::Error::new(
-                    io::ErrorKind::WouldBlock,
-                    format!("{} is in use by another berth process", root.display()),
-                ),
-                std::fs::TryLockError::Error(e) => e,
-            });
-        }
+        let owner = lock_data_dir(&root)?;
         Ok(FsStore {
             root,
             _owner: Arc::new(owner),
@@ -77,6 +64,25 @@ impl FsStore {
         // caller mistake can turn into a path outside the staging area.
         uuid::Uuid::parse_str(id).map_err(|_| StorageError::UploadNotFound)?;
         Ok(self.root.join("uploads").join(id))
+    }
+}
+
+/// Takes the lock that makes this process the data directory's only user
+/// (`berth.lock`, held while the returned file is open).
+pub fn lock_data_dir(root: &Path) -> io::Result<std::fs::File> {
+    std::fs::create_dir_all(root)?;
+    let owner = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(root.join("berth.lock"))?;
+    match owner.try_lock() {
+        Ok(()) => Ok(owner),
+        Err(std::fs::TryLockError::WouldBlock) => Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!("{} is in use by another berth process", root.display()),
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
     }
 }
 

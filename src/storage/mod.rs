@@ -8,12 +8,20 @@
 //! Memory use never depends on blob size. Which repository may serve which
 //! blob is not decided here: that is the metadata layer's links.
 //!
-//! Every backend must pass the shared suite in `storage::suite`.
+//! Every backend must pass the shared suite in `storage::suite`. Backends:
+//! the filesystem (`fs`, the embedded default) and S3 (`s3`).
 
+mod config;
 mod fs;
+mod locks;
 mod mapped;
+mod s3;
 #[cfg(test)]
 mod suite;
+/// The test S3 servers (shared with the integration tests).
+#[cfg(test)]
+#[path = "../../tests/support/s3.rs"]
+pub(crate) mod test_s3;
 
 use std::io;
 use std::pin::Pin;
@@ -25,7 +33,12 @@ use futures_util::Stream;
 
 use crate::oci::{Algorithm, Digest, Hasher};
 
-pub use fs::FsStore;
+#[cfg(test)]
+pub(crate) use config::test_config;
+pub use config::{S3Config, StorageConfig, StorageKind};
+pub use fs::{lock_data_dir, FsStore};
+pub use locks::{LocalLocks, SessionLock, SessionLocks};
+pub use s3::S3Store;
 
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
 /// Digests of committed blobs, produced as the backend reads them.
@@ -114,7 +127,9 @@ pub trait StagedUpload: Send {
     /// Bytes staged so far.
     fn size(&self) -> u64;
     /// Appends `body`, feeding every byte to `hasher` as it goes, and hands
-    /// the hasher back. On error, the bytes written so far stay staged.
+    /// the hasher back. On error, the bytes written so far may stay staged
+    /// (the filesystem keeps them) or not (an object store adds an append
+    /// whole or not at all): `size` says which.
     async fn append(&mut self, body: ByteStream, hasher: Option<Hasher>) -> Result<Option<Hasher>>;
     /// Digest of the staged bytes, read back from the staging area.
     async fn digest(&mut self, algorithm: Algorithm) -> Result<Digest>;

@@ -604,6 +604,64 @@ oci_verify_layout() {
 }
 
 # ---------------------------------------------------------------------------
+# a Debian minbase rootfs (realistic.sh, deploy.sh): debootstrap'd once from the mirror
+# apt uses, then cached as a tarball for `docker import`
+
+DEBIAN_CACHE=${E2E_CACHE:-/var/cache/berth-e2e}
+DEBIAN_SUITE=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
+DEBIAN_ROOTFS_TAR=$DEBIAN_CACHE/debian-$DEBIAN_SUITE-minbase.tar.gz
+
+# The Debian mirror apt already uses (the only one reachable), deb822 or one-line style.
+debian_mirror() {
+	local m
+	m=$(awk '/^URIs:/ { for (i = 2; i <= NF; i++) print $i }' /etc/apt/sources.list.d/*.sources 2>/dev/null |
+		grep -v security | grep -m1 '/debian/\?$' || true)
+	[[ -n $m ]] || m=$(sed -E 's/\[[^]]*\]//' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
+		awk '$1 == "deb" { print $2 }' | grep -v security | grep -m1 '/debian/\?$' || true)
+	echo "${m:-http://deb.debian.org/debian}"
+}
+
+# Unmount whatever debootstrap left mounted under DIR (after a failure), then remove
+# DIR without ever crossing into another filesystem (a bind-mounted /dev, say).
+safe_rm() {
+	local dir=$1 m
+	[[ -d $dir ]] || return 0
+	while read -r m; do
+		umount -l "$m" || true
+	done < <(awk -v d="$dir" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r)
+	if awk -v d="$dir" 'index($2, d) == 1 { found = 1 } END { exit !found }' /proc/mounts; then
+		log "still mounted under $dir: leaving it in place"
+		return 0
+	fi
+	rm -rf --one-file-system "$dir"
+}
+
+ensure_debian_rootfs() {
+	if [[ -s $DEBIAN_ROOTFS_TAR ]]; then
+		log "using cached rootfs $DEBIAN_ROOTFS_TAR"
+		return 0
+	fi
+	local mirror work old
+	mirror=$(debian_mirror)
+	mkdir -p "$DEBIAN_CACHE"
+	# leftovers of a run that was killed mid-way
+	for old in "$DEBIAN_CACHE"/build.*; do safe_rm "$old"; done
+	work=$(mktemp -d "$DEBIAN_CACHE/build.XXXXXX")
+	log "debootstrap --variant=minbase $DEBIAN_SUITE from $mirror (cached afterwards in $DEBIAN_CACHE)"
+	timeout --kill-after=30 900 debootstrap --variant=minbase "$DEBIAN_SUITE" "$work/rootfs" "$mirror" \
+		>"$work/debootstrap.log" 2>&1 || {
+		tail -n 30 "$work/debootstrap.log"
+		safe_rm "$work"
+		return 1
+	}
+	rm -rf "$work/rootfs/var/cache/apt/archives/"*.deb
+	tar -C "$work/rootfs" --one-file-system --numeric-owner -cf - . | gzip -1 >"$work/rootfs.tar.gz"
+	mv "$work/rootfs.tar.gz" "$DEBIAN_ROOTFS_TAR" # atomic: a cut-short run leaves no half tarball
+	safe_rm "$work"
+	ls -l "$DEBIAN_ROOTFS_TAR"
+}
+
+# ---------------------------------------------------------------------------
 # access control (auth.sh, auth-tls.sh): berth with authentication on
 
 # registry_start_tls: registry_start for berth over HTTPS with its self-signed
