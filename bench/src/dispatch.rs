@@ -61,6 +61,8 @@ pub fn figures(w: Workload, p: &Params) -> Vec<FigureSpec> {
         Workload::Scale => Vec::new(),
         // A table of its own (`crate::gc`).
         Workload::Gc => Vec::new(),
+        // A table of its own, a column per stack (`crate::scaleout`).
+        Workload::ScaleOut => Vec::new(),
     }
 }
 
@@ -78,7 +80,7 @@ pub async fn run(w: Workload, ctx: &Ctx, t: &Target, st: &mut State) -> Result<V
         Workload::Catalog => workloads::catalog(ctx, t, st).await,
         Workload::Ui => ui::run(ctx, t, st).await,
         Workload::Auth => auth::run(ctx, t, st).await,
-        Workload::Scale | Workload::Gc => {
+        Workload::Scale | Workload::Gc | Workload::ScaleOut => {
             anyhow::bail!(
                 "the {} workload runs apart from the side-by-side table",
                 w.name()

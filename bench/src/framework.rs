@@ -31,6 +31,7 @@ pub fn fig(label: String, better: Better) -> FigureSpec {
 }
 
 /// Sizes, counts and durations; `--quick` shrinks them about 16x.
+#[derive(Clone)]
 pub struct Params {
     pub runs: usize,
     pub big: u64,
@@ -71,6 +72,10 @@ pub struct Params {
     pub gc_blobs: usize,
     pub gc_manifests: usize,
     pub gc_push: Duration,
+    /// `scaleout`: the pushed and pulled blob's size, and the repositories
+    /// present at the first catalog measure (the second has 10 times more).
+    pub scaleout_big: u64,
+    pub scaleout_repos: usize,
 }
 
 impl Params {
@@ -116,6 +121,8 @@ impl Params {
             gc_blobs: 6250,
             gc_manifests: 1250,
             gc_push: Duration::from_secs(3),
+            scaleout_big: 64 * MIB,
+            scaleout_repos: 100,
         }
     }
 
@@ -151,6 +158,8 @@ impl Params {
             gc_blobs: 100_000,
             gc_manifests: 20_000,
             gc_push: Duration::from_secs(10),
+            scaleout_big: 256 * MIB,
+            scaleout_repos: 1000,
         }
     }
 }
@@ -201,6 +210,7 @@ pub enum Workload {
     Auth,
     Scale,
     Gc,
+    ScaleOut,
 }
 
 pub fn size_label(bytes: u64) -> String {
@@ -245,7 +255,7 @@ impl Workload {
         Workload::Ui,
     ];
 
-    pub const ALL: [Workload; 13] = [
+    pub const ALL: [Workload; 14] = [
         Workload::Mono,
         Workload::Chunked,
         Workload::Pull,
@@ -259,6 +269,7 @@ impl Workload {
         Workload::Auth,
         Workload::Scale,
         Workload::Gc,
+        Workload::ScaleOut,
     ];
 
     pub fn name(self) -> &'static str {
@@ -276,6 +287,7 @@ impl Workload {
             Workload::Auth => "auth",
             Workload::Scale => "scale",
             Workload::Gc => "gc",
+            Workload::ScaleOut => "scaleout",
         }
     }
 
@@ -284,7 +296,7 @@ impl Workload {
     pub fn starts_servers(self) -> bool {
         matches!(
             self,
-            Workload::Auth | Workload::Ui | Workload::Scale | Workload::Gc
+            Workload::Auth | Workload::Ui | Workload::Scale | Workload::Gc | Workload::ScaleOut
         )
     }
 }

@@ -17,7 +17,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 
 use crate::http::Target;
-use crate::server::cpu_seconds;
+use crate::server::{cpu_seconds, with_children};
 
 pub struct HammerSpec {
     pub method: Method,
@@ -54,6 +54,21 @@ pub async fn hammer(
     warmup: Duration,
     dur: Duration,
 ) -> Result<HammerResult> {
+    let pids: Vec<u32> = t.pid.into_iter().collect();
+    hammer_pids(t, spec, &pids, conns, warmup, dur).await
+}
+
+/// `hammer`, with the server's CPU summed over `pids` and their children
+/// (a registry's replicas, the load balancer's workers, the database's
+/// backends).
+pub async fn hammer_pids(
+    t: &Target,
+    spec: HammerSpec,
+    pids: &[u32],
+    conns: usize,
+    warmup: Duration,
+    dur: Duration,
+) -> Result<HammerResult> {
     let measure_start = Instant::now() + warmup;
     let end = measure_start + dur;
     // The load runs on one thread of its own: a single-threaded runtime costs less
@@ -71,13 +86,22 @@ pub async fn hammer(
             let _ = tx.send(r);
         })?;
 
-    let pid = t.pid;
     tokio::time::sleep_until(measure_start.into()).await;
-    let (s0, c0) = (cpu_seconds(pid), cpu_seconds(None));
+    let server = with_children(pids);
+    let cpu_of =
+        |pids: &[u32]| -> Vec<Option<f64>> { pids.iter().map(|p| cpu_seconds(Some(*p))).collect() };
+    let (s0, c0) = (cpu_of(&server), cpu_seconds(None));
     let t_start = Instant::now();
     tokio::time::sleep_until(end.into()).await;
-    let (s1, c1) = (cpu_seconds(pid), cpu_seconds(None));
+    let (s1, c1) = (cpu_of(&server), cpu_seconds(None));
     let secs = t_start.elapsed().as_secs_f64();
+    // A process gone by the end (a database backend, say) is left out.
+    let server_cpu = (!server.is_empty() && s0.iter().any(Option::is_some)).then(|| {
+        s0.iter()
+            .zip(&s1)
+            .filter_map(|(a, b)| Some(b.as_ref()? - a.as_ref()?))
+            .sum::<f64>()
+    });
 
     let (requests, hist) = rx.await.context("load thread died")??;
     ensure!(requests > 0, "no request completed in the measured window");
@@ -86,7 +110,7 @@ pub async fn hammer(
         requests,
         secs,
         hist,
-        server_cpu: if pid.is_some() { delta(s0, s1) } else { None },
+        server_cpu,
         client_cpu: delta(c0, c1),
     })
 }

@@ -13,6 +13,7 @@ mod hammer;
 mod http;
 mod registry;
 mod scale;
+mod scaleout;
 mod server;
 mod side;
 mod ui;
@@ -53,9 +54,9 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Run only these workloads (comma-separated): mono, chunked, pull, concurrent,
-    /// manifest-put, manifest-get, blob-head, tags, catalog, ui, auth, scale, gc. Peak RSS
-    /// is always reported. `scale` and `gc` are not in the default set and print tables
-    /// of their own.
+    /// manifest-put, manifest-get, blob-head, tags, catalog, ui, auth, scale, gc,
+    /// scaleout. Peak RSS is always reported. `scale`, `gc` and `scaleout` are not in
+    /// the default set and print tables of their own.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Also run the `auth` workload (push and pull with and without HTTP Basic
@@ -159,7 +160,7 @@ fn params(args: &Args) -> Result<Params> {
     Ok(p)
 }
 
-/// Runs `scale` or `gc`, which start registries of their own and print a
+/// Runs `scale`, `gc` or `scaleout`, which start registries of their own and print a
 /// table of their own; whether every figure was measured.
 async fn run_apart(
     w: Workload,
@@ -171,6 +172,10 @@ async fn run_apart(
     let (table, ok, j) = match w {
         Workload::Scale => {
             let report = scale::run(ctx).await?;
+            (report.table(), report.ok(), report.to_json())
+        }
+        Workload::ScaleOut => {
+            let report = scaleout::run(ctx).await?;
             (report.table(), report.ok(), report.to_json())
         }
         _ => {
@@ -191,7 +196,7 @@ async fn run(args: Args) -> Result<bool> {
     let p = params(&args)?;
     let (apart, workloads): (Vec<Workload>, Vec<Workload>) = workloads
         .into_iter()
-        .partition(|w| matches!(w, Workload::Scale | Workload::Gc));
+        .partition(|w| matches!(w, Workload::Scale | Workload::Gc | Workload::ScaleOut));
     let started = Instant::now();
     let machine = machine();
     eprintln!("machine: {machine}");

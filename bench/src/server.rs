@@ -124,6 +124,18 @@ pub async fn start_distribution(
     tmp_root: &Path,
     htpasswd: Option<&Path>,
 ) -> Result<Server> {
+    start_distribution_on(bin, tmp_root, htpasswd, None).await
+}
+
+/// Starts Distribution with `storage`, the driver's lines of its `storage:`
+/// section (indented by two spaces, e.g. an `s3:` block), instead of a
+/// filesystem under its fresh data dir.
+pub async fn start_distribution_on(
+    bin: &Path,
+    tmp_root: &Path,
+    htpasswd: Option<&Path>,
+    storage: Option<&str>,
+) -> Result<Server> {
     let dir = tempfile::Builder::new()
         .prefix("berth-bench-distribution-")
         .tempdir_in(tmp_root)?;
@@ -131,14 +143,17 @@ pub async fn start_distribution(
     std::fs::create_dir_all(&data)?;
     let port = free_port()?;
     let listen = format!("127.0.0.1:{port}");
+    let driver = match storage {
+        Some(s) => s.to_string(),
+        None => format!("  filesystem:\n    rootdirectory: {}\n", data.display()),
+    };
     // The blob-descriptor cache is on in the Debian and registry:2 default configs.
     let mut config = format!(
         "version: 0.1\n\
          log:\n  level: error\n  accesslog:\n    disabled: true\n\
-         storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  \
+         storage:\n{driver}  delete:\n    enabled: true\n  \
          cache:\n    blobdescriptor: inmemory\n\
-         http:\n  addr: {listen}\n",
-        data.display()
+         http:\n  addr: {listen}\n"
     );
     if let Some(file) = htpasswd {
         config.push_str(&format!(
@@ -151,6 +166,9 @@ pub async fn start_distribution(
     let log = dir.path().join("distribution.log");
     let mut cmd = Command::new(bin);
     cmd.arg("serve").arg(&config_path);
+    // The AWS SDK in its S3 driver refuses to start when a custom CA bundle
+    // is set in the environment (as on some build machines), even for http.
+    cmd.env_remove("AWS_CA_BUNDLE");
     let child =
         spawn_logged(cmd, &log).with_context(|| format!("cannot start {}", bin.display()))?;
     finish_start(
@@ -278,6 +296,35 @@ pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
     let stime: u64 = f.get(12)?.parse().ok()?;
     // USER_HZ is 100 on every Linux ABI.
     Some((utime + stime) as f64 / 100.0)
+}
+
+/// `pids` and their direct children (nginx's workers, PostgreSQL's
+/// backends), from the parent field of each `/proc/PID/stat`.
+pub fn with_children(pids: &[u32]) -> Vec<u32> {
+    let mut out = pids.to_vec();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after "(comm)": state, then the parent's pid.
+        let ppid = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().nth(1)?.parse::<u32>().ok());
+        if ppid.is_some_and(|pp| pids.contains(&pp)) && !out.contains(&pid) {
+            out.push(pid);
+        }
+    }
+    out
 }
 
 /// CPU seconds spent busy by the whole machine (all cores, steal included).

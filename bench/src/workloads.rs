@@ -22,7 +22,7 @@ use crate::registry::{
 const REPO_BIG: &str = "bench/big";
 const REPO_CONC: &str = "bench/concurrent";
 const REPO_MANIFESTS: &str = "bench/manifests";
-const REPO_TAGS: &str = "bench/tags";
+pub const REPO_TAGS: &str = "bench/tags";
 
 pub async fn big_push(ctx: &Ctx, t: &Target, st: &mut State, chunked: bool) -> Result<Vec<f64>> {
     let p = &ctx.p;
@@ -206,33 +206,43 @@ async fn run_hammer(
 }
 
 pub async fn manifest_get(ctx: &Ctx, t: &Target, st: &mut State) -> Result<Vec<f64>> {
+    let spec = manifest_get_spec(t, st).await?;
+    run_hammer(ctx, t, st, "manifest GET", spec).await
+}
+
+/// The `manifest-get` workload's request: a manifest by tag, pushed first.
+pub async fn manifest_get_spec(t: &Target, st: &mut State) -> Result<HammerSpec> {
     let img = ensure_image(t, st).await?;
     let body = manifest(&img, "get");
     put_manifest(t, REPO_MANIFESTS, "get", body.clone()).await?;
-    let spec = HammerSpec {
+    Ok(HammerSpec {
         method: Method::GET,
         path: format!("/v2/{REPO_MANIFESTS}/manifests/get"),
         accept: Some(OCI_MANIFEST),
         content_length: Some(body.len() as u64),
         body_len: body.len() as u64,
-    };
-    run_hammer(ctx, t, st, "manifest GET", spec).await
+    })
 }
 
 pub async fn blob_head(ctx: &Ctx, t: &Target, st: &mut State) -> Result<Vec<f64>> {
+    let spec = blob_head_spec(t, st).await?;
+    run_hammer(ctx, t, st, "blob HEAD", spec).await
+}
+
+/// The `blob-head` workload's request: a `HEAD` of a layer, pushed first.
+pub async fn blob_head_spec(t: &Target, st: &mut State) -> Result<HammerSpec> {
     let img = ensure_image(t, st).await?;
-    let spec = HammerSpec {
+    Ok(HammerSpec {
         method: Method::HEAD,
         path: format!("/v2/{REPO_MANIFESTS}/blobs/{}", img.layer_digest),
         accept: None,
         content_length: Some(img.layer_len as u64),
         body_len: 0,
-    };
-    run_hammer(ctx, t, st, "blob HEAD", spec).await
+    })
 }
 
 /// Median milliseconds of `f`, repeated at least 3 times, within the listing bounds.
-async fn time_ms<F, Fut>(p: &Params, mut f: F) -> Result<f64>
+pub async fn time_ms<F, Fut>(p: &Params, mut f: F) -> Result<f64>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<()>>,
@@ -368,7 +378,7 @@ pub async fn catalog(ctx: &Ctx, t: &Target, st: &mut State) -> Result<Vec<f64>> 
     Ok(vec![full, paged])
 }
 
-async fn create_tags(t: &Target, n: usize) -> Result<()> {
+pub async fn create_tags(t: &Target, n: usize) -> Result<()> {
     let setup = Instant::now();
     let img = push_image_blobs(t, REPO_TAGS).await?;
     let bodies: Arc<Vec<Bytes>> = Arc::new(

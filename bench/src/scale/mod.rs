@@ -48,7 +48,7 @@ use crate::server::{
 
 mod grow;
 mod measure;
-mod ops;
+pub(crate) mod ops;
 mod report;
 mod steps;
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use super::*;
 
 /// `POST /v2/<repo>/blobs/uploads/?mount=<digest>&from=<from>`: 201.
-pub(super) async fn mount(t: &Target, repo: &str, digest: &str, from: &str) -> Result<()> {
+pub(crate) async fn mount(t: &Target, repo: &str, digest: &str, from: &str) -> Result<()> {
     let url = format!("/v2/{repo}/blobs/uploads/?mount={digest}&from={from}");
     let r = t
         .request(
