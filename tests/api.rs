@@ -3203,7 +3203,7 @@ async fn pulls_go_to_the_store_when_redirect_pulls_is_on() {
         // An object store: a short-lived presigned URL of the object.
         r.expect(307);
         assert_eq!(r.header("docker-content-digest"), d);
-        let (status, bytes) = scale_out::fetch(&r.header("location")).await;
+        let (status, bytes) = scale_out::fetch(r.header("location")).await;
         assert_eq!((status, bytes), (200, data.clone()));
     } else {
         // The filesystem has no URL of its own: berth serves the bytes.

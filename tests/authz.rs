@@ -2247,7 +2247,6 @@ async fn robot_refresh_tokens_end_when_the_robot_is_disabled_or_expires() {
         granted_on(r.json()["access_token"].as_str().unwrap(), "privp/app"),
         ["pull", "push"]
     );
-    use berth::metadata::RobotStore as _;
     let db = berth::server::open_metadata(&world.config).await.unwrap();
     assert!(db.set_robot_disabled(&robot, true).await.unwrap());
     assert_revoked(
