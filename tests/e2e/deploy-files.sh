@@ -143,7 +143,7 @@ helm_template() {
 	grep -q '^  replicas: 1$' "$out/embedded.yaml"
 	grep -q 'type: Recreate' "$out/embedded.yaml"
 	helm template t "$chart" --set mode=scaleout --set replicaCount=3 \
-		--set scaleout.s3.endpoint=http://garage:3900 --set scaleout.s3.bucket=berth \
+		--set scaleout.s3.endpoint=http://garage:3900 --set scaleout.s3.allowHttp=true --set scaleout.s3.bucket=berth \
 		--set secrets.metadataUrl=postgres://u:p@db:5432/berth \
 		--set secrets.s3AccessKeyId=k --set secrets.s3SecretAccessKey=s >"$out/scaleout.yaml"
 	refute grep -q 'kind: PersistentVolumeClaim' "$out/scaleout.yaml"
