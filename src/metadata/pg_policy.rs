@@ -8,6 +8,7 @@ use async_trait::async_trait;
 
 use super::pg_catalog::lock_usage;
 use super::postgres::{retrying, PgMetadata, PgTx};
+use super::sqlite_policy::{json_error, quota_error, refuse_immutable, PolicyRow};
 use super::*;
 
 /// A count quota of the project (`column` of `project_policies` against
@@ -37,16 +38,6 @@ async fn over_count_quota(
         .bind(project)
         .fetch_optional(&mut **tx)
         .await?)
-}
-
-fn quota_error(project: &str, what: &'static str, (limit, usage): (i64, i64)) -> MetadataError {
-    MetadataError::QuotaExceeded {
-        project: project.to_string(),
-        what,
-        usage: usage as u64,
-        limit: limit as u64,
-        adding: 1,
-    }
 }
 
 /// Inside a manifest PUT's transaction: an immutable tag is not moved, and
@@ -116,31 +107,6 @@ pub(super) async fn check_tags_deletable(
             .await?;
     refuse_immutable(tags, policy)
 }
-
-fn refuse_immutable(tags: Vec<String>, policy: &ProjectPolicy) -> Result<()> {
-    for tag in tags {
-        if let Some(rule) = policy.immutable_rule(&tag) {
-            return Err(MetadataError::ImmutableTag {
-                rule: rule.to_string(),
-                tag,
-            });
-        }
-    }
-    Ok(())
-}
-
-fn json_error(e: serde_json::Error) -> MetadataError {
-    MetadataError::Corrupt(format!("project policy: {e}"))
-}
-
-type PolicyRow = (
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    String,
-    String,
-);
 
 impl PgMetadata {
     async fn record_pulls_once(&self, pulls: &[(RepoName, String, i64)]) -> Result<()> {

@@ -27,7 +27,11 @@ async fn over_count_quota(
         .await?)
 }
 
-fn quota_error(project: &str, what: &'static str, (limit, usage): (i64, i64)) -> MetadataError {
+pub(super) fn quota_error(
+    project: &str,
+    what: &'static str,
+    (limit, usage): (i64, i64),
+) -> MetadataError {
     MetadataError::QuotaExceeded {
         project: project.to_string(),
         what,
@@ -104,7 +108,7 @@ pub(super) async fn check_tags_deletable(
     refuse_immutable(tags, policy)
 }
 
-fn refuse_immutable(tags: Vec<String>, policy: &ProjectPolicy) -> Result<()> {
+pub(super) fn refuse_immutable(tags: Vec<String>, policy: &ProjectPolicy) -> Result<()> {
     for tag in tags {
         if let Some(rule) = policy.immutable_rule(&tag) {
             return Err(MetadataError::ImmutableTag {
@@ -116,11 +120,11 @@ fn refuse_immutable(tags: Vec<String>, policy: &ProjectPolicy) -> Result<()> {
     Ok(())
 }
 
-fn json_error(e: serde_json::Error) -> MetadataError {
+pub(super) fn json_error(e: serde_json::Error) -> MetadataError {
     MetadataError::Corrupt(format!("project policy: {e}"))
 }
 
-type PolicyRow = (
+pub(super) type PolicyRow = (
     Option<i64>,
     Option<i64>,
     Option<i64>,
