@@ -12,7 +12,12 @@
 //! 2. `kill -9` of berth at three points of a run: what is tagged stays
 //!    intact, the killed run is marked failed, the next run finishes the
 //!    job, and the disk again holds exactly what is reachable.
+//!
+//! Run twice: as itself on the embedded default, and as `gc_scaleout` on
+//! PostgreSQL + Garage, where three replicas serve the clients in turn and
+//! every one of them takes requested runs; "the disk" is then the bucket.
 
+#[path = "gc_support/mod.rs"]
 mod gc_support;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use gc_support::{sha256, Berth, Http, Manifest};
+use gc_support::{sha256, Berth, Http, Manifest, Stack};
 use hyper::Method;
 use serde_json::{json, Value};
 use tokio::sync::RwLock;
@@ -279,8 +284,12 @@ async fn setup_project(http: &Http) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn gc_torture_under_concurrent_pushes() {
     let dir = tempfile::tempdir().unwrap();
-    let berth = Berth::start(&dir.path().join("data"), GRACE_SECONDS).await;
-    let http = berth.http();
+    let stack = Stack::new(&dir.path().join("data")).await;
+    let mut replicas = Vec::new();
+    for n in 0..Stack::replicas() {
+        replicas.push(stack.start(n, GRACE_SECONDS).await);
+    }
+    let http = gc_support::across(&replicas);
     setup_project(&http).await;
     let pause = Arc::new(RwLock::new(()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -325,13 +334,18 @@ async fn gc_torture_under_concurrent_pushes() {
         verify(&http, model).await;
     }
     let expected = reachable_blobs(&models);
-    let on_disk = berth.blobs_on_disk();
+    let on_disk = stack.stored_blobs().await;
+    let holders = stack.gc_holders().await;
     println!(
         "torture: {ops} client operations, {ROUNDS} runs swept {swept} blobs during them, \
-         {} blobs reachable at the end",
-        expected.len()
+         {} blobs reachable at the end; {holders} of {} replicas ran collections",
+        expected.len(),
+        replicas.len()
     );
     assert!(swept > 0, "the runs during the pushes removed nothing");
+    if Stack::scale_out() {
+        assert!(holders >= 2, "one replica ran every collection");
+    }
     assert_eq!(
         on_disk.difference(&expected).count() + expected.difference(&on_disk).count(),
         0,
@@ -414,8 +428,8 @@ async fn kill_when(berth: &mut Berth, id: i64, kill_now: impl Fn(&Value) -> bool
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn gc_survives_kill_9_at_any_point() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let mut berth = Berth::start(&data, 1).await;
+    let stack = Stack::new(&dir.path().join("data")).await;
+    let mut berth = stack.start(0, 1).await;
     let kept = fill_for_crash(&berth.http()).await;
     let garbage = (CRASH_REPOS as u64 - 20) * 9;
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -434,10 +448,11 @@ async fn gc_survives_kill_9_at_any_point() {
         let id = berth.http().request_gc(false).await;
         let seen = kill_when(&mut berth, id, point).await;
         println!("killed run {id} at {name}: {seen}");
-        berth = Berth::start(&data, 1).await;
+        berth = stack.start(0, 1).await;
         let http = berth.http();
         verify_kept(&http, &kept).await;
-        let run = http.run(id).await;
+        stack.expire_gc_leases().await;
+        let run = http.wait_gc(id).await;
         assert_eq!(run["state"], "failed", "{run}");
         assert!(
             run["error"].as_str().unwrap().contains("abandoned"),
@@ -452,7 +467,7 @@ async fn gc_survives_kill_9_at_any_point() {
         .iter()
         .flat_map(|(_, m)| m.blobs.iter().map(|b| sha256(b)))
         .collect();
-    assert_eq!(berth.blobs_on_disk(), expected);
+    assert_eq!(stack.stored_blobs().await, expected);
     // What was collected can be pushed again.
     let again = Manifest::image(unique("again config"), vec![unique("again layer")], None);
     push(&http, "k/again", "v1", &again).await;

@@ -3,8 +3,14 @@
 //! immutability, repository deletion, untagged-manifest cleanup that keeps
 //! index children and referrers, retention rules and their preview, the
 //! garbage-collection and scrub APIs, and who may use them.
+//!
+//! Run twice: as itself on the embedded default, and as `lifecycle_scaleout`
+//! on PostgreSQL + Garage (see `tests/support/scale_out.rs`).
 
-use std::path::Path;
+#[allow(dead_code)] // each stack uses part of it
+#[path = "support/scale_out.rs"]
+mod scale_out;
+
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -27,7 +33,8 @@ fn sha256(data: &[u8]) -> String {
 struct Registry {
     app: Router,
     _workers: Option<berth::workers::Workers>,
-    dir: tempfile::TempDir,
+    config: Config,
+    _dir: tempfile::TempDir,
 }
 
 async fn registry(workers: bool, auth: bool) -> Registry {
@@ -43,12 +50,15 @@ async fn registry(workers: bool, auth: bool) -> Registry {
     } else {
         config.auth.mode = berth::auth::AuthMode::None;
     }
+    scale_out::configure(&mut config).await;
     let state = berth::server::open_state(&config).await.unwrap();
-    let workers = workers.then(|| berth::server::start_workers(&state, &config, true));
+    let exclusive = !config.shared_metadata();
+    let workers = workers.then(|| berth::server::start_workers(&state, &config, exclusive));
     Registry {
         app: berth::server::router(state),
         _workers: workers,
-        dir,
+        config,
+        _dir: dir,
     }
 }
 
@@ -177,14 +187,10 @@ impl Registry {
         }
     }
 
-    fn blob_file(&self, digest: &str) -> std::path::PathBuf {
-        let hex = digest.trim_start_matches("sha256:");
-        blob_path(&self.dir.path().join("data"), hex)
+    /// Whether the blob store holds `digest`'s bytes.
+    async fn stored(&self, digest: &str) -> bool {
+        scale_out::blob_stored(&self.config, digest).await
     }
-}
-
-fn blob_path(data: &Path, hex: &str) -> std::path::PathBuf {
-    data.join("blobs/sha256").join(&hex[..2]).join(hex)
 }
 
 fn descriptor(media_type: &str, data: &[u8]) -> Value {
@@ -359,7 +365,7 @@ async fn a_deleted_repository_leaves_the_catalog_and_its_blobs_go_at_gc() {
     r.push_image("p/gone", "b", "y").await;
     r.push_image("p/stays", "a", "z").await;
     let layer = sha256(b"layer of x");
-    assert!(r.blob_file(&layer).is_file());
+    assert!(r.stored(&layer).await);
     assert_eq!(
         r.send(Method::DELETE, "/api/v1/repositories/p/gone", "", "")
             .await
@@ -388,8 +394,8 @@ async fn a_deleted_repository_leaves_the_catalog_and_its_blobs_go_at_gc() {
     );
     let run = r.gc(false).await;
     assert_eq!(run["blobs_swept"], 4, "{run}");
-    assert!(!r.blob_file(&layer).exists());
-    assert!(r.blob_file(&sha256(b"layer of z")).is_file());
+    assert!(!r.stored(&layer).await);
+    assert!(r.stored(&sha256(b"layer of z")).await);
 }
 
 #[tokio::test]
@@ -492,8 +498,8 @@ async fn untagged_cleanup_keeps_index_children_and_referrers() {
             .await;
         assert_eq!(got.status, 404);
     }
-    assert!(!r.blob_file(&sha256(b"layer of orphan")).exists());
-    assert!(r.blob_file(&sha256(b"layer of arm")).is_file());
+    assert!(!r.stored(&sha256(b"layer of orphan")).await);
+    assert!(r.stored(&sha256(b"layer of arm")).await);
     // Without a policy, untagged manifests stay.
     r.push_image(
         "other/app",
@@ -599,11 +605,11 @@ async fn gc_runs_one_at_a_time_and_dry_runs_remove_nothing() {
     let swept = (dry["blobs_swept"].as_u64(), dry["links_swept"].as_u64());
     assert_eq!(swept, (Some(2), Some(2)), "{dry}");
     assert!(
-        r.blob_file(&sha256(b"layer of dry")).is_file(),
+        r.stored(&sha256(b"layer of dry")).await,
         "a dry run removes nothing"
     );
     assert_eq!(r.gc(false).await["blobs_swept"], 2);
-    assert!(!r.blob_file(&sha256(b"layer of dry")).exists());
+    assert!(!r.stored(&sha256(b"layer of dry")).await);
 }
 
 #[tokio::test]
@@ -617,8 +623,8 @@ async fn scrub_quarantines_corrupt_and_missing_blobs_until_pushed_again() {
     for b in [good, bad, lost] {
         assert_eq!(r.push_blob("p/app", b).await.status, 201);
     }
-    std::fs::write(r.blob_file(&sha256(bad)), b"flipped!!").unwrap();
-    std::fs::remove_file(r.blob_file(&sha256(lost))).unwrap();
+    scale_out::overwrite_blob_bytes(&r.config, &sha256(bad), b"flipped!!").await;
+    scale_out::remove_blob_bytes(&r.config, &sha256(lost)).await;
     let started = r.send(Method::POST, "/api/v1/scrub", "", "").await;
     assert_eq!(started.status, 202);
     let id = started.json()["id"].as_i64().unwrap();

@@ -1,10 +1,18 @@
 //! The real binary (`$BERTH_BIN`, else `target/release/berth`) for the
-//! garbage-collection tests, an HTTP client with the admin's Basic
-//! credentials, and the images the tests push (with their expected bytes).
+//! garbage-collection tests, on the stack the test target runs (the
+//! embedded default, or PostgreSQL + Garage for `gc_scaleout`, where
+//! several replicas share one database and one bucket), an HTTP client
+//! with the admin's Basic credentials, and the images the tests push (with
+//! their expected bytes).
+
+#[allow(dead_code)] // each stack uses part of it
+#[path = "../support/scale_out.rs"]
+mod scale_out;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,11 +46,80 @@ fn berth_binary() -> PathBuf {
     bin
 }
 
+/// Where the replicas of one test keep their state: a data directory
+/// each, and, on the scale-out stack, one PostgreSQL database and one
+/// bucket prefix for all of them.
+pub struct Stack {
+    config: berth::config::Config,
+}
+
+impl Stack {
+    pub async fn new(data: &Path) -> Stack {
+        let mut config = berth::config::Config {
+            data_dir: data.to_path_buf(),
+            ..berth::config::Config::default()
+        };
+        scale_out::configure(&mut config).await;
+        Stack { config }
+    }
+
+    /// Whether this target runs replicas on shared engines.
+    pub fn scale_out() -> bool {
+        scale_out::on()
+    }
+
+    /// How many replicas the stack runs: one process alone serves a data
+    /// directory; on shared engines, three.
+    pub fn replicas() -> usize {
+        if scale_out::on() {
+            3
+        } else {
+            1
+        }
+    }
+
+    /// Starts replica `n` (a data directory of its own beside the others').
+    pub async fn start(&self, n: usize, grace_seconds: u64) -> Berth {
+        let data = if n == 0 {
+            self.config.data_dir.clone()
+        } else {
+            self.config.data_dir.with_extension(format!("replica-{n}"))
+        };
+        Berth::start(&data, &scale_out::binary_env(&self.config), grace_seconds).await
+    }
+
+    /// Digests of the blobs in the store (files, or objects in the bucket).
+    pub async fn stored_blobs(&self) -> BTreeSet<String> {
+        scale_out::stored_blobs(&self.config).await
+    }
+
+    /// How many processes have run collections.
+    pub async fn gc_holders(&self) -> i64 {
+        scale_out::scalar(
+            &self.config,
+            "SELECT COUNT(DISTINCT holder) FROM gc_runs WHERE holder IS NOT NULL",
+        )
+        .await
+    }
+
+    /// Ends the lease of every collection run still marked running, as
+    /// the passing of `core::GC_LEASE` (5 minutes) would: on shared engines
+    /// no replica may assume that a run it did not start is dead before.
+    pub async fn expire_gc_leases(&self) {
+        if scale_out::on() {
+            scale_out::execute(
+                &self.config,
+                "UPDATE gc_runs SET heartbeat_at = 0 WHERE state = 'running'",
+            )
+            .await;
+        }
+    }
+}
+
 /// A running berth over `data` (kept when it stops, for a restart).
 pub struct Berth {
     child: Child,
     pub port: u16,
-    pub data: PathBuf,
 }
 
 impl Drop for Berth {
@@ -53,7 +130,7 @@ impl Drop for Berth {
 }
 
 impl Berth {
-    pub async fn start(data: &Path, grace_seconds: u64) -> Berth {
+    async fn start(data: &Path, env: &[(&str, String)], grace_seconds: u64) -> Berth {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -72,16 +149,13 @@ impl Berth {
             .env("BERTH_GC__GRACE_SECONDS", grace_seconds.to_string())
             .env("BERTH_GC__INTERVAL_SECONDS", "0")
             .env("BERTH_LOG__LEVEL", "warn")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start berth");
-        let berth = Berth {
-            child,
-            port,
-            data: data.to_path_buf(),
-        };
-        let http = Http::new(port);
+        let berth = Berth { child, port };
+        let http = Http::new(&[port]);
         let deadline = Instant::now() + Duration::from_secs(30);
         while http
             .try_send(Method::GET, "/healthz", "", Bytes::new())
@@ -96,7 +170,7 @@ impl Berth {
     }
 
     pub fn http(&self) -> Http {
-        Http::new(self.port)
+        Http::new(&[self.port])
     }
 
     /// `kill -9`.
@@ -104,44 +178,42 @@ impl Berth {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }
+}
 
-    /// Digests of the blob files on disk.
-    pub fn blobs_on_disk(&self) -> BTreeSet<String> {
-        let mut found = BTreeSet::new();
-        let root = self.data.join("blobs");
-        let Ok(algorithms) = std::fs::read_dir(&root) else {
-            return found;
-        };
-        for algorithm in algorithms.flatten() {
-            for prefix in std::fs::read_dir(algorithm.path()).unwrap().flatten() {
-                for file in std::fs::read_dir(prefix.path()).unwrap().flatten() {
-                    let name = file.file_name().into_string().unwrap();
-                    let algo = algorithm.file_name().into_string().unwrap();
-                    found.insert(format!("{algo}:{name}"));
-                }
-            }
-        }
-        found
-    }
+/// A client of every replica in `replicas`, one request to each in turn.
+pub fn across(replicas: &[Berth]) -> Http {
+    Http::new(&replicas.iter().map(|b| b.port).collect::<Vec<_>>())
 }
 
 #[derive(Clone)]
 pub struct Http {
     client: Client<HttpConnector, Full<Bytes>>,
-    base: String,
+    bases: Arc<Vec<String>>,
+    next: Arc<AtomicUsize>,
     auth: String,
 }
 
 pub type Answer = (u16, hyper::HeaderMap, Bytes);
 
 impl Http {
-    fn new(port: u16) -> Http {
+    fn new(ports: &[u16]) -> Http {
         let basic = base64::engine::general_purpose::STANDARD.encode(format!("admin:{PASSWORD}"));
         Http {
             client: Client::builder(TokioExecutor::new()).build_http(),
-            base: format!("http://127.0.0.1:{port}"),
+            bases: Arc::new(
+                ports
+                    .iter()
+                    .map(|p| format!("http://127.0.0.1:{p}"))
+                    .collect(),
+            ),
+            next: Arc::new(AtomicUsize::new(0)),
             auth: format!("Basic {basic}"),
         }
+    }
+
+    fn base(&self) -> &str {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        &self.bases[n % self.bases.len()]
     }
 
     async fn try_send(
@@ -153,7 +225,7 @@ impl Http {
     ) -> Option<Answer> {
         let mut req = Request::builder()
             .method(method)
-            .uri(format!("{}{path}", self.base))
+            .uri(format!("{}{path}", self.base()))
             .header("authorization", &self.auth);
         if !ctype.is_empty() {
             req = req.header("content-type", ctype);

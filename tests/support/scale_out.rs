@@ -36,6 +36,32 @@ pub async fn configure(config: &mut berth::config::Config) {
     s3.path_style = true;
 }
 
+/// The environment that points a `berth serve` process at the stack
+/// `config` was configured for (none on the embedded default).
+pub fn binary_env(config: &berth::config::Config) -> Vec<(&'static str, String)> {
+    if !on() {
+        return Vec::new();
+    }
+    let s3 = &config.storage.s3;
+    let some = |v: &Option<String>| v.clone().expect("configured by `configure`");
+    vec![
+        ("BERTH_METADATA__URL", config.metadata.url.clone()),
+        ("BERTH_METADATA__MAX_CONNECTIONS", "8".into()),
+        ("BERTH_STORAGE__KIND", "s3".into()),
+        ("BERTH_STORAGE__S3__ENDPOINT", some(&s3.endpoint)),
+        ("BERTH_STORAGE__S3__REGION", s3.region.clone()),
+        ("BERTH_STORAGE__S3__BUCKET", s3.bucket.clone()),
+        ("BERTH_STORAGE__S3__PREFIX", s3.prefix.clone()),
+        ("BERTH_STORAGE__S3__ACCESS_KEY_ID", some(&s3.access_key_id)),
+        (
+            "BERTH_STORAGE__S3__SECRET_ACCESS_KEY",
+            some(&s3.secret_access_key),
+        ),
+        ("BERTH_STORAGE__S3__ALLOW_HTTP", "true".into()),
+        ("BERTH_STORAGE__S3__PATH_STYLE", "true".into()),
+    ]
+}
+
 /// The Range an upload session reports while a chunk of `range` is still
 /// arriving: the filesystem stages bytes as they arrive; an object store
 /// holds a chunk's bytes once its request has finished with them.
@@ -74,13 +100,78 @@ pub async fn remove_blob_bytes(config: &berth::config::Config, digest: &str) {
         object_store(config).await.delete(&digest).await.unwrap();
         return;
     }
+    std::fs::remove_file(blob_file(config, digest)).expect("blob file where the fs layout says");
+}
+
+/// Where the filesystem store keeps `digest`'s bytes.
+fn blob_file(config: &berth::config::Config, digest: &str) -> std::path::PathBuf {
     let hex = digest.strip_prefix("sha256:").unwrap();
-    let path = config
+    config
         .data_dir
         .join("blobs/sha256")
         .join(&hex[..2])
-        .join(hex);
-    std::fs::remove_file(&path).expect("blob file where the fs layout says");
+        .join(hex)
+}
+
+/// Whether the registry's store holds `digest`'s bytes.
+pub async fn blob_stored(config: &berth::config::Config, digest: &str) -> bool {
+    use berth::storage::BlobRead as _;
+    if on() {
+        let digest: berth::oci::Digest = digest.parse().unwrap();
+        return object_store(config)
+            .await
+            .stat(&digest)
+            .await
+            .unwrap()
+            .is_some();
+    }
+    blob_file(config, digest).is_file()
+}
+
+/// Replaces a committed blob's bytes with `bytes` behind the registry's
+/// back (bit rot, or an operator's mistake).
+pub async fn overwrite_blob_bytes(config: &berth::config::Config, digest: &str, bytes: &[u8]) {
+    use berth::storage::{BlobAdmin as _, UploadStore as _};
+    if on() {
+        let store = object_store(config).await;
+        let digest: berth::oci::Digest = digest.parse().unwrap();
+        // A commit keeps bytes already stored under the digest.
+        store.delete(&digest).await.unwrap();
+        let id = uuid::Uuid::new_v4().to_string();
+        store.create(&id).await.unwrap();
+        let mut staged = store.open_upload(&id).await.unwrap();
+        let body = bytes::Bytes::copy_from_slice(bytes);
+        let stream = futures_util::stream::once(async move { Ok(body) });
+        staged.append(Box::pin(stream), None).await.unwrap();
+        staged.commit(&digest).await.unwrap();
+        return;
+    }
+    std::fs::write(blob_file(config, digest), bytes).expect("blob file where the fs layout says");
+}
+
+/// Digests of every blob the registry's store holds.
+pub async fn stored_blobs(config: &berth::config::Config) -> std::collections::BTreeSet<String> {
+    use berth::storage::BlobAdmin as _;
+    use futures_util::TryStreamExt as _;
+    if on() {
+        let store = object_store(config).await;
+        let listed: Vec<berth::oci::Digest> = store.list().try_collect().await.unwrap();
+        return listed.iter().map(|d| d.to_string()).collect();
+    }
+    let mut found = std::collections::BTreeSet::new();
+    let Ok(algorithms) = std::fs::read_dir(config.data_dir.join("blobs")) else {
+        return found;
+    };
+    for algorithm in algorithms.flatten() {
+        let algo = algorithm.file_name().into_string().unwrap();
+        for prefix in std::fs::read_dir(algorithm.path()).unwrap().flatten() {
+            for file in std::fs::read_dir(prefix.path()).unwrap().flatten() {
+                let name = file.file_name().into_string().unwrap();
+                found.insert(format!("{algo}:{name}"));
+            }
+        }
+    }
+    found
 }
 
 /// Removes an upload session's staged bytes behind the registry's back.
@@ -194,4 +285,20 @@ pub async fn execute(config: &berth::config::Config, sql: &str) -> u64 {
     let done = sqlx::query(sql).execute(&db).await.unwrap();
     db.close().await;
     done.rows_affected()
+}
+
+/// The one integer that `sql` selects from the registry's metadata
+/// database.
+pub async fn scalar(config: &berth::config::Config, sql: &str) -> i64 {
+    let url = config.metadata_url();
+    if on() {
+        let db = sqlx::PgPool::connect(&url).await.unwrap();
+        let got: i64 = sqlx::query_scalar(sql).fetch_one(&db).await.unwrap();
+        db.close().await;
+        return got;
+    }
+    let db = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let got: i64 = sqlx::query_scalar(sql).fetch_one(&db).await.unwrap();
+    db.close().await;
+    got
 }
