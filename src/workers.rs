@@ -173,6 +173,75 @@ impl Worker for CacheSync {
     }
 }
 
+/// Shares the failed-login limiter's counts with the other replicas
+/// (`auth::limiter::shared`): writes the outcomes this replica published,
+/// merges what the others wrote, and forgets keys quiet for long.
+pub struct LoginSync {
+    authenticator: Arc<crate::auth::Authenticator>,
+    ledger: Arc<dyn crate::metadata::LoginLedger>,
+    outbox: Mutex<tokio::sync::mpsc::Receiver<crate::metadata::LoginOutcome>>,
+    cursor: std::sync::atomic::AtomicI64,
+    forgotten_at: std::sync::atomic::AtomicI64,
+}
+
+impl LoginSync {
+    pub fn new(
+        authenticator: Arc<crate::auth::Authenticator>,
+        ledger: Arc<dyn crate::metadata::LoginLedger>,
+        outbox: tokio::sync::mpsc::Receiver<crate::metadata::LoginOutcome>,
+    ) -> LoginSync {
+        LoginSync {
+            authenticator,
+            ledger,
+            outbox: Mutex::new(outbox),
+            cursor: Default::default(),
+            forgotten_at: Default::default(),
+        }
+    }
+}
+
+/// How often keys nobody touched for long are deleted from the ledger.
+const FORGET_EVERY_MS: i64 = 600_000;
+
+#[async_trait]
+impl Worker for LoginSync {
+    fn name(&self) -> &'static str {
+        "login-sync"
+    }
+
+    fn interval(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    async fn run_once(&self) -> anyhow::Result<String> {
+        use std::sync::atomic::Ordering;
+        let limiter = self.authenticator.login_limiter();
+        let outcomes: Vec<_> = {
+            let mut outbox = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
+            std::iter::from_fn(|| outbox.try_recv().ok()).collect()
+        };
+        let forget = limiter.forget_after().as_millis() as i64;
+        if !outcomes.is_empty() {
+            self.ledger.record_logins(&outcomes, forget).await?;
+        }
+        let (rows, next) = self
+            .ledger
+            .logins_since(self.cursor.load(Ordering::Relaxed))
+            .await?;
+        limiter.merge(&rows);
+        self.cursor.store(next, Ordering::Relaxed);
+        let now = now_ms();
+        if now - self.forgotten_at.load(Ordering::Relaxed) >= FORGET_EVERY_MS {
+            self.forgotten_at.store(now, Ordering::Relaxed);
+            let gone = self.ledger.forget_logins(now - forget).await?;
+            if gone > 0 {
+                tracing::debug!(keys = gone, "forgot quiet failed-login counts");
+            }
+        }
+        Ok(String::new())
+    }
+}
+
 /// Deletes audit events older than `audit.retention_days`.
 pub struct AuditRetention {
     pub audit: AuditSink,

@@ -1373,6 +1373,64 @@ fn assert_limited(r: &Resp, what: &str) {
     assert!((1..=300).contains(&wait), "{what}: Retry-After {wait}");
 }
 
+/// Replicas on one database share the failed-login counts: guesses
+/// spread over two replicas back off as if they all reached one. (On the
+/// embedded default one process alone serves the data directory: the
+/// tests above are the whole story there.)
+#[tokio::test]
+async fn failed_logins_on_one_replica_count_on_the_others() {
+    if !scale_out::on() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        data_dir: root.path().join("a"),
+        ..Default::default()
+    };
+    config.auth.admin_password = Some(ADMIN_PASSWORD.into());
+    config.auth.login_max_failures = 3;
+    config.auth.login_window_seconds = 300;
+    scale_out::configure(&mut config).await;
+    let mut replicas = Vec::new();
+    for name in ["a", "b"] {
+        let mut c = config.clone();
+        c.data_dir = root.path().join(name);
+        let state = berth::server::open_state(&c).await.unwrap();
+        let workers = berth::server::start_workers(&state, &c, false);
+        replicas.push((berth::server::router(state), workers));
+    }
+    let (a, b) = (&replicas[0].0, &replicas[1].0);
+    let right = basic("admin", ADMIN_PASSWORD);
+    let wrong = basic("admin", "wrong-guess");
+    for _ in 0..3 {
+        let r = send(a, &Req::get("/v2/"), Some(&wrong), ip(7)).await;
+        assert_eq!(r.status, 401, "{}", r.text());
+    }
+    assert_limited(
+        &send(a, &Req::get("/v2/"), Some(&wrong), ip(7)).await,
+        "a 4th guess on the replica that saw the first three",
+    );
+    // Replicas write and merge the counts once a second: after three, the
+    // first guess on the other replica (which would count as its own
+    // first failure) is refused.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_limited(
+        &send(b, &Req::get("/v2/"), Some(&wrong), ip(7)).await,
+        "the first guess on the other replica",
+    );
+    assert_limited(
+        &send(b, &Req::get("/v2/"), Some(&right), ip(7)).await,
+        "the right password from the guessing address, on the other replica",
+    );
+    let r = send(b, &Req::get("/v2/"), Some(&right), ip(8)).await;
+    assert_eq!(
+        r.status,
+        200,
+        "the owner from another address: {}",
+        r.text()
+    );
+}
+
 /// A guesser backs off on its own address; the owner, with the right
 /// password from another address, gets in at once (anyone could otherwise
 /// lock out any account, `admin` included).

@@ -67,6 +67,11 @@ impl Authenticator {
         }
     }
 
+    /// The failed-login limiter (for the worker that shares its counts).
+    pub fn login_limiter(&self) -> &LoginLimiter {
+        &self.limiter
+    }
+
     /// Password checks (argon2id, bcrypt) computed since start.
     pub fn password_checks_completed(&self) -> u64 {
         self.checks.completed()

@@ -15,8 +15,9 @@
 //!
 //! Rules that hold across them: no secret or hash ever reaches a log line
 //! or a `Debug` output; secret comparisons run in constant time; every
-//! in-memory table is bounded; time windows are per process (replicas each
-//! keep their own limiter and cache, and share only the key directory).
+//! in-memory table is bounded; checks never wait for a database (replicas
+//! each keep their own credential cache; the limiter's counts are merged
+//! between them in the background, see [`limiter::shared`]).
 
 pub mod credcache;
 pub mod htpasswd;

@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::{Metadata, PgMetadata, PgSessionLocks, Result, SharedFiles, SqliteMetadata};
+use super::{
+    LoginLedger, Metadata, PgMetadata, PgSessionLocks, Result, SharedFiles, SqliteMetadata,
+};
 use crate::storage::SessionLocks;
 
 /// The backend a metadata URL names.
@@ -47,6 +49,8 @@ pub struct Opened {
     /// Upload-session locks every process sharing the backend sees (for a
     /// blob store that has none of its own).
     pub session_locks: Option<Arc<dyn SessionLocks>>,
+    /// Failed-login counts every process sharing the backend sees.
+    pub login_ledger: Option<Arc<dyn LoginLedger>>,
 }
 
 /// Opens the backend `url` names; `max_connections` bounds PostgreSQL's pool.
@@ -56,6 +60,7 @@ pub async fn open(url: &str, max_connections: u32) -> Result<Opened> {
             metadata: Arc::new(SqliteMetadata::open(&path).await?),
             shared_files: None,
             session_locks: None,
+            login_ledger: None,
         }),
         Backend::Postgres(url) => {
             let pg = Arc::new(PgMetadata::open(&url, max_connections).await?);
@@ -64,7 +69,8 @@ pub async fn open(url: &str, max_connections: u32) -> Result<Opened> {
             };
             Ok(Opened {
                 metadata: pg.clone(),
-                shared_files: Some(pg),
+                shared_files: Some(pg.clone()),
+                login_ledger: Some(pg),
                 session_locks: Some(Arc::new(locks)),
             })
         }

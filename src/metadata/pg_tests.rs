@@ -514,3 +514,49 @@ async fn catalog_strategies_agree() {
     // (10); a stranger: c-pub (5); each listed at three page sizes.
     assert_eq!(seen, 3 * (16 + 10 + 5));
 }
+
+/// The shared failed-login counts: two replicas' failures add up, a
+/// success clears the key (and is read after the cursor), a key quiet
+/// past the forget time counts from one again, and quiet keys are deleted.
+#[tokio::test]
+async fn login_counts_add_up_across_replicas() {
+    let url = fresh_database().await;
+    let (a, b) = (
+        PgMetadata::open(&url, 2).await.unwrap(),
+        PgMetadata::open(&url, 2).await.unwrap(),
+    );
+    let failed = |at| LoginOutcome::Failed {
+        key: "source:192.0.2.1".into(),
+        at,
+    };
+    let forget = 600_000;
+    let t = now_ms();
+    a.record_logins(&[failed(t), failed(t + 1)], forget)
+        .await
+        .unwrap();
+    b.record_logins(&[failed(t + 2)], forget).await.unwrap();
+    let (rows, cursor) = b.logins_since(0).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].failures, rows[0].last_failure), (3, t + 2));
+    assert!(cursor > 0);
+    let ok = LoginOutcome::Succeeded {
+        key: "source:192.0.2.1".into(),
+        at: t + 3,
+        trusted_until: t + 10_000,
+    };
+    a.record_logins(&[ok], forget).await.unwrap();
+    let (rows, _) = b.logins_since(cursor).await.unwrap();
+    assert_eq!(
+        (rows[0].failures, rows[0].cleared, rows[0].trusted_until),
+        (0, t + 3, t + 10_000)
+    );
+    // A failure long after the last one starts over.
+    b.record_logins(&[failed(t + 4)], forget).await.unwrap();
+    b.record_logins(&[failed(t + 4 + forget + 1)], forget)
+        .await
+        .unwrap();
+    let (rows, _) = a.logins_since(0).await.unwrap();
+    assert_eq!(rows[0].failures, 1);
+    assert_eq!(a.forget_logins(now_ms() + 60_000).await.unwrap(), 1);
+    assert!(a.logins_since(0).await.unwrap().0.is_empty());
+}

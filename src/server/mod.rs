@@ -28,7 +28,7 @@ use crate::metrics::{MeteredMetadata, MeteredStorage, Metrics};
 use crate::storage::{lock_data_dir, FsStore, S3Store, Storage, StorageKind};
 use crate::tls::Tls;
 use crate::workers::{
-    AuditRetention, CacheSync, GarbageCollector, Scrubber, UploadExpiry, Workers,
+    AuditRetention, CacheSync, GarbageCollector, LoginSync, Scrubber, UploadExpiry, Workers,
 };
 use connections::serve_connections;
 
@@ -45,6 +45,7 @@ pub async fn open_state(config: &Config) -> anyhow::Result<AppState> {
         shared::share_files(store.as_ref(), dir).await?;
     }
     let metadata = opened.metadata;
+    let login_ledger = opened.login_ledger;
     let metrics = Metrics::new(metadata.clone());
     let storage = MeteredStorage::new(storage, metrics.clone());
     let timed = MeteredMetadata::new(metadata.clone(), metrics.clone());
@@ -62,6 +63,7 @@ pub async fn open_state(config: &Config) -> anyhow::Result<AppState> {
         ui: Arc::new(ui),
         metrics,
         metrics_on_main: config.metrics.listen.is_none(),
+        login_ledger,
     })
 }
 
@@ -204,6 +206,10 @@ pub fn start_workers(state: &AppState, config: &Config, exclusive: bool) -> Work
             registry: state.registry.clone(),
             ttl: Duration::from_secs(config.uploads.session_ttl_seconds),
         });
+    }
+    let limiter = state.auth.authenticator.clone();
+    if let (Some(ledger), Some(outbox)) = (&state.login_ledger, limiter.login_limiter().share()) {
+        workers.spawn(LoginSync::new(limiter, ledger.clone(), outbox));
     }
     workers
 }

@@ -39,6 +39,8 @@ pub struct AppState {
     /// `/metrics` is served here, to system administrators (no
     /// `metrics.listen` of its own).
     pub metrics_on_main: bool,
+    /// Failed-login counts shared with the other replicas (PostgreSQL).
+    pub login_ledger: Option<Arc<dyn crate::metadata::LoginLedger>>,
 }
 
 impl FromRef<AppState> for ApiState {

@@ -14,18 +14,25 @@
 //! as a failure from the moment it starts and is refunded if it succeeds,
 //! so concurrent guesses cannot race past the limit.
 //!
-//! State is per process and in memory: with N replicas an attacker gets at
-//! most N times the budget, which still bounds guessing. Memory is bounded:
-//! account names are kept only as a 64-bit keyed hash, and the table holds
-//! at most `capacity` keys, evicting the least recently used ones first.
+//! State is in memory, and checks never wait for a database. Replicas
+//! that share one (PostgreSQL) also share the counts ([`shared`]): each
+//! publishes how its attempts ended and merges what the others published,
+//! about once a second, so N replicas give a guesser the budget of one plus
+//! at most a second's worth of attempts. Memory is bounded: account names
+//! are kept only as a 64-bit hash, and the table holds at most `capacity`
+//! keys, evicting the least recently used ones first.
 
-use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv6Addr};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::metadata::LoginOutcome;
+
+pub mod shared;
 
 /// Keys tracked at most, by default.
 const DEFAULT_CAPACITY: usize = 50_000;
@@ -41,8 +48,9 @@ pub struct LoginLimiter {
     address_max_failures: u32,
     window: Duration,
     capacity: usize,
-    account_hasher: RandomState,
     buckets: Mutex<HashMap<Key, Bucket>>,
+    /// Where outcomes go for the other replicas, once sharing is on.
+    outbox: OnceLock<tokio::sync::mpsc::Sender<LoginOutcome>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -62,6 +70,8 @@ struct Bucket {
     touched: Instant,
     /// A pair that logged in successfully is exempt from its source's budget.
     trusted_until: Option<Instant>,
+    /// The last success known (Unix ms; 0 for none), on any replica.
+    cleared_ms: i64,
 }
 
 /// A login attempt let through by [`LoginLimiter::begin`], counted as a
@@ -80,9 +90,11 @@ impl Attempt<'_> {
     /// trusted from now on), and the source gets its attempt back. Its
     /// earlier failures stay: one good password does not excuse guessing
     /// at other accounts.
-    pub fn succeeded(self) {
+    pub fn succeeded(mut self) {
         if self.counted {
+            self.counted = false;
             let now = Instant::now();
+            let cleared_ms = crate::metadata::now_ms();
             let mut buckets = self.limiter.lock();
             buckets.insert(
                 self.pair,
@@ -91,9 +103,16 @@ impl Attempt<'_> {
                     last: now,
                     touched: now,
                     trusted_until: Some(now + TRUSTED_FOR),
+                    cleared_ms,
                 },
             );
             refund(&mut buckets, self.source);
+            drop(buckets);
+            self.limiter.publish(LoginOutcome::Succeeded {
+                key: self.pair.shared_name(),
+                at: cleared_ms,
+                trusted_until: cleared_ms + TRUSTED_FOR.as_millis() as i64,
+            });
         }
     }
 
@@ -102,11 +121,25 @@ impl Attempt<'_> {
 
     /// The check itself did not happen (server busy, database error): the
     /// attempt is not held against anyone.
-    pub fn cancel(self) {
+    pub fn cancel(mut self) {
         if self.counted {
+            self.counted = false;
             let mut buckets = self.limiter.lock();
             refund(&mut buckets, self.pair);
             refund(&mut buckets, self.source);
+        }
+    }
+}
+
+impl Drop for Attempt<'_> {
+    /// Still counted: a failure, which the other replicas hear of.
+    fn drop(&mut self) {
+        if self.counted {
+            let at = crate::metadata::now_ms();
+            for key in [self.pair, self.source] {
+                let key = key.shared_name();
+                self.limiter.publish(LoginOutcome::Failed { key, at });
+            }
         }
     }
 }
@@ -139,8 +172,8 @@ impl LoginLimiter {
             address_max_failures: address_max_failures.max(1),
             window,
             capacity: capacity.max(8),
-            account_hasher: RandomState::new(),
             buckets: Mutex::new(HashMap::new()),
+            outbox: OnceLock::new(),
         }
     }
 
@@ -167,10 +200,13 @@ impl LoginLimiter {
 
     fn keys(&self, account: &str, source: IpAddr) -> (Key, Key) {
         let network = source_network(source);
-        (
-            Key::Pair(self.account_hasher.hash_one((account, network))),
-            Key::Source(network),
-        )
+        // The same on every replica, so that they can share the counts.
+        let mut hash = Sha256::new();
+        hash.update(network.to_string());
+        hash.update([0]);
+        hash.update(account);
+        let pair = u64::from_be_bytes(hash.finalize()[..8].try_into().expect("8 bytes"));
+        (Key::Pair(pair), Key::Source(network))
     }
 
     /// Failures allowed before `key` backs off.
@@ -268,6 +304,7 @@ impl LoginLimiter {
                 last: now,
                 touched: now,
                 trusted_until: None,
+                cleared_ms: 0,
             });
             bucket.failures = bucket.failures.saturating_add(1);
             bucket.last = now;
@@ -334,206 +371,4 @@ pub fn source_network(source: IpAddr) -> IpAddr {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const WINDOW: Duration = Duration::from_secs(300);
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
-
-    fn secs(n: u64) -> Duration {
-        Duration::from_secs(n)
-    }
-
-    /// `n` wrong passwords for `account` from `source`, all at `at`.
-    fn fail(limiter: &LoginLimiter, account: &str, source: &str, n: u32, at: Instant) {
-        for i in 0..n {
-            limiter
-                .begin_at(account, ip(source), at)
-                .unwrap_or_else(|wait| panic!("failure {i} refused for {wait:?}"))
-                .failed();
-        }
-    }
-
-    #[test]
-    fn a_guesser_backs_off_while_the_owner_elsewhere_gets_in() {
-        let limiter = LoginLimiter::new(3, 100, WINDOW);
-        let t0 = Instant::now();
-        fail(&limiter, "admin", "203.0.113.9", 3, t0);
-        // The guesser waits 5 s, then 10 s, then 20 s…
-        assert_eq!(
-            limiter.check_at("admin", ip("203.0.113.9"), t0),
-            Err(secs(5))
-        );
-        let mut at = t0;
-        for expected in [5, 10, 20, 40, 80] {
-            at += secs(expected);
-            assert!(limiter.check_at("admin", ip("203.0.113.9"), at).is_ok());
-            limiter
-                .begin_at("admin", ip("203.0.113.9"), at)
-                .unwrap()
-                .failed();
-            let wait = limiter
-                .check_at("admin", ip("203.0.113.9"), at)
-                .unwrap_err();
-            assert_eq!(wait, secs(expected * 2), "after the wait of {expected} s");
-        }
-        // …at most the window, however long it keeps trying at once.
-        for _ in 0..20 {
-            at += limiter
-                .check_at("admin", ip("203.0.113.9"), at)
-                .unwrap_err();
-            limiter
-                .begin_at("admin", ip("203.0.113.9"), at)
-                .unwrap()
-                .failed();
-        }
-        assert_eq!(
-            limiter.check_at("admin", ip("203.0.113.9"), at),
-            Err(WINDOW)
-        );
-        // The owner, from any other address, is never held up.
-        assert!(limiter.check_at("admin", ip("198.51.100.1"), at).is_ok());
-        limiter
-            .begin_at("admin", ip("198.51.100.1"), at)
-            .unwrap()
-            .succeeded();
-        // A quiet window after the back-off forgets the guesser's failures.
-        let quiet = at + WINDOW * 2;
-        assert!(limiter.check_at("admin", ip("203.0.113.9"), quiet).is_ok());
-        fail(&limiter, "admin", "203.0.113.9", 3, quiet);
-    }
-
-    #[test]
-    fn concurrent_guesses_cannot_race_past_the_limit() {
-        let limiter = std::sync::Arc::new(LoginLimiter::new(10, 1_000, WINDOW));
-        let admitted = std::sync::atomic::AtomicUsize::new(0);
-        std::thread::scope(|scope| {
-            for _ in 0..42 {
-                scope.spawn(|| {
-                    // The attempts start together and all fail afterwards.
-                    if let Ok(attempt) = limiter.begin("victim", ip("10.0.0.1")) {
-                        admitted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        std::thread::sleep(Duration::from_millis(50));
-                        attempt.failed();
-                    }
-                });
-            }
-        });
-        assert_eq!(admitted.load(std::sync::atomic::Ordering::SeqCst), 10);
-    }
-
-    #[test]
-    fn the_right_password_refunds_its_attempt() {
-        let limiter = LoginLimiter::new(2, 100, WINDOW);
-        let t0 = Instant::now();
-        for _ in 0..10 {
-            limiter
-                .begin_at("ci", ip("10.0.0.7"), t0)
-                .unwrap()
-                .succeeded();
-        }
-        fail(&limiter, "ci", "10.0.0.7", 2, t0);
-        assert!(limiter.check_at("ci", ip("10.0.0.7"), t0).is_err());
-        // A check that never ran (busy server) is not held against anyone.
-        let limiter = LoginLimiter::new(2, 100, WINDOW);
-        for _ in 0..10 {
-            limiter.begin_at("ci", ip("10.0.0.7"), t0).unwrap().cancel();
-        }
-        fail(&limiter, "ci", "10.0.0.7", 2, t0);
-    }
-
-    #[test]
-    fn an_address_guessing_many_accounts_backs_off_but_not_its_known_owners() {
-        let limiter = LoginLimiter::new(10, 3, WINDOW);
-        let t0 = Instant::now();
-        // Someone behind the NAT logged in before.
-        limiter
-            .begin_at("builder", ip("192.0.2.7"), t0)
-            .unwrap()
-            .succeeded();
-        for account in ["a", "b", "c"] {
-            fail(&limiter, account, "192.0.2.7", 1, t0);
-        }
-        assert_eq!(limiter.check_at("d", ip("192.0.2.7"), t0), Err(secs(5)));
-        assert!(limiter.check_at("d", ip("192.0.2.8"), t0).is_ok());
-        // The known owner from that address still gets in.
-        limiter
-            .begin_at("builder", ip("192.0.2.7"), t0)
-            .unwrap()
-            .succeeded();
-    }
-
-    #[test]
-    fn failures_age_out_with_the_real_clock() {
-        let limiter = LoginLimiter::new(2, 100, Duration::from_millis(200));
-        for _ in 0..2 {
-            limiter.begin("alice", ip("10.0.0.1")).unwrap().failed();
-        }
-        let wait = limiter.check("alice", ip("10.0.0.1")).unwrap_err();
-        assert!(wait >= Duration::from_secs(1), "rounded up: {wait:?}");
-        std::thread::sleep(Duration::from_millis(250));
-        assert!(limiter.check("alice", ip("10.0.0.1")).is_ok());
-    }
-
-    #[test]
-    fn an_ipv6_slash_64_counts_as_one_source() {
-        let limiter = LoginLimiter::new(10, 2, WINDOW);
-        let t0 = Instant::now();
-        fail(&limiter, "a", "2001:db8:1:2::1", 1, t0);
-        fail(&limiter, "b", "2001:db8:1:2:ffff::9", 1, t0);
-        assert!(limiter.check_at("c", ip("2001:db8:1:2::42"), t0).is_err());
-        assert!(limiter.check_at("c", ip("2001:db8:1:3::1"), t0).is_ok());
-        // IPv4-mapped IPv6 is the IPv4 address.
-        fail(&limiter, "a", "::ffff:198.51.100.1", 1, t0);
-        fail(&limiter, "b", "198.51.100.1", 1, t0);
-        assert!(limiter.check_at("c", ip("198.51.100.1"), t0).is_err());
-    }
-
-    #[test]
-    fn memory_stays_bounded_and_recent_offenders_are_kept() {
-        let limiter = LoginLimiter::with_capacity(3, 3, WINDOW, 100);
-        let t0 = Instant::now();
-        fail(&limiter, "target", "10.9.9.9", 3, t0);
-        for i in 0..2_000u32 {
-            let at = t0 + Duration::from_millis(u64::from(i));
-            let _ = limiter
-                .begin_at(&format!("user{i}"), IpAddr::from(i.to_be_bytes()), at)
-                .map(Attempt::failed);
-            // The attacker keeps trying the target too.
-            if i % 10 == 0 {
-                let _ = limiter
-                    .begin_at("target", ip("10.9.9.9"), at)
-                    .map(Attempt::failed);
-            }
-            assert!(limiter.tracked() <= 100);
-        }
-        let later = t0 + Duration::from_secs(2);
-        assert!(limiter.check_at("target", ip("10.9.9.9"), later).is_err());
-        assert!(limiter.check_at("someone", ip("10.9.9.9"), later).is_err());
-    }
-
-    #[test]
-    fn expired_entries_are_dropped_when_room_is_needed() {
-        let limiter = LoginLimiter::with_capacity(3, 3, Duration::from_secs(1), 10);
-        let t0 = Instant::now();
-        for i in 0..5u32 {
-            let source = IpAddr::from(i.to_be_bytes()).to_string();
-            fail(&limiter, &format!("old{i}"), &source, 1, t0);
-        }
-        assert_eq!(limiter.tracked(), 10);
-        fail(&limiter, "new", "10.0.0.1", 1, t0 + Duration::from_secs(5));
-        assert_eq!(limiter.tracked(), 2);
-    }
-
-    #[test]
-    fn zero_max_failures_turns_limiting_off() {
-        let limiter = LoginLimiter::new(0, 0, WINDOW);
-        for _ in 0..10 {
-            limiter.begin("alice", ip("10.0.0.1")).unwrap().failed();
-        }
-        assert!(limiter.check("alice", ip("10.0.0.1")).is_ok());
-    }
-}
+mod tests;
