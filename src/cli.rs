@@ -388,8 +388,18 @@ pub async fn audit(config: &Config, args: AuditArgs) -> anyhow::Result<()> {
 }
 
 /// Adds a new token-signing key; tokens signed with older keys stay valid.
-pub fn rotate_keys(config: &Config) -> anyhow::Result<()> {
+/// Replicas sharing PostgreSQL get it at once and sign with it once every
+/// one of them verifies it; one berth alone signs with it when restarted.
+pub async fn rotate_keys(config: &Config) -> anyhow::Result<()> {
     let kid = berth::auth::TokenKeys::rotate(&config.data_dir.join("keys"))?;
-    println!("new signing key {kid}; restart berth to sign with it");
+    if berth::server::share_keys(config).await? {
+        let settle = berth::server::KEY_SETTLE.as_secs();
+        println!(
+            "new signing key {kid}, stored for the other replicas: running replicas sign \
+             with it in about {settle} s"
+        );
+    } else {
+        println!("new signing key {kid}; restart berth to sign with it");
+    }
     Ok(())
 }

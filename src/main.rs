@@ -280,7 +280,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys {
             action: KeysAction::Rotate,
             data,
-        } => admin(&data, Write, |c| async move { cli::rotate_keys(c) }),
+        } => admin(&data, Write, cli::rotate_keys),
     }
 }
 

@@ -1383,22 +1383,11 @@ async fn failed_logins_on_one_replica_count_on_the_others() {
         return;
     }
     let root = tempfile::tempdir().unwrap();
-    let mut config = Config {
-        data_dir: root.path().join("a"),
-        ..Default::default()
-    };
-    config.auth.admin_password = Some(ADMIN_PASSWORD.into());
-    config.auth.login_max_failures = 3;
-    config.auth.login_window_seconds = 300;
-    scale_out::configure(&mut config).await;
-    let mut replicas = Vec::new();
-    for name in ["a", "b"] {
-        let mut c = config.clone();
-        c.data_dir = root.path().join(name);
-        let state = berth::server::open_state(&c).await.unwrap();
-        let workers = berth::server::start_workers(&state, &c, false);
-        replicas.push((berth::server::router(state), workers));
-    }
+    let replicas = two_replicas(root.path(), |c| {
+        c.auth.login_max_failures = 3;
+        c.auth.login_window_seconds = 300;
+    })
+    .await;
     let (a, b) = (&replicas[0].0, &replicas[1].0);
     let right = basic("admin", ADMIN_PASSWORD);
     let wrong = basic("admin", "wrong-guess");
@@ -1429,6 +1418,98 @@ async fn failed_logins_on_one_replica_count_on_the_others() {
         "the owner from another address: {}",
         r.text()
     );
+}
+
+/// Two replicas on one database, with their background workers.
+async fn two_replicas(
+    root: &Path,
+    tweak: impl Fn(&mut Config),
+) -> Vec<(Router, Config, berth::workers::Workers)> {
+    let mut config = Config::default();
+    config.auth.admin_password = Some(ADMIN_PASSWORD.into());
+    tweak(&mut config);
+    scale_out::configure(&mut config).await;
+    let mut replicas = Vec::new();
+    for name in ["a", "b"] {
+        let mut c = config.clone();
+        c.data_dir = root.join(name);
+        let state = berth::server::open_state(&c).await.unwrap();
+        let workers = berth::server::start_workers(&state, &c, false);
+        replicas.push((berth::server::router(state), c, workers));
+    }
+    replicas
+}
+
+/// The `kid` in a bearer token's header.
+fn kid_of(token: &str) -> String {
+    use base64::Engine as _;
+    let header = token.split('.').next().unwrap();
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .unwrap();
+    let header: Value = serde_json::from_slice(&header).unwrap();
+    header["kid"].as_str().unwrap().to_string()
+}
+
+/// A token key rotated on one replica's data directory verifies on every
+/// replica within seconds, signs once it has settled (the test renames the
+/// key file as if the settling time had passed), and the tokens signed
+/// before keep working everywhere.
+#[tokio::test]
+async fn a_rotated_token_key_reaches_every_replica_while_they_run() {
+    if !scale_out::on() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let replicas = two_replicas(root.path(), |_| {}).await;
+    let (a, b) = (&replicas[0].0, &replicas[1].0);
+    let admin = basic("admin", ADMIN_PASSWORD);
+    let token_from = |app: &Router| {
+        let (app, admin) = (app.clone(), admin.clone());
+        async move {
+            let r = send(&app, &Req::get("/token?service=berth"), Some(&admin), ip(9)).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            r.json()["token"].as_str().unwrap().to_string()
+        }
+    };
+    let before = token_from(a).await;
+    let keys = replicas[0].1.data_dir.join("keys");
+    let new_kid = berth::auth::TokenKeys::rotate(&keys).unwrap();
+    let newest = std::fs::read_dir(&keys)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .unwrap();
+    let stamp: u128 = newest.file_stem().unwrap().to_str().unwrap()["es256-".len()..]
+        .parse()
+        .unwrap();
+    let settled = stamp - 2 * berth::server::KEY_SETTLE.as_nanos();
+    std::fs::rename(&newest, keys.join(format!("es256-{settled:020}.pem"))).unwrap();
+    assert!(berth::server::share_keys(&replicas[0].1).await.unwrap());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let after = loop {
+        let token = token_from(b).await;
+        if kid_of(&token) == new_kid {
+            break token;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the other replica still signs with the old key after 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for (app, name) in [(a, "a"), (b, "b")] {
+        for (token, which) in [(&before, "before"), (&after, "after")] {
+            let bearer = format!("Bearer {token}");
+            let r = send(app, &Req::get("/v2/"), Some(&bearer), ip(9)).await;
+            assert_eq!(
+                r.status,
+                200,
+                "the token from {which} on {name}: {}",
+                r.text()
+            );
+        }
+    }
 }
 
 /// A guesser backs off on its own address; the owner, with the right

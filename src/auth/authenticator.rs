@@ -24,7 +24,8 @@ use crate::oci::RepoName;
 
 pub struct Authenticator {
     pub(super) metadata: Arc<dyn AccessMetadata>,
-    pub(super) keys: TokenKeys,
+    /// Swapped whole when the key directory changes (`install_keys`).
+    keys: std::sync::RwLock<Arc<TokenKeys>>,
     htpasswd: Option<Arc<HtpasswdFile>>,
     /// Each entry is tagged with the store's access generation read before
     /// the check that filled it, and served only while that is current.
@@ -51,7 +52,7 @@ impl Authenticator {
     ) -> Authenticator {
         Authenticator {
             metadata,
-            keys,
+            keys: std::sync::RwLock::new(Arc::new(keys)),
             htpasswd,
             verified: CredentialCache::new(Duration::from_secs(config.credential_cache_seconds)),
             limiter: LoginLimiter::new(
@@ -65,6 +66,22 @@ impl Authenticator {
             audit,
             authorizer,
         }
+    }
+
+    /// The token keys in use.
+    pub(super) fn keys(&self) -> Arc<TokenKeys> {
+        self.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Puts `keys` in use; whether they differ (in keys or in the one that
+    /// signs) from those in use before.
+    pub fn install_keys(&self, keys: TokenKeys) -> bool {
+        let mut current = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        let same = current.signing_kid() == keys.signing_kid() && current.kids().eq(keys.kids());
+        if !same {
+            *current = Arc::new(keys);
+        }
+        !same
     }
 
     /// The failed-login limiter (for the worker that shares its counts).
@@ -360,7 +377,7 @@ impl Authenticator {
     /// Verifies a bearer token presented to the registry.
     pub fn verify_token(&self, token: &str) -> Result<Grant, AuthError> {
         let claims = self
-            .keys
+            .keys()
             .verify(token, &self.config.service, &self.config.issuer)?;
         Ok(Grant::Token {
             subject: claims.sub,
@@ -464,7 +481,7 @@ impl Authenticator {
             account: None,
             generation: None,
         };
-        let token = self.keys.issue(&claims)?;
+        let token = self.keys().issue(&claims)?;
         if *who == Principal::Anonymous {
             // Anyone may ask for any number: counted, not a row each.
             self.audit.count_anonymous_token();

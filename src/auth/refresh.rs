@@ -36,7 +36,7 @@ impl Authenticator {
             account: Some(binding.account),
             generation: Some(binding.generation),
         };
-        Ok(self.keys.issue(&claims)?)
+        Ok(self.keys().issue(&claims)?)
     }
 
     /// The principal a refresh token was issued to, if it is still valid:
@@ -44,7 +44,7 @@ impl Authenticator {
     /// was issued under.
     pub async fn redeem_refresh_token(&self, token: &str) -> Result<Principal, AuthError> {
         let claims = self
-            .keys
+            .keys()
             .verify(token, &self.refresh_audience(), &self.config.issuer)?;
         let (Some(account), Some(generation)) = (claims.account, claims.generation) else {
             // Issued before refresh tokens were bound to an account.

@@ -46,6 +46,7 @@ pub async fn open_state(config: &Config) -> anyhow::Result<AppState> {
     }
     let metadata = opened.metadata;
     let login_ledger = opened.login_ledger;
+    let shared_files = opened.shared_files;
     let metrics = Metrics::new(metadata.clone());
     let storage = MeteredStorage::new(storage, metrics.clone());
     let timed = MeteredMetadata::new(metadata.clone(), metrics.clone());
@@ -64,7 +65,25 @@ pub async fn open_state(config: &Config) -> anyhow::Result<AppState> {
         metrics,
         metrics_on_main: config.metrics.listen.is_none(),
         login_ledger,
+        shared_files,
     })
+}
+
+/// How old a rotated token key must be before replicas sign with it.
+pub use shared::SETTLE as KEY_SETTLE;
+
+/// Stores the data directory's token and session keys for the other
+/// replicas, when the metadata backend is shared; whether it is.
+pub async fn share_keys(config: &Config) -> anyhow::Result<bool> {
+    if !config.shared_metadata() {
+        return Ok(false);
+    }
+    let opened = open_backend(config).await?;
+    let Some(store) = opened.shared_files else {
+        return Ok(false);
+    };
+    shared::share_files(store.as_ref(), &config.data_dir).await?;
+    Ok(true)
 }
 
 /// Opens the metadata backend `metadata.url` names.
@@ -205,6 +224,13 @@ pub fn start_workers(state: &AppState, config: &Config, exclusive: bool) -> Work
         workers.spawn(UploadExpiry {
             registry: state.registry.clone(),
             ttl: Duration::from_secs(config.uploads.session_ttl_seconds),
+        });
+    }
+    if let Some(store) = &state.shared_files {
+        workers.spawn(shared::KeySync {
+            store: store.clone(),
+            data_dir: config.data_dir.clone(),
+            authenticator: state.auth.authenticator.clone(),
         });
     }
     let limiter = state.auth.authenticator.clone();

@@ -41,6 +41,8 @@ pub struct AppState {
     pub metrics_on_main: bool,
     /// Failed-login counts shared with the other replicas (PostgreSQL).
     pub login_ledger: Option<Arc<dyn crate::metadata::LoginLedger>>,
+    /// The files replicas hold the same copy of (PostgreSQL).
+    pub shared_files: Option<Arc<dyn crate::metadata::SharedFiles>>,
 }
 
 impl FromRef<AppState> for ApiState {

@@ -5,17 +5,27 @@
 //! store's lock, every stored copy is written into this replica's data
 //! directory (the store's copy wins over a different local one), the keys
 //! are created if there are none anywhere yet, and local keys the store
-//! lacks (a key rotated on this replica) are stored. A key rotated on one
-//! replica reaches the others when they restart.
+//! lacks (a key rotated on this replica) are stored.
+//!
+//! While they run, [`KeySync`] exchanges again every few seconds and puts
+//! a changed key set in use, so that a key rotated anywhere (`berth token
+//! rotate` stores it at once) verifies everywhere within `KEY_SYNC`. A new
+//! key signs only once it is `SETTLE` old: by then every replica verifies
+//! it.
 
 use std::fs::DirBuilder;
 use std::io;
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::Path;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use anyhow::Context as _;
+use async_trait::async_trait;
 
 use crate::auth::token::TokenKeys;
+use crate::auth::Authenticator;
 use crate::metadata::{SharedFile, SharedFiles};
 use crate::secret_file::Replace;
 
@@ -28,6 +38,49 @@ pub async fn share_files(store: &dyn SharedFiles, data_dir: &Path) -> anyhow::Re
         .exchange_shared_files(&|stored| exchange(data_dir, stored))
         .await
         .context("sharing the token and session keys with the other replicas")
+}
+
+/// How often a replica exchanges the shared files again.
+const KEY_SYNC: Duration = Duration::from_secs(5);
+/// How old a new key must be before it signs: several exchanges, so that
+/// every running replica has it by then.
+pub const SETTLE: Duration = Duration::from_secs(30);
+
+/// Keeps this replica's token keys the same as the other replicas'.
+pub struct KeySync {
+    pub store: Arc<dyn SharedFiles>,
+    pub data_dir: std::path::PathBuf,
+    pub authenticator: Arc<Authenticator>,
+}
+
+#[async_trait]
+impl crate::workers::Worker for KeySync {
+    fn name(&self) -> &'static str {
+        "key-sync"
+    }
+
+    fn interval(&self) -> Duration {
+        KEY_SYNC
+    }
+
+    async fn run_once(&self) -> anyhow::Result<String> {
+        share_files(self.store.as_ref(), &self.data_dir).await?;
+        let keys = TokenKeys::load_settled(&self.data_dir.join(KEY_DIR), SETTLE)
+            .context("loading the token keys")?;
+        let signing = keys.signing_kid().to_string();
+        let verifying = keys.kids().count();
+        if self.authenticator.install_keys(keys) {
+            tracing::info!(
+                signing_kid = %signing,
+                keys = verifying,
+                "token keys changed: now in use"
+            );
+            return Ok(format!(
+                "token keys changed: {verifying} verify, {signing} signs"
+            ));
+        }
+        Ok(String::new())
+    }
 }
 
 /// Whether `name` is one of the shared files (and so a safe path).

@@ -19,7 +19,7 @@ const LEEWAY_SECONDS: u64 = 30;
 
 /// The token signing and verification keys of one key directory.
 pub struct TokenKeys {
-    /// Oldest first; the last one signs.
+    /// The key that signs last, the others oldest first.
     keys: Vec<KeyPair>,
     signing: EncodingKey,
     verifying: HashMap<String, DecodingKey>,
@@ -60,7 +60,7 @@ impl TokenKeys {
         &self.keys.last().expect("never empty").kid
     }
 
-    /// The `kid` of every key that verifies, oldest first.
+    /// The `kid` of every key that verifies, the signing one last.
     pub fn kids(&self) -> impl Iterator<Item = &str> {
         self.keys.iter().map(|k| k.kid.as_str())
     }
