@@ -233,9 +233,11 @@ pub fn start_workers(state: &AppState, config: &Config, exclusive: bool) -> Work
             authenticator: state.auth.authenticator.clone(),
         });
     }
-    let limiter = state.auth.authenticator.clone();
-    if let (Some(ledger), Some(outbox)) = (&state.login_ledger, limiter.login_limiter().share()) {
-        workers.spawn(LoginSync::new(limiter, ledger.clone(), outbox));
+    if let Some(ledger) = &state.login_ledger {
+        let authenticator = state.auth.authenticator.clone();
+        if let Some(outbox) = authenticator.login_limiter().share() {
+            workers.spawn(LoginSync::new(authenticator, ledger.clone(), outbox));
+        }
     }
     workers
 }

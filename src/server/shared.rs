@@ -8,7 +8,7 @@
 //! lacks (a key rotated on this replica) are stored.
 //!
 //! While they run, [`KeySync`] exchanges again every few seconds and puts
-//! a changed key set in use, so that a key rotated anywhere (`berth token
+//! a changed key set in use, so that a key rotated anywhere (`berth keys
 //! rotate` stores it at once) verifies everywhere within `KEY_SYNC`. A new
 //! key signs only once it is `SETTLE` old: by then every replica verifies
 //! it.
@@ -17,7 +17,6 @@ use std::fs::DirBuilder;
 use std::io;
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::Path;
-
 use std::sync::Arc;
 use std::time::Duration;
 

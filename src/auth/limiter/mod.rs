@@ -108,7 +108,7 @@ impl Attempt<'_> {
             );
             refund(&mut buckets, self.source);
             drop(buckets);
-            self.limiter.publish(LoginOutcome::Succeeded {
+            self.limiter.publish(|| LoginOutcome::Succeeded {
                 key: self.pair.shared_name(),
                 at: cleared_ms,
                 trusted_until: cleared_ms + TRUSTED_FOR.as_millis() as i64,
@@ -137,8 +137,10 @@ impl Drop for Attempt<'_> {
         if self.counted {
             let at = crate::metadata::now_ms();
             for key in [self.pair, self.source] {
-                let key = key.shared_name();
-                self.limiter.publish(LoginOutcome::Failed { key, at });
+                self.limiter.publish(|| LoginOutcome::Failed {
+                    key: key.shared_name(),
+                    at,
+                });
             }
         }
     }
@@ -202,7 +204,10 @@ impl LoginLimiter {
         let network = source_network(source);
         // The same on every replica, so that they can share the counts.
         let mut hash = Sha256::new();
-        hash.update(network.to_string());
+        match network {
+            IpAddr::V4(v4) => hash.update(v4.octets()),
+            IpAddr::V6(v6) => hash.update(v6.octets()),
+        }
         hash.update([0]);
         hash.update(account);
         let pair = u64::from_be_bytes(hash.finalize()[..8].try_into().expect("8 bytes"));

@@ -17,8 +17,8 @@ use tokio::sync::mpsc;
 use super::{Bucket, Key, LoginLimiter};
 use crate::metadata::{now_ms, LoginOutcome, SharedLogins};
 
-/// Outcomes waiting for the worker, at most; beyond, new ones are dropped
-/// (and counted): a flood of failures is already refused locally.
+/// Outcomes waiting for the worker, at most; beyond, new ones are dropped:
+/// a flood of failures is already refused locally.
 const OUTBOX: usize = 10_000;
 
 impl Key {
@@ -59,10 +59,12 @@ impl LoginLimiter {
         Some(rx)
     }
 
-    pub(super) fn publish(&self, outcome: LoginOutcome) {
+    /// Sends the outcome `make` builds to the worker, when sharing is on
+    /// (built only then: most processes share nothing).
+    pub(super) fn publish(&self, make: impl FnOnce() -> LoginOutcome) {
         if let Some(outbox) = self.outbox.get() {
-            if outbox.try_send(outcome).is_err() {
-                tracing::debug!("login outcome not shared: the outbox is full");
+            if let Err(e) = outbox.try_send(make()) {
+                tracing::debug!(error = %e, "login outcome not shared");
             }
         }
     }
