@@ -69,11 +69,7 @@ impl crate::workers::Worker for KeySync {
         let signing = keys.signing_kid().to_string();
         let verifying = keys.kids().count();
         if self.authenticator.install_keys(keys) {
-            tracing::info!(
-                signing_kid = %signing,
-                keys = verifying,
-                "token keys changed: now in use"
-            );
+            // The workers' runner logs this summary.
             return Ok(format!(
                 "token keys changed: {verifying} verify, {signing} signs"
             ));
